@@ -1,0 +1,360 @@
+"""Pure functions of the unified entity feature link (UMES, RRL paper §IV-A).
+
+Everything here is plain Python on dicts so it can be unit-tested without Beam and reused by
+the single-process baseline of ``benchmarks/pipeline_throughput.py``; ``unified_link.py`` wires
+these functions into an Apache Beam pipeline.
+
+A row that cannot be used raises :class:`RowError` with a machine-readable ``reason``; the
+pipeline turns it into a dead-letter record. Reasons (each counted):
+
+``empty_line`` ``bad_encoding`` ``bad_json`` ``missing_column`` ``missing_value``
+``bad_number`` ``unknown_entity_type`` ``unknown_entity`` ``unknown_user`` ``duplicate_row``
+``duplicate_entity`` ``duplicate_user``
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from tfrrl.data import schema
+from tfrrl.data.link_spec import DatasetSpec, EntityTypeSpec, UsersSpec, entity_key
+
+DEAD_LETTER_REASONS = (
+    "empty_line", "bad_encoding", "bad_json", "missing_column", "missing_value", "bad_number",
+    "unknown_entity_type", "unknown_entity", "unknown_user", "duplicate_row",
+    "duplicate_entity", "duplicate_user",
+)
+# Rows removed by an explicit rule (not errors): counted separately.
+FILTER_RULES = ("not_clicked",)
+
+TRAIN, EVAL = "train", "eval"
+
+
+class RowError(ValueError):
+    """A raw row that cannot be used; ``reason`` is one of DEAD_LETTER_REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        assert reason in DEAD_LETTER_REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def dead_letter(source: str, reason: str, row: Any, detail: str = "") -> Dict[str, Any]:
+    """The JSON-able dead-letter record: where it came from, why, and the row itself."""
+    if isinstance(row, bytes):
+        row = row.decode("utf-8", errors="backslashreplace")
+    elif isinstance(row, dict):
+        row = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
+               for k, v in row.items() if not str(k).startswith("_")}
+    return {"source": source, "reason": reason, "detail": detail, "row": row}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading raw text rows.
+
+def decode_text_line(line: bytes) -> str:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RowError("bad_encoding", str(e)) from None
+    if text.startswith("\ufeff"):  # a BOM on a data line
+        text = text[1:]
+    if not text.strip():
+        raise RowError("empty_line")
+    return text
+
+
+def parse_delimited_line(line: bytes, header: Sequence[str], delimiter: str) -> Dict[str, str]:
+    """One CSV/TSV data line → dict by header. Wrong field count → ``missing_column``."""
+    text = decode_text_line(line)
+    try:
+        fields = next(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        raise RowError("missing_column", f"unparseable line: {e}") from None
+    if len(fields) != len(header):
+        raise RowError("missing_column", f"expected {len(header)} fields, got {len(fields)}")
+    return dict(zip(header, fields))
+
+
+def parse_json_line(line: bytes) -> Dict[str, Any]:
+    text = decode_text_line(line)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RowError("bad_json", str(e)) from None
+    if not isinstance(value, dict):
+        raise RowError("bad_json", f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def parse_header(first_line: bytes, delimiter: str) -> List[str]:
+    text = first_line.decode("utf-8-sig").rstrip("\r\n")
+    return [h.strip() for h in next(csv.reader([text], delimiter=delimiter))]
+
+
+def _get(row: Mapping[str, Any], column: str) -> Any:
+    if column not in row:
+        raise RowError("missing_column", f"column {column!r} absent")
+    return row[column]
+
+
+def _required_token(row: Mapping[str, Any], column: str) -> str:
+    value = schema.clean_token(_get(row, column))
+    if value == schema.DEFAULT_TOKEN:
+        raise RowError("missing_value", f"column {column!r} is empty")
+    return value
+
+
+def _number(row: Mapping[str, Any], column: str) -> float:
+    try:
+        return schema.parse_number(_get(row, column))
+    except ValueError:
+        raise RowError("bad_number", f"column {column!r}={row.get(column)!r}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogs → unified entity records.
+
+def normalize_entity(row: Mapping[str, Any], type_name: str,
+                     spec: EntityTypeSpec) -> Dict[str, Any]:
+    """One catalog row → a unified entity record (UMES).
+
+    Fields the catalog maps are parsed; every other unified field takes its explicit default
+    (schema.DEFAULT_TOKEN / schema.NUMERIC_DEFAULT). A linked entity keeps the key of the
+    entity it promotes in ``_link`` so :func:`inherit_linked` can complete it.
+    """
+    entity_id = _required_token(row, spec.id_column)
+    record: Dict[str, Any] = default_entity(type_name, entity_id)
+    for field, column in spec.fields.items():
+        if field in schema.ENTITY_NUMERIC_FIELDS:
+            record[schema.entity_feature_name(field)] = _number(row, column)
+        else:
+            record[schema.entity_feature_name(field)] = schema.clean_token(_get(row, column))
+    if spec.link is not None:
+        linked = schema.clean_token(_get(row, spec.link.column))
+        record["_link"] = (
+            entity_key(spec.link.entity_type, linked) if linked != schema.DEFAULT_TOKEN else None
+        )
+    return record
+
+
+def default_entity(type_name: str, entity_id: str) -> Dict[str, Any]:
+    """An entity with every unified field at its default (types without a catalog)."""
+    record: Dict[str, Any] = {
+        "entity_id": entity_key(type_name, entity_id),
+        "entity_type": type_name,
+    }
+    for field in schema.ENTITY_CATEGORICAL_FIELDS:
+        record[schema.entity_feature_name(field)] = schema.DEFAULT_TOKEN
+    for field in schema.ENTITY_NUMERIC_FIELDS:
+        record[schema.entity_feature_name(field)] = schema.NUMERIC_DEFAULT
+    return record
+
+
+def _is_default(value: Any) -> bool:
+    return value == schema.DEFAULT_TOKEN or value == schema.NUMERIC_DEFAULT
+
+
+def inherit_linked(record: Dict[str, Any], linked: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A content entity takes the features of the product it promotes (RRL §IV-A).
+
+    Only schema.INHERITABLE_FIELDS that the entity's own catalog left at default are filled.
+    ``linked`` None (the linked product is not in its catalog) keeps the defaults.
+    """
+    out = {k: v for k, v in record.items() if k != "_link"}
+    if linked is None:
+        return out
+    for field in schema.INHERITABLE_FIELDS:
+        name = schema.entity_feature_name(field)
+        if _is_default(out[name]):
+            out[name] = linked[name]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Users.
+
+def normalize_user(row: Mapping[str, Any], spec: UsersSpec) -> Tuple[str, Dict[str, str]]:
+    user_id = _required_token(row, spec.id_column)
+    profile = {schema.user_feature_name(f): schema.DEFAULT_TOKEN for f in schema.USER_FIELDS}
+    for field, column in spec.fields.items():
+        profile[schema.user_feature_name(field)] = schema.clean_token(_get(row, column))
+    return user_id, profile
+
+
+def default_profile() -> Dict[str, str]:
+    return {schema.user_feature_name(f): schema.DEFAULT_TOKEN for f in schema.USER_FIELDS}
+
+
+# --------------------------------------------------------------------------------------------
+# Impressions.
+
+def parse_impression(row: Mapping[str, Any], spec: DatasetSpec) -> Dict[str, Any]:
+    """A raw impression row → a validated impression dict (contract names)."""
+    imp_spec = spec.impressions
+    entity_type = _required_token(row, imp_spec.column("entity_type"))
+    if entity_type not in spec.entity_types:
+        raise RowError("unknown_entity_type", f"{entity_type!r} not in {sorted(spec.entity_types)}")
+    imp: Dict[str, Any] = {
+        "user_id": _required_token(row, imp_spec.column("user_id")),
+        "entity_type": entity_type,
+        "entity_id": _required_token(row, imp_spec.column("entity_id")),
+        "domain": _required_token(row, imp_spec.column("domain")),
+    }
+    ts_col = imp_spec.column("timestamp")
+    if ts_col:
+        ts = _number(row, ts_col)
+        if not str(_get(row, ts_col)).strip():
+            raise RowError("missing_value", f"column {ts_col!r} is empty")
+        imp["timestamp"] = int(ts)
+    else:
+        imp["timestamp"] = None
+    click_col = imp_spec.column("click")
+    if click_col:
+        click = _number(row, click_col)
+        if click not in (0.0, 1.0):
+            raise RowError("bad_number", f"click must be 0 or 1, got {row.get(click_col)!r}")
+        imp["click"] = int(click)
+    else:
+        imp["click"] = 1
+    imp["key"] = entity_key(entity_type, imp["entity_id"])
+    return imp
+
+
+def impression_fingerprint(imp: Mapping[str, Any]) -> str:
+    """Identity of a raw impression: two rows with equal contract values are duplicates."""
+    parts = [str(imp.get(c)) for c in schema.IMPRESSION_COLUMNS]
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=12).hexdigest()
+
+
+def attach_entity(imp: Mapping[str, Any], entity: Mapping[str, Any]) -> Dict[str, Any]:
+    out = dict(imp)
+    for f in schema.entity_features():
+        if f.name in entity:
+            out[f.name] = entity[f.name]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Per-user assembly: dedupe, sequences strictly before the timestamp, label rule, split.
+
+@dataclasses.dataclass(frozen=True)
+class SplitRule:
+    """Time split at ``cutoff`` (eval = timestamp ≥ cutoff) or, without timestamps, a seeded
+    random split with ``eval_fraction``."""
+
+    cutoff: Optional[int]
+    eval_fraction: float = 0.1
+    seed: int = 0
+
+    def assign(self, imp: Mapping[str, Any], fingerprint: str) -> str:
+        if imp.get("timestamp") is not None and self.cutoff is not None:
+            return EVAL if imp["timestamp"] >= self.cutoff else TRAIN
+        digest = hashlib.blake2b(f"{self.seed}:{fingerprint}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest, "big") / 2 ** 64
+        return EVAL if u < self.eval_fraction else TRAIN
+
+
+@dataclasses.dataclass
+class UserOutput:
+    examples: List[Tuple[str, Dict[str, Any]]]  # (split, example values)
+    dead: List[Tuple[str, Dict[str, Any]]]  # (reason, impression)
+    filtered: List[Tuple[str, Dict[str, Any]]]  # (rule, impression)
+
+
+def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
+                  imps: Iterable[Mapping[str, Any]], *, require_profile: bool,
+                  label: str, split: SplitRule, sequence_length: int) -> UserOutput:
+    """All impressions of one user → examples with exposure sequences (Table I, E_seq).
+
+    * no profile while profiles are required → every row ``unknown_user``;
+    * exact duplicates of a row → ``duplicate_row`` (the first copy is kept);
+    * the sequence of an example holds the last ``sequence_length`` exposures (every impression,
+      clicked or not, is an exposure) with timestamp STRICTLY before the example's timestamp;
+      rows without a timestamp get an empty sequence (nothing is provably earlier);
+    * label rule "click": non-clicked rows are filtered by the counted rule ``not_clicked`` but
+      stay in the exposure sequences of later rows.
+    """
+    out = UserOutput([], [], [])
+    imps = list(imps)
+    if profile is None:
+        if require_profile:
+            out.dead.extend(("unknown_user", imp) for imp in imps)
+            return out
+        profile = default_profile()
+    keyed = sorted(((imp["timestamp"] if imp["timestamp"] is not None else -1,
+                     impression_fingerprint(imp), imp) for imp in imps),
+                   key=lambda t: (t[0], t[1]))
+    unique: List[Tuple[int, str, Mapping[str, Any]]] = []
+    for ts, fp, imp in keyed:
+        if unique and unique[-1][1] == fp:
+            out.dead.append(("duplicate_row", imp))
+        else:
+            unique.append((ts, fp, imp))
+
+    first_of_ts = 0  # index of the first exposure sharing the current timestamp
+    for i, (ts, fp, imp) in enumerate(unique):
+        if i > 0 and ts != unique[i - 1][0]:
+            first_of_ts = i
+        if label == "click" and imp["click"] == 0:
+            out.filtered.append(("not_clicked", imp))
+            continue
+        if imp["timestamp"] is None:
+            history: List[Tuple[int, str, Mapping[str, Any]]] = []
+        else:
+            history = unique[max(0, first_of_ts - sequence_length):first_of_ts]
+        example: Dict[str, Any] = {"user_id": user_id}
+        example.update(profile)
+        example["seq_entity_id"] = schema.pad_sequence([h[2]["key"] for h in history],
+                                                       sequence_length)
+        example["seq_entity_type"] = schema.pad_sequence([h[2]["entity_type"] for h in history],
+                                                         sequence_length)
+        example["seq_category"] = schema.pad_sequence(
+            [h[2]["entity_category"] for h in history], sequence_length)
+        example["seq_length"] = len(history)
+        for f in schema.entity_features():
+            if f.name in imp and f.name != "entity_id":
+                example[f.name] = imp[f.name]
+        example["entity_id"] = imp["key"]
+        example["domain"] = imp["domain"]
+        example["label"] = 1.0
+        example["timestamp"] = imp["timestamp"] if imp["timestamp"] is not None else 0
+        out.examples.append((split.assign(imp, fp), example))
+    return out
+
+
+def sampling_probability(train_count: int, total_train: int, corpus_size: int,
+                         smoothing: float = 1.0) -> float:
+    """Q(a): probability that entity ``a`` appears as an in-batch candidate (logQ, Eq. 2).
+
+    The training stream samples entities by their frequency; Laplace smoothing keeps the
+    probability of entities never seen in training positive so log Q is finite.
+    Worked example: counts {a: 3, b: 1}, corpus {a, b, c}, smoothing 1 →
+    Q(a) = 4/7, Q(b) = 2/7, Q(c) = 1/7 (they sum to 1).
+    """
+    return (train_count + smoothing) / (total_train + smoothing * corpus_size)
+
+
+def vocabulary_tokens(example: Mapping[str, Any]) -> Iterator[Tuple[str, str]]:
+    """(vocabulary, token) pairs a TRAIN example contributes to the vocabularies.
+
+    Sequences are not counted: the same exposure would be counted up to L times.
+    """
+    for f in schema.example_features():
+        if f.vocabulary and not f.is_sequence:
+            token = example[f.name]
+            if token != schema.DEFAULT_TOKEN:
+                yield f.vocabulary, token
+
+
+def build_vocabulary(counts: Iterable[Tuple[str, int]], min_frequency: int) -> List[str]:
+    """Tokens with count ≥ min_frequency, most frequent first (ties by token), after the
+    reserved default token. Rarer tokens map to the OOV id at read time."""
+    kept = sorted(((t, c) for t, c in counts if c >= min_frequency and t != schema.DEFAULT_TOKEN),
+                  key=lambda tc: (-tc[1], tc[0]))
+    return [schema.DEFAULT_TOKEN] + [t for t, _ in kept]

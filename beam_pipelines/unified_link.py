@@ -1,0 +1,569 @@
+"""The unified entity feature link as an Apache Beam pipeline (RRL paper §IV-A, DESIGN.md §1/§3).
+
+raw impressions + one catalog per entity type + user profiles
+  → unified entity records (aligned fields; linked content takes its product's features;
+    explicit defaults) → impressions joined with entities and user profiles → per-user exposure
+    sequences strictly before each timestamp → time (or seeded random) split →
+  ``train/`` and ``eval/`` TFRecords, the entity corpus ``corpus/``, ``vocab/*.txt``,
+  ``entity_frequency.tsv``, ``stats.json``, ``dead_letter/*.jsonl`` and ``accounting.json``.
+
+Shuffles: catalog dedupe, link resolution, impression×entity join, per-user assembly, and the
+final per-entity join that attaches the logQ sampling probability (Eq. 2) — each a
+CoGroupByKey/GroupByKey, so the same code scales out on Dataflow.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from beam_pipelines import raw_io, transforms
+from beam_pipelines.raw_io import DEAD, NAMESPACE, dead_counter
+from tfrrl.data import fileio, link_spec, schema
+from tfrrl.data.link_spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+FILTERED = "filtered"
+CORPUS = "corpus"
+IMPRESSIONS = "impressions"
+USERS = "users"
+
+# Output layout of a prepared dataset (read back by tfrrl.data.reader).
+TRAIN_DIR, EVAL_DIR, CORPUS_DIR = "train", "eval", "corpus"
+VOCAB_DIR, DEAD_LETTER_DIR = "vocab", "dead_letter"
+STATS_FILE, ACCOUNTING_FILE, FREQUENCY_FILE = "stats.json", "accounting.json", "entity_frequency.tsv"
+SPEC_COPY, SUCCESS_FILE = "link_spec.yaml", "_SUCCESS"
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """Knobs of the link (YAML-overridable through ``tfrrl prepare --config``)."""
+
+    sequence_length: int = schema.DEFAULT_SEQUENCE_LENGTH
+    min_frequency: int = 2  # tokens rarer than this in TRAIN map to OOV
+    eval_fraction: float = 0.1  # time split at the (1 - f) quantile of timestamps
+    cutoff_timestamp: Optional[int] = None  # explicit time split instead of the quantile
+    seed: int = 0  # seeded random split for data without timestamps
+    logq_smoothing: float = 1.0
+    num_shards: int = 0  # 0: the runner decides
+    quantile_resolution: int = 1000
+
+    def validate(self) -> "PrepareConfig":
+        if self.sequence_length < 1:
+            raise ValueError("sequence_length must be ≥ 1")
+        if self.min_frequency < 1:
+            raise ValueError("min_frequency must be ≥ 1")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError("eval_fraction must be in (0, 1)")
+        return self
+
+
+def _dead(source: str, reason: str, row: Any, detail: str = "") -> pvalue.TaggedOutput:
+    dead_counter(source, reason).inc()
+    return pvalue.TaggedOutput(DEAD, transforms.dead_letter(source, reason, row, detail))
+
+
+def _counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+# --------------------------------------------------------------------------------------------
+# DoFns (thin wrappers around the pure functions of transforms.py).
+
+class _NormalizeEntity(beam.DoFn):
+    def __init__(self, type_name: str, spec: link_spec.EntityTypeSpec):
+        self._type, self._spec = type_name, spec
+        self._source = f"catalog:{type_name}"
+
+    def process(self, row):
+        try:
+            yield transforms.normalize_entity(row, self._type, self._spec)
+        except transforms.RowError as e:
+            yield _dead(self._source, e.reason, row, e.detail)
+
+
+class _DedupeEntities(beam.DoFn):
+    """One record per entity key; later copies of a catalog row are dead-lettered."""
+
+    def process(self, element):
+        key, records = element
+        records = sorted(records, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+        yield records[0]
+        for extra in records[1:]:
+            yield _dead(f"catalog:{extra['entity_type']}", "duplicate_entity", extra, key)
+
+
+class _ResolveLinks(beam.DoFn):
+    def process(self, element):
+        _, grouped = element
+        targets = list(grouped["target"])
+        target = targets[0] if targets else None
+        for record in grouped["linkers"]:
+            if target is None:
+                _counter("catalog/link_unresolved").inc()
+            yield transforms.inherit_linked(record, target)
+
+
+class _NormalizeUser(beam.DoFn):
+    def __init__(self, spec: link_spec.UsersSpec):
+        self._spec = spec
+
+    def process(self, row):
+        try:
+            user_id, profile = transforms.normalize_user(row, self._spec)
+            profile["_row"] = row
+            yield user_id, profile
+        except transforms.RowError as e:
+            yield _dead(USERS, e.reason, row, e.detail)
+
+
+class _ParseImpression(beam.DoFn):
+    def __init__(self, spec: DatasetSpec):
+        self._spec = spec
+
+    def process(self, row):
+        try:
+            imp = transforms.parse_impression(row, self._spec)
+            imp["_row"] = row
+            yield imp
+        except transforms.RowError as e:
+            yield _dead(IMPRESSIONS, e.reason, row, e.detail)
+
+
+class _JoinEntity(beam.DoFn):
+    """Impressions × unified entity; emits the corpus record once per entity."""
+
+    def __init__(self, spec: DatasetSpec):
+        self._has_catalog = {n: et.path is not None for n, et in spec.entity_types.items()}
+
+    def process(self, element):
+        key, grouped = element
+        entities = list(grouped["entity"])
+        imps = grouped["imps"]
+        entity = entities[0] if entities else None
+        if entity is None:
+            imps = list(imps)
+            if not imps:
+                return
+            type_name, entity_id = link_spec.split_entity_key(key)
+            if self._has_catalog[type_name]:
+                for imp in imps:
+                    yield _dead(IMPRESSIONS, "unknown_entity", imp["_row"], key)
+                return
+            entity = transforms.default_entity(type_name, entity_id)
+        yield pvalue.TaggedOutput(CORPUS, (key, entity))
+        for imp in imps:
+            yield imp["user_id"], transforms.attach_entity(imp, entity)
+
+
+class _AssembleUser(beam.DoFn):
+    def __init__(self, spec: DatasetSpec, cfg: PrepareConfig):
+        self._require_profile = spec.users is not None
+        self._label = spec.label
+        self._cfg = cfg
+
+    def process(self, element, cutoff):
+        user_id, grouped = element
+        profiles = list(grouped["profile"])
+        imps = list(grouped["imps"])
+        profile = None
+        if profiles:
+            profiles.sort(key=lambda p: json.dumps(p, sort_keys=True, default=str))
+            for extra in profiles[1:]:
+                yield _dead(USERS, "duplicate_user", extra["_row"], user_id)
+            profile = {k: v for k, v in profiles[0].items() if k != "_row"}
+        if not imps:
+            return
+        split = transforms.SplitRule(cutoff=cutoff, eval_fraction=self._cfg.eval_fraction,
+                                     seed=self._cfg.seed)
+        out = transforms.assemble_user(
+            user_id, profile, imps, require_profile=self._require_profile, label=self._label,
+            split=split, sequence_length=self._cfg.sequence_length)
+        for reason, imp in out.dead:
+            yield _dead(IMPRESSIONS, reason, imp["_row"], user_id)
+        for rule, imp in out.filtered:
+            _counter(f"{IMPRESSIONS}/filtered/{rule}").inc()
+            yield pvalue.TaggedOutput(FILTERED, rule)
+        for split_name, example in out.examples:
+            yield example["entity_id"], (split_name, example)
+
+
+class _Finalize(beam.DoFn):
+    """Per entity: the corpus record with its train count, and every example with Q(a)."""
+
+    def process(self, element, totals):
+        key, grouped = element
+        train_count = sum(grouped["count"])
+        corpus = list(grouped["corpus"])
+        prob = transforms.sampling_probability(train_count, totals["train"], totals["corpus"],
+                                               totals["smoothing"])
+        if corpus:
+            record = dict(corpus[0], sampling_prob=prob, train_count=train_count)
+            yield pvalue.TaggedOutput(CORPUS, record)
+            yield pvalue.TaggedOutput("frequency", f"{key}\t{train_count}\t{prob:.9g}")
+        for split_name, example in grouped["examples"]:
+            example["sampling_prob"] = prob
+            _counter(f"{IMPRESSIONS}/written/{split_name}").inc()
+            yield pvalue.TaggedOutput(split_name, example)
+
+
+class _StatsCombine(beam.CombineFn):
+    """Counts per (split, domain) and (split, entity type), timestamp range."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, acc, example):
+        split_name, ex = example
+        acc[(split_name, "domain", ex["domain"])] += 1
+        acc[(split_name, "entity_type", ex["entity_type"])] += 1
+        acc[(split_name, "total", "")] += 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = collections.Counter()
+        for a in accs:
+            out.update(a)
+        return out
+
+    def extract_output(self, acc):
+        return dict(acc)
+
+
+def _write_vocabulary(element, out_dir: str, min_frequency: Mapping[str, int]):
+    name, counts = element
+    tokens = transforms.build_vocabulary(counts, min_frequency[name])
+    fileio.write_text(fileio.join(out_dir, VOCAB_DIR, f"{name}.txt"),
+                      "".join(t.replace("\n", " ") + "\n" for t in tokens))
+    yield name, len(tokens)
+
+
+def _vocabulary_min_frequency(cfg: PrepareConfig) -> Dict[str, int]:
+    # Domains and entity types must never be OOV: they index gates, towers and reports.
+    return {v: (1 if v in ("domain", "entity_type") else cfg.min_frequency)
+            for v in schema.vocabulary_names(cfg.sequence_length)}
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline construction.
+
+def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSpec,
+                   cfg: PrepareConfig) -> None:
+    """Adds the whole link to pipeline ``p``."""
+    dead_parts: List[beam.PCollection] = []
+
+    # 1. Catalogs → unified entity records, deduplicated, links resolved (UMES).
+    entity_parts = []
+    for type_name, et in spec.entity_types.items():
+        if et.path is None:
+            continue
+        table = p | f"Catalog[{type_name}]" >> raw_io.ReadRawTable(
+            f"catalog:{type_name}", link_spec.resolve_path(raw_dir, et.path), et.format)
+        dead_parts.append(table[DEAD])
+        norm = table["rows"] | f"Normalize[{type_name}]" >> beam.ParDo(
+            _NormalizeEntity(type_name, et)).with_outputs(DEAD, main="entities")
+        entity_parts.append(norm.entities)
+        dead_parts.append(norm[DEAD])
+    if entity_parts:
+        raw_entities = entity_parts | "FlattenCatalogs" >> beam.Flatten()
+    else:
+        raw_entities = p | "NoCatalogs" >> beam.Create([])
+    deduped = (raw_entities
+               | "KeyEntities" >> beam.Map(lambda r: (r["entity_id"], r))
+               | "GroupEntities" >> beam.GroupByKey()
+               | "DedupeEntities" >> beam.ParDo(_DedupeEntities()).with_outputs(
+                   DEAD, main="entities"))
+    dead_parts.append(deduped[DEAD])
+    entities = deduped.entities
+    plain = (entities | "NotLinked" >> beam.Filter(lambda r: not r.get("_link"))
+             | "DropLinkField" >> beam.Map(transforms.inherit_linked, None))
+    linkers = (entities | "Linked" >> beam.Filter(lambda r: bool(r.get("_link")))
+               | "KeyByLink" >> beam.Map(lambda r: (r["_link"], r)))
+    targets = plain | "KeyTargets" >> beam.Map(lambda r: (r["entity_id"], r))
+    linked = ({"target": targets, "linkers": linkers} | "JoinLinks" >> beam.CoGroupByKey()
+              | "InheritLinked" >> beam.ParDo(_ResolveLinks()))
+    catalog = ((plain, linked) | "UnifiedEntities" >> beam.Flatten()
+               | "KeyCatalog" >> beam.Map(lambda r: (r["entity_id"], r)))
+
+    # 2. Users.
+    if spec.users is not None:
+        users_table = p | "Users" >> raw_io.ReadRawTable(
+            USERS, link_spec.resolve_path(raw_dir, spec.users.path), spec.users.format)
+        dead_parts.append(users_table[DEAD])
+        users = users_table["rows"] | "NormalizeUsers" >> beam.ParDo(
+            _NormalizeUser(spec.users)).with_outputs(DEAD, main="users")
+        dead_parts.append(users[DEAD])
+        profiles = users.users
+    else:
+        profiles = p | "NoUsers" >> beam.Create([])
+
+    # 3. Impressions, parsed and validated.
+    imp_table = p | "Impressions" >> raw_io.ReadRawTable(
+        IMPRESSIONS, link_spec.resolve_path(raw_dir, spec.impressions.path),
+        spec.impressions.format)
+    dead_parts.append(imp_table[DEAD])
+    parsed = imp_table["rows"] | "ParseImpressions" >> beam.ParDo(
+        _ParseImpression(spec)).with_outputs(DEAD, main="imps")
+    dead_parts.append(parsed[DEAD])
+
+    # 4. Split point: the (1 - eval_fraction) quantile of the impression timestamps.
+    if cfg.cutoff_timestamp is not None or not spec.impressions.column("timestamp"):
+        cutoff = p | "FixedCutoff" >> beam.Create([cfg.cutoff_timestamp])
+    else:
+        res = cfg.quantile_resolution
+        index = round((1.0 - cfg.eval_fraction) * res)
+        cutoff = (parsed.imps
+                  | "Timestamps" >> beam.Map(lambda imp: imp["timestamp"])
+                  | "Quantiles" >> beam.ApproximateQuantiles.Globally(res + 1)
+                  | "PickCutoff" >> beam.Map(lambda qs: qs[index] if qs else None))
+
+    # 5. Join with unified entities (unknown entities → dead letter).
+    joined = ({"entity": catalog,
+               "imps": parsed.imps | "KeyImpByEntity" >> beam.Map(lambda i: (i["key"], i))}
+              | "JoinEntities" >> beam.CoGroupByKey()
+              | "AttachEntities" >> beam.ParDo(_JoinEntity(spec)).with_outputs(
+                  DEAD, CORPUS, main="imps"))
+    dead_parts.append(joined[DEAD])
+
+    # 6. Per user: profile join, dedupe, sequences, label rule, split.
+    assembled = ({"profile": profiles, "imps": joined.imps}
+                 | "GroupByUser" >> beam.CoGroupByKey()
+                 | "AssembleUsers" >> beam.ParDo(
+                     _AssembleUser(spec, cfg), cutoff=pvalue.AsSingleton(cutoff)).with_outputs(
+                         DEAD, FILTERED, main="examples"))
+    dead_parts.append(assembled[DEAD])
+    examples = assembled.examples  # (entity key, (split, example))
+
+    # 7. Per entity: train counts → Q(a) for logQ; attach to corpus records and examples.
+    train_counts = (examples
+                    | "TrainOnly" >> beam.Filter(lambda kv: kv[1][0] == transforms.TRAIN)
+                    | "OnePerTrain" >> beam.Map(lambda kv: (kv[0], 1))
+                    | "CountPerEntity" >> beam.CombinePerKey(sum))
+    n_train = (train_counts | "TrainCounts" >> beam.Values()
+               | "TotalTrain" >> beam.CombineGlobally(sum))
+    n_corpus = joined[CORPUS] | "CorpusSize" >> beam.combiners.Count.Globally()
+    totals = (p | "TotalsSeed" >> beam.Create([None])
+              | "TotalsDict" >> beam.Map(
+                  lambda _, t, c, s: {"train": t, "corpus": c, "smoothing": s},
+                  pvalue.AsSingleton(n_train), pvalue.AsSingleton(n_corpus),
+                  cfg.logq_smoothing))
+    final = ({"corpus": joined[CORPUS], "count": train_counts, "examples": examples}
+             | "JoinPerEntity" >> beam.CoGroupByKey()
+             | "Finalize" >> beam.ParDo(_Finalize(), totals=pvalue.AsSingleton(totals))
+             .with_outputs(transforms.TRAIN, transforms.EVAL, CORPUS, "frequency"))
+
+    # 8. Writes.
+    L = cfg.sequence_length
+    shards = cfg.num_shards
+    for split_name, folder in ((transforms.TRAIN, TRAIN_DIR), (transforms.EVAL, EVAL_DIR)):
+        (final[split_name]
+         | f"Encode[{split_name}]" >> beam.Map(schema.encode_example, L)
+         | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(
+             fileio.join(out_dir, folder, "part"), file_name_suffix=".tfrecord",
+             num_shards=shards))
+    (final[CORPUS]
+     | "EncodeCorpus" >> beam.Map(schema.encode_entity)
+     | "WriteCorpus" >> beam.io.WriteToTFRecord(
+         fileio.join(out_dir, CORPUS_DIR, "part"), file_name_suffix=".tfrecord",
+         num_shards=shards))
+    (final["frequency"]
+     | "WriteFrequency" >> beam.io.WriteToText(
+         fileio.join(out_dir, FREQUENCY_FILE), shard_name_template="", num_shards=1,
+         header="entity_id\ttrain_count\tsampling_prob"))
+    (dead_parts | "FlattenDead" >> beam.Flatten()
+     | "DeadToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
+     | "WriteDead" >> beam.io.WriteToText(
+         fileio.join(out_dir, DEAD_LETTER_DIR, "part"), file_name_suffix=".jsonl"))
+
+    # Vocabularies from the TRAIN split only (no leakage of eval ids into the model's tables).
+    min_freq = _vocabulary_min_frequency(cfg)
+    vocab_sizes = (final[transforms.TRAIN]
+                   | "VocabTokens" >> beam.FlatMap(transforms.vocabulary_tokens)
+                   | "VocabOne" >> beam.Map(lambda vt: (vt, 1))
+                   | "VocabCount" >> beam.CombinePerKey(sum)
+                   | "VocabByName" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))))
+    # Every vocabulary file exists, even one whose feature is all defaults.
+    vocab_seed = p | "VocabSeed" >> beam.Create(
+        [(name, (schema.DEFAULT_TOKEN, 0)) for name in min_freq])
+    vocab_sizes = ((vocab_sizes, vocab_seed) | "VocabWithSeed" >> beam.Flatten()
+                   | "VocabGroup" >> beam.GroupByKey()
+                   | "WriteVocab" >> beam.FlatMap(_write_vocabulary, out_dir, min_freq)
+                   | "VocabSizes" >> beam.combiners.ToDict())
+
+    split_stats = ((final[transforms.TRAIN] | "TagTrain" >> beam.Map(
+                        lambda e: (transforms.TRAIN, e)),
+                    final[transforms.EVAL] | "TagEval" >> beam.Map(
+                        lambda e: (transforms.EVAL, e)))
+                   | "FlattenSplits" >> beam.Flatten()
+                   | "SplitStats" >> beam.CombineGlobally(_StatsCombine()))
+    corpus_types = (final[CORPUS] | "CorpusType" >> beam.Map(lambda r: r["entity_type"])
+                    | "CorpusTypeCount" >> beam.combiners.Count.PerElement()
+                    | "CorpusTypeDict" >> beam.combiners.ToDict())
+    (p | "StatsSeed" >> beam.Create([None])
+     | "WriteStats" >> beam.Map(
+         _write_stats, out_dir, spec, cfg,
+         pvalue.AsSingleton(split_stats), pvalue.AsSingleton(corpus_types),
+         pvalue.AsSingleton(vocab_sizes), pvalue.AsSingleton(cutoff),
+         pvalue.AsSingleton(totals)))
+
+
+def _write_stats(_, out_dir, spec: DatasetSpec, cfg: PrepareConfig, split_stats, corpus_types,
+                 vocab_sizes, cutoff, totals):
+    by = collections.defaultdict(dict)
+    for (split_name, kind, value), n in sorted(split_stats.items()):
+        by[f"{split_name}_{kind}"][value] = n
+    domains = sorted(by.get("train_domain", {}))
+    stats = {
+        "num_train": totals["train"],
+        "num_eval": sum(by.get("eval_total", {}).values()),
+        "domains": domains,
+        # |D^k| per domain (training rows), used by the Eq. 20 weights of MVWDL.
+        "domain_sizes": {d: by["train_domain"][d] for d in domains},
+        "eval_domain_sizes": by.get("eval_domain", {}),
+        "entity_types": sorted(spec.entity_types),
+        "train_entity_type_counts": by.get("train_entity_type", {}),
+        "eval_entity_type_counts": by.get("eval_entity_type", {}),
+        "corpus_size": totals["corpus"],
+        "corpus_entity_type_counts": dict(sorted(corpus_types.items())),
+        "vocabulary_sizes": dict(sorted(vocab_sizes.items())),
+        "split": ({"kind": "time", "cutoff_timestamp": cutoff} if cutoff is not None else
+                  {"kind": "random", "eval_fraction": cfg.eval_fraction, "seed": cfg.seed}),
+        "sampling_probability": {
+            "file": FREQUENCY_FILE,
+            "formula": "(train_count + s) / (num_train + s * corpus_size)",
+            "smoothing": cfg.logq_smoothing,
+        },
+        "sequence_length": cfg.sequence_length,
+        "min_frequency": cfg.min_frequency,
+        "label": spec.label,
+    }
+    fileio.write_text(fileio.join(out_dir, STATS_FILE), json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Running and accounting.
+
+def default_pipeline_options(beam_args: Optional[List[str]] = None) -> PipelineOptions:
+    """DirectRunner in multi-processing mode (one worker per core) unless flags say otherwise.
+
+    Any standard Beam flag passes through, e.g. ``--runner=DataflowRunner --project=P
+    --region=R --temp_location=gs://B/tmp --setup_file=./setup.py``.
+    """
+    options = PipelineOptions(beam_args or [])
+    std = options.view_as(StandardOptions)
+    if std.runner is None:
+        std.runner = "DirectRunner"
+    if std.runner in ("DirectRunner", "direct"):
+        direct = options.view_as(DirectOptions)
+        if "--direct_running_mode" not in " ".join(beam_args or []):
+            direct.direct_running_mode = "multi_processing"
+        if not direct.direct_num_workers:
+            direct.direct_num_workers = os.cpu_count() or 1
+    return options
+
+
+def _counters(result) -> Dict[str, int]:
+    out: Dict[str, int] = collections.Counter()
+    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] += int(value or 0)
+    return dict(out)
+
+
+def accounting_from_counters(counters: Mapping[str, int], spec: DatasetSpec) -> Dict[str, Any]:
+    """Row accounting per source: rows read = written + dead-lettered + filtered."""
+    acc: Dict[str, Any] = {}
+    sources = [IMPRESSIONS] + ([USERS] if spec.users is not None else [])
+    sources += [f"catalog:{n}" for n, et in spec.entity_types.items() if et.path is not None]
+    for source in sources:
+        dead = {k.split("/dead/")[1]: v for k, v in counters.items()
+                if k.startswith(f"{source}/dead/")}
+        entry: Dict[str, Any] = {"rows_read": counters.get(f"{source}/rows_read", 0),
+                                 "dead_letter": dict(sorted(dead.items()))}
+        if source == IMPRESSIONS:
+            entry["train"] = counters.get(f"{IMPRESSIONS}/written/train", 0)
+            entry["eval"] = counters.get(f"{IMPRESSIONS}/written/eval", 0)
+            entry["filtered"] = {r: counters.get(f"{IMPRESSIONS}/filtered/{r}", 0)
+                                 for r in transforms.FILTER_RULES}
+            accounted = (entry["train"] + entry["eval"] + sum(dead.values())
+                         + sum(entry["filtered"].values()))
+        else:
+            accounted = None  # entity/user rows: kept rows are not counted row-for-row
+            entry["kept"] = entry["rows_read"] - sum(dead.values())
+        if accounted is not None:
+            entry["accounted"] = accounted
+            entry["balanced"] = accounted == entry["rows_read"]
+        acc[source] = entry
+    acc["catalog_link_unresolved"] = counters.get("catalog/link_unresolved", 0)
+    return acc
+
+
+def format_accounting(acc: Mapping[str, Any]) -> str:
+    imp = acc[IMPRESSIONS]
+    lines = [
+        f"impressions: read {imp['rows_read']:,} = train {imp['train']:,} + eval {imp['eval']:,}"
+        f" + dead-letter {sum(imp['dead_letter'].values()):,}"
+        f" + filtered {sum(imp['filtered'].values()):,}"
+        f"  [{'balanced' if imp['balanced'] else 'NOT BALANCED'}]",
+    ]
+    for reason, n in imp["dead_letter"].items():
+        lines.append(f"  dead-letter {reason}: {n:,}")
+    for rule, n in imp["filtered"].items():
+        lines.append(f"  filtered by rule {rule}: {n:,}")
+    for source, entry in acc.items():
+        if source in (IMPRESSIONS, "catalog_link_unresolved"):
+            continue
+        dead = sum(entry["dead_letter"].values())
+        detail = ", ".join(f"{r} {n:,}" for r, n in entry["dead_letter"].items())
+        lines.append(f"{source}: read {entry['rows_read']:,}, kept {entry['kept']:,}, "
+                     f"dead-letter {dead:,}" + (f" ({detail})" if detail else ""))
+    if acc.get("catalog_link_unresolved"):
+        lines.append(f"linked entities whose product is missing (defaults kept): "
+                     f"{acc['catalog_link_unresolved']:,}")
+    return "\n".join(lines)
+
+
+class OutputExistsError(FileExistsError):
+    pass
+
+
+def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
+        spec: Optional[DatasetSpec] = None, beam_args: Optional[List[str]] = None,
+        overwrite: bool = False) -> Dict[str, Any]:
+    """Runs the link; returns ``{"accounting": …, "stats": …, "seconds": …}``."""
+    cfg = (cfg or PrepareConfig()).validate()
+    spec = (spec or link_spec.load(raw_dir)).validate()
+    if fileio.exists(out_dir) and fileio.glob(fileio.join(out_dir, "*")):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+        FileSystems.delete([out_dir])
+    start = time.time()
+    options = default_pipeline_options(beam_args)
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, raw_dir, out_dir, spec, cfg)
+    result = p.run()
+    result.wait_until_finish()
+    seconds = time.time() - start
+    acc = accounting_from_counters(_counters(result), spec)
+    fileio.write_text(fileio.join(out_dir, SPEC_COPY), spec.to_yaml())
+    fileio.write_text(fileio.join(out_dir, ACCOUNTING_FILE), json.dumps(acc, indent=2) + "\n")
+    stats = json.loads(fileio.read_text(fileio.join(out_dir, STATS_FILE)))
+    if not acc[IMPRESSIONS]["balanced"]:
+        raise RuntimeError("row accounting does not balance:\n" + format_accounting(acc))
+    fileio.write_text(fileio.join(out_dir, SUCCESS_FILE), "")
+    return {"accounting": acc, "stats": stats, "seconds": seconds}
