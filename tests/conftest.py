@@ -1,0 +1,89 @@
+"""Shared fixtures: hand-built raw folders and small prepared datasets (built once per session)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+from typing import Dict, Iterable, List, Sequence
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+# In-process runner for small tests: the multi-processing default is exercised by the CLI test.
+IN_MEMORY = ["--direct_running_mode=in_memory"]
+
+
+def write_csv(path: pathlib.Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+IMPRESSION_HEADER = ["user_id", "entity_id", "entity_type", "domain", "timestamp", "click"]
+
+
+def write_hand_built_raw(root: pathlib.Path, impressions: List[List]) -> pathlib.Path:
+    """A tiny raw folder in the synthetic layout (DatasetSpec.synthetic_default()).
+
+    Catalogs: items i1 (c1, b1, shop s1, 10.5), i2 (c2, b2, s1, 3.0), i3 (c3, b3, s2, 7.0);
+    shops s1 (c1, level 3), s2 (c2, level 1); video v1 → i2 (author a1); live l1 → i1 (host h1),
+    l2 → i9 (a product missing from the item catalog). Users u1, u2, u3.
+    """
+    write_csv(root / "catalogs/item.csv", ["entity_id", "category", "brand", "shop", "price"],
+              [["i1", "c1", "b1", "s1", "10.5"], ["i2", "c2", "b2", "s1", "3"],
+               ["i3", "c3", "b3", "s2", "7.0"]])
+    write_csv(root / "catalogs/shop.csv", ["entity_id", "main_category", "shop_level"],
+              [["s1", "c1", "3"], ["s2", "c2", "1"]])
+    write_csv(root / "catalogs/video.csv", ["entity_id", "linked_item", "author", "duration"],
+              [["v1", "i2", "a1", "30"]])
+    write_csv(root / "catalogs/live.csv", ["entity_id", "linked_item", "host", "start_time"],
+              [["l1", "i1", "h1", "100"], ["l2", "i9", "h2", "100"]])
+    write_csv(root / "users.csv", ["user_id", "age_bucket", "gender", "city_tier"],
+              [["u1", "18-24", "F", "1"], ["u2", "25-34", "M", "2"], ["u3", "35+", "F", "1"]])
+    write_csv(root / "impressions/part-0.csv", IMPRESSION_HEADER, impressions)
+    return root
+
+
+@pytest.fixture(scope="session")
+def hand_built_prepared(tmp_path_factory) -> Dict:
+    """The hand-built raw rows through the Beam link (in-memory runner), shared by tests."""
+    from beam_pipelines import unified_link
+
+    root = tmp_path_factory.mktemp("hand_raw")
+    rows = [
+        ["u1", "i1", "item", "d0", "100", "1"],
+        ["u1", "l1", "live", "d1", "200", "1"],
+        ["u1", "s1", "shop", "d0", "200", "1"],   # same timestamp as l1: not in each other's seq
+        ["u1", "v1", "video", "d1", "300", "1"],
+        ["u1", "i1", "item", "d0", "400", "1"],
+        ["u2", "i2", "item", "d0", "150", "1"],
+        ["u2", "i1", "item", "d0", "250", "1"],
+        ["u2", "i3", "item", "d1", "260", "1"],   # i3 occurs once: rare → OOV at min_frequency 2
+        ["u3", "i1", "item", "d0", "120", "1"],
+        ["u3", "l2", "live", "d0", "130", "1"],
+        ["u3", "i2", "item", "d1", "500", "1"],
+    ]
+    write_hand_built_raw(root, rows)
+    out = tmp_path_factory.mktemp("hand_prepared") / "data"
+    cfg = unified_link.PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400)
+    result = unified_link.run(str(root), str(out), cfg, beam_args=IN_MEMORY)
+    return {"raw": root, "out": out, "result": result, "rows": rows}
+
+
+def read_records(folder: pathlib.Path) -> List[Dict]:
+    """Decodes every TFRecord of a folder with the schema's decoder."""
+    import tensorflow as tf
+
+    from tfrrl.data import schema
+
+    records = []
+    for path in sorted(folder.glob("*.tfrecord")):
+        for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            records.append(schema.decode(raw))
+    return records

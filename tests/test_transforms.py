@@ -1,0 +1,159 @@
+"""Pure functions of the link, with expected values worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from beam_pipelines import transforms
+from tfrrl.data import schema
+from tfrrl.data.link_spec import DatasetSpec
+
+SPEC = DatasetSpec.synthetic_default()
+
+
+def _imp(user, key, ts, click=1, domain="d0", category="c"):
+    entity_type, entity_id = key.split(":")
+    return {"user_id": user, "entity_type": entity_type, "entity_id": entity_id,
+            "domain": domain, "timestamp": ts, "click": click, "key": key,
+            "entity_category": category}
+
+
+def _assemble(imps, label="impression", L=3, cutoff=None, profile=None, require=False):
+    return transforms.assemble_user(
+        "u1", profile, imps, require_profile=require, label=label,
+        split=transforms.SplitRule(cutoff=cutoff), sequence_length=L)
+
+
+def test_sequence_holds_only_exposures_strictly_before():
+    # t: a@10, b@20, c@20, d@30 → seq(a)=[], seq(b)=seq(c)=[a], seq(d)=[a,b,c]
+    imps = [_imp("u1", "item:a", 10), _imp("u1", "item:b", 20), _imp("u1", "item:c", 20),
+            _imp("u1", "item:d", 30)]
+    out = _assemble(imps, L=3)
+    seqs = {ex["entity_id"]: ex["seq_entity_id"] for _, ex in out.examples}
+    assert seqs["item:a"] == ["", "", ""]
+    assert seqs["item:b"] == ["item:a", "", ""]
+    assert seqs["item:c"] == ["item:a", "", ""]
+    assert seqs["item:d"] == ["item:a", "item:b", "item:c"]
+
+
+def test_sequence_keeps_most_recent_L():
+    imps = [_imp("u1", f"item:{i}", 10 * i) for i in range(1, 6)]
+    out = _assemble(imps, L=2)
+    last = [ex for _, ex in out.examples if ex["entity_id"] == "item:5"][0]
+    assert last["seq_entity_id"] == ["item:3", "item:4"]
+    assert last["seq_length"] == 2
+
+
+def test_duplicates_dead_lettered_and_click_rule_filters_but_keeps_exposure():
+    imps = [_imp("u1", "item:a", 10, click=0), _imp("u1", "item:b", 20),
+            _imp("u1", "item:b", 20)]
+    out = _assemble(imps, label="click")
+    assert [r for r, _ in out.dead] == ["duplicate_row"]
+    assert [r for r, _ in out.filtered] == ["not_clicked"]
+    (split, ex), = out.examples
+    assert ex["entity_id"] == "item:b" and ex["seq_entity_id"][0] == "item:a"
+
+
+def test_unknown_user_when_profiles_required():
+    out = _assemble([_imp("u1", "item:a", 10)], require=True)
+    assert [r for r, _ in out.dead] == ["unknown_user"] and not out.examples
+
+
+def test_time_split_at_cutoff():
+    imps = [_imp("u1", "item:a", 10), _imp("u1", "item:b", 20)]
+    out = _assemble(imps, cutoff=20)
+    assert [s for s, _ in out.examples] == ["train", "eval"]
+
+
+def test_random_split_is_seeded():
+    rule = transforms.SplitRule(cutoff=None, eval_fraction=0.3, seed=7)
+    imps = [_imp("u1", f"item:{i}", None) for i in range(2000)]
+    splits = [rule.assign(i, transforms.impression_fingerprint(i)) for i in imps]
+    again = [rule.assign(i, transforms.impression_fingerprint(i)) for i in imps]
+    assert splits == again
+    assert 0.25 < splits.count("eval") / len(splits) < 0.35
+
+
+def test_linked_entity_inherits_product_fields_only_where_missing():
+    video = transforms.normalize_entity(
+        {"entity_id": "v1", "linked_item": "i2", "author": "a1", "duration": "30"}, "video",
+        SPEC.entity_types["video"])
+    assert video["_link"] == "item:i2"
+    item = transforms.normalize_entity(
+        {"entity_id": "i2", "category": "c2", "brand": "b2", "shop": "s1", "price": "3.5"},
+        "item", SPEC.entity_types["item"])
+    merged = transforms.inherit_linked(video, item)
+    assert merged["entity_category"] == "c2" and merged["entity_brand"] == "b2"
+    assert merged["entity_price"] == 3.5 and merged["entity_creator"] == "a1"
+    assert merged["entity_duration"] == 30.0 and merged["entity_shop_level"] == schema.DEFAULT_TOKEN
+    assert "_link" not in merged
+
+
+def test_shop_gets_explicit_defaults_for_item_only_fields():
+    shop = transforms.normalize_entity(
+        {"entity_id": "s1", "main_category": "c1", "shop_level": "3"}, "shop",
+        SPEC.entity_types["shop"])
+    assert shop["entity_category"] == "c1" and shop["entity_shop_level"] == "3"
+    assert shop["entity_brand"] == schema.DEFAULT_TOKEN
+    assert shop["entity_price"] == schema.NUMERIC_DEFAULT
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"user_id": "u", "entity_id": "i", "entity_type": "item", "domain": "d", "timestamp": "x",
+      "click": "1"}, "bad_number"),
+    ({"user_id": "u", "entity_id": "i", "entity_type": "nope", "domain": "d", "timestamp": "1",
+      "click": "1"}, "unknown_entity_type"),
+    ({"user_id": "u", "entity_id": "i", "entity_type": "item", "timestamp": "1", "click": "1"},
+     "missing_column"),
+    ({"user_id": "", "entity_id": "i", "entity_type": "item", "domain": "d", "timestamp": "1",
+      "click": "1"}, "missing_value"),
+    ({"user_id": "u", "entity_id": "i", "entity_type": "item", "domain": "d", "timestamp": "1",
+      "click": "2"}, "bad_number"),
+    ({"user_id": "u", "entity_id": "i", "entity_type": "item", "domain": "d", "timestamp": "",
+      "click": "1"}, "missing_value"),
+])
+def test_bad_impressions_raise_with_reason(row, reason):
+    with pytest.raises(transforms.RowError) as e:
+        transforms.parse_impression(row, SPEC)
+    assert e.value.reason == reason
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b"", "empty_line"), (b"   ", "empty_line"), (b"\xff\xfe,a,b", "bad_encoding"),
+    (b"a,b", "missing_column"), (b"a,b,c,d", "missing_column"),
+])
+def test_bad_csv_lines(line, reason):
+    with pytest.raises(transforms.RowError) as e:
+        transforms.parse_delimited_line(line, ["x", "y", "z"], ",")
+    assert e.value.reason == reason
+
+
+def test_csv_line_with_quotes():
+    assert transforms.parse_delimited_line(b'1,"a, b",3', ["x", "y", "z"], ",") == {
+        "x": "1", "y": "a, b", "z": "3"}
+
+
+def test_sampling_probability_worked_example():
+    # counts {a: 3, b: 1}, corpus {a, b, c}, smoothing 1 → 4/7, 2/7, 1/7.
+    q = [transforms.sampling_probability(c, 4, 3) for c in (3, 1, 0)]
+    assert q == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    assert sum(q) == pytest.approx(1.0)
+
+
+def test_vocabulary_min_frequency_and_order():
+    counts = [("x", 5), ("y", 1), ("z", 5), ("w", 2), (schema.DEFAULT_TOKEN, 9)]
+    # default first, then by count desc, ties by token; y (1 < 2) dropped → OOV.
+    assert transforms.build_vocabulary(counts, 2) == [schema.DEFAULT_TOKEN, "x", "z", "w"]
+
+
+def test_encode_decode_round_trip():
+    ex = {"user_id": "u1", "seq_entity_id": ["item:a", "", ""], "seq_entity_type": ["item", "", ""],
+          "seq_category": ["c", "", ""], "seq_length": 1, "entity_id": "item:b",
+          "entity_type": "item", "domain": "d0", "entity_price": 2.5, "timestamp": 7,
+          "sampling_prob": 0.25}
+    back = schema.decode(schema.encode_example(ex, sequence_length=3))
+    assert back["seq_entity_id"] == ["item:a", "", ""]
+    assert back["entity_price"] == 2.5 and back["timestamp"] == 7
+    assert back["user_gender"] == schema.DEFAULT_TOKEN  # explicit default
+    with pytest.raises(ValueError):
+        schema.encode_example(dict(ex, seq_entity_id=["a"]), sequence_length=3)
