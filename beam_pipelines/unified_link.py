@@ -473,6 +473,10 @@ def default_pipeline_options(beam_args: Optional[List[str]] = None) -> PipelineO
             direct.direct_running_mode = "multi_processing"
         if not direct.direct_num_workers:
             direct.direct_num_workers = os.cpu_count() or 1
+    if "--default_sdk_harness_log_level" not in " ".join(beam_args or []):
+        # Worker processes log every bundle at INFO; keep the CLI output readable.
+        options = PipelineOptions((beam_args or []) + ["--default_sdk_harness_log_level=WARNING"],
+                                  **options.get_all_options(drop_default=True))
     return options
 
 

@@ -215,6 +215,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         _quiet_tensorflow()
+        # Beam forwards every worker warning through its job service; keep errors only.
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
+        logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
     if args.command in ("prepare", "demo"):
         return cmd_prepare(args, extra) if args.command == "prepare" else cmd_demo(args, extra)
     if extra:
