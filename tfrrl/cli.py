@@ -68,7 +68,8 @@ def load_prepare_config(path: Optional[str], overrides: dict):
 def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
                 config_path: Optional[str] = None, overrides: Optional[dict] = None,
                 beam_args: Sequence[str] = (), overwrite: bool = False,
-                keep_raw: Optional[str] = None) -> dict:
+                keep_raw: Optional[str] = None,
+                adapter_options: Optional[dict] = None) -> dict:
     from beam_pipelines import unified_link
 
     cfg = load_prepare_config(config_path, overrides or {})
@@ -80,8 +81,12 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
         raw_dir = keep_raw or tempfile.mkdtemp(prefix=f"tfrrl-{adapter}-raw-")
         tmp = None if keep_raw else raw_dir
         _say(f"adapter {adapter}: converting {input_dir} to the raw contract in {raw_dir}")
-        summary = adapters.convert(adapter, input_dir, raw_dir)
-        _say(f"adapter {adapter}: {json.dumps(summary, default=str)}")
+        summary = adapters.convert(adapter, input_dir, raw_dir, **(adapter_options or {}))
+        brief = {k: summary[k] for k in ("impressions", "users", "entities", "duplicate_rows")
+                 if k in summary}
+        if "domains" in summary:
+            brief["domains"] = len(summary["domains"])
+        _say(f"adapter {adapter}: {json.dumps(brief, default=str)}")
         recommended = summary.get("eval_fraction") if isinstance(summary, dict) else None
         if recommended and not (overrides or {}).get("eval_fraction") and not config_path:
             cfg.eval_fraction = recommended
@@ -102,6 +107,19 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
     return result
 
 
+def _parse_options(pairs: Optional[List[str]]) -> dict:
+    """``["num_domains=28", "min_count=1"]`` → ``{"num_domains": 28, "min_count": 1}``."""
+    import yaml
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--adapter-option expects KEY=VALUE, got {pair!r}")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
 def cmd_prepare(args: argparse.Namespace, beam_args: List[str]) -> int:
     from beam_pipelines.unified_link import OutputExistsError
 
@@ -110,7 +128,8 @@ def cmd_prepare(args: argparse.Namespace, beam_args: List[str]) -> int:
                     overrides={"sequence_length": args.sequence_length,
                                "min_frequency": args.min_frequency,
                                "eval_fraction": args.eval_fraction, "seed": args.seed},
-                    beam_args=beam_args, overwrite=args.overwrite, keep_raw=args.keep_raw)
+                    beam_args=beam_args, overwrite=args.overwrite, keep_raw=args.keep_raw,
+                    adapter_options=_parse_options(args.adapter_option))
     except OutputExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -195,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--keep-raw", help="keep the adapter's raw-contract output in this folder")
+    p.add_argument("--adapter-option", action="append", metavar="KEY=VALUE",
+                   help="adapter keyword option, e.g. num_domains=28 (repeatable)")
 
     i = sub.add_parser("inspect", help="print a few parsed records of a prepared dataset")
     i.add_argument("--data", required=True)
