@@ -94,6 +94,7 @@ def test_shop_gets_explicit_defaults_for_item_only_fields():
         {"entity_id": "s1", "main_category": "c1", "shop_level": "3"}, "shop",
         SPEC.entity_types["shop"])
     assert shop["entity_category"] == "c1" and shop["entity_shop_level"] == "3"
+    assert shop["entity_shop"] == "s1"
     assert shop["entity_brand"] == schema.DEFAULT_TOKEN
     assert shop["entity_price"] == schema.NUMERIC_DEFAULT
 

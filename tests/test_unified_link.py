@@ -39,7 +39,8 @@ def test_video_takes_its_product_but_keeps_its_own_fields(prepared):
 def test_shop_ad_has_defaults_for_item_only_fields(prepared):
     shop = prepared["corpus"]["shop:s1"]
     assert shop["entity_category"] == "c1" and shop["entity_shop_level"] == "3"
-    for field in ("entity_brand", "entity_shop", "entity_creator"):
+    assert shop["entity_shop"] == "s1"  # its own id, shared with the items it sells
+    for field in ("entity_brand", "entity_creator"):
         assert shop[field] == schema.DEFAULT_TOKEN
     assert shop["entity_price"] == 0.0 and shop["entity_duration"] == 0.0
 

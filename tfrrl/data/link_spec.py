@@ -219,7 +219,10 @@ class DatasetSpec:
                 ),
                 "shop": EntityTypeSpec(
                     path="catalogs/shop.csv",
-                    fields={"category": "main_category", "shop_level": "shop_level"},
+                    # A shop ad's own id fills the unified `shop` field, so item ads and shop
+                    # ads of the same shop share its embedding.
+                    fields={"category": "main_category", "shop_level": "shop_level",
+                            "shop": "entity_id"},
                 ),
                 "video": EntityTypeSpec(
                     path="catalogs/video.csv",

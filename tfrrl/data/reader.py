@@ -85,6 +85,11 @@ class PreparedDataset:
                 .prefetch(tf.data.AUTOTUNE))
 
 
+def entity_hash(keys: tf.Tensor) -> tf.Tensor:
+    """int64 fingerprint of entity keys (``<type>:<id>``)."""
+    return tf.strings.to_hash_bucket_fast(keys, 2 ** 62)
+
+
 class FeatureLookup(keras.layers.Layer):
     """Maps every vocabulary-backed string feature of the schema to int ids.
 
@@ -120,6 +125,10 @@ class FeatureLookup(keras.layers.Layer):
 
     def call(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         out = {}
+        if "entity_id" in features and features["entity_id"].dtype == tf.string:
+            # A collision-free-in-practice identity of the entity, independent of the
+            # vocabulary (rare entities share the OOV id): used to mask accidental hits.
+            out["entity_hash"] = entity_hash(features["entity_id"])
         for name, value in features.items():
             f = self._features.get(name)
             if f is not None and f.vocabulary is not None:

@@ -1,0 +1,77 @@
+"""`tfrrl generate` + `tfrrl prepare` as a user runs them (subprocesses, default Beam runner)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _tfrrl(*args, check=True):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "tfrrl.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tfrrl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def prepared_200k(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    raw, data = root / "D", root / "P"
+    _tfrrl("generate", "--impressions", "200000", "--out", str(raw))
+    proc = _tfrrl("prepare", "--input", str(raw), "--out", str(data))
+    return {"raw": raw, "data": data, "stdout": proc.stdout}
+
+
+@pytest.mark.slow
+def test_generate_prepare_200k_accounting_and_reader(prepared_200k):
+    out = prepared_200k["stdout"]
+    # The CLI prints: impressions: read R = train T + eval E + dead-letter D + filtered F
+    m = re.search(r"impressions: read ([\d,]+) = train ([\d,]+) \+ eval ([\d,]+) "
+                  r"\+ dead-letter ([\d,]+) \+ filtered ([\d,]+)\s+\[balanced\]", out)
+    assert m, out
+    read, train, evals, dead, filtered = (int(g.replace(",", "")) for g in m.groups())
+    assert read == 200_000 == train + evals + dead + filtered
+    # The synthetic default is clean and every impression is a positive: nothing is lost.
+    assert dead == 0 and filtered == 0
+    assert 0.05 < evals / read < 0.15
+
+    acc = json.loads((prepared_200k["data"] / "accounting.json").read_text())
+    assert acc["impressions"]["train"] == train and acc["impressions"]["balanced"]
+
+    from tfrrl.data.reader import PreparedDataset
+
+    data = PreparedDataset(str(prepared_200k["data"]))
+    n_train = n_eval = 0
+    for batch in data.dataset("train", 8192):
+        n_train += int(batch["entity_id"].shape[0])
+        assert batch["seq_entity_id"].shape[1] == data.sequence_length
+    for batch in data.dataset("eval", 8192):
+        n_eval += int(batch["entity_id"].shape[0])
+    assert (n_train, n_eval) == (train, evals)
+    stats = data.stats
+    assert len(stats["domains"]) == 4 and sum(stats["domain_sizes"].values()) == train
+    assert set(stats["corpus_entity_type_counts"]) == {"item", "shop", "video", "live"}
+    types = stats["train_entity_type_counts"]
+    assert types["item"] > types["shop"] + types["video"] + types["live"]  # items dominate
+
+
+@pytest.mark.slow
+def test_prepare_refuses_existing_output(prepared_200k):
+    proc = _tfrrl("prepare", "--input", str(prepared_200k["raw"]), "--out",
+                  str(prepared_200k["data"]), check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+def test_help_lists_the_commands():
+    out = _tfrrl("--help").stdout
+    for command in ("generate", "prepare", "inspect", "demo"):
+        assert command in out
