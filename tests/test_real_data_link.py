@@ -32,7 +32,8 @@ def test_ciao_all_284k_rows_through_the_link(tmp_path):
     # The only losses are the exact duplicates the adapter itself counts.
     assert imp["dead_letter"] == {"duplicate_row": summary["duplicate_rows"]}
     stats = result["stats"]
-    assert len(stats["domains"]) == 28
+    # Every category appears in train or eval (a tiny one may fall in eval only).
+    assert len(set(stats["domains"]) | set(stats["eval_domain_sizes"])) == 28
     assert stats["corpus_size"] == 105_114
     # Time split: the eval period is the last ~10% of rows (day-resolution timestamps, ties
     # at the cut-off day all go to eval).
