@@ -1,0 +1,65 @@
+"""The hybrid-expert backbone (RRL paper §III-C, Algorithm 1, Eq. 5–11).
+
+One shared expert MLP_s, K specific experts MLP_d^k, K CONCAT gates (Eq. 8–10) and K towers
+MLP_t^k (Eq. 11). A sample of domain k is routed to the k-th specific expert, gate and tower
+(Alg. 1: R^k = R · 1{y_id = k}); routing uses ``tf.dynamic_partition`` so each row runs through
+exactly one specific expert — the cost does not grow with K.
+
+Inputs are pair representations ``r`` of shape [B, C, D] (user b × candidate c); the user's
+domain decides the routing of the whole row.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from tfrrl.model.gates import ConcatGate
+from tfrrl.model.inputs import mlp
+
+
+@keras.saving.register_keras_serializable(package="tfrrl")
+class HybridExpertBackbone(layers.Layer):
+    def __init__(self, num_domains: int, expert_units: Sequence[int],
+                 tower_units: Sequence[int], dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_domains = num_domains
+        self.expert_units = tuple(expert_units)
+        self.tower_units = tuple(tower_units)
+        self.dropout = dropout
+        self.shared_expert = mlp(expert_units, "shared_expert", dropout=dropout)
+        self.specific_experts = [mlp(expert_units, f"specific_expert_{k}", dropout=dropout)
+                                 for k in range(num_domains)]
+        self.gates = [ConcatGate(name=f"gate_{k}") for k in range(num_domains)]
+        self.towers = [mlp(list(tower_units) + [1], f"tower_{k}", final_activation=None)
+                       for k in range(num_domains)]
+
+    def build(self, input_shape=None):
+        self.built = True  # experts, gates and towers build on first call
+
+    def call(self, r: tf.Tensor, domain_index: tf.Tensor, e_did: tf.Tensor,
+             training: bool = False) -> Dict[str, tf.Tensor]:
+        """r [B, C, D], domain_index [B] in [0, K), e_did [B, m] → scores [B, C], E_s, E_d."""
+        e_s = self.shared_expert(r, training=training)
+        rows = tf.dynamic_partition(tf.range(tf.shape(r)[0]), domain_index, self.num_domains)
+        scores, e_ds = [], []
+        for k in range(self.num_domains):
+            r_k = tf.gather(r, rows[k])
+            e_s_k = tf.gather(e_s, rows[k])
+            e_d_k = self.specific_experts[k](r_k, training=training)
+            # The gate weights depend on the domain only (Eq. 8): broadcast over candidates.
+            did_k = tf.gather(e_did, rows[k])[:, None, :]
+            fused = self.gates[k](e_s_k, e_d_k, did_k)
+            scores.append(tf.squeeze(self.towers[k](fused, training=training), -1))
+            e_ds.append(e_d_k)
+        return {"scores": tf.dynamic_stitch(rows, scores),
+                "e_s": e_s,
+                "e_d": tf.dynamic_stitch(rows, e_ds)}
+
+    def get_config(self):
+        return {**super().get_config(), "num_domains": self.num_domains,
+                "expert_units": self.expert_units, "tower_units": self.tower_units,
+                "dropout": self.dropout}

@@ -1,0 +1,249 @@
+"""The unified matching model: input modules → hybrid-expert backbone → score, + RRL (training).
+
+Scoring (Eq. 1–6): R = {E_uee, E_tran, E_att, E_aid} is built for every (user, candidate) pair
+because the target attention couples them; the user side (transformer) runs once per user and
+the entity side (ad network) once per candidate, then only the attention and the backbone run
+per pair, batched as [B, C] tensors.
+
+Training (Alg. 1): candidates = the batch's positives (in-batch negatives) + ``num_negatives``
+entities sampled from the corpus by their training frequency Q; loss = sampled softmax with logQ
+correction (Eq. 2–4, 12) and accidental-hit masking. RRL terms (§III-D) use the shared and
+specific representations of the positive pairs:
+
+* DAL (Alg. 2): L_s through a gradient reversal layer into a spectrally normalised classifier,
+  L_d through the specific-domain classifier;
+* MVWDL (Alg. 3): the experts and projections minimise L_wd in the main step; the critics
+  maximise it (with the gradient penalty) in a second, separate optimizer step on the same
+  forward pass — no GRL, so the uncertainty weighting only ever sees the experts' loss;
+* orthogonality (Eq. 24);
+* uncertainty weighting (Eq. 25) over {L_s, L_d, L_wd, L_ortho}, or fixed 0.01 weights.
+
+The RRL modules are training-only: :meth:`score_pairs` and :meth:`call` never touch them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrrl.config import ModelConfig, TrainConfig
+from tfrrl.data import schema
+from tfrrl.model import inputs as input_modules
+from tfrrl.model.backbone import HybridExpertBackbone
+from tfrrl.model.domain_adversarial import DomainAdversarial
+from tfrrl.model.losses import sampled_softmax_logq
+from tfrrl.model.orthogonality import orthogonality_loss
+from tfrrl.model.uncertainty import FixedWeighting, UncertaintyWeighting
+from tfrrl.model.wasserstein import MultiViewWasserstein
+
+# Domain vocabulary ids: 0 pad, 1 OOV, 2 <none>, then the K domains.
+FIRST_DOMAIN_ID = schema.DEFAULT_ID + 1
+ENTITY_KEYS = [f.name for f in schema.entity_features()] + ["entity_hash"]
+
+
+def domain_index(domain_ids: tf.Tensor, num_domains: int) -> tf.Tensor:
+    """Domain vocabulary id → expert index k ∈ [0, K)."""
+    return tf.clip_by_value(tf.cast(domain_ids, tf.int32) - FIRST_DOMAIN_ID, 0, num_domains - 1)
+
+
+class MatchingModel(keras.Model):
+    def __init__(self, config: ModelConfig, train_config: TrainConfig,
+                 vocabulary_sizes: Mapping[str, int], sequence_length: int,
+                 domain_sizes: Sequence[int], **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.train_config = train_config
+        self.num_domains = len(domain_sizes)
+        self.domain_sizes = [int(s) for s in domain_sizes]
+        c = config
+        self.embeddings = input_modules.SharedEmbeddings(vocabulary_sizes, c.embedding_dim,
+                                                         name="shared_embeddings")
+        self.ad_network = input_modules.AdNetwork(self.embeddings, c.ad_network_units,
+                                                  c.representation_dim, name="ad_network")
+        self.user_transformer = input_modules.UserTransformer(
+            self.embeddings, sequence_length, c.representation_dim, c.transformer_layers,
+            c.transformer_heads, c.transformer_ff_dim, c.dropout, name="user_transformer")
+        self.target_attention = input_modules.TargetAttention(c.representation_dim,
+                                                              name="target_attention")
+        self.backbone = HybridExpertBackbone(self.num_domains, c.expert_units, c.tower_units,
+                                             c.dropout, name="backbone")
+        # --- training-only RRL modules -----------------------------------------------------
+        r = c.rrl
+        self.dal = (DomainAdversarial(self.num_domains, hidden_units=r.dal_units,
+                                      grl_scale=r.grl_scale, spectral_norm=r.spectral_norm,
+                                      name="dal") if r.dal else None)
+        self.mvwdl = (MultiViewWasserstein(self.num_domains, projection_dim=r.projection_dim,
+                                           critic_units=r.critic_units,
+                                           gp_weight=r.gradient_penalty_weight,
+                                           domain_sizes=self.domain_sizes, name="mvwdl")
+                      if r.mvwdl else None)
+        self.aux_names: List[str] = ((["dal_shared", "dal_specific"] if r.dal else [])
+                                     + (["wasserstein"] if r.mvwdl else [])
+                                     + (["orthogonality"] if r.orthogonality else []))
+        if self.aux_names:
+            self.weighting = (UncertaintyWeighting(len(self.aux_names), self.aux_names,
+                                                   name="uwl") if r.uwl else
+                              FixedWeighting(len(self.aux_names), self.aux_names,
+                                             weights=r.fixed_weight, name="fixed_weights"))
+        else:
+            self.weighting = None
+        self.critic_optimizer = (keras.optimizers.Adam(r.critic_learning_rate, beta_1=0.5,
+                                                       beta_2=0.9) if r.mvwdl else None)
+        self._corpus: Optional[Dict[str, tf.Tensor]] = None
+        self._trackers: Dict[str, keras.metrics.Mean] = {}
+        for name in ["loss", "ce_loss"] + [f"{n}_loss" for n in self.aux_names] + (
+                ["critic_loss"] if r.mvwdl else []) + (
+                [f"uwl_weight_{n}" for n in self.aux_names] if r.uwl else []):
+            self._trackers[name] = keras.metrics.Mean(name=name)
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def set_corpus(self, corpus: Mapping[str, np.ndarray]) -> None:
+        """Entity corpus (id features, ``sampling_prob``, ``entity_hash``) for the negatives."""
+        self._corpus = {k: tf.constant(v) for k, v in corpus.items() if k in ENTITY_KEYS}
+        q = np.asarray(corpus["sampling_prob"], dtype=np.float64)
+        self._corpus_log_q = tf.constant(np.log(q / q.sum()), tf.float32)
+
+    # -- encoders ---------------------------------------------------------------------------
+    def encode_users(self, users: Mapping[str, tf.Tensor], training: bool = False):
+        enc = self.user_transformer(users, training=training)
+        enc["e_did"] = self.embeddings.embed("domain", users["domain"])
+        enc["domain_index"] = domain_index(users["domain"], self.num_domains)
+        return enc
+
+    def encode_entities(self, entities: Mapping[str, tf.Tensor], training: bool = False):
+        enc = self.ad_network(entities)
+        enc["target"] = tf.concat([enc["e_uee"], enc["e_aid"]], axis=-1)
+        return enc
+
+    def pair_representations(self, users, entities) -> tf.Tensor:
+        """R = [E_uee, E_tran, E_att, E_aid] for every pair: [B, C, D]."""
+        e_att = self.target_attention(entities["target"], users["seq_keys"], users["seq_mask"],
+                                      pairwise=True)
+        b, c = tf.shape(e_att)[0], tf.shape(e_att)[1]
+
+        def per_entity(x):
+            return tf.broadcast_to(x[None], tf.stack([b, c, tf.shape(x)[-1]]))
+
+        e_tran = tf.broadcast_to(users["e_tran"][:, None],
+                                 tf.stack([b, c, tf.shape(users["e_tran"])[-1]]))
+        return tf.concat([per_entity(entities["e_uee"]), e_tran, e_att,
+                          per_entity(entities["e_aid"])], axis=-1)
+
+    def score_pairs(self, users, entities, training: bool = False) -> Dict[str, tf.Tensor]:
+        """Backbone scores of every (encoded user, encoded candidate) pair: ``scores`` [B, C]."""
+        r = self.pair_representations(users, entities)
+        return self.backbone(r, users["domain_index"], users["e_did"], training=training)
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Score of each example's own (user, entity) pair: [B]."""
+        users, entities = input_modules.split_features(features)
+        ue = self.encode_users(users, training)
+        ee = self.encode_entities(entities, training)
+        e_att = self.target_attention(ee["target"], ue["seq_keys"], ue["seq_mask"],
+                                      pairwise=False)
+        r = tf.concat([ee["e_uee"], ue["e_tran"], e_att, ee["e_aid"]], axis=-1)[:, None, :]
+        return self.backbone(r, ue["domain_index"], ue["e_did"], training=training)["scores"][:, 0]
+
+    # -- training ---------------------------------------------------------------------------
+    def _candidates(self, entities, num_negatives: int, seed=None):
+        if self._corpus is None or num_negatives == 0:
+            return dict(entities), tf.zeros([0], tf.int64)
+        logits = self._corpus_log_q[None, :]
+        if seed is None:
+            idx = tf.random.categorical(logits, num_negatives)[0]
+        else:
+            idx = tf.random.stateless_categorical(logits, num_negatives, seed)[0]
+        negatives = {k: tf.gather(v, idx) for k, v in self._corpus.items()}
+        return {k: tf.concat([entities[k], tf.cast(negatives[k], entities[k].dtype)], 0)
+                for k in entities if k in negatives}, idx
+
+    def loss_terms(self, features, training: bool, seed=None):
+        users, entities = input_modules.split_features(features)
+        batch = tf.shape(entities["entity_id"])[0]
+        candidates, _ = self._candidates(entities, self.train_config.num_negatives, seed)
+        ue = self.encode_users(users, training)
+        ce_enc = self.encode_entities(candidates, training)
+        out = self.score_pairs(ue, ce_enc, training)
+        log_q = tf.math.log(tf.maximum(tf.cast(candidates["sampling_prob"], tf.float32), 1e-12))
+        ce = tf.reduce_mean(sampled_softmax_logq(
+            out["scores"], candidates["entity_hash"], entities["entity_hash"], log_q,
+            tf.range(batch), temperature=self.train_config.temperature))
+        losses = {"ce_loss": ce}
+        critic_loss = None
+        if self.aux_names:
+            diag = tf.stack([tf.range(batch), tf.range(batch)], axis=1)
+            e_s = tf.gather_nd(out["e_s"], diag)
+            e_d = tf.gather_nd(out["e_d"], diag)
+            k = ue["domain_index"]
+            if self.dal is not None:
+                l_s, l_d = self.dal(e_s, e_d, k, training=training)
+                losses["dal_shared_loss"], losses["dal_specific_loss"] = l_s, l_d
+            if self.mvwdl is not None:
+                wd = self.mvwdl(e_s, k, training=training)
+                # A negative estimate only means the critic lags behind; W ≥ 0, so the experts
+                # minimise the positive part (and UWL never sees a negative loss).
+                losses["wasserstein_loss"] = tf.nn.relu(wd["generator_loss"])
+                critic_loss = wd["critic_loss"]
+            if self.config.rrl.orthogonality:
+                losses["orthogonality_loss"] = orthogonality_loss(
+                    e_s, e_d, k, self.num_domains,
+                    normalize=self.config.rrl.orthogonality_normalize)
+        total = ce
+        if self.weighting is not None:
+            total += self.weighting([losses[f"{n}_loss"] for n in self.aux_names])
+        if self.losses:
+            total += tf.add_n(self.losses)
+        losses["loss"] = total
+        return losses, critic_loss
+
+    def _critic_variables(self):
+        return list(self.mvwdl.critic_variables) if self.mvwdl is not None else []
+
+    def train_step(self, data):
+        critic_vars = self._critic_variables()
+        critic_ids = {id(v) for v in critic_vars}
+        main_vars = [v for v in self.trainable_variables if id(v) not in critic_ids]
+        with tf.GradientTape(persistent=critic_vars != []) as tape:
+            losses, critic_loss = self.loss_terms(data, training=True)
+        grads = tape.gradient(losses["loss"], main_vars)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, main_vars) if g is not None])
+        if critic_vars:
+            critic_grads = tape.gradient(critic_loss, critic_vars)
+            self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
+            losses["critic_loss"] = critic_loss
+            del tape
+        return self._update_metrics(losses)
+
+    def test_step(self, data):
+        # A fixed seed makes the eval loss comparable across epochs (early stopping).
+        losses, critic_loss = self.loss_terms(data, training=False,
+                                           seed=tf.constant([self.train_config.seed, 7]))
+        if critic_loss is not None:
+            losses["critic_loss"] = critic_loss
+        return self._update_metrics(losses)
+
+    def _update_metrics(self, losses):
+        for name, value in losses.items():
+            if name in self._trackers:
+                self._trackers[name].update_state(value)
+        if self.config.rrl.uwl and self.weighting is not None:
+            for name, w in self.weighting.loss_weights().items():
+                self._trackers[f"uwl_weight_{name}"].update_state(w)
+        return {name: m.result() for name, m in self._trackers.items()}
+
+    # -- introspection ----------------------------------------------------------------------
+    def rrl_variables(self) -> List[tf.Variable]:
+        """Variables of the training-only modules (never exported)."""
+        out = []
+        for module in (self.dal, self.mvwdl, self.weighting):
+            if module is not None:
+                out.extend(module.weights)
+        return out
