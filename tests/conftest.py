@@ -87,3 +87,28 @@ def read_records(folder: pathlib.Path) -> List[Dict]:
         for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
             records.append(schema.decode(raw))
     return records
+
+
+@pytest.fixture(scope="session")
+def small_synthetic_prepared(tmp_path_factory) -> pathlib.Path:
+    """20k synthetic impressions through the Beam link (in-memory runner), built once."""
+    from beam_pipelines import unified_link
+    from tfrrl.data import synthetic
+
+    root = tmp_path_factory.mktemp("small_synthetic")
+    synthetic.generate(synthetic.SyntheticConfig(impressions=20_000, seed=0), str(root / "raw"),
+                       verbose=False)
+    unified_link.run(str(root / "raw"), str(root / "data"),
+                     unified_link.PrepareConfig(sequence_length=10), beam_args=IN_MEMORY)
+    return root / "data"
+
+
+# A model small enough to train in seconds on 2 cores.
+TINY_MODEL = ["model.embedding_dim=8", "model.representation_dim=8",
+              "model.ad_network_units=[16]", "model.transformer_ff_dim=16",
+              "model.expert_units=[32,16]", "model.tower_units=[16]",
+              "model.rrl.projection_dim=8", "model.rrl.dal_units=16",
+              "model.rrl.critic_units=[16,8,1]", "train.batch_size=32",
+              "train.num_negatives=32"]
+RRL_ON = ["model.rrl.dal=true", "model.rrl.mvwdl=true", "model.rrl.orthogonality=true",
+          "model.rrl.uwl=true"]

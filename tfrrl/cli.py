@@ -4,6 +4,8 @@
     tfrrl prepare  --input RAW_DIR --out DATA_DIR [--adapter synthetic|ciao|ml100k|douban]
                    [--config PREPARE.yaml] [-- Beam flags, e.g. --runner=DataflowRunner …]
     tfrrl inspect  --data DATA_DIR [--split train] [--n 2]
+    tfrrl train    --config CONFIG.yaml --data DATA_DIR --out RUN_DIR [--epochs N] [--set K=V]
+    tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
     tfrrl demo     [--workdir runs/demo] [--impressions N]
 
 Heavy imports (TensorFlow, Beam) happen inside the sub-commands so ``tfrrl --help`` is instant.
@@ -157,6 +159,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from tfrrl import config
+    from tfrrl.training import trainer
+
+    exp = config.load_experiment(args.config, args.set or [])
+    _say(f"training {exp.name} on {args.data} → {args.out}")
+    model, history = trainer.train(exp, args.data, args.out, epochs=args.epochs,
+                                   verbose=1 if sys.stdout.isatty() else 2)
+    val = history.get("val_loss", [])
+    if val:
+        print(f"eval loss per epoch: {', '.join(f'{v:.4f}' for v in val)}")
+    if not args.no_recall:
+        report = trainer.recall_vs_popularity(model, args.data, args.out,
+                                              max_queries=args.recall_queries)
+        print(report)
+    _say(f"run saved in {args.out}")
+    return 0
+
+
+def cmd_plot_uwl(args: argparse.Namespace) -> int:
+    from tfrrl.plots.uwl import plot_uwl
+
+    out = args.out or os.path.join(args.run, "uwl_weights.png")
+    names = plot_uwl(args.run, out)
+    _say(f"wrote {out} ({', '.join(names)})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     """generate → prepare → read back (later stages are added by the model/serving issues)."""
     from tfrrl.data import synthetic
@@ -222,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--split", default="train", choices=("train", "eval", "corpus"))
     i.add_argument("--n", type=int, default=2)
 
+    t = sub.add_parser("train", help="train a matching model (model.fit) from a YAML config")
+    t.add_argument("--config", required=True, help="e.g. configs/synthetic/backbone_rrl.yaml")
+    t.add_argument("--data", required=True, help="a prepared dataset (tfrrl prepare)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="dotted config override, e.g. train.batch_size=64 (repeatable)")
+    t.add_argument("--no-recall", action="store_true", help="skip Recall@N after training")
+    t.add_argument("--recall-queries", type=int, default=2000,
+                   help="eval (user, domain) queries for Recall@N (default 2000)")
+
+    u = sub.add_parser("plot-uwl", help="plot the learned UWL weights of a run (Fig. 5)")
+    u.add_argument("--run", required=True)
+    u.add_argument("--out")
+
     d = sub.add_parser("demo", help="run the pipeline end to end on the synthetic default")
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--impressions", type=int, default=200_000)
@@ -243,7 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return cmd_prepare(args, extra) if args.command == "prepare" else cmd_demo(args, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return {"generate": cmd_generate, "inspect": cmd_inspect}[args.command](args)
+    return {"generate": cmd_generate, "inspect": cmd_inspect, "train": cmd_train,
+            "plot-uwl": cmd_plot_uwl}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,9 @@ def load_experiment(path: Optional[str] = None,
     values = load_yaml_tree(path) if path else {}
     values = apply_overrides(values, overrides)
     if "name" not in values and path:
-        values["name"] = os.path.splitext(os.path.basename(path))[0]
+        # configs/<dataset>/<variant>.yaml → "<dataset>_<variant>"
+        folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        values["name"] = f"{folder}_{os.path.splitext(os.path.basename(path))[0]}"
     return from_dict(ExperimentConfig, values)
 
 

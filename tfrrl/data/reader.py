@@ -75,7 +75,16 @@ class PreparedDataset:
             ds = ds.repeat()
         spec = schema.parsing_spec(self.features(split))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        if not repeat:
+            # Known cardinality: Keras then sizes epochs and progress bars without probing.
+            n = self.num_records(split)
+            batches = n // batch_size if drop_remainder else -(-n // batch_size)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
         return ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+
+    def num_records(self, split: str) -> int:
+        key = {TRAIN: "num_train", EVAL: "num_eval", CORPUS: "corpus_size"}[split]
+        return int(self.stats[key])
 
     def dataset(self, split: str, batch_size: int, **kwargs) -> tf.data.Dataset:
         """Batches with categorical features mapped to ids through the vocabularies."""

@@ -33,7 +33,7 @@ def mlp(units: Sequence[int], name: str, activation: str = "relu",
         stack.append(layers.Dense(u, activation=final_activation if last else activation,
                                   name=f"{name}_dense{i}"))
         if dropout and not last:
-            stack.append(layers.Dropout(dropout))
+            stack.append(layers.Dropout(dropout, name=f"{name}_dropout{i}"))
     return keras.Sequential(stack, name=name)
 
 
@@ -100,10 +100,10 @@ class TransformerBlock(_SublayerContainer):
     def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.attention = layers.MultiHeadAttention(heads, key_dim=max(1, dim // heads),
-                                                   dropout=dropout)
+                                                   dropout=dropout, name="attention")
         self.ff = mlp([ff_dim, dim], "ff", final_activation=None)
-        self.norm1 = layers.LayerNormalization()
-        self.norm2 = layers.LayerNormalization()
+        self.norm1 = layers.LayerNormalization(name="norm1")
+        self.norm2 = layers.LayerNormalization(name="norm2")
 
     def call(self, x, mask, training=False):
         # mask [B, T] → attention mask [B, T, T]: every query attends to valid keys only.

@@ -95,8 +95,7 @@ class MatchingModel(keras.Model):
         self._corpus: Optional[Dict[str, tf.Tensor]] = None
         self._trackers: Dict[str, keras.metrics.Mean] = {}
         for name in ["loss", "ce_loss"] + [f"{n}_loss" for n in self.aux_names] + (
-                ["critic_loss"] if r.mvwdl else []) + (
-                [f"uwl_weight_{n}" for n in self.aux_names] if r.uwl else []):
+                ["critic_loss"] if r.mvwdl else []):
             self._trackers[name] = keras.metrics.Mean(name=name)
 
     # ------------------------------------------------------------------------------------
@@ -234,10 +233,12 @@ class MatchingModel(keras.Model):
         for name, value in losses.items():
             if name in self._trackers:
                 self._trackers[name].update_state(value)
+        logs = {name: m.result() for name, m in self._trackers.items()}
         if self.config.rrl.uwl and self.weighting is not None:
+            # The weights are state, not a per-batch value: log their current value (Fig. 5).
             for name, w in self.weighting.loss_weights().items():
-                self._trackers[f"uwl_weight_{name}"].update_state(w)
-        return {name: m.result() for name, m in self._trackers.items()}
+                logs[f"uwl_weight_{name}"] = w
+        return logs
 
     # -- introspection ----------------------------------------------------------------------
     def rrl_variables(self) -> List[tf.Variable]:

@@ -24,6 +24,7 @@ from tfrrl.config import ExperimentConfig
 from tfrrl.data.reader import CORPUS, EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.model import inputs as input_modules
 from tfrrl.model.matching import FIRST_DOMAIN_ID, MatchingModel
+from tfrrl.training.callbacks import StepLogger
 
 
 def load_corpus(data: PreparedDataset, lookup: FeatureLookup,
@@ -85,6 +86,7 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     train_ds, eval_ds = make_datasets(data, exp)
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq=20),
+        StepLogger(out_dir, every=10),
         keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "best.weights.h5"),
                                         monitor="val_loss", save_best_only=True,
                                         save_weights_only=True),
@@ -94,7 +96,7 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     ]
     history = model.fit(train_ds, validation_data=eval_ds, epochs=epochs or exp.train.epochs,
                         steps_per_epoch=exp.train.steps_per_epoch, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=verbose, shuffle=False)  # the tf.data pipeline shuffles
     model.save_weights(os.path.join(out_dir, "model.weights.h5"))
     hist = {k: [float(x) for x in v] for k, v in history.history.items()}
     with open(os.path.join(out_dir, "history.json"), "w", encoding="utf-8") as f:
