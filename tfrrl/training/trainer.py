@@ -102,3 +102,19 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     with open(os.path.join(out_dir, "history.json"), "w", encoding="utf-8") as f:
         json.dump(hist, f, indent=2)
     return model, hist
+
+
+def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[str] = None,
+                         ns=(50, 100, 200), max_queries: Optional[int] = 2000,
+                         seed: int = 0) -> str:
+    """Recall-all@N (Eq. 26) of the model next to the per-domain popularity baseline; writes
+    ``recall.json`` into the run folder and returns the printed table."""
+    from tfrrl.evaluation import recall
+
+    data = PreparedDataset(data_dir)
+    result = recall.evaluate_model(model, data, ns=ns, max_queries=max_queries, seed=seed,
+                                   corpus_chunk=1024)
+    if out_dir:
+        with open(os.path.join(out_dir, "recall.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2, default=float)
+    return recall.format_report(result)
