@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -60,6 +61,10 @@ class PrepareConfig:
     logq_smoothing: float = 1.0
     num_shards: int = 0  # 0: the runner decides
     quantile_resolution: int = 1000
+    # Examples leave the per-entity join grouped by entity; they are written in a
+    # pseudo-random order (hash buckets, sorted by hash) so that a bounded tf.data shuffle
+    # buffer yields batches whose in-batch negatives follow the frequency Q of Eq. 2.
+    shuffle_buckets: int = 1024
 
     def validate(self) -> "PrepareConfig":
         if self.sequence_length < 1:
@@ -243,6 +248,25 @@ class _StatsCombine(beam.CombineFn):
         return dict(acc)
 
 
+def _record_hash(record: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(record, digest_size=8).digest(), "big")
+
+
+class ShuffleRecords(beam.PTransform):
+    """Deterministic pseudo-random order of serialized records: bucket by hash, sort by hash."""
+
+    def __init__(self, buckets: int):
+        super().__init__()
+        self._buckets = max(1, buckets)
+
+    def expand(self, records):
+        buckets = self._buckets
+        return (records
+                | "HashBucket" >> beam.Map(lambda r: (_record_hash(r) % buckets, r))
+                | "GroupBuckets" >> beam.GroupByKey()
+                | "SortBucket" >> beam.FlatMap(lambda kv: sorted(kv[1], key=_record_hash)))
+
+
 def _write_vocabulary(element, out_dir: str, min_frequency: Mapping[str, int]):
     name, counts = element
     tokens = transforms.build_vocabulary(counts, min_frequency[name])
@@ -371,6 +395,7 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
     for split_name, folder in ((transforms.TRAIN, TRAIN_DIR), (transforms.EVAL, EVAL_DIR)):
         (final[split_name]
          | f"Encode[{split_name}]" >> beam.Map(schema.encode_example, L)
+         | f"Shuffle[{split_name}]" >> ShuffleRecords(cfg.shuffle_buckets)
          | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(
              fileio.join(out_dir, folder, "part"), file_name_suffix=".tfrecord",
              num_shards=shards))

@@ -141,3 +141,16 @@ def test_click_label_rule_filters_and_counts(tmp_path):
     assert (imp["train"], imp["eval"]) == (1, 1) and imp["balanced"]
     (ex,) = read_records(tmp_path / "out" / "train")
     assert ex["seq_entity_id"][0] == "item:i1"  # the non-clicked exposure stays in the sequence
+
+
+def test_examples_are_written_in_shuffled_order(small_synthetic_prepared):
+    """The per-entity join groups examples by entity; the writer must scatter them, or batches
+    read through a bounded shuffle buffer are full of copies of one entity (a biased Q)."""
+    import collections
+
+    records = read_records(small_synthetic_prepared / "train")
+    keys = [r["entity_id"] for r in records]
+    adjacent_same = sum(a == b for a, b in zip(keys, keys[1:])) / (len(keys) - 1)
+    freq = collections.Counter(keys)
+    expected_if_random = sum((c / len(keys)) ** 2 for c in freq.values())
+    assert adjacent_same < 2 * expected_if_random + 0.002, (adjacent_same, expected_if_random)

@@ -5,6 +5,7 @@
                    [--config PREPARE.yaml] [-- Beam flags, e.g. --runner=DataflowRunner …]
     tfrrl inspect  --data DATA_DIR [--split train] [--n 2]
     tfrrl train    --config CONFIG.yaml --data DATA_DIR --out RUN_DIR [--epochs N] [--set K=V]
+    tfrrl evaluate --run RUN_DIR --data DATA_DIR [--ns 50,100,200] [--max-queries Q]
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
     tfrrl demo     [--workdir runs/demo] [--impressions N]
 
@@ -179,6 +180,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from tfrrl.training import trainer
+
+    model = trainer.load_run(args.run, args.data)
+    ns = tuple(int(n) for n in args.ns.split(","))
+    print(trainer.recall_vs_popularity(model, args.data, args.run, ns=ns,
+                                       max_queries=args.max_queries or None))
+    _say(f"wrote {os.path.join(args.run, 'recall.json')}")
+    return 0
+
+
 def cmd_plot_uwl(args: argparse.Namespace) -> int:
     from tfrrl.plots.uwl import plot_uwl
 
@@ -264,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recall-queries", type=int, default=2000,
                    help="eval (user, domain) queries for Recall@N (default 2000)")
 
+    e = sub.add_parser("evaluate", help="Recall-all@N of a trained run vs popularity")
+    e.add_argument("--run", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--ns", default="50,100,200,500,2000")
+    e.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
+
     u = sub.add_parser("plot-uwl", help="plot the learned UWL weights of a run (Fig. 5)")
     u.add_argument("--run", required=True)
     u.add_argument("--out")
@@ -290,6 +309,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return {"generate": cmd_generate, "inspect": cmd_inspect, "train": cmd_train,
+            "evaluate": cmd_evaluate,
             "plot-uwl": cmd_plot_uwl}[args.command](args)
 
 

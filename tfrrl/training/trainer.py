@@ -118,3 +118,16 @@ def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[
         with open(os.path.join(out_dir, "recall.json"), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, default=float)
     return recall.format_report(result)
+
+
+def load_run(run_dir: str, data_dir: str) -> MatchingModel:
+    """Rebuilds a trained model from its run folder (config.yaml + model.weights.h5)."""
+    from tfrrl import config as config_lib
+
+    exp = config_lib.load_experiment(os.path.join(run_dir, "config.yaml"))
+    model = build_model(exp, PreparedDataset(data_dir))
+    weights = os.path.join(run_dir, "model.weights.h5")
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"{weights} not found: is {run_dir} a finished training run?")
+    model.load_weights(weights)
+    return model
