@@ -95,3 +95,8 @@ def test_training_lowers_eval_loss_and_beats_popularity(data, overrides, tmp_pat
     ours, popularity = result["model"]["macro"]["recall@50"], \
         result["popularity"]["macro"]["recall@50"]
     assert ours > popularity, (ours, popularity)
+    if "model.rrl.uwl=true" in overrides:
+        from tfrrl.plots.uwl import plot_uwl
+
+        names = plot_uwl(str(tmp_path / "run"), str(tmp_path / "uwl.png"))
+        assert len(names) == 4 and (tmp_path / "uwl.png").stat().st_size > 10_000

@@ -62,8 +62,8 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    batch_size: int = 256
-    num_negatives: int = 256  # sampled from the corpus by frequency, besides in-batch ones
+    batch_size: int = 128
+    num_negatives: int = 128  # sampled from the corpus by frequency, besides in-batch ones
     temperature: float = 1.0
     learning_rate: float = 1e-3
     epochs: int = 3

@@ -1,0 +1,53 @@
+"""Experiment configs: YAML inheritance, overrides, and the Table IV files."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tests.conftest import REPO
+from tfrrl import config
+
+TABLE_IV = {  # row → (dal, mvwdl, orthogonality, uwl)
+    "backbone": (False, False, False, False),
+    "backbone_dal": (True, False, False, False),
+    "backbone_dal_uwl": (True, False, False, True),
+    "backbone_mvwdl": (False, True, False, False),
+    "backbone_rrl": (True, True, True, True),
+}
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "ciao"])
+@pytest.mark.parametrize("row", sorted(TABLE_IV))
+def test_table_iv_configs(dataset, row):
+    exp = config.load_experiment(str(REPO / "configs" / dataset / f"{row}.yaml"))
+    r = exp.model.rrl
+    assert (r.dal, r.mvwdl, r.orthogonality, r.uwl) == TABLE_IV[row]
+    assert exp.name == f"{dataset}_{row}"
+    # §V-A3 sizes, inherited from configs/common.yaml.
+    assert exp.model.expert_units == (256, 128, 64) and r.critic_units == (128, 64, 1)
+    assert r.dal_units == 64 and r.fixed_weight == 0.01
+
+
+def test_common_yaml_equals_the_code_defaults():
+    from_yaml = config.load_experiment(str(REPO / "configs" / "common.yaml"))
+    defaults = config.ExperimentConfig(name=from_yaml.name)
+    assert from_yaml.model == defaults.model
+    assert dataclasses.replace(from_yaml.train, epochs=defaults.train.epochs,
+                               early_stopping_patience=defaults.train.early_stopping_patience
+                               ) == defaults.train
+
+
+def test_overrides_round_trip_and_errors(tmp_path):
+    exp = config.load_experiment(None, ["model.rrl.uwl=true", "train.batch_size=64",
+                                        "model.expert_units=[8,4]"])
+    assert exp.model.rrl.uwl and exp.train.batch_size == 64
+    assert exp.model.expert_units == (8, 4)
+    path = tmp_path / "exp.yaml"
+    path.write_text(exp.to_yaml())
+    assert config.load_experiment(str(path)) == dataclasses.replace(exp, name=exp.name)
+    with pytest.raises(ValueError, match="unknown config keys"):
+        config.load_experiment(None, ["model.rrl.dall=true"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        config.load_experiment(None, ["model.rrl.dal"])
