@@ -1,0 +1,376 @@
+"""Model-scored retrieval over an HNSW graph (NANN), and the cheaper ScaNN-then-rescore mode.
+
+RRL paper §IV-B: "use the L2 distance of the items to construct a 4-layer HNSW graph structure
+... use model scoring and HNSW's greedy search algorithm to select the top-n results with the
+highest scores in each layer, and finally merge these top candidate sets and select the top-k".
+
+The graph (serving/index.py :class:`HnswGraph`) is built on entity representations with L2; the
+walk uses the MODEL as the similarity: ``score_fn(candidate_ids) -> scores`` (higher = better),
+typically a closure over one user that runs the backbone on a batch of entities.
+
+Algorithm of :func:`search` (one query):
+
+1. Score the entry point (one call). It is the entry set of the top layer.
+2. On each layer ``l`` from the top down, a beam search of width ``w_l`` (``top_n_per_layer``
+   above layer 0, ``ef`` on layer 0): the beam starts as the entry set; each ROUND takes the
+   beam members not yet expanded (best ``expand_width`` of them, or all), gathers their layer-``l``
+   neighbours not yet visited on this layer, scores those never scored before for this query in
+   ONE ``score_fn`` call, and keeps the best ``w_l`` of beam + new in the beam. The layer ends when
+   every beam member has been expanded (HNSW's stopping rule: no candidate better than the worst
+   kept one is left) or after ``max_rounds`` rounds. With ``w_l = 1`` this is HNSW's greedy
+   descent; the final beam is the layer's top-n, and it is the entry set of the layer below.
+3. The top-n sets of all layers are merged and the best ``k`` by score returned.
+
+Scores are cached per query (an entity is never scored twice, even when it is met again on a
+lower layer; "visited" is per layer, as in HNSW, the score cache is per query). Ties are broken by
+the smaller id, everywhere, so results are deterministic. With beams covering the graph
+(``ef >= N`` and ``top_n >= N``) every node reachable from the entry point is scored and the result
+is the exhaustive top-k (serving/index.py repairs layer-0 reachability at build time).
+
+:func:`search_batch` runs many queries in lock step with ONE ``score_fn_batch(query_idx, ids)``
+call per round for all of them (what a batched model server wants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from serving.index import HnswGraph, ScannIndex
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+BatchScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+TopN = Union[int, Sequence[int]]
+
+DEFAULT_EF = 64
+DEFAULT_TOP_N = 8
+
+
+@dataclasses.dataclass
+class SearchStats:
+    """What one query cost: distinct entities scored, score_fn calls, expansion rounds."""
+
+    num_scored: int
+    num_entities: int
+    num_score_calls: int
+    num_rounds: int
+    layers: List[Dict[str, int]]
+
+    @property
+    def fraction_scored(self) -> float:
+        return self.num_scored / max(1, self.num_entities)
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["fraction_scored"] = self.fraction_scored
+        return out
+
+
+@dataclasses.dataclass
+class BatchStats:
+    """Cost of :func:`search_batch`: ``num_score_calls`` batched calls for all queries."""
+
+    num_score_calls: int
+    per_query: List[SearchStats]
+
+    @property
+    def mean_fraction_scored(self) -> float:
+        return float(np.mean([s.fraction_scored for s in self.per_query])) if self.per_query \
+            else 0.0
+
+    @property
+    def total_scored(self) -> int:
+        return int(sum(s.num_scored for s in self.per_query))
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _member(sorted_ids: np.ndarray, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(mask of ``ids`` present in ``sorted_ids``, their positions)."""
+    pos = np.searchsorted(sorted_ids, ids)
+    if sorted_ids.size == 0:
+        return np.zeros(ids.shape, dtype=bool), pos
+    hit = sorted_ids[np.minimum(pos, sorted_ids.size - 1)] == ids
+    return hit & (pos < sorted_ids.size), pos
+
+
+def _best(ids: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the best ``n`` (score descending, then id ascending), in that order."""
+    if ids.size > 4 * n:  # prefilter with argpartition, then an exact ordered sort
+        keep = np.argpartition(-scores, n - 1)[:n]
+        threshold = scores[keep].min()
+        cand = np.flatnonzero(scores >= threshold)
+    else:
+        cand = np.arange(ids.size)
+    order = cand[np.lexsort((ids[cand], -scores[cand]))]
+    return order[:n]
+
+
+def _check_scores(scores, n: int, who: str) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if s.shape[0] != n:
+        raise ValueError(f"{who} returned {s.shape[0]} scores for {n} candidates")
+    if np.isnan(s).any():
+        raise ValueError(f"{who} returned NaN scores")
+    return s
+
+
+def _layer_widths(graph: HnswGraph, k: int, ef: Optional[int], top_n_per_layer: TopN
+                  ) -> List[int]:
+    """Beam width per layer (index = level)."""
+    if isinstance(top_n_per_layer, (int, np.integer)):
+        widths = [int(top_n_per_layer)] * graph.num_layers
+        widths[0] = int(ef) if ef is not None else max(k, DEFAULT_EF)
+    else:
+        widths = [int(w) for w in top_n_per_layer]
+        if len(widths) != graph.num_layers:
+            raise ValueError(f"top_n_per_layer has {len(widths)} entries, the graph has "
+                             f"{graph.num_layers} layers (index = level, 0 = bottom)")
+        if ef is not None:
+            widths[0] = int(ef)
+    if min(widths) < 1:
+        raise ValueError(f"beam widths must be >= 1, got {widths}")
+    widths[0] = max(widths[0], k)
+    return widths
+
+
+def _validate(graph: HnswGraph, k: int, expand_width: Optional[int],
+              max_rounds: Optional[int]) -> None:
+    if int(k) < 1:
+        raise ValueError("k must be >= 1")
+    if expand_width is not None and expand_width < 1:
+        raise ValueError("expand_width must be >= 1 (or None: expand the whole open beam)")
+    if max_rounds is not None and max_rounds < 1:
+        raise ValueError("max_rounds must be >= 1")
+    if graph.num_nodes == 0:
+        raise ValueError("empty graph")
+
+
+# --------------------------------------------------------------------------------------------
+# the walk, as a coroutine: yields ids to score, receives their scores, returns the result
+# --------------------------------------------------------------------------------------------
+
+
+def _walk(graph: HnswGraph, k: int, widths: List[int], expand_width: Optional[int],
+          max_rounds: Optional[int], entry_points: Optional[np.ndarray]
+          ) -> Generator[np.ndarray, np.ndarray, Tuple[np.ndarray, np.ndarray, SearchStats]]:
+    scored_ids = np.empty(0, dtype=np.int64)  # sorted; the per-query score cache
+    scored_vals = np.empty(0, dtype=np.float64)
+    calls = 0
+
+    def cached(ids: np.ndarray) -> np.ndarray:
+        _, pos = _member(scored_ids, ids)
+        return scored_vals[pos]
+
+    top = graph.max_level
+    if entry_points is None:
+        beam_ids = np.array([graph.entry_point], dtype=np.int64)
+    else:
+        beam_ids = np.unique(np.asarray(entry_points, dtype=np.int64).reshape(-1))
+        if beam_ids.size == 0 or beam_ids.min() < 0 or beam_ids.max() >= graph.num_nodes:
+            raise ValueError("entry_points must be non-empty ids in [0, N)")
+        top = int(graph.levels[beam_ids].min())  # start where all of them live
+    scores = _check_scores((yield beam_ids), beam_ids.size, "score_fn")
+    calls += 1
+    scored_ids, scored_vals = beam_ids.copy(), scores
+    beam_scores = scores.copy()
+
+    layers: List[Dict[str, int]] = []
+    merged: List[np.ndarray] = []
+    total_rounds = 0
+    for level in range(top, -1, -1):
+        width = widths[level]
+        keep = _best(beam_ids, beam_scores, width)
+        beam_ids, beam_scores = beam_ids[keep], beam_scores[keep]
+        expanded = np.zeros(beam_ids.size, dtype=bool)
+        visited = np.sort(beam_ids)
+        rounds = 0
+        scored_before = scored_ids.size
+        calls_before = calls
+        while max_rounds is None or rounds < max_rounds:
+            open_pos = np.flatnonzero(~expanded)  # beam is kept sorted best-first
+            if open_pos.size == 0:
+                break
+            if expand_width is not None:
+                open_pos = open_pos[:expand_width]
+            expanded[open_pos] = True
+            rounds += 1
+            nb = np.unique(graph.neighbors_of(beam_ids[open_pos], level).astype(np.int64))
+            seen, _ = _member(visited, nb)
+            nb = nb[~seen]
+            if nb.size == 0:
+                continue
+            visited = np.union1d(visited, nb)
+            known, _ = _member(scored_ids, nb)
+            new = nb[~known]
+            if new.size:
+                new_scores = _check_scores((yield new), new.size, "score_fn")
+                calls += 1
+                pos = np.searchsorted(scored_ids, new)
+                scored_ids = np.insert(scored_ids, pos, new)
+                scored_vals = np.insert(scored_vals, pos, new_scores)
+            all_ids = np.concatenate([beam_ids, nb])
+            all_scores = np.concatenate([beam_scores, cached(nb)])
+            all_expanded = np.concatenate([expanded, np.zeros(nb.size, dtype=bool)])
+            keep = _best(all_ids, all_scores, width)
+            beam_ids, beam_scores, expanded = all_ids[keep], all_scores[keep], all_expanded[keep]
+        total_rounds += rounds
+        merged.append(beam_ids)
+        layers.append({"level": level, "beam_width": width, "rounds": rounds,
+                       "newly_scored": int(scored_ids.size - scored_before),
+                       "score_calls": calls - calls_before, "top_n": int(beam_ids.size)})
+
+    final_ids = np.unique(np.concatenate(merged))
+    final_scores = cached(final_ids)
+    keep = _best(final_ids, final_scores, min(k, final_ids.size))
+    stats = SearchStats(num_scored=int(scored_ids.size), num_entities=graph.num_nodes,
+                        num_score_calls=calls, num_rounds=total_rounds, layers=layers)
+    return final_ids[keep], final_scores[keep], stats
+
+
+def search(graph: HnswGraph, score_fn: ScoreFn, k: int, *, ef: Optional[int] = None,
+           top_n_per_layer: TopN = DEFAULT_TOP_N, expand_width: Optional[int] = None,
+           max_rounds: Optional[int] = None, entry_points: Optional[Sequence[int]] = None
+           ) -> Tuple[np.ndarray, np.ndarray, SearchStats]:
+    """Model-scored HNSW search for one query (see the module docstring for the algorithm).
+
+    Args:
+      graph: the HNSW graph (serving/index.py).
+      score_fn: ``score_fn(ids int64 [n]) -> scores [n]``, higher = better; called once per
+        expansion round with only never-scored ids.
+      k: results wanted.
+      ef: beam width on layer 0 (default ``max(k, 64)``; raised to ``k`` when smaller).
+      top_n_per_layer: beam width = number of results kept on each upper layer (int), or one
+        width per layer indexed by level (``[w_0, w_1, ...]``, ``w_0`` replaced by ``ef`` if
+        given).
+      expand_width: beam members expanded per round (best open ones); None = all open members
+        (fewest score_fn calls; more entities scored).
+      max_rounds: cap on expansion rounds per layer (latency bound); None = until converged.
+      entry_points: start from these ids instead of the entry point (on the lowest layer they
+        all belong to).
+
+    Returns:
+      ``(ids int64 [k'], scores float64 [k'], stats)``, best first, ``k' = min(k, #merged)``.
+    """
+    _validate(graph, k, expand_width, max_rounds)
+    widths = _layer_widths(graph, int(k), ef, top_n_per_layer)
+    walk = _walk(graph, int(k), widths, expand_width, max_rounds,
+                 None if entry_points is None else np.asarray(entry_points))
+    request = next(walk)
+    while True:
+        try:
+            request = walk.send(score_fn(request))
+        except StopIteration as done:
+            return done.value
+
+
+def search_batch(graph: HnswGraph, score_fn_batch: BatchScoreFn, num_queries: int, k: int, *,
+                 ef: Optional[int] = None, top_n_per_layer: TopN = DEFAULT_TOP_N,
+                 expand_width: Optional[int] = None, max_rounds: Optional[int] = None
+                 ) -> Tuple[np.ndarray, np.ndarray, BatchStats]:
+    """:func:`search` for ``num_queries`` queries in lock step, one batched call per round.
+
+    ``score_fn_batch(query_idx int64 [n], ids int64 [n]) -> scores [n]`` scores pair ``j`` as
+    entity ``ids[j]`` for query ``query_idx[j]``. Each query walks exactly as :func:`search` would
+    (same results); queries that finish early drop out of later calls.
+
+    Returns ``(ids int64 [Q, k], scores float64 [Q, k], stats)``, rows padded with -1 / -inf
+    when a query found fewer than ``k``.
+    """
+    _validate(graph, k, expand_width, max_rounds)
+    if num_queries < 0:
+        raise ValueError("num_queries must be >= 0")
+    widths = _layer_widths(graph, int(k), ef, top_n_per_layer)
+    walks = [_walk(graph, int(k), widths, expand_width, max_rounds, None)
+             for _ in range(num_queries)]
+    pending = {q: next(w) for q, w in enumerate(walks)}
+    out_ids = np.full((num_queries, k), -1, dtype=np.int64)
+    out_scores = np.full((num_queries, k), -np.inf, dtype=np.float64)
+    per_query: List[Optional[SearchStats]] = [None] * num_queries
+    calls = 0
+    while pending:
+        qs = np.fromiter(pending.keys(), dtype=np.int64, count=len(pending))
+        requests = [pending[int(q)] for q in qs]
+        sizes = np.array([r.size for r in requests])
+        scores = _check_scores(score_fn_batch(np.repeat(qs, sizes), np.concatenate(requests)),
+                               int(sizes.sum()), "score_fn_batch")
+        calls += 1
+        for q, part in zip(qs, np.split(scores, np.cumsum(sizes)[:-1])):
+            q = int(q)
+            try:
+                pending[q] = walks[q].send(part)
+            except StopIteration as done:
+                ids, sc, st = done.value
+                out_ids[q, :ids.size], out_scores[q, :ids.size] = ids, sc
+                per_query[q] = st
+                del pending[q]
+    return out_ids, out_scores, BatchStats(num_score_calls=calls, per_query=per_query)
+
+
+# --------------------------------------------------------------------------------------------
+# exhaustive reference and the cheap ScaNN mode
+# --------------------------------------------------------------------------------------------
+
+
+def exhaustive_search(score_fn: ScoreFn, num_entities: int, k: int, batch_size: int = 65_536
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+    """Scores every entity (in chunks) and returns the top-k, same tie-breaking as :func:`search`
+    (Recall-all's reference, DESIGN.md §5)."""
+    if num_entities < 1 or k < 1:
+        raise ValueError("num_entities and k must be >= 1")
+    best_ids = np.empty(0, dtype=np.int64)
+    best_scores = np.empty(0, dtype=np.float64)
+    for start in range(0, num_entities, batch_size):
+        ids = np.arange(start, min(num_entities, start + batch_size), dtype=np.int64)
+        s = _check_scores(score_fn(ids), ids.size, "score_fn")
+        all_ids = np.concatenate([best_ids, ids])
+        all_scores = np.concatenate([best_scores, s])
+        keep = _best(all_ids, all_scores, min(k, all_ids.size))
+        best_ids, best_scores = all_ids[keep], all_scores[keep]
+    return best_ids, best_scores
+
+
+def scann_candidates_then_rescore(scann_index: ScannIndex, query_vector, score_fn: ScoreFn,
+                                  num_candidates: int, k: int
+                                  ) -> Tuple[np.ndarray, np.ndarray, SearchStats]:
+    """Cheap mode for one query: ScaNN's ``num_candidates`` nearest entities to ``query_vector``
+    (in the index's distance), re-scored by the model in ONE ``score_fn`` call, top-k by score.
+    """
+    q = np.asarray(query_vector)
+    if q.ndim != 1:
+        raise ValueError("query_vector must be one [d] vector (use the _batch variant)")
+    ids, scores, stats = scann_candidates_then_rescore_batch(
+        scann_index, q[None, :], lambda _, c: score_fn(c), num_candidates, k)
+    row = ids[0] >= 0
+    return ids[0][row], scores[0][row], stats.per_query[0]
+
+
+def scann_candidates_then_rescore_batch(scann_index: ScannIndex, query_vectors,
+                                        score_fn_batch: BatchScoreFn, num_candidates: int, k: int
+                                        ) -> Tuple[np.ndarray, np.ndarray, BatchStats]:
+    """Cheap mode for ``[Q, d]`` queries: one ScaNN batched search, one model call for all
+    ``Q * num_candidates`` pairs. Returns ``(ids [Q, k], scores [Q, k], stats)`` padded with
+    -1 / -inf when fewer than ``k`` candidates exist."""
+    if k < 1 or num_candidates < 1:
+        raise ValueError("k and num_candidates must be >= 1")
+    num_candidates = max(int(num_candidates), int(k))
+    cand, _ = scann_index.search(np.asarray(query_vectors), num_candidates)
+    nq, nc = cand.shape
+    scores = _check_scores(score_fn_batch(np.repeat(np.arange(nq, dtype=np.int64), nc),
+                                          cand.reshape(-1)), nq * nc,
+                           "score_fn_batch").reshape(nq, nc)
+    out_ids = np.full((nq, k), -1, dtype=np.int64)
+    out_scores = np.full((nq, k), -np.inf, dtype=np.float64)
+    per_query = []
+    for q in range(nq):
+        keep = _best(cand[q], scores[q], min(k, nc))
+        out_ids[q, :keep.size] = cand[q][keep]
+        out_scores[q, :keep.size] = scores[q][keep]
+        per_query.append(SearchStats(num_scored=nc, num_entities=scann_index.num_vectors,
+                                     num_score_calls=1, num_rounds=0, layers=[]))
+    return out_ids, out_scores, BatchStats(num_score_calls=1, per_query=per_query)
