@@ -7,6 +7,7 @@
     tfrrl train    --config CONFIG.yaml --data DATA_DIR --out RUN_DIR [--epochs N] [--set K=V]
     tfrrl evaluate --run RUN_DIR --data DATA_DIR [--ns 50,100,200] [--max-queries Q]
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
+    tfrrl export   --run RUN_DIR --out EXPORT_DIR [--data DATA_DIR] [--name tfrrl] [--version V]
     tfrrl demo     [--workdir runs/demo] [--impressions N]
 
 Heavy imports (TensorFlow, Beam) happen inside the sub-commands so ``tfrrl --help`` is instant.
@@ -184,9 +185,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from tfrrl.training import trainer
 
-    model = trainer.load_run(args.run, args.data)
+    data_dir = trainer.run_data_dir(args.run, args.data)
+    model = trainer.load_run(args.run, data_dir)
     ns = tuple(int(n) for n in args.ns.split(","))
-    print(trainer.recall_vs_popularity(model, args.data, args.run, ns=ns,
+    print(trainer.recall_vs_popularity(model, data_dir, args.run, ns=ns,
                                        max_queries=args.max_queries or None))
     _say(f"wrote {os.path.join(args.run, 'recall.json')}")
     return 0
@@ -198,6 +200,17 @@ def cmd_plot_uwl(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(args.run, "uwl_weights.png")
     names = plot_uwl(args.run, out)
     _say(f"wrote {out} ({', '.join(names)})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from serving import export
+
+    start = time.time()
+    path = export.export_run(args.run, args.data, args.out, name=args.name, version=args.version)
+    _say(f"exported {path} in {time.time() - start:.1f}s; TF Serving config "
+         f"{os.path.join(args.out, export.MODELS_CONFIG)}, instructions {args.out}/README.md")
     return 0
 
 
@@ -293,13 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="Recall-all@N of a trained run vs popularity")
     e.add_argument("--run", required=True)
-    e.add_argument("--data", required=True)
+    e.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
     e.add_argument("--ns", default="50,100,200,500,2000")
     e.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
 
     u = sub.add_parser("plot-uwl", help="plot the learned UWL weights of a run (Fig. 5)")
     u.add_argument("--run", required=True)
     u.add_argument("--out")
+
+    x = sub.add_parser("export", help="backbone-only SavedModel in TF Serving layout")
+    x.add_argument("--run", required=True)
+    x.add_argument("--out", required=True)
+    x.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
+    x.add_argument("--name", default="tfrrl")
+    x.add_argument("--version", type=int)
 
     d = sub.add_parser("demo", help="run the pipeline end to end on the synthetic default")
     d.add_argument("--workdir", default="runs/demo")
@@ -326,7 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return {"generate": cmd_generate, "inspect": cmd_inspect, "train": cmd_train,
             "evaluate": cmd_evaluate,
-            "plot-uwl": cmd_plot_uwl}[args.command](args)
+            "plot-uwl": cmd_plot_uwl, "export": cmd_export}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from tfrrl.model import inputs as input_modules
 from tfrrl.model.matching import FIRST_DOMAIN_ID, MatchingModel
 from tfrrl.training.callbacks import StepLogger
 
+RUN_INFO = "run.json"
+
 
 def load_corpus(data: PreparedDataset, lookup: FeatureLookup,
                 batch_size: int = 65_536) -> Dict[str, np.ndarray]:
@@ -81,6 +83,8 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as f:
         f.write(exp.to_yaml())
+    with open(os.path.join(out_dir, RUN_INFO), "w", encoding="utf-8") as f:
+        json.dump({"data_dir": os.path.abspath(data_dir), "experiment": exp.name}, f, indent=2)
     data = PreparedDataset(data_dir)
     model = build_model(exp, data)
     train_ds, eval_ds = make_datasets(data, exp)
@@ -120,14 +124,31 @@ def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[
     return recall.format_report(result)
 
 
-def load_run(run_dir: str, data_dir: str) -> MatchingModel:
+def run_data_dir(run_dir: str, data_dir: Optional[str] = None) -> str:
+    """The prepared dataset of a run: ``data_dir`` if given, else the one it was trained on."""
+    if data_dir:
+        return data_dir
+    path = os.path.join(run_dir, RUN_INFO)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: pass the prepared dataset explicitly")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["data_dir"]
+
+
+def load_run(run_dir: str, data_dir: Optional[str] = None) -> MatchingModel:
     """Rebuilds a trained model from its run folder (config.yaml + model.weights.h5)."""
     from tfrrl import config as config_lib
 
+    data_dir = run_data_dir(run_dir, data_dir)
     exp = config_lib.load_experiment(os.path.join(run_dir, "config.yaml"))
     model = build_model(exp, PreparedDataset(data_dir))
     weights = os.path.join(run_dir, "model.weights.h5")
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: is {run_dir} a finished training run?")
+    # The weights file carries the optimizers' state too: build them so it loads cleanly.
+    critic_ids = {id(v) for v in model._critic_variables()}
+    model.optimizer.build([v for v in model.trainable_variables if id(v) not in critic_ids])
+    if model.critic_optimizer is not None:
+        model.critic_optimizer.build(model._critic_variables())
     model.load_weights(weights)
     return model
