@@ -9,6 +9,7 @@ import tensorflow as tf
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import PreparedDataset
+from tfrrl.model.inputs import split_features
 from tfrrl.training import trainer
 
 
@@ -35,7 +36,7 @@ def test_rrl_modules_are_training_only(data):
     for v in plain.weights:
         v.assign(by_path[v.path])
     batch = _batch(data)
-    users, entities = trainer.input_modules.split_features(batch)
+    users, entities = split_features(batch)
     scores = rrl(batch).numpy()
     pairs = rrl.score_pairs(rrl.encode_users(users), rrl.encode_entities(entities))["scores"]
     np.testing.assert_array_equal(scores, plain(batch).numpy())

@@ -202,11 +202,11 @@ class MatchingModel(keras.Model):
         losses["loss"] = total
         return losses, critic_loss
 
-    def _critic_variables(self):
+    def critic_variables(self):
         return list(self.mvwdl.critic_variables) if self.mvwdl is not None else []
 
     def train_step(self, data):
-        critic_vars = self._critic_variables()
+        critic_vars = self.critic_variables()
         critic_ids = {id(v) for v in critic_vars}
         main_vars = [v for v in self.trainable_variables if id(v) not in critic_ids]
         with tf.GradientTape(persistent=critic_vars != []) as tape:

@@ -146,9 +146,9 @@ def load_run(run_dir: str, data_dir: Optional[str] = None) -> MatchingModel:
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: is {run_dir} a finished training run?")
     # The weights file carries the optimizers' state too: build them so it loads cleanly.
-    critic_ids = {id(v) for v in model._critic_variables()}
+    critic_ids = {id(v) for v in model.critic_variables()}
     model.optimizer.build([v for v in model.trainable_variables if id(v) not in critic_ids])
     if model.critic_optimizer is not None:
-        model.critic_optimizer.build(model._critic_variables())
+        model.critic_optimizer.build(model.critic_variables())
     model.load_weights(weights)
     return model
