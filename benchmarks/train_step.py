@@ -1,0 +1,414 @@
+"""Train-step cost of Backbone&RRL against the plain Backbone, and a 2,000-step NaN/Inf soak.
+
+    python -m benchmarks.train_step [--data DIR | --impressions 200000] [--steps 200]
+    python -m benchmarks.train_step --soak-steps [2000] [--data DIR]
+
+**Throughput mode** (default). Builds ``configs/synthetic/backbone.yaml`` and
+``configs/synthetic/backbone_rrl.yaml`` with :func:`tfrrl.training.trainer.build_model` on the same
+prepared dataset, and prints the examples/s of each and the ratio
+``step_time(RRL) / step_time(Backbone)`` against the target (≤ 1.3) with PASS/MISS.
+
+* Data: ``--data DIR`` (a prepared dataset) or, by default, ``--impressions`` synthetic impressions
+  (``tfrrl.data.synthetic.generate``, seed 0) prepared by the Beam link
+  (``beam_pipelines.unified_link.run``, DirectRunner) into a temporary folder, removed at the end
+  unless ``--keep`` (then pass it to ``--data`` next time and skip the 1–2 min prepare).
+* What one step costs: ``model.train_function(iterator)``, the very ``tf.function`` (Keras'
+  ``multi_step_on_iterator`` → ``train_step``) that ``model.fit`` calls once per step, on an
+  iterator of the training ``tf.data`` pipeline; fit's callbacks/progress bar are left out.
+  Input: by default (``--input cached``) the first ``--cache-batches`` batches of the real
+  training pipeline (``PreparedDataset.dataset(TRAIN, shuffle=True, drop_remainder=True)``) are
+  cached in memory and repeated, so both models see the same batches in the same order and the
+  parse/lookup cost, identical for both, neither dilutes the ratio nor competes for the cores.
+  ``--input live`` reads the full pipeline instead (closer to ``tfrrl train``: its parse/lookup
+  threads then share the cores with the step; a cost common to both models can only pull the
+  ratio towards 1, so the cached default is the stricter measure).
+* Warm-up: ``--warmup`` steps per model first (the first one traces ``train_step`` and creates
+  the optimizer slots; its time is printed but not counted).
+* Timing: ``--steps`` per model, split into ``--rounds`` blocks; the blocks alternate between
+  the models (A B, B A, A B, …) so that drift in the load of the shared machine hits both.
+  examples/s of a block = block steps × batch / wall time; reported: the median over the blocks
+  of each model (and min–max), the ratio of the median step times (the verdict), and, as noise
+  checks, the median of the per-round paired ratios and the ratio of the median process CPU
+  time per step (``time.process_time``: all threads of this process; it moves much less than
+  wall time when other processes load the machine).
+* ``--variant NAME=OVERRIDES`` adds more models on top of ``backbone.yaml`` (dotted overrides
+  separated by spaces) to the same alternation, e.g. to price each RRL module alone::
+
+      --variant "dal=model.rrl.dal=true" --variant "mvwdl=model.rrl.mvwdl=true" \
+      --variant "ortho=model.rrl.orthogonality=true"
+
+**Soak mode** (``--soak-steps [N]``, default 2,000): trains Backbone&RRL (``backbone_rrl.yaml``)
+for N steps on the synthetic default, on ``trainer.make_datasets``' training dataset with
+``train.steps_per_epoch`` set (so it is ``repeat()``-ed), with the same
+``model.train_function`` as fit. The metrics are reset before every step, so each logged value
+is that step's own loss (not a running mean, which would hide a transient spike). After every
+step it checks that every logged value (each loss and each ``uwl_weight_*``) and every
+trainable weight of the model (experts, towers, DAL, MVWDL projections and critics, UWL log
+variances, …) is finite; it stops at the first NaN/Inf. Prints the min/max of each logged value
+over the run and PASS/FAIL. Non-trainable weights (spectral-norm ``u`` vectors, GRL scale) are
+checked too and reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+TARGET_RATIO = 1.3
+BACKBONE_CONFIG = os.path.join(REPO, "configs", "synthetic", "backbone.yaml")
+RRL_CONFIG = os.path.join(REPO, "configs", "synthetic", "backbone_rrl.yaml")
+
+
+def _say(message: str) -> None:
+    print(f"[train_step {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Data.
+
+class _Heartbeat:
+    """Prints ``label … Ns elapsed`` every ``every`` seconds while a long call runs."""
+
+    def __init__(self, label: str, every: float = 15.0):
+        self.label, self.every = label, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._start = time.time()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            _say(f"{self.label} … {time.time() - self._start:.0f}s elapsed")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def prepare_synthetic(impressions: int, workdir: str, seed: int = 0) -> str:
+    """generate → Beam prepare into ``workdir``; returns the prepared folder."""
+    from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
+    from tfrrl.data import synthetic  # pylint: disable=import-outside-toplevel
+
+    raw_dir, data_dir = os.path.join(workdir, "raw"), os.path.join(workdir, "data")
+    _say(f"generating {impressions:,} synthetic impressions (seed {seed}) → {raw_dir}")
+    t0 = time.time()
+    synthetic.generate(synthetic.SyntheticConfig(impressions=impressions, seed=seed), raw_dir,
+                       verbose=True)
+    _say(f"generated in {time.time() - t0:.1f}s; preparing → {data_dir} "
+         f"(Beam DirectRunner, takes ~1–2 min)")
+    with _Heartbeat("Beam prepare"):
+        result = unified_link.run(raw_dir, data_dir, unified_link.PrepareConfig())
+    imp = result["accounting"]["impressions"]
+    _say(f"prepared in {result['seconds']:.1f}s: {imp['train']:,} train / {imp['eval']:,} eval "
+         f"examples, corpus {result['stats']['corpus_size']:,} entities")
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    return data_dir
+
+
+class _DataDir:
+    """``--data`` as given, or a freshly prepared synthetic dataset in a temporary folder."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.tmp: Optional[str] = None
+
+    def __enter__(self) -> str:
+        if self.args.data:
+            return self.args.data
+        self.tmp = tempfile.mkdtemp(prefix="tfrrl-train-step-")
+        return prepare_synthetic(self.args.impressions, self.tmp, self.args.seed)
+
+    def __exit__(self, *exc):
+        if self.tmp is None:
+            return
+        if self.args.keep:
+            _say(f"kept the prepared dataset: --data {os.path.join(self.tmp, 'data')}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Models.
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def load_variant(spec: str) -> Tuple[str, str, List[str]]:
+    """``NAME=OVERRIDE OVERRIDE…`` → (name, backbone.yaml, overrides)."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--variant expects NAME=KEY=VALUE [KEY=VALUE …], got {spec!r}")
+    return name, BACKBONE_CONFIG, rest.split()
+
+
+def build(path: str, overrides: Sequence[str], data):
+    """(experiment, compiled model with its train_function made) built like ``tfrrl train``."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    from tfrrl import config  # pylint: disable=import-outside-toplevel
+    from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
+
+    exp = config.load_experiment(path, list(overrides))
+    keras.utils.set_random_seed(exp.train.seed)
+    model = trainer.build_model(exp, data)
+    model.make_train_function()
+    return exp, model
+
+
+def _logs_to_floats(logs) -> Dict[str, float]:
+    return {k: float(v) for k, v in logs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Throughput mode.
+
+def _input_dataset(data, batch_size: int, args: argparse.Namespace):
+    from tfrrl.data.reader import TRAIN  # pylint: disable=import-outside-toplevel
+
+    base = data.dataset(TRAIN, batch_size, shuffle=True, seed=args.seed, drop_remainder=True)
+    if args.input == "live":
+        return base.repeat()
+    # Keep the first batches in memory; repeat() reuses the cache filled by the pass below.
+    once = base.take(args.cache_batches).cache()
+    n = 0
+    for _ in once:  # one full pass fills the in-memory cache (shared by later iterators)
+        n += 1
+    _say(f"cached {n} batches of {batch_size} in memory (repeated)")
+    return once.repeat()
+
+
+def run_throughput(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
+
+    specs: List[Tuple[str, str, List[str]]] = [("Backbone", BACKBONE_CONFIG, []),
+                                               ("Backbone&RRL", RRL_CONFIG, [])]
+    specs += [load_variant(v) for v in args.variant]
+    specs = [(n, p, o + list(args.set)) for n, p, o in specs]
+    with _DataDir(args) as data_dir:
+        data = PreparedDataset(data_dir)
+        models = []
+        for name, path, overrides in specs:
+            t0 = time.time()
+            exp, model = build(path, overrides, data)
+            n_params = sum(int(v.numpy().size) for v in model.trainable_variables)
+            _say(f"built {name} ({os.path.relpath(path, REPO)}"
+                 f"{' ' + ' '.join(overrides) if overrides else ''}) in {time.time() - t0:.1f}s:"
+                 f" {n_params:,} trainable parameters, batch {exp.train.batch_size} + "
+                 f"{exp.train.num_negatives} sampled negatives")
+            models.append((name, exp, model))
+        batch_sizes = {exp.train.batch_size for _, exp, _ in models}
+        if len(batch_sizes) != 1:
+            raise SystemExit(f"the configs use different batch sizes {sorted(batch_sizes)}")
+        batch = batch_sizes.pop()
+        dataset = _input_dataset(data, batch, args)
+
+        iterators = {}
+        for name, _, model in models:
+            it = iter(dataset)
+            t0 = time.perf_counter()
+            _logs_to_floats(model.train_function(it))
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(args.warmup - 1):
+                logs = model.train_function(it)
+            if args.warmup > 1:
+                _logs_to_floats(logs)
+            rest = (time.perf_counter() - t0) / max(1, args.warmup - 1)
+            _say(f"warm-up {name}: first step (tracing) {first:.1f}s, then {rest * 1e3:.0f} ms/step"
+                 f" over {args.warmup - 1} steps (not counted)")
+            iterators[name] = it
+
+        rounds = max(1, args.rounds)
+        block = max(1, args.steps // rounds)
+        times: Dict[str, List[float]] = {name: [] for name, _, _ in models}
+        cpu: Dict[str, List[float]] = {name: [] for name, _, _ in models}
+        _say(f"timing {rounds} rounds × {block} steps per model, alternating order "
+             f"(input: {args.input})")
+        for r in range(rounds):
+            order = models if r % 2 == 0 else models[::-1]
+            line = []
+            for name, _, model in order:
+                it = iterators[name]
+                t0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(block):
+                    logs = model.train_function(it)
+                _logs_to_floats(logs)  # synchronise before stopping the clock
+                dt = (time.perf_counter() - t0) / block
+                times[name].append(dt)
+                cpu[name].append((time.process_time() - c0) / block)
+                line.append(f"{name} {batch / dt:,.0f} ex/s ({dt * 1e3:.0f} ms/step, "
+                            f"CPU {cpu[name][-1] * 1e3:.0f} ms)")
+            _say(f"round {r + 1}/{rounds}: " + ", ".join(line))
+
+    print()
+    print(f"train step throughput: {block * rounds} timed steps per model "
+          f"({rounds} alternating rounds × {block}), batch {batch}, "
+          f"input {args.input}, model.train_function (= one model.fit step)")
+    width = max(len(n) for n, _, _ in models)
+    base_name = models[0][0]
+    base_med = statistics.median(times[base_name])
+    base_cpu = statistics.median(cpu[base_name])
+    for name, _, _ in models:
+        med = statistics.median(times[name])
+        med_cpu = statistics.median(cpu[name])
+        eps = [batch / t for t in times[name]]
+        print(f"  {name:<{width}}  {batch / med:>8,.0f} examples/s (median; blocks "
+              f"{min(eps):,.0f}–{max(eps):,.0f})  {med * 1e3:7.1f} ms/step "
+              f"× {med / base_med:.2f}  | CPU {med_cpu * 1e3:7.1f} ms/step "
+              f"× {med_cpu / base_cpu:.2f}")
+    rrl = "Backbone&RRL"
+    ratio = statistics.median(times[rrl]) / base_med
+    paired = statistics.median(a / b for a, b in zip(times[rrl], times[base_name]))
+    cpu_ratio = statistics.median(cpu[rrl]) / base_cpu
+    verdict = "PASS" if ratio <= TARGET_RATIO else "MISS"
+    print(f"(× = relative to {base_name}; CPU = process CPU seconds per step, all threads: less "
+          f"sensitive than wall time to other processes on the machine)")
+    print(f"step_time(Backbone&RRL) / step_time(Backbone) = {ratio:.2f} "
+          f"(median of per-round paired ratios {paired:.2f}; CPU-time ratio {cpu_ratio:.2f}); "
+          f"target ≤ {TARGET_RATIO}: {verdict}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Soak mode.
+
+def run_soak(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
+    from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
+
+    steps = args.soak_steps
+    overrides = [f"train.steps_per_epoch={steps}"] + list(args.set)
+    with _DataDir(args) as data_dir:
+        data = PreparedDataset(data_dir)
+        exp, model = build(RRL_CONFIG, overrides, data)
+        train_ds, _ = trainer.make_datasets(data, exp)  # steps_per_epoch set → repeat()
+        trainable = list(model.trainable_variables)
+        others = [v for v in model.variables if all(v is not t for t in trainable)
+                  and v.dtype in ("float16", "bfloat16", "float32", "float64")]
+
+        @tf.function(autograph=False)
+        def all_finite(variables):
+            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+
+        def bad_variables(variables) -> List[str]:
+            return [v.path for v in variables if not np.all(np.isfinite(v.numpy()))]
+
+        _say("non-trainable float weights also checked: " + ", ".join(v.path for v in others))
+
+        _say(f"soak: {steps:,} train steps of {exp.name} ({len(trainable)} trainable variables, "
+             f"{sum(int(np.prod(v.shape)) for v in trainable):,} parameters; "
+             f"{len(others)} non-trainable float), batch {exp.train.batch_size}, "
+             f"repeated training dataset ({data.num_records('train'):,} examples, "
+             f"{data.num_records('train') // exp.train.batch_size} steps/epoch)")
+        lo: Dict[str, float] = {}
+        hi: Dict[str, float] = {}
+        first_bad: Optional[str] = None
+        others_bad_step: Optional[int] = None
+        it = iter(train_ds)
+        t_start = t_last = time.perf_counter()
+        t_first = 0.0
+        done = last_logged = 0
+        for step in range(1, steps + 1):
+            model.reset_metrics()  # logged value = this step's value, not a running mean
+            logs = _logs_to_floats(model.train_function(it))
+            done = step
+            if step == 1:
+                t_first = time.perf_counter() - t_start
+                _say(f"step 1 (tracing) took {t_first:.1f}s")
+                t_start = t_last = time.perf_counter()
+                last_logged = 1
+            for k, v in logs.items():
+                lo[k] = min(lo.get(k, math.inf), v)
+                hi[k] = max(hi.get(k, -math.inf), v)
+            bad_logs = [k for k, v in logs.items() if not math.isfinite(v)]
+            if bad_logs:
+                first_bad = f"step {step}: non-finite logged values {bad_logs}"
+            elif not bool(all_finite(trainable)):
+                first_bad = f"step {step}: non-finite weights {bad_variables(trainable)}"
+            if others_bad_step is None and others and not bool(all_finite(others)):
+                others_bad_step = step
+                _say(f"step {step}: non-finite non-trainable weights {bad_variables(others)}")
+            if first_bad:
+                _say(f"FAIL at {first_bad}")
+                break
+            if step % args.log_every == 0 or step == steps:
+                now = time.perf_counter()
+                shown = " ".join(f"{k}={logs[k]:.4g}" for k in sorted(logs))
+                _say(f"step {step:>5}/{steps}: "
+                     f"{(now - t_last) / max(1, step - last_logged) * 1e3:.0f} ms/step; {shown}")
+                t_last, last_logged = now, step
+        elapsed = time.perf_counter() - t_start
+
+    print()
+    print(f"soak: {done:,} of {steps:,} train steps of {exp.name} in {t_first + elapsed:.0f}s "
+          f"(step 1 with tracing {t_first:.1f}s, then {elapsed / max(1, done - 1) * 1e3:.0f} "
+          f"ms/step); every logged value and every trainable weight checked after every step")
+    width = max(len(k) for k in lo)
+    print(f"  {'logged value':<{width}}  {'min':>12}  {'max':>12}")
+    for k in sorted(lo, key=lambda n: (n.startswith("uwl_weight_"), n)):
+        print(f"  {k:<{width}}  {lo[k]:>12.6g}  {hi[k]:>12.6g}")
+    print(f"  non-trainable float weights ({len(others)}): "
+          f"{'finite' if others_bad_step is None else f'NON-FINITE from step {others_bad_step}'}")
+    ok = first_bad is None and done == steps
+    print(f"no NaN/Inf in {steps:,} steps of Backbone&RRL: {'PASS' if ok else 'FAIL'}"
+          + ("" if ok else f" ({first_bad})"))
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------------------------
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="a prepared dataset (default: generate + prepare one)")
+    parser.add_argument("--impressions", type=int, default=200_000,
+                        help="synthetic impressions to generate when --data is not given")
+    parser.add_argument("--seed", type=int, default=0, help="generator and shuffle seed")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the generated dataset (reuse with --data)")
+    parser.add_argument("--steps", type=int, default=200, help="timed train steps per model")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="alternating blocks the timed steps are split into")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed steps per model first (the first one traces)")
+    parser.add_argument("--input", choices=("cached", "live"), default="cached",
+                        help="cached: in-memory batches of the train pipeline; live: the pipeline")
+    parser.add_argument("--cache-batches", type=int, default=100)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="extra model: backbone.yaml + space-separated dotted overrides")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted override applied to every model (e.g. train.batch_size=256)")
+    parser.add_argument("--soak-steps", type=int, nargs="?", const=2000, default=None,
+                        help="soak mode: N train steps of Backbone&RRL, NaN/Inf check "
+                             "(default N: 2000)")
+    parser.add_argument("--log-every", type=int, default=100, help="soak progress interval")
+    args = parser.parse_args(argv)
+    if args.soak_steps is not None:
+        return run_soak(args)
+    return run_throughput(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
