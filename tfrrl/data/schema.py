@@ -24,6 +24,7 @@ plus the label and the entity's sampling probability for the logQ correction (Eq
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -103,13 +104,23 @@ def _entity_features() -> List[Feature]:
     return feats
 
 
+@functools.lru_cache(maxsize=None)
+def _entity_features_cached() -> Tuple[Feature, ...]:
+    return tuple(_entity_features())
+
+
 def entity_features() -> List[Feature]:
     """Features of one entity: the corpus records and the target-entity part of an example."""
-    return _entity_features()
+    return list(_entity_features_cached())
 
 
 def example_features(sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> List[Feature]:
     """Features of one training / eval example (user × entity × domain at a timestamp)."""
+    return list(_example_features_cached(sequence_length))
+
+
+@functools.lru_cache(maxsize=None)
+def _example_features_cached(sequence_length: int) -> Tuple[Feature, ...]:
     L = sequence_length
     feats = [Feature("user_id", "string", "E_u", vocabulary="user_id", default=DEFAULT_TOKEN)]
     feats += [
@@ -128,12 +139,17 @@ def example_features(sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> List[Fea
         Feature("label", "float32", "label", default=1.0),
         Feature("timestamp", "int64", "meta", default=0),
     ]
-    return feats
+    return tuple(feats)
+
+
+@functools.lru_cache(maxsize=None)
+def _entity_record_features_cached() -> Tuple[Feature, ...]:
+    return tuple(entity_features() + [Feature("train_count", "int64", "meta", default=0)])
 
 
 def entity_record_features() -> List[Feature]:
     """Features of an entity-corpus record (entity features + its training count)."""
-    return entity_features() + [Feature("train_count", "int64", "meta", default=0)]
+    return list(_entity_record_features_cached())
 
 
 def vocabulary_names(sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> List[str]:
@@ -211,11 +227,11 @@ def _encode(features: Sequence[Feature], values: Mapping[str, Any]) -> bytes:
 
 def encode_example(values: Mapping[str, Any],
                    sequence_length: int = DEFAULT_SEQUENCE_LENGTH) -> bytes:
-    return _encode(example_features(sequence_length), values)
+    return _encode(_example_features_cached(sequence_length), values)
 
 
 def encode_entity(values: Mapping[str, Any]) -> bytes:
-    return _encode(entity_record_features(), values)
+    return _encode(_entity_record_features_cached(), values)
 
 
 def parsing_spec(features: Iterable[Feature]) -> Dict[str, Any]:
