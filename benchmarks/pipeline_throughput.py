@@ -6,13 +6,12 @@
 1. generates ``--impressions`` synthetic impressions (``tfrrl.data.synthetic``, seed 0) in a
    temporary folder (removed at the end unless ``--keep``);
 2. runs ``beam_pipelines.unified_link.run`` with its defaults (DirectRunner in multi-processing
-   mode, ``direct_num_workers`` = os.cpu_count()) and ``benchmarks.link_baseline.run`` (pyarrow +
+   mode, one worker process) and ``benchmarks.link_baseline.run`` (pyarrow +
    numpy in one process, one core) on it, each in a FRESH Python process (so memory is
    attributable and neither warms the other's caches), alternating the order when repeated;
    (``--beam-workers N`` adds ``--direct_num_workers=N``; the cores reported for Beam are the
    EFFECTIVE ``direct_num_workers`` of the options ``unified_link.default_pipeline_options``
-   builds — note that DirectOptions defaults it to 1, not 0/None, so without the flag the
-   "one worker per core" branch of that function does not fire and Beam runs ONE worker);
+   builds);
 3. prints rows/s of each, the cores each used, the ratio
    ``(Beam rows/s ÷ Beam cores) ÷ baseline rows/s`` against the target (≥ 0.5) with PASS/MISS,
    and the peak resident memory of each.
