@@ -8,6 +8,7 @@
     tfrrl evaluate --run RUN_DIR --data DATA_DIR [--ns 50,100,200] [--max-queries Q]
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
     tfrrl export   --run RUN_DIR --out EXPORT_DIR [--data DATA_DIR] [--name tfrrl] [--version V]
+    tfrrl index    --export EXPORT_DIR [--data DATA_DIR] [--version V]
     tfrrl demo     [--workdir runs/demo] [--impressions N]
 
 Heavy imports (TensorFlow, Beam) happen inside the sub-commands so ``tfrrl --help`` is instant.
@@ -214,6 +215,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from serving import indexing
+
+    start = time.time()
+    result = indexing.build_indexes(args.export, args.data, args.version, name=args.name,
+                                    overwrite=args.overwrite, verbose=True)
+    _say(f"index built in {time.time() - start:.1f}s")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))},
+                     indent=2, default=str))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     """generate → prepare → read back → train Backbone&RRL briefly → Recall@N vs popularity."""
     from tfrrl.data import synthetic
@@ -321,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--name", default="tfrrl")
     x.add_argument("--version", type=int)
 
+    n = sub.add_parser("index", help="ScaNN + 4-layer HNSW index beside an export")
+    n.add_argument("--export", required=True)
+    n.add_argument("--data", help="prepared dataset (default: the one recorded by the export)")
+    n.add_argument("--version", type=int)
+    n.add_argument("--name", default="tfrrl")
+    n.add_argument("--overwrite", action="store_true")
+
     d = sub.add_parser("demo", help="run the pipeline end to end on the synthetic default")
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--impressions", type=int, default=200_000)
@@ -346,7 +367,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return {"generate": cmd_generate, "inspect": cmd_inspect, "train": cmd_train,
             "evaluate": cmd_evaluate,
-            "plot-uwl": cmd_plot_uwl, "export": cmd_export}[args.command](args)
+            "plot-uwl": cmd_plot_uwl, "export": cmd_export,
+            "index": cmd_index}[args.command](args)
 
 
 if __name__ == "__main__":

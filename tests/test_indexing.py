@@ -1,0 +1,165 @@
+"""serving/indexing.py: index build of an exported backbone, reload, and model-scored retrieval
+(DESIGN.md §6, RRL paper §IV-B) on a tiny exported model of the ``small_synthetic_prepared``
+fixture."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving import export, indexing
+from serving.index import build_hnsw, build_scann
+from tests.conftest import TINY_MODEL
+from tfrrl import config
+from tfrrl.data.reader import CORPUS, EVAL, FeatureLookup, PreparedDataset
+from tfrrl.training import trainer
+
+K = 20
+
+
+@pytest.fixture(scope="module")
+def indexed(small_synthetic_prepared, tmp_path_factory):
+    data = PreparedDataset(str(small_synthetic_prepared))
+    lookup = FeatureLookup.from_dataset(data)
+    tf.keras.utils.set_random_seed(3)
+    model = trainer.build_model(config.load_experiment(None, TINY_MODEL), data, lookup)
+    rng = np.random.default_rng(0)  # spread-out scores: no accidental ties among entities
+    for v in model.weights:
+        if v.dtype == "float32":
+            v.assign(rng.normal(0.0, 0.3, v.shape).astype("float32"))
+    base = tmp_path_factory.mktemp("export")
+    version_dir = export.export_backbone(model, lookup, str(base))
+    before = sorted(os.listdir(version_dir))
+    with pytest.raises(ValueError, match="data_dir"):  # bare export_backbone records none
+        indexing.build_indexes(str(base))
+    result = indexing.build_indexes(str(base), str(small_synthetic_prepared), M=8,
+                                    ef_construction=64, num_threads=1)
+    return {"data": data, "lookup": lookup, "model": model, "base": str(base),
+            "version_dir": version_dir, "before": before, "result": result}
+
+
+@pytest.fixture(scope="module")
+def retriever(indexed):
+    return indexing.IndexedRetriever.load(indexed["base"])
+
+
+def _raw_users(data, n):
+    batch = {k: v.numpy() for k, v in next(iter(data.raw_dataset(EVAL, n))).items()}
+    names = export.user_input_names()
+    return [{name: batch[name][i] for name in names} for i in range(n)]
+
+
+def test_layout_and_manifest(indexed):
+    result, data = indexed["result"], indexed["data"]
+    version = int(os.path.basename(indexed["version_dir"]))
+    model_dir = os.path.dirname(indexed["version_dir"])
+    # The SavedModel folder is untouched; the index sits beside it; nothing temporary is left.
+    assert sorted(os.listdir(indexed["version_dir"])) == indexed["before"]
+    assert sorted(os.listdir(model_dir)) == sorted([str(version), f"index-{version}"])
+    assert result["index_dir"] == indexing.index_dir(indexed["base"], version)
+    assert not result["reused"]
+    assert indexing.latest_indexed_version(indexed["base"]) == version
+    n = data.num_records(CORPUS)
+    manifest = json.loads(open(os.path.join(result["index_dir"], "manifest.json")).read())
+    assert manifest["model_version"] == version and manifest["num_entities"] == n
+    assert manifest["dim"] == 16 == manifest["dims"]["entity_repr_dim"]
+    assert manifest["corpus_version"] == indexing.corpus_version(str(data.data_dir))[0]
+    assert manifest["model_fingerprint"] == indexing.model_fingerprint(indexed["version_dir"])
+    assert manifest["hnsw"]["num_layers"] == 4 and manifest["hnsw"]["layer_sizes"][0] == n
+    assert os.path.samefile(manifest["data_dir"], data.data_dir)
+    # Entity keys = corpus order; entity_repr = the in-memory model's encode_entities.
+    loaded = indexing.load_indexes(indexed["base"])
+    corpus = trainer.load_corpus(data, indexed["lookup"])
+    assert loaded.entity_keys.tolist() == [k.decode() for k in corpus["entity_key"]]
+    entities = {k: tf.constant(corpus[k]) for k in export.entity_input_names()}
+    expected = indexed["model"].encode_entities(entities)["target"].numpy()
+    np.testing.assert_allclose(loaded.entity_repr, expected, rtol=1e-5, atol=1e-5)
+    for sub in (loaded.hnsw.manifest, loaded.scann.manifest):
+        assert sub["metadata"]["model_version"] == version
+        assert sub["metadata"]["corpus_version"] == manifest["corpus_version"]
+
+
+def test_reload_is_identical_and_rebuild_is_reused(indexed, capsys):
+    a = indexing.load_indexes(indexed["base"])
+    b = indexing.load_indexes(indexed["base"], version=a.version)
+    assert np.array_equal(a.entity_repr, b.entity_repr)
+    # The saved graph IS the (single-threaded, hence deterministic) graph of the saved vectors.
+    fresh = build_hnsw(a.entity_repr, M=8, ef_construction=64, num_layers=4, num_threads=1)
+    assert np.array_equal(a.hnsw.levels, fresh.levels)
+    assert a.hnsw.entry_point == fresh.entry_point
+    for x, y in zip(a.hnsw.adjacency, fresh.adjacency):
+        assert np.array_equal(x, y)
+    queries = a.entity_repr[:7] + 0.01
+    ids, dist = a.scann.search(queries, 10)
+    fresh_ids, fresh_dist = build_scann(a.entity_repr, 100).search(queries, 10)
+    assert np.array_equal(ids, fresh_ids)
+    np.testing.assert_allclose(dist, fresh_dist, rtol=1e-6)
+    # Same model, corpus and parameters: nothing is rebuilt.
+    again = indexing.build_indexes(indexed["base"], str(indexed["data"].data_dir), M=8,
+                                   ef_construction=64, num_threads=1)
+    assert again["reused"] and again["created_unix"] == indexed["result"]["created_unix"]
+    # The command line (`tfrrl index` / python -m serving.indexing) takes the same path.
+    assert indexing.main(["--export", indexed["base"], "--data", str(indexed["data"].data_dir),
+                          "--M", "8", "--ef-construction", "64", "--threads", "1"]) == 0
+    assert "up to date (reused)" in capsys.readouterr().out
+
+
+def test_hnsw_with_full_beam_equals_exhaustive(indexed, retriever):
+    n = retriever.num_entities
+    for user in _raw_users(indexed["data"], 4):
+        ex_keys, ex_scores, ex_stats = retriever.retrieve(user, K, mode="exhaustive")
+        keys, scores, stats = retriever.retrieve(user, K, mode="hnsw", ef=n, top_n_per_layer=n)
+        assert keys.tolist() == ex_keys.tolist()
+        np.testing.assert_allclose(scores, ex_scores, rtol=1e-5, atol=1e-6)
+        assert len(keys) == K and np.all(np.diff(scores) <= 0)
+        assert stats["num_scored"] == n and ex_stats["num_scored"] == n
+        # One score_encoded call per NANN round (+ the entry point), never more.
+        assert stats["num_score_calls"] <= stats["num_rounds"] + 1
+        assert stats["num_pairs_scored"] == n  # no entity scored twice
+        # A narrow beam scores a fraction of the corpus, each entity at most once.
+        _, _, small = retriever.retrieve(user, K, mode="hnsw", ef=K, top_n_per_layer=2)
+        assert small["num_pairs_scored"] == small["num_scored"] < n
+
+
+def test_scann_mode_returns_k_valid_keys(indexed, retriever):
+    corpus_keys = set(retriever.indexes.entity_keys.tolist())
+    index_of = retriever.indexes.key_index()
+    for user in _raw_users(indexed["data"], 3):
+        keys, scores, stats = retriever.retrieve(user, K, mode="scann")
+        assert len(keys) == K == len(set(keys.tolist())) and set(keys.tolist()) <= corpus_keys
+        assert np.all(np.diff(scores) <= 0) and stats["num_score_calls"] == 2
+        # The returned scores are the model's scores of those entities.
+        ids = np.array([index_of[k] for k in keys])
+        enc = retriever.encode_user(user)
+        np.testing.assert_allclose(scores, retriever.scorer(enc)(ids), rtol=1e-5, atol=1e-6)
+        keys_q, _, stats_q = retriever.retrieve(
+            user, K, mode="scann", query_vector=retriever.entity_repr[ids[0]])
+        assert len(keys_q) == K and stats_q["num_score_calls"] == 1
+
+
+def test_bad_requests_and_overwrite(indexed, retriever):
+    user = dict(_raw_users(indexed["data"], 1)[0])
+    with pytest.raises(ValueError, match="mode"):
+        retriever.retrieve(user, K, mode="brute")
+    with pytest.raises(ValueError, match="unknown domain"):
+        retriever.retrieve(dict(user, domain=b"no-such-domain"), K)
+    keys, _, stats = retriever.retrieve(dict(user, domain="no-such-domain"), 3,
+                                        allow_unknown_domain=True)
+    assert stats["domain_known"] == 0 and len(keys) == 3
+    with pytest.raises(KeyError, match="user_id"):
+        retriever.retrieve({k: v for k, v in user.items() if k != "user_id"}, K)
+    with pytest.raises(ValueError, match="seq_entity_id"):
+        retriever.retrieve(dict(user, seq_entity_id=user["seq_entity_id"][:3]), K)
+    # Other parameters for the same version: refused unless overwrite, then replaced in place.
+    base, data_dir = indexed["base"], str(indexed["data"].data_dir)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        indexing.build_indexes(base, data_dir, M=6, ef_construction=32)
+    result = indexing.build_indexes(base, data_dir, M=6, ef_construction=32, overwrite=True)
+    assert result["build_params"]["hnsw"]["M"] == 6 and not result["reused"]
+    model_dir = os.path.dirname(indexed["version_dir"])
+    assert not [p for p in os.listdir(model_dir) if p.startswith(".")]
+    assert indexing.load_indexes(base).manifest["build_params"]["hnsw"]["M"] == 6
