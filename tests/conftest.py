@@ -112,3 +112,34 @@ TINY_MODEL = ["model.embedding_dim=8", "model.representation_dim=8",
               "train.num_negatives=32"]
 RRL_ON = ["model.rrl.dal=true", "model.rrl.mvwdl=true", "model.rrl.orthogonality=true",
           "model.rrl.uwl=true"]
+
+
+@pytest.fixture(scope="session")
+def tiny_indexed_export(small_synthetic_prepared, tmp_path_factory) -> Dict:
+    """A tiny Backbone model with spread-out random weights (no accidental score ties), exported
+    (serving/export.py) and indexed (serving/indexing.py) once per session, for serving tests.
+
+    Returns ``{"data", "lookup", "model", "base", "version_dir", "data_dir"}``; ``base`` is the
+    export dir (``<base>/tfrrl/1`` + ``<base>/tfrrl/index-1``)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from serving import export, indexing
+    from tfrrl import config
+    from tfrrl.data.reader import FeatureLookup, PreparedDataset
+    from tfrrl.training import trainer
+
+    data = PreparedDataset(str(small_synthetic_prepared))
+    lookup = FeatureLookup.from_dataset(data)
+    tf.keras.utils.set_random_seed(5)
+    model = trainer.build_model(config.load_experiment(None, TINY_MODEL), data, lookup)
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        if v.dtype == "float32":
+            v.assign(rng.normal(0.0, 0.3, v.shape).astype("float32"))
+    base = tmp_path_factory.mktemp("tiny_export")
+    version_dir = export.export_backbone(model, lookup, str(base))
+    indexing.build_indexes(str(base), str(small_synthetic_prepared), M=8, ef_construction=64,
+                           num_threads=1)
+    return {"data": data, "lookup": lookup, "model": model, "base": str(base),
+            "version_dir": version_dir, "data_dir": str(small_synthetic_prepared)}
