@@ -20,7 +20,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
+import uuid
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import apache_beam as beam
@@ -573,29 +575,73 @@ class OutputExistsError(FileExistsError):
     pass
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _staging_dir(out_dir: str) -> str:
+    """A hidden sibling of ``out_dir`` the run writes into (same filesystem, so the publishing
+    rename is atomic)."""
+    parent, base = os.path.split(os.path.abspath(out_dir))
+    return os.path.join(parent, f".{base}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+def _publish(staging: str, out_dir: str) -> None:
+    """Renames a complete local dataset into place. An existing ``out_dir`` (``--overwrite``) is
+    renamed away first and deleted only after the new one is in place: a crash between the two
+    renames leaves the old dataset beside (never a mix of old and new files)."""
+    old = None
+    if os.path.exists(out_dir):
+        old = f"{_staging_dir(out_dir)}-old"
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         spec: Optional[DatasetSpec] = None, beam_args: Optional[List[str]] = None,
         overwrite: bool = False) -> Dict[str, Any]:
-    """Runs the link; returns ``{"accounting": …, "stats": …, "seconds": …}``."""
+    """Runs the link; returns ``{"accounting": …, "stats": …, "seconds": …}``.
+
+    Data safety: a non-empty ``out_dir`` is never replaced unless ``overwrite``. A local
+    ``out_dir`` is written under a hidden staging sibling (``.<name>.tmp-<hex>``) and renamed into
+    place only after the pipeline succeeded and the row accounting balanced; a failed or killed
+    run leaves no dataset at ``out_dir`` (readers also require the ``_SUCCESS`` marker, written
+    last). Object stores (gs://) have no atomic directory rename: there the dataset is written in
+    place, an old one's ``_SUCCESS`` is deleted first, and ``_SUCCESS`` is written last.
+    """
     cfg = (cfg or PrepareConfig()).validate()
     spec = (spec or link_spec.load(raw_dir)).validate()
     if fileio.exists(out_dir) and fileio.glob(fileio.join(out_dir, "*")):
         if not overwrite:
             raise OutputExistsError(
                 f"{out_dir} exists and is not empty; pass --overwrite to replace it")
-        FileSystems.delete([out_dir])
+        if not _is_local(out_dir):
+            marker = fileio.join(out_dir, SUCCESS_FILE)
+            if fileio.exists(marker):
+                FileSystems.delete([marker])
+            FileSystems.delete([out_dir])
+    work_dir = _staging_dir(out_dir) if _is_local(out_dir) else out_dir
     start = time.time()
-    options = default_pipeline_options(beam_args)
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, raw_dir, out_dir, spec, cfg)
-    result = p.run()
-    result.wait_until_finish()
-    seconds = time.time() - start
-    acc = accounting_from_counters(_counters(result), spec)
-    fileio.write_text(fileio.join(out_dir, SPEC_COPY), spec.to_yaml())
-    fileio.write_text(fileio.join(out_dir, ACCOUNTING_FILE), json.dumps(acc, indent=2) + "\n")
-    stats = json.loads(fileio.read_text(fileio.join(out_dir, STATS_FILE)))
-    if not acc[IMPRESSIONS]["balanced"]:
-        raise RuntimeError("row accounting does not balance:\n" + format_accounting(acc))
-    fileio.write_text(fileio.join(out_dir, SUCCESS_FILE), "")
+    try:
+        options = default_pipeline_options(beam_args)
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, raw_dir, work_dir, spec, cfg)
+        result = p.run()
+        result.wait_until_finish()
+        seconds = time.time() - start
+        acc = accounting_from_counters(_counters(result), spec)
+        fileio.write_text(fileio.join(work_dir, SPEC_COPY), spec.to_yaml())
+        fileio.write_text(fileio.join(work_dir, ACCOUNTING_FILE), json.dumps(acc, indent=2) + "\n")
+        stats = json.loads(fileio.read_text(fileio.join(work_dir, STATS_FILE)))
+        if not acc[IMPRESSIONS]["balanced"]:
+            raise RuntimeError("row accounting does not balance:\n" + format_accounting(acc))
+        fileio.write_text(fileio.join(work_dir, SUCCESS_FILE), "")
+    except BaseException:
+        if work_dir != out_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    if work_dir != out_dir:
+        _publish(work_dir, out_dir)
     return {"accounting": acc, "stats": stats, "seconds": seconds}

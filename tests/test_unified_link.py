@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -120,6 +121,52 @@ def test_refuses_to_overwrite(hand_built_prepared):
     with pytest.raises(unified_link.OutputExistsError):
         unified_link.run(str(hand_built_prepared["raw"]), str(hand_built_prepared["out"]),
                          beam_args=IN_MEMORY)
+
+
+def _crashing_pipeline(real_build):
+    """build_pipeline plus a step that raises, so the run dies after writing part of its
+    output (a stand-in for a worker crash)."""
+    import apache_beam as beam
+
+    def build(p, *args, **kwargs):
+        real_build(p, *args, **kwargs)
+
+        def boom(_):
+            raise RuntimeError("injected crash")
+
+        _ = p | "Crash" >> beam.Create([0]) | "Boom" >> beam.Map(boom)
+
+    return build
+
+
+def test_crashed_run_publishes_nothing_and_keeps_the_old_dataset(hand_built_prepared, tmp_path,
+                                                                 monkeypatch):
+    import shutil
+
+    from beam_pipelines import unified_link
+
+    raw = str(hand_built_prepared["raw"])
+    monkeypatch.setattr(unified_link, "build_pipeline",
+                        _crashing_pipeline(unified_link.build_pipeline))
+    # A fresh output: nothing at out, no staging folder left beside it.
+    fresh = tmp_path / "fresh" / "out"
+    with pytest.raises(Exception, match="injected crash"):
+        unified_link.run(raw, str(fresh), beam_args=IN_MEMORY)
+    assert not fresh.exists() and os.listdir(fresh.parent) == []
+    # --overwrite of a complete dataset by a run that crashes: the old one is untouched.
+    old = tmp_path / "old"
+    shutil.copytree(hand_built_prepared["out"], old)
+    before = sorted(str(p.relative_to(old)) for p in old.rglob("*"))
+    with pytest.raises(Exception, match="injected crash"):
+        unified_link.run(raw, str(old), beam_args=IN_MEMORY, overwrite=True)
+    assert sorted(str(p.relative_to(old)) for p in old.rglob("*")) == before
+    assert sorted(os.listdir(tmp_path)) == ["fresh", "old"]
+    # A run that succeeds replaces it (published by rename; nothing temporary left).
+    monkeypatch.undo()
+    (old / "stale.txt").write_text("from the old dataset")
+    unified_link.run(raw, str(old), beam_args=IN_MEMORY, overwrite=True)
+    assert (old / "_SUCCESS").exists() and not (old / "stale.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["fresh", "old"]
 
 
 def test_click_label_rule_filters_and_counts(tmp_path):
