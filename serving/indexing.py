@@ -184,7 +184,7 @@ def encode_corpus(saved_model, data_dir: str, batch_size: int = 8192
             raise KeyError(f"the corpus records of {data_dir} lack {missing} needed by "
                            "encode_entities")
         out = fn(**{k: tf.cast(raw[k], s.dtype) for k, s in specs.items()})
-        reprs.append(out[INDEX_OUTPUT].numpy().astype(np.float32, copy=False))
+        reprs.append(np.asarray(out[INDEX_OUTPUT], dtype=np.float32))
         keys.append(raw["entity_id"].numpy())
     if not reprs:
         raise ValueError(f"the corpus of {data_dir} is empty")
@@ -443,8 +443,10 @@ class IndexedRetriever:
       (2 model calls), less exact on multi-modal score landscapes.
 
     ``saved_model``: the version folder (its version and SavedModel fingerprint are checked
-    against the index manifest) or an already loaded SavedModel (then matching it to the index
-    is the caller's business). ``entity_repr``: the cached entity representations the scorer
+    against the index manifest), a served model (serving/prediction_client.py
+    ``RemoteSavedModel``: its ``version`` is checked) or an already loaded SavedModel (then
+    matching it to the index is the caller's business). Signature outputs may be tensors or
+    arrays. ``entity_repr``: the cached entity representations the scorer
     reads (default: the index's ``entity_repr.npy``; row i = index id i).
     """
 
@@ -468,6 +470,11 @@ class IndexedRetriever:
                     raise ValueError(f"{path} is not the SavedModel the index was built from "
                                      "(fingerprint differs)")
             saved_model = tf.saved_model.load(path)
+        elif getattr(saved_model, "version", None) is not None:  # RemoteSavedModel
+            self.model_version = int(saved_model.version)
+            if check_version and self.model_version != indexes.version:
+                raise ValueError(f"the index is for model version {indexes.version}, the "
+                                 f"served model is version {self.model_version}")
         self.saved_model = saved_model
         self.indexes = indexes
         self.entity_repr = np.asarray(indexes.entity_repr if entity_repr is None else entity_repr,
@@ -528,7 +535,7 @@ class IndexedRetriever:
         def score_fn(ids: np.ndarray) -> np.ndarray:
             t0 = time.perf_counter()
             rows = tf.constant(self.entity_repr[np.asarray(ids, dtype=np.int64)])
-            scores = self._score_encoded(**user, entity_repr=rows)["scores"].numpy()[0]
+            scores = np.asarray(self._score_encoded(**user, entity_repr=rows)["scores"])[0]
             if counter is not None:
                 counter["calls"] += 1
                 counter["pairs"] += int(len(ids))
