@@ -38,6 +38,7 @@ class RRLConfig:
     projection_dim: int = 32
     gradient_penalty_weight: float = 10.0
     critic_learning_rate: float = 1e-3
+    critic_clip_norm: Optional[float] = 10.0  # global-norm clip of the critics' gradients
     orthogonality_normalize: bool = True
 
     @property
@@ -72,6 +73,10 @@ class TrainConfig:
     early_stopping_patience: int = 2
     seed: int = 0
     shuffle_buffer: int = 20_000
+    clip_norm: Optional[float] = None  # global-norm clip of the main gradients (off: paper)
+    # A step whose loss terms or gradients are not finite is skipped (no variable changes) and
+    # counted; training stops with NonFiniteTrainingError once more than this many were skipped.
+    max_nonfinite_steps: int = 10
 
 
 @dataclasses.dataclass

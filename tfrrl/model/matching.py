@@ -49,6 +49,22 @@ def domain_index(domain_ids: tf.Tensor, num_domains: int) -> tf.Tensor:
     return tf.clip_by_value(tf.cast(domain_ids, tf.int32) - FIRST_DOMAIN_ID, 0, num_domains - 1)
 
 
+
+def _all_finite(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+    """True iff every element of every tensor is finite (one fused reduction per tensor)."""
+    flags = [tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(t))) for t in tensors]
+    return tf.reduce_all(tf.stack(flags))
+
+
+def _clip(grads: Sequence[tf.Tensor], clip_norm: Optional[float]) -> List[tf.Tensor]:
+    """Global-norm clipping when ``clip_norm`` is set. A non-finite gradient stays non-finite
+    (tf.clip_by_global_norm turns it into NaN), so the finite check still catches it."""
+    grads = list(grads)
+    if clip_norm is None or not grads:
+        return grads
+    return tf.clip_by_global_norm(grads, float(clip_norm))[0]
+
+
 class MatchingModel(keras.Model):
     def __init__(self, config: ModelConfig, train_config: TrainConfig,
                  vocabulary_sizes: Mapping[str, int], sequence_length: int,
@@ -93,6 +109,9 @@ class MatchingModel(keras.Model):
         self.critic_optimizer = (keras.optimizers.Adam(r.critic_learning_rate, beta_1=0.5,
                                                        beta_2=0.9) if r.mvwdl else None)
         self._corpus: Optional[Dict[str, tf.Tensor]] = None
+        # Training steps skipped because a loss or gradient was not finite (see train_step).
+        self.nonfinite_steps = self.add_weight(name="nonfinite_steps", shape=(), dtype="int64",
+                                               initializer="zeros", trainable=False)
         self._trackers: Dict[str, keras.metrics.Mean] = {}
         for name in ["loss", "ce_loss"] + [f"{n}_loss" for n in self.aux_names] + (
                 ["critic_loss"] if r.mvwdl else []):
@@ -206,20 +225,54 @@ class MatchingModel(keras.Model):
         return list(self.mvwdl.critic_variables) if self.mvwdl is not None else []
 
     def train_step(self, data):
+        """One step of Alg. 1–3: the main optimizer minimises the total loss over every variable
+        but the critics'; the critic optimizer maximises the Wasserstein estimate (its
+        ``critic_loss``) on the same forward pass.
+
+        Stability guard: when any loss term or any gradient is not finite the step is SKIPPED
+        as a whole (no variable, optimizer slot or iteration count changes) and counted in
+        ``nonfinite_steps``; :class:`~tfrrl.training.callbacks.NonFiniteGuard` stops training
+        with a clear error once ``train.max_nonfinite_steps`` is exceeded. The critics'
+        gradients are clipped to ``rrl.critic_clip_norm`` (WGAN-GP critics see large gradients
+        early on); the main gradients to ``train.clip_norm`` when set.
+        """
         critic_vars = self.critic_variables()
         critic_ids = {id(v) for v in critic_vars}
         main_vars = [v for v in self.trainable_variables if id(v) not in critic_ids]
         with tf.GradientTape(persistent=critic_vars != []) as tape:
             losses, critic_loss = self.loss_terms(data, training=True)
-        grads = tape.gradient(losses["loss"], main_vars)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, main_vars) if g is not None])
+        pairs = [(g, v) for g, v in zip(tape.gradient(losses["loss"], main_vars), main_vars)
+                 if g is not None]
+        grads = _clip([g for g, _ in pairs], self.train_config.clip_norm)
+        checked = list(losses.values()) + grads
+        critic_grads = []
         if critic_vars:
-            critic_grads = tape.gradient(critic_loss, critic_vars)
-            self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
+            critic_grads = _clip(tape.gradient(critic_loss, critic_vars),
+                                 self.config.rrl.critic_clip_norm)
             losses["critic_loss"] = critic_loss
+            checked += [critic_loss] + critic_grads
             del tape
-        return self._update_metrics(losses)
+        # Optimizer slots must exist before the conditional apply (no variable creation
+        # inside a tf.cond branch).
+        if not self.optimizer.built:
+            self.optimizer.build([v for _, v in pairs])
+        if critic_vars and not self.critic_optimizer.built:
+            self.critic_optimizer.build(critic_vars)
+
+        def apply():
+            self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+            if critic_vars:
+                self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
+            return tf.constant(True)
+
+        def skip():
+            self.nonfinite_steps.assign_add(1)
+            return tf.constant(False)
+
+        tf.cond(_all_finite(checked), apply, skip)
+        logs = self._update_metrics(losses)
+        logs["nonfinite_steps"] = self.nonfinite_steps.value
+        return logs
 
     def test_step(self, data):
         # A fixed seed makes the eval loss comparable across epochs (early stopping).

@@ -24,7 +24,7 @@ from tfrrl.config import ExperimentConfig
 from tfrrl.data.reader import CORPUS, EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.model import inputs as input_modules
 from tfrrl.model.matching import FIRST_DOMAIN_ID, MatchingModel
-from tfrrl.training.callbacks import StepLogger
+from tfrrl.training.callbacks import NonFiniteGuard, StepLogger
 
 RUN_INFO = "run.json"
 
@@ -91,6 +91,7 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq=20),
         StepLogger(out_dir, every=10),
+        NonFiniteGuard(exp.train.max_nonfinite_steps),
         keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "best.weights.h5"),
                                         monitor="val_loss", save_best_only=True,
                                         save_weights_only=True),
