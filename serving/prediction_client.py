@@ -51,7 +51,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
-DEFAULT_MAX_MESSAGE_BYTES = 256 << 20
+DEFAULT_MAX_MESSAGE_BYTES = 256 << 20  # exhaustive scoring ships [C, R+E] float32 per call
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 # TF2 SavedModels list their init op among the SignatureDefs (TF Serving reports it too); it is
 # not a callable signature, and tf.saved_model.load leaves it out of ``.signatures``.

@@ -81,13 +81,12 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.export import MODELS_CONFIG
 from serving.indexing import _signature_inputs
+from serving.prediction_client import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE,
+                                       SIGNATURE_DEF_FIELD)
 
 logger = logging.getLogger(__name__)
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-DEFAULT_SIGNATURE = "serving_default"
-SIGNATURE_DEF_FIELD = "signature_def"
-DEFAULT_MAX_MESSAGE_BYTES = 256 << 20  # exhaustive scoring ships [C, R+E] float32 per call
 
 _VERSION_DIR = re.compile(r"\d+")
 # gRPC and TF share the canonical status code numbers (google.rpc.Code).

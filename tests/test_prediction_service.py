@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -24,6 +27,7 @@ from serving import export, indexing, prediction_server
 from serving.prediction_client import to_tensor_proto
 from serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,
                                 RetryPolicy, start_server)
+from tests.conftest import REPO
 from tests.test_indexing import _raw_users
 from tfrrl.data.reader import CORPUS
 
@@ -352,6 +356,7 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
         assert not errors, errors[:3]
         versions = [v for v, _ in seen]
         assert versions[0] == 1 and versions[-1] == 2
+        assert versions.count(1) >= 3 and versions.count(2) >= 3
         assert versions == sorted(versions)  # once swapped, never back
         for _, scores in seen:  # version 2 is a copy of version 1: same scores throughout
             np.testing.assert_allclose(scores, local_scores, rtol=1e-5, atol=1e-5)
@@ -359,3 +364,39 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
         with pytest.raises(PredictionServiceError) as err:  # the pinned version is gone
             pinned.signatures["score_raw"](**raw_batch)
         assert err.value.code == NOT_FOUND and "Specific(tfrrl, 1)" in err.value.details
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def test_command_line_server(tiny_indexed_export, raw_batch, local_scores, version, tmp_path):
+    """``python -m serving.tf_serving`` with tensorflow_model_server's flags, stopped by
+    SIGTERM."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    model_dir = os.path.join(tiny_indexed_export["base"], MODEL)
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.tf_serving", "--port", "0", "--model_name", MODEL,
+             "--model_base_path", model_dir, "--file_system_poll_wait_seconds", "0"],
+            cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+    killer = threading.Timer(120, proc.kill)
+    killer.start()
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PredictionService on 127.0.0.1:"), (
+            line, (tmp_path / "server.log").read_text()[-2000:])
+        address = line.split()[2].rstrip(":")
+        with PredictionClient(address, MODEL, timeout_s=30) as c:
+            assert c.health() == "SERVING"
+            assert c.metadata().version == version
+            np.testing.assert_allclose(c.predict("score_raw", raw_batch)["scores"],
+                                       local_scores, rtol=1e-5, atol=1e-5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
