@@ -77,7 +77,8 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2,
                                      model_pb2, predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2)
-from tensorflow_serving.config import model_server_config_pb2
+from tensorflow_serving.config import (file_system_storage_path_source_pb2,
+                                       model_server_config_pb2)
 
 from serving.export import MODELS_CONFIG
 from serving.indexing import _signature_inputs
@@ -85,6 +86,10 @@ from serving.prediction_client import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNAT
                                        SIGNATURE_DEF_FIELD)
 
 logger = logging.getLogger(__name__)
+
+# ModelConfig.model_version_policy: latest {num_versions} | all {} | specific {versions}.
+VersionPolicy = (file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig
+                 .ServableVersionPolicy)
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 
@@ -212,7 +217,7 @@ def version_folders(base_path: str) -> List[int]:
     return sorted(versions)
 
 
-def aspired_versions(policy: model_server_config_pb2.ServableVersionPolicy,
+def aspired_versions(policy: VersionPolicy,
                      available: Sequence[int]) -> List[int]:
     """The versions a ``model_version_policy`` serves out of those on disk (TF Serving's
     semantics; an unset policy is ``latest {num_versions: 1}``)."""
@@ -342,6 +347,10 @@ class ModelManager:
 
     def served_versions(self) -> Dict[str, List[int]]:
         return {name: sorted(versions) for name, versions in self._served.items()}
+
+    def load_failures(self) -> Dict[Tuple[str, int], int]:
+        """``{(model, version): failed load attempts}``."""
+        return {k: n for k, n in self._failures.items() if n}
 
     # -- lookup --------------------------------------------------------------------------
     def servable(self, spec: model_pb2.ModelSpec) -> Servable:

@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf import text_format
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
     ProtoReflectionDescriptorDatabase
 from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_pb2,
@@ -309,14 +310,30 @@ def test_client_retries_unavailable_until_the_server_is_up(server, raw_batch, ve
 # versions
 
 
+def test_version_policies():
+    def policy(text):
+        return text_format.Parse(text, prediction_server.VersionPolicy())
+
+    available = [3, 1, 10, 7]
+    assert prediction_server.aspired_versions(policy(""), available) == [10]
+    assert prediction_server.aspired_versions(policy("latest {}"), available) == [10]
+    assert prediction_server.aspired_versions(policy("latest {num_versions: 2}"),
+                                              available) == [7, 10]
+    assert prediction_server.aspired_versions(policy("all {}"), available) == [1, 3, 7, 10]
+    assert prediction_server.aspired_versions(policy("specific {versions: 3 versions: 4}"),
+                                              available) == [3]
+    assert prediction_server.aspired_versions(policy(""), []) == []
+
+
 def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_scores,
                                        tmp_path):
     source = tiny_indexed_export["version_dir"]
     base = tmp_path / "export"
     model_dir = base / MODEL
     shutil.copytree(source, model_dir / "1")
-    shutil.copyfile(os.path.join(tiny_indexed_export["base"], export.MODELS_CONFIG),
-                    base / export.MODELS_CONFIG)
+    (base / export.MODELS_CONFIG).write_text(  # an existing absolute base path is used as is
+        f'model_config_list {{ config {{ name: "{MODEL}" base_path: "{model_dir}" '
+        'model_platform: "tensorflow" version_labels { key: "stable" value: 1 } } }\n')
     shutil.copytree(source, model_dir / ".tmp-7")      # an export being written
     (model_dir / "index-1").mkdir()                     # an index, not a model
     (model_dir / "5").mkdir()                           # a version folder still being copied
@@ -325,6 +342,8 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
     with start_server(str(base), port=0, poll_seconds=0.1) as srv, \
             PredictionClient(srv.address, MODEL, timeout_s=60) as c:
         assert c.metadata().version == 1
+        with PredictionClient(srv.address, MODEL, version_label="stable") as stable:
+            assert stable.predict_response("score_raw", raw_batch).model_spec.version.value == 1
         pinned = RemoteSavedModel(c)
         seen, errors, stop = [], [], threading.Event()
 
@@ -364,6 +383,25 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
         with pytest.raises(PredictionServiceError) as err:  # the pinned version is gone
             pinned.signatures["score_raw"](**raw_batch)
         assert err.value.code == NOT_FOUND and "Specific(tfrrl, 1)" in err.value.details
+        with PredictionClient(srv.address, MODEL, version_label="stable") as stable:
+            with pytest.raises(PredictionServiceError) as err:  # its label points at 1
+                stable.predict("score_raw", raw_batch)
+            assert err.value.code == NOT_FOUND
+
+        # A broken newer version is retried, never served; version 2 keeps serving.
+        (model_dir / ".tmp-9").mkdir()
+        (model_dir / ".tmp-9" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        os.rename(model_dir / ".tmp-9", model_dir / "9")
+        deadline = time.monotonic() + 30
+        while (srv.manager.load_failures().get((MODEL, 9), 0) < 2
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        assert srv.manager.load_failures()[(MODEL, 9)] >= 2
+        assert srv.manager.served_versions() == {MODEL: [2]}
+        response = c.predict_response("score_raw", raw_batch)
+        assert response.model_spec.version.value == 2
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["scores"]), local_scores,
+                                   rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
