@@ -270,6 +270,28 @@ def test_search_batch_matches_single(graph, corpus):
     assert sum(pairs) == bstats.total_scored
 
 
+def test_workspaces_are_reused_and_safe_across_threads(graph, corpus):
+    """The dense per-walk scratch arrays come from a per-graph pool: walks in 4 threads at once
+    give the single-threaded results, and the pool never holds more than the peak number of
+    concurrent walks (an abandoned walk returns its workspace too)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, queries = corpus
+    fs = [mlp_scorer(x, q) for q in queries[:8]]
+    want = [nann.search(graph, f, K, ef=32)[0].tolist() for f in fs]
+    before = len(nann._WORKSPACES[graph])  # earlier tests' walks (search_batch: 5 at once)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda f: nann.search(graph, f, K, ef=32)[0].tolist(), fs * 3))
+    assert got == want * 3
+    assert 1 <= len(nann._WORKSPACES[graph]) <= max(before, 4)
+    size = len(nann._WORKSPACES[graph])
+    walk = nann._walk(graph, K, [32] * graph.num_layers, None, None, None)
+    next(walk)  # holds a workspace from the pool ...
+    assert len(nann._WORKSPACES[graph]) == size - 1
+    walk.close()  # ... and gives it back when abandoned after its first request
+    assert len(nann._WORKSPACES[graph]) == size
+
+
 # ------------------------------------------------------------------------------------------
 # ScaNN
 # ------------------------------------------------------------------------------------------
