@@ -630,7 +630,9 @@ def start_server(base_dir: Optional[str] = None, port: int = 0, *, host: str = "
         empty = [n for n, v in served.items() if not v]
         if empty:
             paths = [manager.configs[n].base_path for n in empty]
-            raise FileNotFoundError(f"no loadable version of model(s) {empty} under {paths}")
+            raise FileNotFoundError(f"no loadable version of model(s) {empty} under {paths} "
+                                    f"(failed loads: {manager.load_failures() or 'none'}; "
+                                    "see the log)")
     options = [("grpc.max_receive_message_length", int(max_message_bytes)),
                ("grpc.max_send_message_length", int(max_message_bytes)),
                ("grpc.so_reuseport", 0)]
