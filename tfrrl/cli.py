@@ -5,6 +5,7 @@
                    [--config PREPARE.yaml] [-- Beam flags, e.g. --runner=DataflowRunner …]
     tfrrl inspect  --data DATA_DIR [--split train] [--n 2]
     tfrrl train    --config CONFIG.yaml --data DATA_DIR --out RUN_DIR [--epochs N] [--set K=V]
+                   [--no-resume]
     tfrrl evaluate --run RUN_DIR --data DATA_DIR [--ns 50,100,200] [--max-queries Q]
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
     tfrrl export   --run RUN_DIR --out EXPORT_DIR [--data DATA_DIR] [--name tfrrl] [--version V]
@@ -170,7 +171,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     exp = config.load_experiment(args.config, args.set or [])
     _say(f"training {exp.name} on {args.data} → {args.out}")
     model, history = trainer.train(exp, args.data, args.out, epochs=args.epochs,
-                                   verbose=1 if sys.stdout.isatty() else 2)
+                                   verbose=1 if sys.stdout.isatty() else 2,
+                                   resume=not args.no_resume)
     val = history.get("val_loss", [])
     if val:
         print(f"eval loss per epoch: {', '.join(f'{v:.4f}' for v in val)}")
@@ -315,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="dotted config override, e.g. train.batch_size=64 (repeatable)")
     t.add_argument("--no-recall", action="store_true", help="skip Recall@N after training")
+    t.add_argument("--no-resume", action="store_true",
+                   help="start over even if RUN_DIR/backup holds an interrupted run's state")
     t.add_argument("--recall-queries", type=int, default=2000,
                    help="eval (user, domain) queries for Recall@N (default 2000)")
 

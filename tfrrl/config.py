@@ -77,6 +77,7 @@ class TrainConfig:
     # A step whose loss terms or gradients are not finite is skipped (no variable changes) and
     # counted; training stops with NonFiniteTrainingError once more than this many were skipped.
     max_nonfinite_steps: int = 10
+    backup_every_steps: int = 200  # fault tolerance: full training state every N steps
 
 
 @dataclasses.dataclass

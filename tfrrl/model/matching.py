@@ -221,6 +221,19 @@ class MatchingModel(keras.Model):
         losses["loss"] = total
         return losses, critic_loss
 
+    def main_variables(self) -> List[tf.Variable]:
+        """Trainable variables of the main optimizer: everything but the critics."""
+        critic_ids = {id(v) for v in self.critic_variables()}
+        return [v for v in self.trainable_variables if id(v) not in critic_ids]
+
+    def build_optimizers(self) -> None:
+        """Creates both optimizers' slots (idempotent). Done before a restore too, so a backup's
+        optimizer state always loads into the same variable layout."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.main_variables())
+        if self.critic_optimizer is not None and not self.critic_optimizer.built:
+            self.critic_optimizer.build(self.critic_variables())
+
     def critic_variables(self):
         return list(self.mvwdl.critic_variables) if self.mvwdl is not None else []
 
@@ -237,8 +250,7 @@ class MatchingModel(keras.Model):
         early on); the main gradients to ``train.clip_norm`` when set.
         """
         critic_vars = self.critic_variables()
-        critic_ids = {id(v) for v in critic_vars}
-        main_vars = [v for v in self.trainable_variables if id(v) not in critic_ids]
+        main_vars = self.main_variables()
         with tf.GradientTape(persistent=critic_vars != []) as tape:
             losses, critic_loss = self.loss_terms(data, training=True)
         pairs = [(g, v) for g, v in zip(tape.gradient(losses["loss"], main_vars), main_vars)
@@ -254,10 +266,7 @@ class MatchingModel(keras.Model):
             del tape
         # Optimizer slots must exist before the conditional apply (no variable creation
         # inside a tf.cond branch).
-        if not self.optimizer.built:
-            self.optimizer.build([v for _, v in pairs])
-        if critic_vars and not self.critic_optimizer.built:
-            self.critic_optimizer.build(critic_vars)
+        self.build_optimizers()
 
         def apply():
             self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))

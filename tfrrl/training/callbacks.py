@@ -4,7 +4,10 @@ non-finite step guard."""
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
+import time
 from typing import Optional
 
 import keras
@@ -19,12 +22,15 @@ class StepLogger(keras.callbacks.Callback):
     loss, each ``uwl_weight_*``), fixed at the first write.
     """
 
-    def __init__(self, run_dir: str, every: int = 10):
+    def __init__(self, run_dir: str, every: int = 10, start_step: int = 0):
         super().__init__()
         self.path = os.path.join(run_dir, STEPS_FILE)
         self.every = every
-        self._step = 0
+        self._step = int(start_step)
         self._columns: Optional[list] = None
+        if start_step and os.path.exists(self.path):  # a resumed run appends to its log
+            with open(self.path, newline="", encoding="utf-8") as f:
+                self._columns = next(csv.reader(f), None)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -63,3 +69,94 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 f"train.max_nonfinite_steps={self.max_steps}); last at batch {batch}. Check the "
                 "input data (e.g. sampling_prob, NaN features) or lower the learning rates "
                 "(train.learning_rate, model.rrl.critic_learning_rate).")
+
+
+BACKUP_STATE = "latest.json"
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """Fault-tolerant training: a backup every ``every_steps`` steps and at every epoch end, from
+    which :func:`tfrrl.training.trainer.train` resumes after a crash or ``kill -9``.
+
+    A backup is the model's full weight file (``model.save_weights``: every layer, BOTH
+    optimizers' slots and iteration counts, the critics, the UWL σ's, ``nonfinite_steps``) plus
+    ``latest.json`` with the data position: ``step`` = training batches consumed since the start
+    of the run (the trainer replays the seeded, per-epoch-deterministic batch stream from there).
+    Written atomically: the weights go to a new file, then ``latest.json`` is replaced (the
+    commit point), then older weight files are deleted — a kill at any moment leaves one complete
+    backup. ``fingerprint`` ties a backup to its experiment and data; a mismatching one is
+    refused rather than silently mixed.
+
+    Not restored: Keras' own per-fit state (EarlyStopping's patience counter and best value
+    restart after a resume; the best-weights checkpoint on disk is kept).
+    """
+
+    def __init__(self, backup_dir: str, every_steps: int, fingerprint: str, start_step: int = 0):
+        super().__init__()
+        if every_steps < 1:
+            raise ValueError("every_steps must be >= 1")
+        self.backup_dir = backup_dir
+        self.every_steps = int(every_steps)
+        self.fingerprint = fingerprint
+        self.step = int(start_step)
+        self.epoch = 0
+
+    # -- reading -------------------------------------------------------------------------
+    @classmethod
+    def read_state(cls, backup_dir: str) -> Optional[dict]:
+        path = os.path.join(backup_dir, BACKUP_STATE)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def restore(self, model) -> int:
+        """Loads the latest backup into ``model`` (built); returns the step it was taken at
+        (0 when there is none)."""
+        state = self.read_state(self.backup_dir)
+        if state is None:
+            return 0
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"{self.backup_dir} holds a backup of a different experiment or dataset; remove "
+                "it (or train into a new --out) to start over")
+        model.build_optimizers()
+        model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        return self.step
+
+    # -- writing -------------------------------------------------------------------------
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every_steps == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch = epoch + 1
+        self.save()
+
+    def save(self) -> None:
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"step-{self.step}.weights.h5"
+        tmp = os.path.join(self.backup_dir, f".tmp-{name}")
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, os.path.join(self.backup_dir, name))
+        state = {"step": self.step, "epoch": self.epoch, "weights": name,
+                 "fingerprint": self.fingerprint, "time": time.time()}
+        tmp_state = os.path.join(self.backup_dir, f".tmp-{BACKUP_STATE}")
+        with open(tmp_state, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_state, os.path.join(self.backup_dir, BACKUP_STATE))  # the commit point
+        for other in os.listdir(self.backup_dir):
+            if other.endswith(".weights.h5") and other != name:
+                os.remove(os.path.join(self.backup_dir, other))
+
+    def finish(self) -> None:
+        """The run completed: its backup is no longer needed."""
+        shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -12,9 +12,11 @@ loss), ``history.json`` and ``model.weights.h5``. The same functions work from a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Dict, Optional, Tuple
+import shutil
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -24,9 +26,10 @@ from tfrrl.config import ExperimentConfig
 from tfrrl.data.reader import CORPUS, EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.model import inputs as input_modules
 from tfrrl.model.matching import FIRST_DOMAIN_ID, MatchingModel
-from tfrrl.training.callbacks import NonFiniteGuard, StepLogger
+from tfrrl.training.callbacks import NonFiniteGuard, StepLogger, TrainingBackup
 
 RUN_INFO = "run.json"
+BACKUP_DIR = "backup"
 
 
 def load_corpus(data: PreparedDataset, lookup: FeatureLookup,
@@ -76,9 +79,64 @@ def build_model(exp: ExperimentConfig, data: PreparedDataset,
     return model
 
 
+def steps_per_epoch(data: PreparedDataset, exp: ExperimentConfig) -> int:
+    """Training steps per Keras epoch: ``train.steps_per_epoch`` or one pass over the data."""
+    steps = exp.train.steps_per_epoch or data.num_records(TRAIN) // exp.train.batch_size
+    if steps < 1:
+        raise ValueError(f"fewer training examples than one batch of {exp.train.batch_size}")
+    return int(steps)
+
+
+def train_stream(data: PreparedDataset, exp: ExperimentConfig, start_step: int = 0
+                 ) -> tf.data.Dataset:
+    """Every training batch of the run, epoch after epoch, from batch ``start_step`` on.
+
+    The shuffle is seeded, so the stream (each epoch's order included) is the same in every
+    process: a resumed run skips exactly the batches it had consumed. Keras takes
+    ``steps_per_epoch`` batches per epoch from one iterator over it.
+    """
+    t = exp.train
+    ds = data.dataset(TRAIN, t.batch_size, shuffle=True, seed=t.seed, drop_remainder=True)
+    ds = ds.repeat()
+    return ds.skip(start_step) if start_step else ds
+
+
+def fit_schedule(start_step: int, steps: int, epochs: int) -> List[Tuple[int, int, int, int]]:
+    """``model.fit`` calls that finish a run of ``epochs`` × ``steps`` from ``start_step``:
+    ``(initial_epoch, epochs, steps_per_epoch, first_step)`` each. A resume inside an epoch
+    first finishes that epoch (with its remaining steps), so epoch boundaries — and the eval
+    after each — stay where an uninterrupted run has them."""
+    done_epochs, in_epoch = divmod(int(start_step), steps)
+    plan = []
+    if done_epochs >= epochs:
+        return plan
+    if in_epoch:
+        plan.append((done_epochs, done_epochs + 1, steps - in_epoch, start_step))
+        done_epochs += 1
+    if done_epochs < epochs:
+        plan.append((done_epochs, epochs, steps, done_epochs * steps))
+    return plan
+
+
+def run_fingerprint(exp: ExperimentConfig, data: PreparedDataset, steps: int) -> str:
+    """What a backup must match to be resumed: the experiment (all but the epoch count) and the
+    dataset's statistics."""
+    cfg = exp.to_dict()
+    cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "epochs"}
+    blob = json.dumps({"experiment": cfg, "stats": data.stats, "steps": steps},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
 def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
-          epochs: Optional[int] = None, verbose: int = 1):
-    """Trains ``exp`` on a prepared dataset; returns (model, history dict)."""
+          epochs: Optional[int] = None, verbose: int = 1, resume: bool = True):
+    """Trains ``exp`` on a prepared dataset; returns (model, history dict).
+
+    Fault tolerance: every ``train.backup_every_steps`` steps and at each epoch end the full
+    training state is backed up under ``<out_dir>/backup/`` (:class:`TrainingBackup`). Running
+    the same command again after a crash or kill resumes from there (``resume=False`` starts
+    over); the backup is removed when the run completes.
+    """
     keras.utils.set_random_seed(exp.train.seed)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as f:
@@ -87,10 +145,21 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
         json.dump({"data_dir": os.path.abspath(data_dir), "experiment": exp.name}, f, indent=2)
     data = PreparedDataset(data_dir)
     model = build_model(exp, data)
-    train_ds, eval_ds = make_datasets(data, exp)
+    _, eval_ds = make_datasets(data, exp)
+    total_epochs = epochs or exp.train.epochs
+    steps = steps_per_epoch(data, exp)
+    backup_dir = os.path.join(out_dir, BACKUP_DIR)
+    if not resume:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    backup = TrainingBackup(backup_dir, exp.train.backup_every_steps,
+                            run_fingerprint(exp, data, steps))
+    start_step = backup.restore(model)
+    if start_step:
+        print(f"resuming from the backup at step {start_step} (epoch {start_step // steps + 1}, "
+              f"batch {start_step % steps} of {steps}) in {backup_dir}", flush=True)
     callbacks = [
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq=20),
-        StepLogger(out_dir, every=10),
+        StepLogger(out_dir, every=10, start_step=start_step),
         NonFiniteGuard(exp.train.max_nonfinite_steps),
         keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "best.weights.h5"),
                                         monitor="val_loss", save_best_only=True,
@@ -98,14 +167,23 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
         keras.callbacks.EarlyStopping(monitor="val_loss",
                                       patience=exp.train.early_stopping_patience,
                                       restore_best_weights=True),
+        backup,
     ]
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=epochs or exp.train.epochs,
-                        steps_per_epoch=exp.train.steps_per_epoch, callbacks=callbacks,
-                        verbose=verbose, shuffle=False)  # the tf.data pipeline shuffles
+    hist: Dict[str, List[float]] = {}
+    for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(start_step, steps,
+                                                                          total_epochs):
+        history = model.fit(train_stream(data, exp, first_step), validation_data=eval_ds,
+                            initial_epoch=initial_epoch, epochs=end_epoch,
+                            steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose,
+                            shuffle=False)  # the tf.data pipeline shuffles
+        for k, v in history.history.items():
+            hist.setdefault(k, []).extend(float(x) for x in v)
+        if model.stop_training:  # early stopping
+            break
     model.save_weights(os.path.join(out_dir, "model.weights.h5"))
-    hist = {k: [float(x) for x in v] for k, v in history.history.items()}
     with open(os.path.join(out_dir, "history.json"), "w", encoding="utf-8") as f:
         json.dump(hist, f, indent=2)
+    backup.finish()
     return model, hist
 
 
