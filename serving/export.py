@@ -191,6 +191,23 @@ def _nested_by_path(variables: Sequence) -> Dict:
     return root
 
 
+ENCODED_USER_INPUTS = ("e_tran", "seq_keys", "seq_mask", "domain_index", "e_did")
+
+
+def same_batch(features: Mapping[str, tf.Tensor], what: str) -> Dict[str, tf.Tensor]:
+    """``features`` behind a graph-side check that they share one batch size (stock Assert ops,
+    so TF Serving answers INVALID_ARGUMENT too). Without it, a request whose features disagree
+    in length could broadcast silently and be answered with scores of no user."""
+    names = sorted(features)
+    first = tf.shape(features[names[0]])[0]
+    checks = [tf.debugging.assert_equal(
+        tf.shape(features[n])[0], first,
+        message=f"{what} features must share one batch size ({n} vs {names[0]})")
+        for n in names[1:]]
+    with tf.control_dependencies(checks):
+        return {k: tf.identity(v) for k, v in features.items()}
+
+
 class ServingScorer:
     """The serving parts of a :class:`MatchingModel` — and nothing else — with the signature
     bodies.
@@ -219,16 +236,19 @@ class ServingScorer:
         return serving_variables(self)
 
     def _entities(self, raw):
-        ids = self.tables({k: raw[k] for k in entity_input_names()})
+        raw = same_batch({k: raw[k] for k in entity_input_names()}, "entity")
+        ids = self.tables(raw)
         return self.encode_entities(ids)
 
     def _users(self, raw):
-        ids = self.tables({k: raw[k] for k in user_input_names()})
+        raw = same_batch({k: raw[k] for k in user_input_names()}, "user")
+        ids = self.tables(raw)
         enc = self.encode_users(ids)
         enc["domain_known"] = tf.cast(ids["domain"] >= FIRST_DOMAIN_ID, tf.int32)
         return enc
 
     def _encoded_users(self, inputs):
+        inputs = same_batch({k: inputs[k] for k in ENCODED_USER_INPUTS}, "encoded user")
         return {"e_tran": inputs["e_tran"], "seq_keys": inputs["seq_keys"],
                 "seq_mask": inputs["seq_mask"] > 0.5,
                 "domain_index": tf.clip_by_value(inputs["domain_index"], 0, self.num_domains - 1),

@@ -274,8 +274,9 @@ def test_checkpoint_holds_exactly_the_serving_weights(exported):
     rrl = model.rrl_variables()
     assert rrl, "RRL_ON must create RRL modules for this test to mean anything"
     serving = export.serving_variables(model)
-    assert len(serving) == len(model.weights) - len(rrl)
-    assert not {id(v) for v in serving} & {id(v) for v in rrl}
+    training_only = model.training_only_variables()
+    assert len(serving) == len(model.weights) - len(training_only)
+    assert not {id(v) for v in serving} & {id(v) for v in training_only}
     # One checkpoint entry per serving weight, named by its Keras path, with its shape.
     assert shapes == {f"model_variables/{v.path}/.ATTRIBUTES/VARIABLE_VALUE": list(v.shape)
                       for v in serving}

@@ -310,3 +310,8 @@ class MatchingModel(keras.Model):
             if module is not None:
                 out.extend(module.weights)
         return out
+
+    def training_only_variables(self) -> List[tf.Variable]:
+        """Everything the export leaves out: the RRL modules and the training bookkeeping
+        (``nonfinite_steps``)."""
+        return self.rrl_variables() + [self.nonfinite_steps]
