@@ -37,7 +37,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "dataflow": ["apache-beam[gcp,tfrecord]==2.77.0"],
-        "dev": ["pytest==9.2.0", "psutil==7.2.2"],
+        "dev": ["pytest==9.2.0", "psutil==7.2.2", "grpcio-tools==1.81.1"],
     },
     entry_points={"console_scripts": ["tfrrl=tfrrl.cli:main"]},
 )

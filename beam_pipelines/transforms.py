@@ -265,6 +265,9 @@ class UserOutput:
     examples: List[Tuple[str, Dict[str, Any]]]  # (split, example values)
     dead: List[Tuple[str, Dict[str, Any]]]  # (reason, impression)
     filtered: List[Tuple[str, Dict[str, Any]]]  # (rule, impression)
+    # The serving-time state after the user's last impression: profile + the last L exposures
+    # (every timestamped impression, deduplicated), as the schema's user and E_seq features.
+    snapshot: Optional[Dict[str, Any]] = None
 
 
 def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
@@ -310,13 +313,7 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
             history = unique[max(0, first_of_ts - sequence_length):first_of_ts]
         example: Dict[str, Any] = {"user_id": user_id}
         example.update(profile)
-        example["seq_entity_id"] = schema.pad_sequence([h[2]["key"] for h in history],
-                                                       sequence_length)
-        example["seq_entity_type"] = schema.pad_sequence([h[2]["entity_type"] for h in history],
-                                                         sequence_length)
-        example["seq_category"] = schema.pad_sequence(
-            [h[2]["entity_category"] for h in history], sequence_length)
-        example["seq_length"] = len(history)
+        example.update(exposure_sequence([h[2] for h in history], sequence_length))
         for f in schema.entity_features():
             if f.name in imp and f.name != "entity_id":
                 example[f.name] = imp[f.name]
@@ -325,7 +322,24 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         example["label"] = 1.0
         example["timestamp"] = imp["timestamp"] if imp["timestamp"] is not None else 0
         out.examples.append((split.assign(imp, fp), example))
+    timed = [u for u in unique if u[2]["timestamp"] is not None]
+    out.snapshot = {"user_id": user_id, **profile,
+                    **exposure_sequence([u[2] for u in timed[-sequence_length:]],
+                                        sequence_length)}
     return out
+
+
+def exposure_sequence(history: Sequence[Mapping[str, Any]], sequence_length: int
+                      ) -> Dict[str, Any]:
+    """The E_seq features of exposures in time order (oldest first), padded to L."""
+    return {
+        "seq_entity_id": schema.pad_sequence([h["key"] for h in history], sequence_length),
+        "seq_entity_type": schema.pad_sequence([h["entity_type"] for h in history],
+                                               sequence_length),
+        "seq_category": schema.pad_sequence([h["entity_category"] for h in history],
+                                            sequence_length),
+        "seq_length": len(history),
+    }
 
 
 def sampling_probability(train_count: int, total_train: int, corpus_size: int,

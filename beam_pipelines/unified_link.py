@@ -47,6 +47,7 @@ USERS = "users"
 # Output layout of a prepared dataset (read back by tfrrl.data.reader).
 TRAIN_DIR, EVAL_DIR, CORPUS_DIR = "train", "eval", "corpus"
 VOCAB_DIR, DEAD_LETTER_DIR = "vocab", "dead_letter"
+USER_SNAPSHOT = USER_SNAPSHOT_DIR = "user_snapshot"
 STATS_FILE, ACCOUNTING_FILE, FREQUENCY_FILE = "stats.json", "accounting.json", "entity_frequency.tsv"
 SPEC_COPY, SUCCESS_FILE = "link_spec.yaml", "_SUCCESS"
 
@@ -206,6 +207,10 @@ class _AssembleUser(beam.DoFn):
             yield pvalue.TaggedOutput(FILTERED, rule)
         for split_name, example in out.examples:
             yield example["entity_id"], (split_name, example)
+        if out.snapshot is not None:
+            _counter(f"{USERS}/snapshot").inc()
+            yield pvalue.TaggedOutput(USER_SNAPSHOT, json.dumps(out.snapshot, sort_keys=True,
+                                                                ensure_ascii=False))
 
 
 class _Finalize(beam.DoFn):
@@ -369,7 +374,7 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
                  | "GroupByUser" >> beam.CoGroupByKey()
                  | "AssembleUsers" >> beam.ParDo(
                      _AssembleUser(spec, cfg), cutoff=pvalue.AsSingleton(cutoff)).with_outputs(
-                         DEAD, FILTERED, main="examples"))
+                         DEAD, FILTERED, USER_SNAPSHOT, main="examples"))
     dead_parts.append(assembled[DEAD])
     examples = assembled.examples  # (entity key, (split, example))
 
@@ -410,6 +415,11 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
      | "WriteFrequency" >> beam.io.WriteToText(
          fileio.join(out_dir, FREQUENCY_FILE), shard_name_template="", num_shards=1,
          header="entity_id\ttrain_count\tsampling_prob"))
+    # The serving-time user features (profile + last L exposures), one JSON line per user: the
+    # matching service's user-feature store is built from them (serving/user_store.py).
+    (assembled[USER_SNAPSHOT]
+     | "WriteUserSnapshot" >> beam.io.WriteToText(
+         fileio.join(out_dir, USER_SNAPSHOT_DIR, "part"), file_name_suffix=".jsonl"))
     (dead_parts | "FlattenDead" >> beam.Flatten()
      | "DeadToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
      | "WriteDead" >> beam.io.WriteToText(
@@ -543,6 +553,7 @@ def accounting_from_counters(counters: Mapping[str, int], spec: DatasetSpec) -> 
             entry["balanced"] = accounted == entry["rows_read"]
         acc[source] = entry
     acc["catalog_link_unresolved"] = counters.get("catalog/link_unresolved", 0)
+    acc["user_snapshot"] = counters.get(f"{USERS}/snapshot", 0)
     return acc
 
 
@@ -559,12 +570,13 @@ def format_accounting(acc: Mapping[str, Any]) -> str:
     for rule, n in imp["filtered"].items():
         lines.append(f"  filtered by rule {rule}: {n:,}")
     for source, entry in acc.items():
-        if source in (IMPRESSIONS, "catalog_link_unresolved"):
+        if source in (IMPRESSIONS, "catalog_link_unresolved", "user_snapshot"):
             continue
         dead = sum(entry["dead_letter"].values())
         detail = ", ".join(f"{r} {n:,}" for r, n in entry["dead_letter"].items())
         lines.append(f"{source}: read {entry['rows_read']:,}, kept {entry['kept']:,}, "
                      f"dead-letter {dead:,}" + (f" ({detail})" if detail else ""))
+    lines.append(f"user-feature snapshot: {acc.get('user_snapshot', 0):,} users")
     if acc.get("catalog_link_unresolved"):
         lines.append(f"linked entities whose product is missing (defaults kept): "
                      f"{acc['catalog_link_unresolved']:,}")

@@ -668,6 +668,23 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
                       "".join(json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n"
                               for d in dead.records))
 
+    # User-feature snapshot: per user, profile + the last L unique timestamped exposures.
+    snapshot_lines = []
+    if m:
+        starts = np.flatnonzero(new_user)
+        ends = np.append(starts[1:], m)
+        cat_col = entities.cols[schema.entity_feature_name("category")]
+        for lo, hi in zip(starts.tolist(), ends.tolist()):
+            last = ent[rows[max(lo, hi - L):hi]].tolist() if has_ts else []
+            history = [{"key": ek[e], "entity_type": et[e], "entity_category": cat_col[e]}
+                       for e in last]
+            snap = dict(user_parts[users[lo]])
+            snap.update(transforms.exposure_sequence(history, L))
+            snapshot_lines.append(json.dumps(snap, sort_keys=True, ensure_ascii=False) + "\n")
+    dead.counters[f"{unified_link.USERS}/snapshot"] += len(snapshot_lines)
+    fileio.write_text(fileio.join(out_dir, unified_link.USER_SNAPSHOT_DIR,
+                                  "part-00000-of-00001.jsonl"), "".join(snapshot_lines))
+
     # Vocabularies from the TRAIN split only.
     train_rows = rows[ex_pos[~is_eval]]
     counts: Dict[str, Dict[str, int]] = collections.defaultdict(dict)

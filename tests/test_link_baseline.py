@@ -62,6 +62,10 @@ def _assert_same_outputs(beam_out: pathlib.Path, base_out: pathlib.Path, beam_re
             for o in (beam_out, base_out)]
     assert freq[0] == freq[1]
     assert _dead_letters(base_out) == _dead_letters(beam_out)
+    snapshots = [sorted(line for f in sorted((o / unified_link.USER_SNAPSHOT_DIR).glob("*.jsonl"))
+                        for line in f.read_text(encoding="utf-8").splitlines())
+                 for o in (beam_out, base_out)]
+    assert snapshots[0] and snapshots[0] == snapshots[1]
 
 
 def _run_both(raw: pathlib.Path, tmp_path: pathlib.Path, cfg: unified_link.PrepareConfig):

@@ -10,6 +10,8 @@
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
     tfrrl export   --run RUN_DIR --out EXPORT_DIR [--data DATA_DIR] [--name tfrrl] [--version V]
     tfrrl index    --export EXPORT_DIR [--data DATA_DIR] [--version V]
+    tfrrl serve    --export EXPORT_DIR [--port 8600] [--data DATA_DIR] [--tf-serving HOST:PORT]
+    tfrrl query    --user ID --domain D --k K [--port 8600]
     tfrrl demo     [--workdir runs/demo] [--impressions N]
 
 Heavy imports (TensorFlow, Beam) happen inside the sub-commands so ``tfrrl --help`` is instant.
@@ -230,6 +232,30 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from serving import matching_server
+
+    return matching_server.serve_from_args(args)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import grpc
+
+    from serving import matching_server
+
+    target = f"{args.host}:{args.port}"
+    try:
+        response = matching_server.query(target, args.domain, args.k, args.user,
+                                         mode=args.mode or "", timeout_s=args.timeout)
+    except grpc.RpcError as err:
+        print(f"error {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    print(f"top {len(response.ads)} for user {args.user!r} in domain {args.domain!r}:")
+    print(matching_server.format_response(response))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     """generate → prepare → read back → train Backbone&RRL briefly → Recall@N vs popularity."""
     from tfrrl.data import synthetic
@@ -346,6 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--name", default="tfrrl")
     n.add_argument("--overwrite", action="store_true")
 
+    v = sub.add_parser("serve", help="gRPC matching service: user in, top-k ads out")
+    from serving import matching_server  # light: grpc + protos, no TensorFlow at import
+
+    matching_server.add_arguments(v)
+
+    q = sub.add_parser("query", help="ask a running matching service for a user's top-k")
+    q.add_argument("--user", required=True, help="user id (in the service's user store)")
+    q.add_argument("--domain", required=True)
+    q.add_argument("--k", type=int, default=10)
+    q.add_argument("--port", type=int, default=8600)
+    q.add_argument("--host", default="127.0.0.1")
+    q.add_argument("--mode", choices=matching_server.MODES)
+    q.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+
     d = sub.add_parser("demo", help="run the pipeline end to end on the synthetic default")
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--impressions", type=int, default=200_000)
@@ -372,7 +412,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return {"generate": cmd_generate, "inspect": cmd_inspect, "train": cmd_train,
             "evaluate": cmd_evaluate,
             "plot-uwl": cmd_plot_uwl, "export": cmd_export,
-            "index": cmd_index}[args.command](args)
+            "index": cmd_index, "serve": cmd_serve, "query": cmd_query}[args.command](args)
 
 
 if __name__ == "__main__":
