@@ -257,19 +257,21 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
-    """generate → prepare → read back → train Backbone&RRL briefly → Recall@N vs popularity."""
+    """generate → prepare → read back → train Backbone&RRL briefly → Recall@N vs popularity →
+    export → index → serve → query (prints the top-k)."""
     from tfrrl.data import synthetic
 
     raw_dir = os.path.join(args.workdir, "raw")
     data_dir = os.path.join(args.workdir, "data")
     if os.path.exists(args.workdir):
         shutil.rmtree(args.workdir)
-    _say(f"[1/4] generate {args.impressions:,} impressions → {raw_dir}")
+    steps = 7
+    _say(f"[1/{steps}] generate {args.impressions:,} impressions → {raw_dir}")
     synthetic.generate(synthetic.SyntheticConfig(impressions=args.impressions, seed=args.seed),
                        raw_dir)
-    _say(f"[2/4] prepare → {data_dir}")
+    _say(f"[2/{steps}] prepare → {data_dir}")
     result = run_prepare(raw_dir, data_dir, beam_args=beam_args)
-    _say("[3/4] read back through the tf.data reader")
+    _say(f"[3/{steps}] read back through the tf.data reader")
     _quiet_tensorflow()
     from tfrrl.data.reader import PreparedDataset
 
@@ -292,11 +294,36 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
         "name=demo_backbone_rrl", "model.rrl.dal=true", "model.rrl.mvwdl=true",
         "model.rrl.orthogonality=true", "model.rrl.uwl=true", f"train.epochs={args.epochs}",
         f"train.steps_per_epoch={args.steps_per_epoch}"])
-    _say(f"[4/4] train {exp.name} for {args.epochs} epoch(s) of {args.steps_per_epoch} steps "
-         f"→ {run_dir}")
+    _say(f"[4/{steps}] train {exp.name} for {args.epochs} epoch(s) of {args.steps_per_epoch} "
+         f"steps → {run_dir}; evaluate")
     model, _ = trainer.train(exp, data_dir, run_dir, verbose=2)
     print(trainer.recall_vs_popularity(model, data_dir, run_dir, max_queries=1000))
-    _say(f"demo finished; data in {data_dir}, run in {run_dir}")
+
+    from serving import export, indexing, matching_server
+
+    export_dir = os.path.join(args.workdir, "export")
+    _say(f"[5/{steps}] export the backbone (TF Serving layout) → {export_dir}")
+    version_dir = export.export_run(run_dir, data_dir, export_dir)
+    print(f"SavedModel: {version_dir}")
+    _say(f"[6/{steps}] index: ScaNN + 4-layer HNSW over the entity representations")
+    indexing.build_indexes(export_dir, data_dir)
+    _say(f"[7/{steps}] serve (gRPC on 127.0.0.1) and query")
+    server = matching_server.start_server(export_dir, port=0, data_dir=data_dir)
+    try:
+        store = server.servicer.user_store
+        domains = server.servicer.model.domains
+        print(f"MatchingService on {server.address}: model version {server.model_version}, "
+              f"{server.servicer.model.num_entities:,} entities, {len(store):,} users")
+        for i, user in enumerate(store.sample_user_ids(2)):
+            domain = domains[i % len(domains)]
+            print(f"\n$ tfrrl query --user {user} --domain {domain} --k 10 "
+                  f"--port {server.port}")
+            response = matching_server.query(server.address, domain, 10, user)
+            print(matching_server.format_response(response))
+    finally:
+        server.stop(grace=1.0)
+    _say(f"demo finished; data in {data_dir}, run in {run_dir}, export in {export_dir}. "
+         f"Serve it with: tfrrl serve --export {export_dir}")
     return 0
 
 
