@@ -269,3 +269,33 @@ def test_serve_command_line_starts_and_stops_on_sigterm(tiny_indexed_export, tmp
     finally:
         proc.terminate()
         assert proc.wait(60) == 0
+
+
+def test_remote_scoring_through_tf_serving_gives_the_in_process_answer(service, tmp_path):
+    """``tfrrl serve --tf-serving HOST:PORT``: every model call goes to the PredictionService
+    (serving/prediction_server.py here, TF Serving in production); same top-k and scores."""
+    from serving.tf_serving import start_server as start_prediction_service
+
+    export_dir = service["export"]["base"]
+    tfs = start_prediction_service(export_dir, port=0)
+    remote = matching_server.start_server(export_dir, port=0, tf_serving=tfs.address,
+                                          data_dir=service["export"]["data_dir"],
+                                          user_store=str(tmp_path / "users.sqlite"))
+    try:
+        stub = matching_pb2_grpc.MatchingServiceStub(grpc.insecure_channel(remote.address))
+        before = sum(n for (method, _), n in tfs.servicer.request_counts.items()
+                     if method == "Predict")
+        for uid in remote.servicer.user_store.sample_user_ids(3):
+            request = matching_pb2.RetrieveRequest(
+                user_id=uid, domain=remote.servicer.model.domains[0], k=12)
+            want = _retrieve(service, user_id=uid, domain=request.domain, k=12)
+            got = stub.Retrieve(request, timeout=60)
+            assert [a.entity_key for a in got.ads] == [a.entity_key for a in want.ads]
+            np.testing.assert_allclose([a.score for a in got.ads],
+                                       [a.score for a in want.ads], rtol=1e-5)
+        after = sum(n for (method, _), n in tfs.servicer.request_counts.items()
+                    if method == "Predict")
+        assert after - before >= 3 * 2  # encode_user + at least one score_encoded per request
+    finally:
+        remote.stop(grace=None)
+        tfs.stop()
