@@ -30,6 +30,17 @@ def test_table_iv_configs(dataset, row):
     assert r.dal_units == 64 and r.fixed_weight == 0.01
 
 
+@pytest.mark.parametrize("dataset", ["synthetic", "ciao"])
+@pytest.mark.parametrize("row", ["dnn", "shared_bottom", "cross_stitch", "mmoe", "dselect_k",
+                                 "ple"])
+def test_table_iii_baseline_configs(dataset, row):
+    exp = config.load_experiment(str(REPO / "configs" / dataset / f"{row}.yaml"))
+    assert exp.model.backbone == row and not exp.model.rrl.any
+    assert exp.name == f"{dataset}_{row}"
+    base = config.load_experiment(str(REPO / "configs" / dataset / "backbone.yaml"))
+    assert exp.train == base.train  # same training protocol as the Table IV rows
+
+
 def test_common_yaml_equals_the_code_defaults():
     from_yaml = config.load_experiment(str(REPO / "configs" / "common.yaml"))
     defaults = config.ExperimentConfig(name=from_yaml.name)

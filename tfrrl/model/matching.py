@@ -32,7 +32,7 @@ import tensorflow as tf
 from tfrrl.config import ModelConfig, TrainConfig
 from tfrrl.data import schema
 from tfrrl.model import inputs as input_modules
-from tfrrl.model.backbone import HybridExpertBackbone
+from tfrrl.model.baselines import make_backbone
 from tfrrl.model.domain_adversarial import DomainAdversarial
 from tfrrl.model.losses import sampled_softmax_logq
 from tfrrl.model.orthogonality import orthogonality_loss
@@ -84,8 +84,7 @@ class MatchingModel(keras.Model):
             c.transformer_heads, c.transformer_ff_dim, c.dropout, name="user_transformer")
         self.target_attention = input_modules.TargetAttention(c.representation_dim,
                                                               name="target_attention")
-        self.backbone = HybridExpertBackbone(self.num_domains, c.expert_units, c.tower_units,
-                                             c.dropout, name="backbone")
+        self.backbone = make_backbone(c, self.num_domains)  # RRL's, or a Table III baseline
         # --- training-only RRL modules -----------------------------------------------------
         r = c.rrl
         self.dal = (DomainAdversarial(self.num_domains, hidden_units=r.dal_units,

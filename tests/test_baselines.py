@@ -1,0 +1,110 @@
+"""Table III baselines on the shared input modules (tfrrl/model/baselines.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import RRL_ON, TINY_MODEL
+from tfrrl import config
+from tfrrl.data.reader import PreparedDataset
+from tfrrl.model import baselines
+from tfrrl.model.inputs import split_features
+from tfrrl.training import trainer
+
+BASELINES = [b for b in baselines.BACKBONES if b != "rrl"]
+
+
+@pytest.fixture(scope="module")
+def data(small_synthetic_prepared):
+    return PreparedDataset(str(small_synthetic_prepared))
+
+
+def _model(data, backbone, extra=()):
+    tf.keras.utils.set_random_seed(2)
+    return trainer.build_model(config.load_experiment(
+        None, TINY_MODEL + [f"model.backbone={backbone}", "model.num_experts=3",
+                            "model.ple_levels=2"] + list(extra)), data)
+
+
+@pytest.mark.parametrize("backbone", BASELINES)
+def test_baseline_trains_with_finite_losses_and_scores_every_pair(data, backbone):
+    model = _model(data, backbone)
+    ds = data.dataset("train", 32, shuffle=True, seed=0, drop_remainder=True).take(4)
+    before = [v.numpy().copy() for v in model.backbone.trainable_weights]
+    history = model.fit(ds, epochs=1, verbose=0, shuffle=False).history
+    assert np.isfinite(history["loss"][-1]) and history["nonfinite_steps"][-1] == 0
+    assert all(not np.array_equal(b, v.numpy())
+               for b, v in zip(before, model.backbone.trainable_weights))  # every weight learns
+    batch = next(iter(data.dataset("eval", 8)))
+    users, entities = split_features(batch)
+    scores = model.score_pairs(model.encode_users(users), model.encode_entities(entities))
+    assert scores["scores"].shape == (8, 8)
+    assert baselines.count_parameters(model.backbone) > 0
+
+
+@pytest.mark.parametrize("backbone", BASELINES)
+def test_rrl_modules_on_a_baseline_are_a_config_error(data, backbone):
+    with pytest.raises(ValueError, match="E_s / E_d"):
+        _model(data, backbone, RRL_ON)
+
+
+def test_shared_bottom_parameter_count_by_hand(data):
+    model = _model(data, "shared_bottom")
+    batch = next(iter(data.dataset("eval", 2)))
+    users, entities = split_features(batch)
+    D = int(model.pair_representations(model.encode_users(users),
+                                       model.encode_entities(entities)).shape[-1])
+    K = model.num_domains
+    # TINY_MODEL: bottom [32, 16] on D inputs; per domain a tower [16] then 1 unit.
+    #   bottom: D·32 + 32 + 32·16 + 16;  tower: 16·16 + 16 + 16·1 + 1 = 289
+    assert baselines.count_parameters(model.backbone) == (D * 32 + 32 + 32 * 16 + 16) + K * 289
+
+
+def test_select_domain_picks_each_rows_own_domain():
+    # Domain outputs d0 = [[1, 2], [3, 4], [5, 6]], d1 = 10 × d0; rows' domains [1, 0, 1].
+    d0 = tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    out = baselines.select_domain([d0, 10.0 * d0], tf.constant([1, 0, 1]))
+    np.testing.assert_array_equal(out.numpy(), [[10, 20], [3, 4], [50, 60]])
+
+
+def test_smooth_step_values():
+    # γ = 1: 0 below −0.5, 1 above 0.5; S(0) = 0.5; S(0.25) = −2·0.25³ + 1.5·0.25 + 0.5 = 0.84375
+    t = tf.constant([-0.6, -0.5, 0.0, 0.25, 0.5, 0.6])
+    np.testing.assert_allclose(baselines.smooth_step(t, 1.0).numpy(),
+                               [0.0, 0.0, 0.5, 0.84375, 1.0, 1.0], atol=1e-6)
+
+
+def test_dselect_weights_select_by_binary_code():
+    # 4 experts, codes 00, 01, 10, 11 (bit 0 first). One selector with z = (10, −10):
+    # S = (1, 0) → only the expert with bit0 = 1 and bit1 = 0, i.e. expert 1.
+    codes = tf.constant(baselines.binary_codes(4))
+    w = baselines.dselect_weights(tf.constant([[10.0, -10.0]]), tf.constant([0.0]), codes, 1.0)
+    np.testing.assert_allclose(w.numpy(), [0, 1, 0, 0], atol=1e-6)
+    # Two selectors (experts 1 and 2: z = (10, −10), (−10, 10)), mixed 50/50 → 0.5, 0.5.
+    w = baselines.dselect_weights(tf.constant([[10.0, -10.0], [-10.0, 10.0]]),
+                                  tf.constant([0.0, 0.0]), codes, 1.0)
+    np.testing.assert_allclose(w.numpy(), [0, 0.5, 0.5, 0], atol=1e-6)
+    # Undecided selectors (z = 0): S = 0.5 everywhere → uniform 1/4.
+    w = baselines.dselect_weights(tf.zeros([2, 2]), tf.zeros([2]), codes, 1.0)
+    np.testing.assert_allclose(w.numpy(), [0.25] * 4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (baselines.SingleTowerDNN, {"units": (8, 4)}),
+    (baselines.SharedBottom, {"num_domains": 2, "expert_units": (8,), "tower_units": (4,)}),
+    (baselines.CrossStitch, {"num_domains": 2, "expert_units": (8,), "tower_units": (4,)}),
+    (baselines.MixtureOfExperts, {"num_domains": 2, "num_experts": 3, "expert_units": (8,),
+                                  "tower_units": (4,), "gate": "dselect", "k": 2}),
+    (baselines.ProgressiveLayeredExtraction, {"num_domains": 2, "levels": 2,
+                                              "specific_experts": 1, "shared_experts": 2,
+                                              "expert_units": (8,), "tower_units": (4,)}),
+])
+def test_get_config_round_trip(cls, kwargs):
+    layer = cls(**kwargs, name="backbone")
+    again = cls.from_config(layer.get_config())
+    assert again.get_config() == layer.get_config()
+    r = tf.random.normal([3, 5, 6])
+    out = again(r, tf.constant([0, 1, 1]), tf.random.normal([3, 4]))
+    assert out["scores"].shape == (3, 5)
