@@ -71,6 +71,11 @@ ENTITY_INPUTS: Tuple[str, ...] = tuple(f.name for f in schema.entity_features())
     "entity_hash",)
 # Query-side features that are not model inputs of the user tower (kept out of Queries.features).
 _NON_USER = frozenset(ENTITY_INPUTS) | {"label"}
+# Raw user-side inputs of a served model (= serving.export.user_input_names()).
+RAW_USER_INPUTS: Tuple[str, ...] = (("user_id",) + tuple(schema.user_feature_name(f)
+                                                         for f in schema.USER_FIELDS)
+                                    + ("seq_entity_id", "seq_entity_type", "seq_category",
+                                       "domain"))
 
 ScoreFn = Callable[[int, int, int, int], Any]
 
@@ -88,6 +93,8 @@ class Queries:
     user_ids: Optional[np.ndarray] = None  # [Q] raw user ids (bytes)
     timestamps: Optional[np.ndarray] = None  # [Q] start of the user's test period in the domain
     features: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # user-side ids
+    # The same user-side features as raw strings (what a served model takes: Recall-retrieval)
+    raw_features: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     corpus: Optional[Dict[str, np.ndarray]] = None  # trainer.load_corpus(...) output
     domain_names: Optional[List[str]] = None  # report order
     num_candidates: int = 0  # queries before subsampling
@@ -189,6 +196,7 @@ def build_queries(data: PreparedDataset, lookup: Optional[FeatureLookup] = None,
         sel = _earliest_per_group(u, d, ts, h)
         part = {k: v[sel] for k, v in ids.items() if k not in _NON_USER}
         part.update(_u=u[sel], _d=d[sel], _ts=ts[sel], _h=h[sel])
+        part.update({f"_raw_{k}": raw[k].numpy()[sel] for k in RAW_USER_INPUTS})
         parts.append(part)
 
     domain_names = list(data.domains)
@@ -240,9 +248,10 @@ def build_queries(data: PreparedDataset, lookup: Optional[FeatureLookup] = None,
                           int(max_queries), seed)
     rows = sel[keep]
     features = {k: v[rows] for k, v in cand.items() if not k.startswith("_")}
+    raw_features = {k[len("_raw_"):]: v[rows] for k, v in cand.items() if k.startswith("_raw_")}
     return Queries(domains=q_dom[keep], ground_truth=[gt_all[i] for i in keep],
                    corpus_size=corpus_size, user_ids=q_u[keep], timestamps=cand["_ts"][rows],
-                   features=features, corpus=corpus, domain_names=domain_names,
+                   features=features, raw_features=raw_features, corpus=corpus, domain_names=domain_names,
                    num_candidates=num_candidates, num_missing_ground_truth=missing)
 
 
@@ -378,11 +387,14 @@ def _hit_ranks(topn: np.ndarray, ground_truth: Sequence[Iterable[int]]
     ranks = np.full(len(gi), m, np.int64)
     if m == 0 or len(gi) == 0:
         return gq, gi, ranks, sizes
-    span = int(max(topn.max(), gi.max())) + 1
+    # -1 pads rows with fewer than N results (an index search may return fewer): it maps to
+    # span − 1, which no real id reaches.
+    span = int(max(topn.max(), gi.max())) + 2
     rows = max(1, (1 << 22) // m)
     starts = np.searchsorted(gq, np.arange(0, q + rows, rows))
     for r0, (a, b) in zip(range(0, q, rows), zip(starts[:-1], starts[1:])):
         sub = topn[r0:r0 + rows].astype(np.int64)
+        sub = np.where(sub < 0, span - 1, sub)
         keys = (np.arange(sub.shape[0], dtype=np.int64)[:, None] * span + sub).ravel()
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
