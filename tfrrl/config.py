@@ -86,6 +86,10 @@ class TrainConfig:
     # counted; training stops with NonFiniteTrainingError once more than this many were skipped.
     max_nonfinite_steps: int = 10
     backup_every_steps: int = 200  # fault tolerance: full training state every N steps
+    # > 0: this fraction of the TRAIN examples (a seeded hash of user, entity and time) is held
+    # out as the validation set that early stopping and checkpoints watch, so the eval split
+    # stays an untouched test set (benchmarks/quality.py). 0: validate on the eval split.
+    validation_fraction: float = 0.0
 
 
 @dataclasses.dataclass

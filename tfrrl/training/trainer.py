@@ -52,10 +52,37 @@ def domain_sizes_in_vocabulary_order(data: PreparedDataset) -> Tuple[list, list]
     return names, sizes
 
 
+def _in_validation(example) -> tf.Tensor:
+    """A fixed pseudo-random 1/1000 bucket of an example (user id, entity, timestamp)."""
+    key = (tf.cast(example["entity_hash"] % 1_000_003, tf.int64) * 31
+           + tf.cast(example["user_id"], tf.int64) * 17 + tf.cast(example["timestamp"], tf.int64))
+    return tf.math.floormod(key * 2_654_435_761, 1000)
+
+
+def carve(ds: tf.data.Dataset, fraction: float, validation: bool, batch_size: int
+          ) -> tf.data.Dataset:
+    """The validation (``validation=True``) or the remaining training part of batched TRAIN
+    data: examples whose :func:`_in_validation` bucket is below ``fraction`` · 1000."""
+    cut = int(round(fraction * 1000))
+
+    def keep(example):
+        inside = _in_validation(example) < cut
+        return inside if validation else tf.logical_not(inside)
+
+    return ds.unbatch().filter(keep).batch(batch_size, drop_remainder=True)
+
+
 def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
+    """(train, validation) datasets: validation = the eval split, or a part of TRAIN held out
+    when ``train.validation_fraction`` > 0."""
     t = exp.train
     train = data.dataset(TRAIN, t.batch_size, shuffle=True, seed=t.seed, drop_remainder=True)
-    evals = data.dataset(EVAL, t.batch_size, drop_remainder=True)
+    if t.validation_fraction > 0:
+        evals = carve(data.dataset(TRAIN, t.batch_size), t.validation_fraction, True,
+                      t.batch_size)
+        train = carve(train, t.validation_fraction, False, t.batch_size)
+    else:
+        evals = data.dataset(EVAL, t.batch_size, drop_remainder=True)
     if t.steps_per_epoch:
         train = train.repeat()
     if t.eval_steps:
@@ -81,7 +108,8 @@ def build_model(exp: ExperimentConfig, data: PreparedDataset,
 
 def steps_per_epoch(data: PreparedDataset, exp: ExperimentConfig) -> int:
     """Training steps per Keras epoch: ``train.steps_per_epoch`` or one pass over the data."""
-    steps = exp.train.steps_per_epoch or data.num_records(TRAIN) // exp.train.batch_size
+    kept = data.num_records(TRAIN) * (1.0 - exp.train.validation_fraction)
+    steps = exp.train.steps_per_epoch or int(kept) // exp.train.batch_size
     if steps < 1:
         raise ValueError(f"fewer training examples than one batch of {exp.train.batch_size}")
     return int(steps)
@@ -97,6 +125,8 @@ def train_stream(data: PreparedDataset, exp: ExperimentConfig, start_step: int =
     """
     t = exp.train
     ds = data.dataset(TRAIN, t.batch_size, shuffle=True, seed=t.seed, drop_remainder=True)
+    if t.validation_fraction > 0:
+        ds = carve(ds, t.validation_fraction, False, t.batch_size)
     ds = ds.repeat()
     return ds.skip(start_step) if start_step else ds
 
