@@ -80,6 +80,10 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
     if t.validation_fraction > 0:
         evals = carve(data.dataset(TRAIN, t.batch_size), t.validation_fraction, True,
                       t.batch_size)
+        # A filter hides the size from Keras, which then warns that validation "ran out of
+        # data": count the batches once (cheap: a tenth of TRAIN, ids only) and assert it.
+        size = int(evals.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+        evals = evals.apply(tf.data.experimental.assert_cardinality(size))
         train = carve(train, t.validation_fraction, False, t.batch_size)
     else:
         evals = data.dataset(EVAL, t.batch_size, drop_remainder=True)

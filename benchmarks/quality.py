@@ -1,0 +1,301 @@
+"""Quality benchmark (RRL paper §V, Tables III and IV, Figs. 4 and 6): trains a list of configs
+over several seeds on one dataset and writes the Recall-all@N table, recall curves and the
+shared-representation plot.
+
+    python -m benchmarks.quality --dataset synthetic|ciao [--configs dnn,ple,backbone,...]
+        [--seeds 3] [--epochs 2] [--steps-per-epoch 300] [--max-queries 2000]
+        [--out runs/quality-synthetic] [--data DATA_DIR] [--impressions 200000]
+
+Protocol (no tuning on the test split):
+
+* data: ``synthetic`` = ``tfrrl generate`` (``--impressions``) + ``tfrrl prepare``; ``ciao`` =
+  ``tfrrl prepare --adapter ciao`` on ../shared/data/ciao (top-5 categories as domains, time
+  split). The eval split is the TEST set.
+* every run: ``configs/<dataset>/<config>.yaml`` with ``train.seed`` = the seed, the epochs and
+  steps given here, and ``train.validation_fraction=0.1``: early stopping and the best
+  checkpoint watch a validation set carved from TRAIN (tfrrl/training/trainer.py ``carve``);
+* test metrics: Recall-all@N (Eq. 26, exhaustive scoring of the whole corpus, tfrrl/evaluation/
+  recall.py) on the same ``--max-queries`` (user, domain) queries for every run; its macro
+  average over domains ("avg" in the paper) is the table's number; AUC / gAUC on eval
+  impressions with 20 uniform negatives each (tfrrl/evaluation/metrics.py);
+* the table: mean ± std over seeds, relative change of the mean vs DNN (if run); rows
+  ``popularity`` (per-domain most frequent TRAIN entities) and, on synthetic, ``oracle`` (the
+  generator's true scores, tfrrl/data/oracle.py, ranked over the generator's catalog: the
+  ceiling) for reference.
+
+Outputs in ``--out``: ``results.json`` (every run), ``table.md``, ``recall_curves.png`` (Fig. 4:
+per domain, Recall-all@N against N, one line per config) and, when both ``backbone`` and
+``backbone_rrl`` ran, ``shared_representation.png`` (Fig. 6: PCA of E_s per domain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIGS = ("dnn", "shared_bottom", "mmoe", "ple", "backbone", "backbone_dal",
+                   "backbone_mvwdl", "backbone_rrl")
+NS = (50, 100, 200, 500, 2000)
+
+
+def say(msg: str) -> None:
+    print(f"[quality {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def prepare_data(dataset: str, work: str, impressions: int) -> Dict[str, Optional[str]]:
+    from tfrrl.cli import run_prepare  # pylint: disable=import-outside-toplevel
+
+    data_dir = os.path.join(work, "data")
+    raw_dir = os.path.join(work, "raw") if dataset == "synthetic" else os.path.join(
+        REPO, "..", "shared", "data", "ciao")
+    if os.path.exists(os.path.join(data_dir, "_SUCCESS")):
+        return {"data": data_dir, "raw": raw_dir}
+    if dataset == "synthetic":
+        from tfrrl.data import synthetic  # pylint: disable=import-outside-toplevel
+
+        say(f"generate {impressions:,} synthetic impressions → {raw_dir}")
+        synthetic.generate(synthetic.SyntheticConfig(impressions=impressions, seed=0), raw_dir,
+                           verbose=False)
+        run_prepare(raw_dir, data_dir, "synthetic", overwrite=True)
+    else:
+        say(f"prepare Ciao ({raw_dir}) → {data_dir}")
+        run_prepare(raw_dir, data_dir, "ciao", overwrite=True)
+    return {"data": data_dir, "raw": raw_dir}
+
+
+def shared_representations(model, data, max_rows: int = 2000):
+    """E_s (the backbone's shared expert output) of eval positive pairs, with their domains."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfrrl.model.inputs import split_features  # pylint: disable=import-outside-toplevel
+
+    reps, doms = [], []
+    for batch in data.dataset("eval", 256):
+        users, entities = split_features(batch)
+        enc_u, enc_e = model.encode_users(users), model.encode_entities(entities)
+        r = model.pair_representations(enc_u, enc_e)
+        diag = tf.linalg.diag_part(tf.transpose(r, [2, 0, 1]))  # [D, B]
+        e_s = model.backbone.shared_expert(tf.transpose(diag)[:, None, :])[:, 0]
+        reps.append(e_s.numpy())
+        doms.append(enc_u["domain_index"].numpy())
+        if sum(len(x) for x in reps) >= max_rows:
+            break
+    return np.concatenate(reps)[:max_rows], np.concatenate(doms)[:max_rows]
+
+
+def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, args,
+            queries, lookup) -> Dict[str, Any]:
+    from tfrrl import config  # pylint: disable=import-outside-toplevel
+    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
+    from tfrrl.evaluation import metrics, recall  # pylint: disable=import-outside-toplevel
+    from tfrrl.model.baselines import count_parameters  # pylint: disable=import-outside-toplevel
+    from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
+
+    exp = config.load_experiment(
+        os.path.join(REPO, "configs", dataset, f"{config_name}.yaml"),
+        [f"train.seed={seed}", f"train.epochs={args.epochs}",
+         f"train.steps_per_epoch={args.steps_per_epoch}", "train.validation_fraction=0.1",
+         f"train.eval_steps={args.validation_steps}"])
+    run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
+    start = time.time()
+    model, history = trainer.train(exp, data_dir, run_dir, verbose=0, resume=False)
+    train_s = time.time() - start
+    data = PreparedDataset(data_dir)
+    result = recall.evaluate_model(model, data, lookup, NS, queries=queries,
+                                   corpus_chunk=1024)["model"]
+    scored = metrics.scored_impressions(model, data, num_negatives=20, max_rows=3000, seed=seed)
+    entry = {"config": config_name, "seed": seed, "train_seconds": round(train_s, 1),
+             "epochs_run": len(history.get("loss", [])),
+             "best_val_loss": float(min(history.get("val_loss", [float("nan")]))),
+             "parameters_backbone": count_parameters(model.backbone),
+             "recall": result,
+             "auc": metrics.auc(scored["labels"], scored["scores"]),
+             "gauc": metrics.gauc(scored["users"], scored["labels"], scored["scores"])}
+    if config_name in ("backbone", "backbone_rrl") and seed == args.first_seed:
+        reps, doms = shared_representations(model, data)
+        np.savez(os.path.join(out, f"e_s_{config_name}.npz"), reps=reps, domains=doms)
+    return entry
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "—"
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[int],
+                out: str, header: str) -> str:
+    configs = list(dict.fromkeys(r["config"] for r in results))
+    cols = [f"@{n}" for n in ns]
+    lines = [header, "", "| method | params (backbone) | " + " | ".join(cols)
+             + " | Δ@100 vs DNN | AUC | gAUC | seeds |",
+             "|---|---|" + "---|" * len(cols) + "---|---|---|---|"]
+    dnn = None
+    if "dnn" in configs:
+        dnn = np.mean([r["recall"]["macro"]["recall@100"] for r in results
+                       if r["config"] == "dnn"])
+    for name in configs:
+        runs = [r for r in results if r["config"] == name]
+        cells = [_mean_std([r["recall"]["macro"][f"recall@{n}"] for r in runs]) for n in ns]
+        mean100 = np.mean([r["recall"]["macro"]["recall@100"] for r in runs])
+        delta = f"{(mean100 / dnn - 1) * 100:+.2f}%" if dnn else "—"
+        lines.append(f"| {name} | {runs[0]['parameters_backbone']:,} | " + " | ".join(cells)
+                     + f" | {delta} | {_mean_std([r['auc'] for r in runs])} | "
+                     f"{_mean_std([r['gauc'] for r in runs])} | {len(runs)} |")
+    for name, rec in references.items():
+        lines.append(f"| {name} | — | " + " | ".join(
+            f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns) + " | — | — | — | — |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
+def plot_curves(results: List[Dict], ns: Sequence[int], out: str) -> str:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    domains = list(results[0]["recall"]["per_domain"])
+    fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.4), squeeze=False)
+    for ax, d in zip(axes[0], domains):
+        for name in dict.fromkeys(r["config"] for r in results):
+            runs = [r for r in results if r["config"] == name and d in r["recall"]["per_domain"]]
+            ys = [np.mean([r["recall"]["per_domain"][d][f"recall@{n}"] for r in runs])
+                  for n in ns]
+            ax.plot(ns, ys, marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_title(f"domain {d}")
+        ax.set_xlabel("N")
+        ax.set_ylabel("Recall-all@N")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, "recall_curves.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_shared_representation(out: str) -> Optional[str]:
+    paths = [os.path.join(out, f"e_s_{n}.npz") for n in ("backbone", "backbone_rrl")]
+    if not all(os.path.exists(p) for p in paths):
+        return None
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, path, title in zip(axes, paths, ("Backbone", "Backbone&RRL")):
+        z = np.load(path)
+        x = z["reps"] - z["reps"].mean(0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)  # PCA
+        xy = x @ vt[:2].T
+        for k in np.unique(z["domains"]):
+            sel = z["domains"] == k
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.5, label=f"domain {k}")
+        ax.set_title(f"{title}: E_s (PCA)")
+    axes[1].legend(markerscale=3, fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, "shared_representation.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def oracle_reference(raw_dir: str, queries, ns: Sequence[int]) -> Dict[str, float]:
+    from tfrrl.data.oracle import OracleScorer  # pylint: disable=import-outside-toplevel
+
+    oracle = OracleScorer.load(raw_dir)
+    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in queries.corpus["entity_key"]]
+    gt = {}
+    for u, d, g in zip(queries.user_ids, queries.domains, queries.ground_truth):
+        gt[(u.decode() if isinstance(u, bytes) else str(u), str(d))] = {keys[i] for i in g}
+    out = {}
+    for n in ns:
+        per_domain = oracle.recall_at_n_by_domain(gt, n)
+        out[f"recall@{n}"] = float(np.mean(list(per_domain.values())))
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("synthetic", "ciao"), default="synthetic")
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps-per-epoch", type=int, default=300)
+    parser.add_argument("--validation-steps", type=int, default=50)
+    parser.add_argument("--max-queries", type=int, default=2000)
+    parser.add_argument("--impressions", type=int, default=200_000)
+    parser.add_argument("--data", help="an already prepared dataset (skips preparation)")
+    parser.add_argument("--raw", help="(synthetic, with --data) its raw dir, for the oracle row")
+    parser.add_argument("--out", help="output dir (default runs/quality-<dataset>)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    out = args.out or os.path.join("runs", f"quality-{args.dataset}")
+    os.makedirs(out, exist_ok=True)
+    if args.data:
+        paths = {"data": args.data, "raw": args.raw}
+    else:
+        paths = prepare_data(args.dataset, out, args.impressions)
+
+    from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel
+    from tfrrl.evaluation import recall  # pylint: disable=import-outside-toplevel
+
+    data = PreparedDataset(paths["data"])
+    lookup = FeatureLookup.from_dataset(data)
+    queries = recall.build_queries(data, lookup, args.max_queries, seed=0)
+    ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
+    say(f"{len(queries)} test queries, corpus {queries.corpus_size:,}; N = {ns}")
+    configs = [c for c in args.configs.split(",") if c]
+    results_path = os.path.join(out, "results.json")
+    results: List[Dict] = []
+    if os.path.exists(results_path):  # resume a partly done benchmark
+        with open(results_path, encoding="utf-8") as f:
+            results = json.load(f)["runs"]
+    done = {(r["config"], r["seed"]) for r in results}
+    total = len(configs) * args.seeds
+    for i, name in enumerate(configs):
+        for s in range(args.first_seed, args.first_seed + args.seeds):
+            if (name, s) in done:
+                continue
+            say(f"run {len(results) + 1}/{total}: {name}, seed {s}")
+            entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup)
+            say(f"    Recall-all@100 avg {entry['recall']['macro']['recall@100']:.4f}, "
+                f"AUC {entry['auc']:.4f}, {entry['train_seconds']}s")
+            results.append(entry)
+            with open(results_path, "w", encoding="utf-8") as f:
+                json.dump({"dataset": args.dataset, "args": vars(args), "runs": results}, f,
+                          indent=2, default=float)
+    from tfrrl.evaluation.recall import popularity_topn  # pylint: disable=import-outside-toplevel
+
+    references = {"popularity": recall.recall_report(
+        popularity_topn(data, None, queries, max(ns)), queries, ns)["macro"]}
+    if args.dataset == "synthetic" and paths.get("raw"):
+        references["oracle (ceiling)"] = oracle_reference(paths["raw"], queries, ns)
+    header = (f"Recall-all@N (macro average over domains) on {args.dataset}: {len(queries)} "
+              f"test queries, corpus {queries.corpus_size:,}; {args.seeds} seeds; "
+              f"{args.epochs} epochs × {args.steps_per_epoch} steps, early stopping on a "
+              "validation split carved from TRAIN")
+    print(write_table(results, references, ns, out, header))
+    print(plot_curves(results, ns, out))
+    fig6 = plot_shared_representation(out)
+    if fig6:
+        print(fig6)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
