@@ -7,6 +7,7 @@
     tfrrl train    --config CONFIG.yaml --data DATA_DIR --out RUN_DIR [--epochs N] [--set K=V]
                    [--no-resume]
     tfrrl evaluate --run RUN_DIR --data DATA_DIR [--ns 50,100,200] [--max-queries Q]
+                   [--export EXPORT_DIR]
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
     tfrrl export   --run RUN_DIR --out EXPORT_DIR [--data DATA_DIR] [--name tfrrl] [--version V]
     tfrrl index    --export EXPORT_DIR [--data DATA_DIR] [--version V]
@@ -188,14 +189,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
+    from tfrrl.data.reader import PreparedDataset
+    from tfrrl.evaluation import metrics
     from tfrrl.training import trainer
 
     data_dir = trainer.run_data_dir(args.run, args.data)
     model = trainer.load_run(args.run, data_dir)
     ns = tuple(int(n) for n in args.ns.split(","))
-    print(trainer.recall_vs_popularity(model, data_dir, args.run, ns=ns,
-                                       max_queries=args.max_queries or None))
-    _say(f"wrote {os.path.join(args.run, 'recall.json')}")
+    result = metrics.evaluation_report(model, PreparedDataset(data_dir), ns,
+                                       args.max_queries or None, export_dir=args.export)
+    print(metrics.format_evaluation(result))
+    path = os.path.join(args.run, "evaluation.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2, default=float)
+    _say(f"wrote {path}")
     return 0
 
 
@@ -380,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
     e.add_argument("--ns", default="50,100,200,500,2000")
     e.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
+    e.add_argument("--export", help="also Recall-retrieval@N of this export's served model "
+                                    "through its index (tfrrl export + tfrrl index)")
 
     u = sub.add_parser("plot-uwl", help="plot the learned UWL weights of a run (Fig. 5)")
     u.add_argument("--run", required=True)

@@ -150,3 +150,61 @@ def scored_impressions(model, data, num_negatives: int = 20, max_rows: Optional[
         seen += b
     return {"users": np.concatenate(users_out), "labels": np.concatenate(labels_out),
             "scores": np.concatenate(scores_out)}
+
+
+def evaluation_report(model, data, ns: Sequence[int], max_queries: Optional[int] = None,
+                      export_dir: Optional[str] = None, seed: int = 0, fairness_n: int = 100
+                      ) -> Dict[str, Any]:
+    """``tfrrl evaluate``: Recall-all@N of the model and of popularity (recall.py), plus
+    Recall@N per entity type, the entity-fairness report at ``fairness_n``, AUC / gAUC, and —
+    with ``export_dir`` (``tfrrl export`` + ``tfrrl index``) — Recall-retrieval@N of the served
+    model through its HNSW index on the same queries (Eq. 27)."""
+    from tfrrl.data.reader import FeatureLookup  # pylint: disable=import-outside-toplevel
+    from tfrrl.evaluation import recall  # pylint: disable=import-outside-toplevel
+
+    lookup = FeatureLookup.from_dataset(data)
+    queries = recall.build_queries(data, lookup, max_queries, seed)
+    n_max = max(int(n) for n in ns)
+    result = recall.evaluate_model(model, data, lookup, ns, queries=queries, corpus_chunk=1024)
+    top = recall.model_topn(model, queries, None, min(n_max, queries.corpus_size), 256, 1024)
+    types = [k.decode("utf-8").partition(":")[0] if isinstance(k, bytes) else
+             str(k).partition(":")[0] for k in queries.corpus["entity_key"]]
+    n_f = min(fairness_n, queries.corpus_size)
+    result["per_entity_type"] = {f"recall@{n}": recall_by_entity_type(
+        top, queries.ground_truth, types, min(n, top.shape[1])) for n in ns}
+    result["fairness"] = {"n": n_f, "domains": entity_fairness(
+        top, queries.ground_truth, queries.domains, types, n_f)}
+    scored = scored_impressions(model, data, seed=seed)
+    result["auc"] = auc(scored["labels"], scored["scores"])
+    result["gauc"] = gauc(scored["users"], scored["labels"], scored["scores"])
+    if export_dir:
+        from serving import indexing  # pylint: disable=import-outside-toplevel
+
+        retriever = indexing.IndexedRetriever.load(export_dir)
+        found = retrieval_topn(retriever, queries.raw_features, queries.corpus["entity_key"],
+                               min(n_max, queries.corpus_size))
+        result["retrieval"] = recall.recall_report(found, queries, ns)
+    return result
+
+
+def format_evaluation(result: Mapping[str, Any]) -> str:
+    """The text ``tfrrl evaluate`` prints."""
+    from tfrrl.evaluation import recall  # pylint: disable=import-outside-toplevel
+
+    lines = [recall.format_report(result)]
+    for n_key, per_type in result["per_entity_type"].items():
+        lines.append(f"{n_key} per entity type: " + ", ".join(
+            f"{t} {v:.4f}" for t, v in per_type.items()))
+    lines.append(f"entity fairness @{result['fairness']['n']} (share of top slots / share of "
+                 "ground truth):")
+    for d, per_type in result["fairness"]["domains"].items():
+        lines.append(f"  {d}: " + ", ".join(
+            f"{t} {v['top_share']:.3f}/{v['truth_share']:.3f}" for t, v in per_type.items()))
+    lines.append(f"AUC {result['auc']:.4f}, gAUC {result['gauc']:.4f} (eval impressions vs 20 "
+                 "uniform corpus negatives each)")
+    if "retrieval" in result:
+        ret, full = result["retrieval"]["macro"], result["model"]["macro"]
+        lines.append("Recall-retrieval@N (served model, HNSW index) vs Recall-all@N: " + ", ".join(
+            f"@{n} {ret[f'recall@{n}']:.4f}/{full[f'recall@{n}']:.4f}"
+            for n in result["retrieval"]["ns"]))
+    return "\n".join(lines)
