@@ -81,3 +81,18 @@ def test_recall_retrieval_through_the_served_index_with_a_full_beam_equals_recal
     r_all = recall.recall_report(exhaustive, queries, [n])["micro"][f"recall@{n}"]
     r_ret = recall.recall_report(full, queries, [n])["micro"][f"recall@{n}"]
     assert r_ret == r_all and 0.0 <= r_all <= 1.0
+
+
+def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
+    """What `tfrrl evaluate --export` prints and writes (evaluation.json)."""
+    model, data = tiny_indexed_export["model"], tiny_indexed_export["data"]
+    result = metrics.evaluation_report(model, data, (10, 20), max_queries=30,
+                                       export_dir=tiny_indexed_export["base"], fairness_n=20)
+    assert set(result["per_entity_type"]) == {"recall@10", "recall@20"}
+    for shares in result["fairness"]["domains"].values():
+        assert sum(v["top_share"] for v in shares.values()) == pytest.approx(1.0)
+        assert sum(v["truth_share"] for v in shares.values()) == pytest.approx(1.0)
+    assert 0.0 <= result["auc"] <= 1.0 and 0.0 <= result["gauc"] <= 1.0
+    assert result["retrieval"]["num_queries"] == result["model"]["num_queries"]
+    text = metrics.format_evaluation(result)
+    assert "Recall-retrieval@N" in text and "entity fairness @20" in text
