@@ -267,8 +267,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results = json.load(f)["runs"]
     done = {(r["config"], r["seed"]) for r in results}
     total = len(configs) * args.seeds
-    for i, name in enumerate(configs):
-        for s in range(args.first_seed, args.first_seed + args.seeds):
+    # Seed-major: every config gets seed 0 before any gets seed 1, so a benchmark stopped
+    # early (and resumed from results.json) still compares every config.
+    for s in range(args.first_seed, args.first_seed + args.seeds):
+        for name in configs:
             if (name, s) in done:
                 continue
             say(f"run {len(results) + 1}/{total}: {name}, seed {s}")
