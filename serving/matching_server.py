@@ -27,6 +27,10 @@ Operations:
 Importing this module is light (gRPC and the protos; TensorFlow loads with the model), so the
 ``tfrrl`` command line stays fast.
 
+The request is parsed from its wire bytes here, not by gRPC's deserializer: bytes that are not a
+``RetrieveRequest`` (or a known field sent with another wire type, e.g. a string for ``k``) are a
+client's mistake, answered INVALID_ARGUMENT — gRPC's own deserializer would answer INTERNAL.
+
 Errors: INVALID_ARGUMENT (the message names the field), NOT_FOUND (unknown user id),
 DEADLINE_EXCEEDED, INTERNAL (with the request id; the log has the traceback). A bad request
 never affects the next one.
@@ -46,12 +50,15 @@ from concurrent import futures
 from typing import Any, Dict, List, Mapping, Optional
 
 import grpc
+from google.protobuf import descriptor as protobuf_descriptor
+from google.protobuf import message as protobuf_message
+from google.protobuf import unknown_fields
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from serving.protos import matching_pb2, matching_pb2_grpc
 from serving.user_store import STORE_FILE, UserStore, open_user_store
-from tfrrl.data import schema
+from tfrrl.data import link_spec, schema
 
 logger = logging.getLogger("tfrrl.serving.matching")
 
@@ -99,6 +106,46 @@ class ModelContext:
 
 
 # --------------------------------------------------------------------------------------------
+# wire bytes → request
+# --------------------------------------------------------------------------------------------
+
+_WIRE_TYPES = {0: "varint", 1: "64-bit", 2: "length-delimited", 5: "32-bit"}
+
+
+def _check_wire_types(msg: protobuf_message.Message, path: str = "") -> None:
+    """Raises INVALID_ARGUMENT for a KNOWN field that arrived with another wire type.
+
+    Protobuf keeps such a field among the unknown fields and leaves the typed field at its
+    default, so ``k`` sent as a string would silently read as k = 0; fields this version does
+    not know (a newer client's additions) are ignored, as proto3 intends."""
+    known = msg.DESCRIPTOR.fields_by_number
+    for field in unknown_fields.UnknownFieldSet(msg):
+        if field.field_number in known:
+            name = known[field.field_number].name
+            raise _invalid(f"field {path}{name} has the wrong type (got a "
+                           f"{_WIRE_TYPES.get(field.wire_type, field.wire_type)} value)")
+    for fd, value in msg.ListFields():
+        if fd.message_type is None or fd.message_type.GetOptions().map_entry:
+            continue
+        if fd.label == protobuf_descriptor.FieldDescriptor.LABEL_REPEATED:
+            for i, item in enumerate(value):
+                _check_wire_types(item, f"{path}{fd.name}[{i}].")
+        else:
+            _check_wire_types(value, f"{path}{fd.name}.")
+
+
+def parse_request(payload: bytes) -> matching_pb2.RetrieveRequest:
+    """A ``RetrieveRequest`` from its wire bytes, or INVALID_ARGUMENT saying what is wrong."""
+    try:
+        request = matching_pb2.RetrieveRequest.FromString(payload)
+    except protobuf_message.DecodeError as err:
+        raise _invalid(f"the request is not a valid {matching_pb2.RetrieveRequest.DESCRIPTOR"
+                       f".full_name} ({err})") from None
+    _check_wire_types(request)
+    return request
+
+
+# --------------------------------------------------------------------------------------------
 # request → raw features (the schema's names: the same features the model was trained on)
 # --------------------------------------------------------------------------------------------
 
@@ -117,22 +164,32 @@ def raw_user_from_features(features: matching_pb2.UserFeatures, model: ModelCont
     if unknown:
         raise _invalid(f"user.profile has unknown fields {unknown}; known: "
                        f"{model.profile_fields}")
-    for i, e in enumerate(features.exposures):
-        if not e.entity_key:
-            raise _invalid(f"user.exposures[{i}].entity_key is empty")
-        if e.entity_type not in model.entity_types:
-            raise _invalid(f"user.exposures[{i}].entity_type {e.entity_type!r} is not one of "
-                           f"{model.entity_types}")
+    types = [_exposure_type(i, e, model) for i, e in enumerate(features.exposures)]
     raw: Dict[str, Any] = {"user_id": features.user_id or schema.DEFAULT_TOKEN}
     for field in model.profile_fields:
         raw[schema.user_feature_name(field)] = (features.profile.get(field)
                                                 or schema.DEFAULT_TOKEN)
     exposures = list(features.exposures)
     raw["seq_entity_id"] = schema.pad_sequence([e.entity_key for e in exposures], L)
-    raw["seq_entity_type"] = schema.pad_sequence([e.entity_type for e in exposures], L)
+    raw["seq_entity_type"] = schema.pad_sequence(types, L)
     raw["seq_category"] = schema.pad_sequence([e.category or schema.DEFAULT_TOKEN
                                                for e in exposures], L)
     return raw
+
+
+def _exposure_type(i: int, exposure: matching_pb2.Exposure, model: ModelContext) -> str:
+    """The exposure's entity type: the key's ``<type>:`` prefix (the corpus's key layout,
+    beam_pipelines/transforms.py), which ``entity_type``, when given, must agree with."""
+    if not exposure.entity_key:
+        raise _invalid(f"user.exposures[{i}].entity_key is empty")
+    key_type, entity_id = link_spec.split_entity_key(exposure.entity_key)
+    if not entity_id or key_type not in model.entity_types:
+        raise _invalid(f"user.exposures[{i}].entity_key {exposure.entity_key!r} is not "
+                       f"'<entity type>:<id>' with a type in {model.entity_types}")
+    if exposure.entity_type and exposure.entity_type != key_type:
+        raise _invalid(f"user.exposures[{i}].entity_type {exposure.entity_type!r} disagrees "
+                       f"with its entity_key {exposure.entity_key!r}")
+    return key_type
 
 
 def raw_user_from_store(stored: Mapping[str, Any], model: ModelContext) -> Dict[str, Any]:
@@ -140,9 +197,11 @@ def raw_user_from_store(stored: Mapping[str, Any], model: ModelContext) -> Dict[
 
     raw = {name: stored.get(name, schema.DEFAULT_TOKEN) for name in export.user_input_names()
            if name != "domain"}
+    L = model.sequence_length
     for name in ("seq_entity_id", "seq_entity_type", "seq_category"):
-        raw[name] = schema.pad_sequence([v for v in stored[name] if v != schema.PAD_TOKEN],
-                                        model.sequence_length)[:model.sequence_length]
+        # The most recent L (a store written with a longer L than the model's keeps more).
+        values = [v for v in stored[name] if v != schema.PAD_TOKEN][-L:]
+        raw[name] = schema.pad_sequence(values, L)
     return raw
 
 
@@ -193,11 +252,15 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
         return int(request.k)
 
     def Retrieve(self, request, context):  # noqa: N802  (gRPC method name)
+        """``request``: its wire bytes (as registered by :class:`MatchingServer`, see
+        :func:`parse_request`) or a parsed ``RetrieveRequest`` (in-process callers)."""
         request_id = uuid.uuid4().hex[:12]
         start = time.perf_counter()
         model = self.model  # one model for the whole request, even across a reload
         code, stats, response = grpc.StatusCode.OK, {}, matching_pb2.RetrieveResponse()
+        payload, request = request, matching_pb2.RetrieveRequest()  # logged if parsing fails
         try:
+            request = parse_request(payload) if isinstance(payload, bytes) else payload
             if not request.domain:
                 raise _invalid("domain is missing")
             if request.domain not in model.domains:
@@ -208,6 +271,9 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
                 raise _invalid(f"mode must be one of {list(MODES)}, got {request.mode!r}")
             if request.ef < 0:
                 raise _invalid(f"ef must be >= 0 (0 = server default), got {request.ef}")
+            if request.num_candidates < 0:
+                raise _invalid("num_candidates must be >= 0 (0 = server default), got "
+                               f"{request.num_candidates}")
             raw = self._raw_user(request, model)
             raw["domain"] = request.domain
             left = context.time_remaining()
@@ -215,7 +281,9 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    f"deadline too short to start ({left * 1e3:.1f} ms left)")
             keys, scores, stats = model.retriever.retrieve(
-                raw, k=k, mode=mode, ef=request.ef or self.default_ef)
+                raw, k=k, mode=mode, ef=request.ef or self.default_ef,
+                num_candidates=max(request.num_candidates, k) if request.num_candidates
+                else None)
             response = _response(keys, scores, stats, model.version, request_id)
         except RequestError as e:
             code = e.code
@@ -231,7 +299,7 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
             self.status_counts[code.name] = self.status_counts.get(code.name, 0) + 1
         logger.info(json.dumps({
             "event": "retrieve", "request_id": request_id, "status": code.name,
-            "domain": request.domain, "k": request.k, "mode": request.mode or self.default_mode,
+            "domain": request.domain[:64], "k": request.k, "mode": request.mode or self.default_mode,
             "by": request.WhichOneof("user"), "latency_ms": round(latency_ms, 2),
             "model_version": model.version, "num_scored": stats.get("num_scored")}))
         return response
@@ -241,7 +309,7 @@ def _response(keys, scores, stats, version: int, request_id: str) -> matching_pb
     out = matching_pb2.RetrieveResponse(model_version=version, request_id=request_id)
     for rank, (key, score) in enumerate(zip(keys, scores), start=1):
         key = str(key)
-        entity_type, _, entity_id = key.partition(":")
+        entity_type, entity_id = link_spec.split_entity_key(key)
         out.ads.add(rank=rank, entity_key=key, entity_id=entity_id or key,
                     entity_type=entity_type if entity_id else "", score=float(score))
     out.stats.num_scored = int(stats["num_scored"])
@@ -297,7 +365,7 @@ class MatchingServer:
         self.health = health.HealthServicer()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                                   options=[("grpc.so_reuseport", 0)])
-        matching_pb2_grpc.add_MatchingServiceServicer_to_server(self.servicer, self.server)
+        self.server.add_generic_rpc_handlers((_raw_request_handler(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
@@ -352,6 +420,15 @@ class MatchingServer:
 
     def __exit__(self, *exc) -> None:
         self.stop(grace=None)
+
+
+def _raw_request_handler(servicer: MatchingServicer) -> grpc.GenericRpcHandler:
+    """The generated registration, except that the request reaches ``Retrieve`` as bytes
+    (parsed there: a malformed request is INVALID_ARGUMENT, not gRPC's INTERNAL)."""
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Retrieve": grpc.unary_unary_rpc_method_handler(
+            servicer.Retrieve, request_deserializer=None,
+            response_serializer=matching_pb2.RetrieveResponse.SerializeToString)})
 
 
 def start_server(export_dir: str, port: int = 0, **kwargs) -> MatchingServer:

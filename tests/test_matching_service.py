@@ -1,13 +1,16 @@
-"""The matching service (serving/matching_server.py) over real gRPC on 127.0.0.1, its user
-store (serving/user_store.py, built from the pipeline's user snapshot), `tfrrl query`, and the
-generated protos."""
+"""The matching service (serving/matching_server.py) over real gRPC on 127.0.0.1: answers equal
+in-process retrieval, every bad request gets its status and the next one is served, health,
+reflection, JSON request logs, hot reload, remote scoring, `tfrrl serve` / `tfrrl query`, and the
+generated protos. The user store itself: tests/test_user_store.py."""
 
 from __future__ import annotations
 
 import filecmp
 import json
+import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,7 +32,7 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 # --------------------------------------------------------------------------------------------
-# protos and the snapshot
+# protos
 
 
 def test_committed_generated_code_matches_the_proto(tmp_path):
@@ -46,49 +49,6 @@ def test_committed_generated_code_matches_the_proto(tmp_path):
         assert filecmp.cmp(tmp_path / "serving" / "protos" / name,
                            REPO / "serving" / "protos" / name, shallow=False), (
             f"{name} is stale: run scripts/gen_protos.sh")
-
-
-def _snapshot(data_dir):
-    rows = {}
-    for path in sorted((data_dir / user_store.SNAPSHOT_DIR).glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            rows[row["user_id"]] = row
-    return rows
-
-
-def test_snapshot_is_each_users_profile_and_last_exposures(hand_built_prepared):
-    # Hand-built rows (tests/conftest.py), L = 3. u2: i2@150, i1@250, i3@260 → all three, in
-    # time order; u3: i1@120, l2@130 (linked to a missing product: category <none>), i2@500.
-    # u1 has 5 impressions; the last three are one of {l1, s1} (both @200), v1@300, i1@400.
-    rows = _snapshot(hand_built_prepared["out"])
-    assert sorted(rows) == ["u1", "u2", "u3"]
-    assert hand_built_prepared["result"]["accounting"]["user_snapshot"] == 3
-    u2, u3, u1 = rows["u2"], rows["u3"], rows["u1"]
-    assert u2["seq_entity_id"] == ["item:i2", "item:i1", "item:i3"]
-    assert u2["seq_category"] == ["c2", "c1", "c3"] and u2["seq_length"] == 3
-    assert (u2["user_age_bucket"], u2["user_gender"]) == ("25-34", "M")
-    assert u3["seq_entity_id"] == ["item:i1", "live:l2", "item:i2"]
-    assert u3["seq_entity_type"] == ["item", "live", "item"]
-    assert u3["seq_category"] == ["c1", schema.DEFAULT_TOKEN, "c2"]
-    assert u1["seq_entity_id"][1:] == ["video:v1", "item:i1"]
-    assert u1["seq_entity_id"][0] in ("live:l1", "shop:s1")
-    assert u1["seq_category"][1:] == ["c2", "c1"]  # the video inherits its item's category
-
-
-def test_user_store_round_trip_and_rebuild(small_synthetic_prepared, tmp_path):
-    path = str(tmp_path / "users.sqlite")
-    store = user_store.open_user_store(str(small_synthetic_prepared), path)
-    rows = _snapshot(small_synthetic_prepared)
-    assert len(store) == len(rows) > 100
-    some = sorted(rows)[:5]
-    for uid in some:
-        assert store.get(uid) == rows[uid]
-    assert store.get("no-such-user") is None
-    assert os.listdir(tmp_path) == ["users.sqlite"]  # no temporary file left
-    mtime = os.path.getmtime(path)
-    again = user_store.open_user_store(str(small_synthetic_prepared), path)
-    assert os.path.getmtime(path) == mtime and len(again) == len(store)  # reused, not rebuilt
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,3 +286,16 @@ def test_remote_scoring_through_tf_serving_gives_the_in_process_answer(service, 
     finally:
         remote.stop(grace=None)
         tfs.stop()
+
+
+def test_stored_features_keep_the_most_recent_exposures():
+    """A store written with a longer L than the model's: the model gets the LAST L exposures."""
+    from types import SimpleNamespace
+
+    stored = {"user_id": "u1", "seq_entity_id": ["item:a", "item:b", "item:c", schema.PAD_TOKEN],
+              "seq_entity_type": ["item"] * 3 + [schema.PAD_TOKEN],
+              "seq_category": ["c1", "c2", "c3", schema.PAD_TOKEN]}
+    raw = matching_server.raw_user_from_store(stored, SimpleNamespace(sequence_length=2))
+    assert raw["seq_entity_id"] == ["item:b", "item:c"]
+    assert raw["seq_category"] == ["c2", "c3"]
+    assert raw["user_gender"] == schema.DEFAULT_TOKEN  # a field the store lacks: its default
