@@ -5,6 +5,7 @@ shared-representation plot.
     python -m benchmarks.quality --dataset synthetic|ciao [--configs dnn,ple,backbone,...]
         [--seeds 3] [--epochs 2] [--steps-per-epoch 300] [--max-queries 2000]
         [--out runs/quality-synthetic] [--data DATA_DIR] [--impressions 200000]
+    python -m benchmarks.quality --dataset synthetic|ciao --budget   # parameter budget only
 
 Protocol (no tuning on the test split):
 
@@ -105,7 +106,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
          f"train.eval_steps={args.validation_steps}"])
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
     start = time.time()
-    model, history = trainer.train(exp, data_dir, run_dir, verbose=0, resume=False)
+    model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
     train_s = time.time() - start
     data = PreparedDataset(data_dir)
     result = recall.evaluate_model(model, data, lookup, NS, queries=queries,
@@ -159,60 +160,31 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
     return text
 
 
-def plot_curves(results: List[Dict], ns: Sequence[int], out: str) -> str:
-    import matplotlib  # pylint: disable=import-outside-toplevel
+def plot_curves(results: List[Dict], ns: Sequence[int], out: str,
+                references: Optional[Dict[str, Dict]] = None) -> str:
+    from tfrrl.plots.recall_curves import plot_recall_curves  # pylint: disable=import-outside-toplevel
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-    domains = list(results[0]["recall"]["per_domain"])
-    fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.4), squeeze=False)
-    for ax, d in zip(axes[0], domains):
-        for name in dict.fromkeys(r["config"] for r in results):
-            runs = [r for r in results if r["config"] == name and d in r["recall"]["per_domain"]]
-            ys = [np.mean([r["recall"]["per_domain"][d][f"recall@{n}"] for r in runs])
-                  for n in ns]
-            ax.plot(ns, ys, marker="o", label=name)
-        ax.set_xscale("log")
-        ax.set_title(f"domain {d}")
-        ax.set_xlabel("N")
-        ax.set_ylabel("Recall-all@N")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, "recall_curves.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plot_recall_curves(results, ns, os.path.join(out, "recall_curves.png"),
+                              {k: v["per_domain"] for k, v in (references or {}).items()})
 
 
-def plot_shared_representation(out: str) -> Optional[str]:
-    paths = [os.path.join(out, f"e_s_{n}.npz") for n in ("backbone", "backbone_rrl")]
-    if not all(os.path.exists(p) for p in paths):
+def plot_shared_representation(out: str) -> Optional[Dict[str, float]]:
+    """Fig. 6 from the saved E_s of the first seed; returns the between/total scatter ratio of
+    each model (tfrrl/plots/shared_representation.py)."""
+    from tfrrl.plots import shared_representation as fig6  # pylint: disable=import-outside-toplevel
+
+    names = {"backbone": "Backbone", "backbone_rrl": "Backbone&RRL"}
+    paths = {t: os.path.join(out, f"e_s_{n}.npz") for n, t in names.items()}
+    if not all(os.path.exists(p) for p in paths.values()):
         return None
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, path, title in zip(axes, paths, ("Backbone", "Backbone&RRL")):
-        z = np.load(path)
-        x = z["reps"] - z["reps"].mean(0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)  # PCA
-        xy = x @ vt[:2].T
-        for k in np.unique(z["domains"]):
-            sel = z["domains"] == k
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.5, label=f"domain {k}")
-        ax.set_title(f"{title}: E_s (PCA)")
-    axes[1].legend(markerscale=3, fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, "shared_representation.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    panels = {t: (np.load(p)["reps"], np.load(p)["domains"]) for t, p in paths.items()}
+    fig6.plot_shared_representation(panels, os.path.join(out, "shared_representation.png"))
+    return {t: fig6.domain_separation(*v) for t, v in panels.items()}
 
 
-def oracle_reference(raw_dir: str, queries, ns: Sequence[int]) -> Dict[str, float]:
+def oracle_reference(raw_dir: str, queries, ns: Sequence[int]) -> Dict[str, Any]:
+    """The generator's true scores ranked over its catalog, on the same queries and ground
+    truth: ``{"per_domain": {d: {"recall@n"}}, "macro": {"recall@n"}}``."""
     from tfrrl.data.oracle import OracleScorer  # pylint: disable=import-outside-toplevel
 
     oracle = OracleScorer.load(raw_dir)
@@ -220,11 +192,33 @@ def oracle_reference(raw_dir: str, queries, ns: Sequence[int]) -> Dict[str, floa
     gt = {}
     for u, d, g in zip(queries.user_ids, queries.domains, queries.ground_truth):
         gt[(u.decode() if isinstance(u, bytes) else str(u), str(d))] = {keys[i] for i in g}
-    out = {}
+    per_domain: Dict[str, Dict[str, float]] = {}
     for n in ns:
-        per_domain = oracle.recall_at_n_by_domain(gt, n)
-        out[f"recall@{n}"] = float(np.mean(list(per_domain.values())))
-    return out
+        for d, value in oracle.recall_at_n_by_domain(gt, n).items():
+            per_domain.setdefault(str(d), {})[f"recall@{n}"] = float(value)
+    macro = {f"recall@{n}": float(np.mean([v[f"recall@{n}"] for v in per_domain.values()]))
+             for n in ns}
+    return {"per_domain": per_domain, "macro": macro}
+
+
+def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
+    """Trainable backbone parameters per config (the shared input modules are the same for every
+    row) and their difference to the Backbone's."""
+    from tfrrl import config  # pylint: disable=import-outside-toplevel
+    from tfrrl.model.baselines import backbone_parameters  # pylint: disable=import-outside-toplevel
+
+    def count(name):
+        exp = config.load_experiment(os.path.join(REPO, "configs", dataset, f"{name}.yaml"))
+        return backbone_parameters(exp.model, num_domains), exp.model.backbone
+
+    ref, _ = count("backbone")
+    lines = [f"Parameter budget on {dataset} (K = {num_domains} domains; trainable parameters "
+             "of the part after the shared input modules)", "",
+             "| config | model.backbone | parameters | vs Backbone |", "|---|---|---|---|"]
+    for name in configs:
+        n, arch = count(name)
+        lines.append(f"| {name} | {arch} | {n:,} | {(n / ref - 1) * 100:+.1f}% |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -242,7 +236,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data", help="an already prepared dataset (skips preparation)")
     parser.add_argument("--raw", help="(synthetic, with --data) its raw dir, for the oracle row")
     parser.add_argument("--out", help="output dir (default runs/quality-<dataset>)")
+    parser.add_argument("--budget", action="store_true",
+                        help="only print the parameter budget of the configs (no data needed)")
     args = parser.parse_args(argv)
+    configs = [c for c in args.configs.split(",") if c]
+    if args.budget:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        print(budget_table(args.dataset, configs, 4 if args.dataset == "synthetic" else 5))
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = args.out or os.path.join("runs", f"quality-{args.dataset}")
     os.makedirs(out, exist_ok=True)
@@ -259,7 +260,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     queries = recall.build_queries(data, lookup, args.max_queries, seed=0)
     ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
     say(f"{len(queries)} test queries, corpus {queries.corpus_size:,}; N = {ns}")
-    configs = [c for c in args.configs.split(",") if c]
+    budget = budget_table(args.dataset, configs, len(data.domains))
+    print(budget, flush=True)
     results_path = os.path.join(out, "results.json")
     results: List[Dict] = []
     if os.path.exists(results_path):  # resume a partly done benchmark
@@ -284,18 +286,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tfrrl.evaluation.recall import popularity_topn  # pylint: disable=import-outside-toplevel
 
     references = {"popularity": recall.recall_report(
-        popularity_topn(data, None, queries, max(ns)), queries, ns)["macro"]}
+        popularity_topn(data, None, queries, max(ns)), queries, ns)}
     if args.dataset == "synthetic" and paths.get("raw"):
+        say("oracle ceiling: scoring the generator's catalog with its true log-probabilities")
         references["oracle (ceiling)"] = oracle_reference(paths["raw"], queries, ns)
     header = (f"Recall-all@N (macro average over domains) on {args.dataset}: {len(queries)} "
               f"test queries, corpus {queries.corpus_size:,}; {args.seeds} seeds; "
               f"{args.epochs} epochs × {args.steps_per_epoch} steps, early stopping on a "
               "validation split carved from TRAIN")
-    print(write_table(results, references, ns, out, header))
-    print(plot_curves(results, ns, out))
-    fig6 = plot_shared_representation(out)
-    if fig6:
-        print(fig6)
+    table = write_table(results, {k: v["macro"] for k, v in references.items()}, ns, out,
+                        header)
+    separation = plot_shared_representation(out)
+    notes = ""
+    if separation:
+        notes = ("\nFig. 6 (shared_representation.png), E_s of eval positive pairs, first seed: "
+                 "between-domain / total scatter " + ", ".join(
+                     f"{k} {v:.3f}" for k, v in separation.items())
+                 + " (0 = domain-invariant E_s)\n")
+    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table + notes + "\n" + budget)
+    print(table + notes + "\n" + budget)
+    print(plot_curves(results, ns, out, references))
     return 0
 
 

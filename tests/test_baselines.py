@@ -97,6 +97,8 @@ def test_dselect_weights_select_by_binary_code():
     (baselines.CrossStitch, {"num_domains": 2, "expert_units": (8,), "tower_units": (4,)}),
     (baselines.MixtureOfExperts, {"num_domains": 2, "num_experts": 3, "expert_units": (8,),
                                   "tower_units": (4,), "gate": "dselect", "k": 2}),
+    (baselines.MixtureOfExperts, {"num_domains": 2, "num_experts": 3, "expert_units": (8,),
+                                  "tower_units": (4,), "gate": "softmax"}),
     (baselines.ProgressiveLayeredExtraction, {"num_domains": 2, "levels": 2,
                                               "specific_experts": 1, "shared_experts": 2,
                                               "expert_units": (8,), "tower_units": (4,)}),
@@ -108,3 +110,27 @@ def test_get_config_round_trip(cls, kwargs):
     r = tf.random.normal([3, 5, 6])
     out = again(r, tf.constant([0, 1, 1]), tf.random.normal([3, 4]))
     assert out["scores"].shape == (3, 5)
+
+
+@pytest.mark.parametrize("backbone", baselines.BACKBONES)
+def test_standalone_budget_equals_the_built_models_backbone(data, backbone):
+    """backbone_parameters (no data: what benchmarks/quality.py --budget prints) counts exactly
+    the backbone a MatchingModel builds from the same config."""
+    model = _model(data, backbone)
+    exp = config.load_experiment(None, TINY_MODEL + [f"model.backbone={backbone}",
+                                                     "model.num_experts=3", "model.ple_levels=2"])
+    assert baselines.backbone_parameters(exp.model, model.num_domains) == \
+        baselines.count_parameters(model.backbone)
+
+
+def test_dnn_and_mmoe_budgets_by_hand():
+    # representation_dim 8 → pair width D = 32; embedding_dim 8 → E_did 8; K = 3 domains.
+    exp = config.load_experiment(None, TINY_MODEL + ["model.backbone=dnn"])
+    # DNN: [32, 16] + [16] + [1] on D + 8 = 40 inputs:
+    #   40·32 + 32 + 32·16 + 16 + 16·16 + 16 + 16·1 + 1 = 1312 + 528 + 272 + 17 = 2129
+    assert baselines.backbone_parameters(exp.model, 3) == 2129
+    exp = config.load_experiment(None, TINY_MODEL + ["model.backbone=mmoe",
+                                                     "model.num_experts=2"])
+    # MMoE: 2 experts [32, 16] on 32 inputs: 2 · (32·32 + 32 + 32·16 + 16) = 2 · 1584 = 3168;
+    # 3 softmax gates Dense(2) on 32: 3 · 66 = 198; 3 towers [16] + 1 on 16: 3 · 289 = 867.
+    assert baselines.backbone_parameters(exp.model, 3) == 3168 + 198 + 867

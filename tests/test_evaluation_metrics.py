@@ -59,6 +59,71 @@ def test_padded_rows_never_count_as_hits():
         recall.recall_at_n(np.array([[5, -1]]), [np.array([5])], 2, corpus_size=10), [1.0])
 
 
+class _FakeRetriever:
+    """A served model's answers, fixed per query (keys by the raw user id)."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def retrieve(self, raw, k, allow_unknown_domain=False, **kwargs):
+        self.calls.append((raw["user_id"], k, allow_unknown_domain, kwargs))
+        found = self.answers[raw["user_id"]][:k]
+        return found, [0.0] * len(found), {}
+
+
+def test_recall_retrieval_on_hand_made_index_answers():
+    # Corpus: 0 item:a, 1 item:b, 2 shop:c, 3 video:d. The index answers u0 with c, an entity
+    # unknown to the corpus (dropped), then a; u1 with nothing (an empty search).
+    keys = [b"item:a", b"item:b", b"shop:c", b"video:d"]
+    retriever = _FakeRetriever({"u0": ["shop:c", "item:zz", "item:a"], "u1": []})
+    raw = {"user_id": np.array(["u0", "u1"], object), "domain": np.array(["d0", "d1"], object)}
+    top = metrics.retrieval_topn(retriever, raw, keys, 3, mode="hnsw")
+    np.testing.assert_array_equal(top, [[2, 0, -1], [-1, -1, -1]])  # −1 pads short answers
+    assert retriever.calls[0] == ("u0", 3, True, {"mode": "hnsw"})
+    truth = [np.array([0, 1]), np.array([3])]
+    # Eq. 27 @3: u0 finds a of {a, b} → ½; u1 finds nothing → 0. @1: u0's first answer is c → 0.
+    np.testing.assert_array_equal(recall.recall_at_n(top, truth, 3, corpus_size=4), [0.5, 0.0])
+    np.testing.assert_array_equal(recall.recall_at_n(top, truth, 1, corpus_size=4), [0.0, 0.0])
+    # N ≥ corpus size means A_u = the whole corpus, even for a short index answer: recall 1.
+    np.testing.assert_array_equal(recall.recall_at_n(top, truth, 4, corpus_size=4), [1.0, 1.0])
+
+
+def test_pca_and_domain_separation_by_hand():
+    from tfrrl.plots import shared_representation as fig6
+
+    # Points on the line y = 2x: all variance on the first axis, none on the second.
+    x = np.array([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0], [3.0, 6.0]])
+    xy = fig6.pca_2d(x)
+    np.testing.assert_allclose(np.abs(xy[:, 0]), np.array([1.5, 0.5, 0.5, 1.5]) * np.sqrt(5))
+    np.testing.assert_allclose(xy[:, 1], 0.0, atol=1e-12)
+    # Domains A = {0, 2}, B = {1, 3} in 1-D, mean 1.5: S_T = 2.25 + 0.25 + 0.25 + 2.25 = 5;
+    # A's mean 1, B's mean 2: S_B = 2 · 0.25 + 2 · 0.25 = 1 → 0.2.
+    pts, doms = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array(["A", "B", "A", "B"])
+    assert fig6.domain_separation(pts, doms) == pytest.approx(0.2)
+    assert fig6.domain_separation(np.array([[1.0], [1.0], [5.0], [5.0]]),
+                                  np.array(["A", "A", "B", "B"])) == pytest.approx(1.0)
+    assert fig6.domain_separation(pts, np.array(["A", "A", "A", "A"])) == 0.0
+
+
+def test_recall_curves_average_seeds_per_domain(tmp_path):
+    from tfrrl.plots import recall_curves
+
+    def run(name, d0, d1):
+        return {"config": name, "recall": {"per_domain": {
+            "d0": {"recall@10": d0[0], "recall@20": d0[1]},
+            "d1": {"recall@10": d1[0], "recall@20": d1[1]}}}}
+
+    results = [run("dnn", (0.1, 0.2), (0.3, 0.4)), run("dnn", (0.3, 0.4), (0.5, 0.6)),
+               run("ple", (0.5, 0.5), (0.5, 0.5))]
+    curves = recall_curves.mean_curves(results, [10, 20])
+    assert curves["d0"]["dnn"] == pytest.approx([0.2, 0.3])  # (0.1 + 0.3) / 2, (0.2 + 0.4) / 2
+    assert curves["d1"]["dnn"] == pytest.approx([0.4, 0.5])
+    assert curves["d1"]["ple"] == pytest.approx([0.5, 0.5])
+    path = recall_curves.plot_recall_curves(results, [10, 20], str(tmp_path / "fig4.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_recall_retrieval_through_the_served_index_with_a_full_beam_equals_recall_all(
         tiny_indexed_export):
     """Eq. 27 vs Eq. 26 on the same queries: with a beam covering the corpus the model-scored

@@ -284,3 +284,24 @@ def make_backbone(config, num_domains: int) -> layers.Layer:
 def count_parameters(layer: layers.Layer) -> int:
     """Trainable parameters of a built layer (the budget Table III compares)."""
     return int(sum(np.prod(v.shape) for v in layer.trainable_weights))
+
+
+def pair_width(config) -> int:
+    """Width D of the pair representation r = [E_uee, E_tran, E_att, E_aid] (Eq. 5): each part
+    is ``representation_dim`` wide."""
+    return 4 * int(config.representation_dim)
+
+
+def backbone_parameters(config, num_domains: int) -> int:
+    """Trainable parameters of the layer ``config.backbone`` selects (a
+    :class:`tfrrl.config.ModelConfig`), built standalone on pair representations of width
+    :func:`pair_width` and E_did of width ``embedding_dim`` — the Table III budget, without data.
+
+    Equal to :func:`count_parameters` of the same layer inside a built
+    :class:`~tfrrl.model.matching.MatchingModel` (tests/test_baselines.py). The shared input
+    modules are identical across rows, so only this part differs between methods."""
+    layer = make_backbone(config, num_domains)
+    # One row per domain so every routed branch (RRL specific experts, gates, towers) builds.
+    layer(tf.zeros([num_domains, 1, pair_width(config)]), tf.range(num_domains),
+          tf.zeros([num_domains, int(config.embedding_dim)]))
+    return count_parameters(layer)
