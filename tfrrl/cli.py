@@ -197,7 +197,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = trainer.load_run(args.run, data_dir)
     ns = tuple(int(n) for n in args.ns.split(","))
     result = metrics.evaluation_report(model, PreparedDataset(data_dir), ns,
-                                       args.max_queries or None, export_dir=args.export)
+                                       args.max_queries or None, export_dir=args.export,
+                                       fairness_n=args.fairness_n)
     print(metrics.format_evaluation(result))
     path = os.path.join(args.run, "evaluation.json")
     with open(path, "w", encoding="utf-8") as f:
@@ -389,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
     e.add_argument("--export", help="also Recall-retrieval@N of this export's served model "
                                     "through its index (tfrrl export + tfrrl index)")
+    e.add_argument("--fairness-n", type=int, default=100,
+                   help="N of the entity-fairness report (share of top-N slots per entity type)")
 
     u = sub.add_parser("plot-uwl", help="plot the learned UWL weights of a run (Fig. 5)")
     u.add_argument("--run", required=True)
