@@ -161,3 +161,23 @@ def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
     assert result["retrieval"]["num_queries"] == result["model"]["num_queries"]
     text = metrics.format_evaluation(result)
     assert "Recall-retrieval@N" in text and "entity fairness @20" in text
+
+
+def test_scored_impressions_positives_are_the_models_own_pair_scores(tiny_indexed_export):
+    """AUC's positives come from ``model(batch)`` (one pair per row); they must equal the
+    diagonal of the all-pairs scoring the recall path uses."""
+    import tensorflow as tf
+
+    from tfrrl.model.inputs import split_features
+
+    model, data = tiny_indexed_export["model"], tiny_indexed_export["data"]
+    scored = metrics.scored_impressions(model, data, num_negatives=3, max_rows=16, seed=0,
+                                        batch_size=16)
+    batch = next(iter(data.dataset("eval", 16)))
+    users, entities = split_features(batch)
+    full = model.score_pairs(model.encode_users(users), model.encode_entities(entities))
+    positives = scored["scores"][scored["labels"] == 1.0]
+    np.testing.assert_allclose(positives, tf.linalg.diag_part(full["scores"]).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    # 16 impressions × (1 positive + 3 negatives), users repeated for each.
+    assert len(scored["labels"]) == 64 and scored["labels"].sum() == 16

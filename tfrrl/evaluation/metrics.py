@@ -138,8 +138,7 @@ def scored_impressions(model, data, num_negatives: int = 20, max_rows: Optional[
         if max_rows is not None and seen >= max_rows:
             break
         enc_u = model.encode_users(users)
-        pos = model.score_pairs(enc_u, model.encode_entities(entities))["scores"]
-        pos = tf.linalg.diag_part(pos).numpy()
+        pos = model(batch, training=False).numpy()  # each row's own pair only, not B × B
         idx = rng.integers(corpus_size, size=num_negatives)
         negs = {k: tf.gather(v, idx) for k, v in corpus.items() if k in entities}
         neg = model.score_pairs(enc_u, model.encode_entities(negs))["scores"].numpy()
