@@ -139,8 +139,8 @@ def parse_request(payload: bytes) -> matching_pb2.RetrieveRequest:
     try:
         request = matching_pb2.RetrieveRequest.FromString(payload)
     except protobuf_message.DecodeError as err:
-        raise _invalid(f"the request is not a valid {matching_pb2.RetrieveRequest.DESCRIPTOR"
-                       f".full_name} ({err})") from None
+        name = matching_pb2.RetrieveRequest.DESCRIPTOR.full_name
+        raise _invalid(f"the request is not a valid {name} ({err})") from None
     _check_wire_types(request)
     return request
 
@@ -223,6 +223,9 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
         self.max_k = int(max_k)
         self.default_mode = default_mode
         self.default_ef = default_ef
+        # Less than this left of a request's deadline: answer DEADLINE_EXCEEDED at once rather
+        # than compute a top-k the client will no longer read.
+        self.min_time_left_s = MIN_TIME_LEFT_S
         self.status_counts: Dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -277,7 +280,7 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
             raw = self._raw_user(request, model)
             raw["domain"] = request.domain
             left = context.time_remaining()
-            if left is not None and left < MIN_TIME_LEFT_S:
+            if left is not None and left < self.min_time_left_s:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    f"deadline too short to start ({left * 1e3:.1f} ms left)")
             keys, scores, stats = model.retriever.retrieve(

@@ -27,8 +27,13 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from tfrrl.data import schema
+
 SNAPSHOT_DIR = "user_snapshot"
 STORE_FILE = "users.sqlite"
+# The exposure sequence of a row (the schema's E_seq lists), required in every row.
+SEQUENCE_FEATURES: Tuple[str, ...] = tuple(f.name for f in schema.example_features()
+                                           if f.group == "E_seq" and f.is_sequence)
 
 
 def snapshot_files(data_dir: str) -> List[str]:
@@ -56,11 +61,23 @@ def _rows(files: List[str]) -> Iterator[Tuple[str, str]]:
     from tfrrl.data import fileio  # pylint: disable=import-outside-toplevel
 
     for path in files:
-        for line in fileio.read_text(path).splitlines():
+        for number, line in enumerate(fileio.read_text(path).splitlines(), start=1):
             if line.strip():
-                features = json.loads(line)
-                yield str(features["user_id"]), json.dumps(features, sort_keys=True,
-                                                           ensure_ascii=False)
+                yield _row(line, f"{path}:{number}")
+
+
+def _row(line: str, where: str) -> Tuple[str, str]:
+    """(user id, features JSON) of one snapshot line; ValueError naming the line if it is
+    not a user's serving state (the build then fails and the old store stays in place)."""
+    try:
+        features = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not JSON ({err})") from None
+    missing = [n for n in ("user_id",) + SEQUENCE_FEATURES
+               if not isinstance(features, dict) or n not in features]
+    if missing:
+        raise ValueError(f"{where}: a user snapshot row needs {missing}")
+    return str(features["user_id"]), json.dumps(features, sort_keys=True, ensure_ascii=False)
 
 
 def build_user_store(data_dir: str, path: str) -> Dict[str, Any]:
@@ -71,23 +88,30 @@ def build_user_store(data_dir: str, path: str) -> Dict[str, Any]:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         con = sqlite3.connect(tmp)
-        con.execute("CREATE TABLE users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL)")
-        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        con.executemany("INSERT INTO users VALUES (?, ?)", _rows(files))
-        count = con.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-        first = con.execute("SELECT features FROM users LIMIT 1").fetchone()
-        sequence_length = len(json.loads(first[0])["seq_entity_id"]) if first else 0
-        meta = {"snapshot_fingerprint": snapshot_fingerprint(files), "users": count,
-                "sequence_length": sequence_length, "data_dir": data_dir,
-                "built_unix": int(time.time()), "build_seconds": round(time.time() - start, 2)}
-        con.executemany("INSERT INTO meta VALUES (?, ?)",
-                        [(k, json.dumps(v)) for k, v in meta.items()])
-        con.commit()
-        con.close()
+        try:
+            con.execute("CREATE TABLE users (user_id TEXT PRIMARY KEY, features TEXT NOT NULL)")
+            con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            try:
+                con.executemany("INSERT INTO users VALUES (?, ?)", _rows(files))
+            except sqlite3.IntegrityError as err:  # the pipeline writes one row per user
+                raise ValueError(f"the snapshot of {data_dir} has a user twice ({err})") from None
+            count = con.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+            first = con.execute("SELECT features FROM users LIMIT 1").fetchone()
+            sequence_length = len(json.loads(first[0])["seq_entity_id"]) if first else 0
+            meta = {"snapshot_fingerprint": snapshot_fingerprint(files), "users": count,
+                    "sequence_length": sequence_length, "data_dir": data_dir,
+                    "built_unix": int(time.time()),
+                    "build_seconds": round(time.time() - start, 2)}
+            con.executemany("INSERT INTO meta VALUES (?, ?)",
+                            [(k, json.dumps(v)) for k, v in meta.items()])
+            con.commit()
+        finally:
+            con.close()  # before the rename or the clean-up (a rollback journal may be open)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for leftover in (tmp, f"{tmp}-journal"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
         raise
     return meta
 

@@ -36,23 +36,14 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_committed_generated_code_matches_the_proto(tmp_path):
-    from grpc_tools import protoc
-
-    shutil.copytree(REPO / "serving" / "protos", tmp_path / "serving" / "protos")
-    for name in ("matching_pb2.py", "matching_pb2.pyi", "matching_pb2_grpc.py"):
-        (tmp_path / "serving" / "protos" / name).unlink()
-    rc = protoc.main(["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}",
-                      f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                      str(tmp_path / "serving" / "protos" / "matching.proto")])
-    assert rc == 0
+    # protoc runs in its own process (scripts/gen_protos.sh): in-process grpc_tools.protoc
+    # crashed (SIGSEGV) once Beam's native modules were loaded by earlier tests.
+    subprocess.run(["bash", str(REPO / "scripts" / "gen_protos.sh"), str(tmp_path)], check=True,
+                   env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True)
     for name in ("matching_pb2.py", "matching_pb2.pyi", "matching_pb2_grpc.py"):
         assert filecmp.cmp(tmp_path / "serving" / "protos" / name,
                            REPO / "serving" / "protos" / name, shallow=False), (
             f"{name} is stale: run scripts/gen_protos.sh")
-
-
-# --------------------------------------------------------------------------------------------
-# the service
 
 
 @pytest.fixture(scope="module")
@@ -100,35 +91,91 @@ def test_retrieve_by_id_equals_in_process_retrieval_and_by_value(service):
         by_value = _retrieve(service, domain=domain, k=15, features=matching_pb2.UserFeatures(
             user_id=uid, profile=profile, exposures=exposures))
         assert [ad.entity_key for ad in by_value.ads] == list(keys)
+        np.testing.assert_allclose([ad.score for ad in by_value.ads], scores, rtol=1e-6)
+        # entity_type may be left out: it is the key's prefix.
+        for e in exposures:
+            e.entity_type = ""
+        untyped = _retrieve(service, domain=domain, k=15, features=matching_pb2.UserFeatures(
+            user_id=uid, profile=profile, exposures=exposures))
+        assert [ad.entity_key for ad in untyped.ads] == list(keys)
+    # The other modes and their search parameters reach the retriever.
+    uid, domain = store.sample_user_ids(1)[0], domains[0]
+    raw = {**matching_server.raw_user_from_store(store.get(uid), server.servicer.model),
+           "domain": domain}
+    for mode, params in (("scann", {"num_candidates": 40}), ("exhaustive", {}),
+                         ("hnsw", {"ef": 20})):
+        response = _retrieve(service, user_id=uid, domain=domain, k=10, mode=mode, **params)
+        keys, scores, stats = retriever.retrieve(raw, k=10, mode=mode, **params)
+        assert [ad.entity_key for ad in response.ads] == list(keys), mode
+        np.testing.assert_allclose([ad.score for ad in response.ads], scores, rtol=1e-6)
+        assert response.stats.num_scored == stats["num_scored"], mode
+    assert response.stats.num_scored < retriever.num_entities  # hnsw scores a fraction
 
 
 def _bad_cases(service):
+    """(what, request fields, status, words the message must contain)."""
     store = service["server"].servicer.user_store
     model = service["server"].servicer.model
     uid = store.sample_user_ids(1)[0]
     domain = model.domains[0]
     L = model.sequence_length
-    good_exposure = matching_pb2.Exposure(entity_key="item:x", entity_type=model.entity_types[0])
+    good = matching_pb2.Exposure(entity_key="item:x", entity_type="item")
+    assert "item" in model.entity_types
+
+    def by_value(*exposures, **profile):
+        return dict(domain=domain, k=5, features=matching_pb2.UserFeatures(
+            profile=profile, exposures=exposures))
+
     return [
-        ("unknown domain", dict(user_id=uid, domain="nope", k=5), INVALID, "unknown domain"),
+        ("unknown domain", dict(user_id=uid, domain="nope", k=5), INVALID,
+         f"unknown domain 'nope'; known: {model.domains}"),
         ("missing domain", dict(user_id=uid, k=5), INVALID, "domain is missing"),
         ("k = 0", dict(user_id=uid, domain=domain, k=0), INVALID, "k must be in [1, 200]"),
-        ("k < 0", dict(user_id=uid, domain=domain, k=-3), INVALID, "k must be in"),
-        ("k huge", dict(user_id=uid, domain=domain, k=10**6), INVALID, "k must be in"),
+        ("k < 0", dict(user_id=uid, domain=domain, k=-3), INVALID, "got -3"),
+        ("k > max_k", dict(user_id=uid, domain=domain, k=201), INVALID, "k must be in [1, 200]"),
         ("no user", dict(domain=domain, k=5), INVALID, "names no user"),
         ("empty user id", dict(user_id="", domain=domain, k=5), INVALID, "user_id is empty"),
         ("unknown user", dict(user_id="u-never-seen", domain=domain, k=5),
-         grpc.StatusCode.NOT_FOUND, "unknown user_id"),
-        ("empty sequence", dict(domain=domain, k=5, features=matching_pb2.UserFeatures(
-            user_id="x")), INVALID, "exposures is empty"),
-        ("over-long sequence", dict(domain=domain, k=5, features=matching_pb2.UserFeatures(
-            exposures=[good_exposure] * (L + 1))), INVALID, f"at most {L}"),
-        ("wrong-typed exposure", dict(domain=domain, k=5, features=matching_pb2.UserFeatures(
-            exposures=[matching_pb2.Exposure(entity_key="item:x", entity_type="42")])),
-         INVALID, "entity_type '42' is not one of"),
-        ("unknown profile field", dict(domain=domain, k=5, features=matching_pb2.UserFeatures(
-            profile={"shoe_size": "44"}, exposures=[good_exposure])), INVALID, "shoe_size"),
-        ("bad mode", dict(user_id=uid, domain=domain, k=5, mode="fast"), INVALID, "mode"),
+         grpc.StatusCode.NOT_FOUND, "unknown user_id 'u-never-seen'"),
+        ("empty sequence", by_value(), INVALID, "exposures is empty"),
+        ("over-long sequence", by_value(*[good] * (L + 1)), INVALID,
+         f"has {L + 1} entries; the model takes at most {L}"),
+        ("unknown entity type", by_value(good, matching_pb2.Exposure(
+            entity_key="42:x", entity_type="42")), INVALID,
+         "exposures[1].entity_key '42:x' is not '<entity type>:<id>'"),
+        ("key without type", by_value(matching_pb2.Exposure(entity_key="x")), INVALID,
+         "exposures[0].entity_key 'x' is not"),
+        ("type disagrees with key", by_value(matching_pb2.Exposure(
+            entity_key="item:x", entity_type="shop")), INVALID,
+         "entity_type 'shop' disagrees with its entity_key 'item:x'"),
+        ("empty key", by_value(matching_pb2.Exposure(entity_type="item")), INVALID,
+         "exposures[0].entity_key is empty"),
+        ("unknown profile field", by_value(good, shoe_size="44"), INVALID,
+         "unknown fields ['shoe_size']"),
+        ("bad mode", dict(user_id=uid, domain=domain, k=5, mode="fast"), INVALID,
+         "mode must be one of"),
+        ("negative ef", dict(user_id=uid, domain=domain, k=5, ef=-1), INVALID, "ef must be"),
+        ("negative num_candidates", dict(user_id=uid, domain=domain, k=5, num_candidates=-1),
+         INVALID, "num_candidates must be"),
+    ]
+
+
+def _wire(**fields) -> bytes:
+    return matching_pb2.RetrieveRequest(**fields).SerializeToString()
+
+
+def _bad_wire_cases(uid: str, domain: str):
+    """Requests that no generated client would send: (what, bytes, words in the message).
+    Tag byte = field number << 3 | wire type (0 varint, 2 length-delimited)."""
+    ok = _wire(user_id=uid, domain=domain)
+    return [
+        ("k as a string", ok + b"\x12\x03ten", "field k has the wrong type"),
+        ("domain as a number", _wire(user_id=uid, k=5) + b"\x08\x07",
+         "field domain has the wrong type"),
+        ("exposure key as a number", _wire(domain=domain, k=5) + b"\x22\x04" + b"\x1a\x02"
+         + b"\x08\x01", "field features.exposures[0].entity_key has the wrong type"),
+        ("not a protobuf", b"\xff\xff\xff\xff", "not a valid tfrrl.serving.v1.RetrieveRequest"),
+        ("truncated", ok[:-3], "not a valid"),
     ]
 
 
@@ -138,19 +185,79 @@ def test_bad_requests_get_clear_statuses_and_the_server_keeps_serving(service):
     domain = server.servicer.model.domains[0]
     reference = [ad.entity_key for ad in _retrieve(service, user_id=uid, domain=domain,
                                                        k=10).ads]
+
+    def still_serving(what):
+        after = _retrieve(service, user_id=uid, domain=domain, k=10)
+        assert [ad.entity_key for ad in after.ads] == reference, what
+
     for what, fields, code, words in _bad_cases(service):
         with pytest.raises(grpc.RpcError) as err:
             _retrieve(service, **fields)
         assert err.value.code() == code, (what, err.value.details())
         assert words in err.value.details(), (what, err.value.details())
-        after = _retrieve(service, user_id=uid, domain=domain, k=10)
-        assert [ad.entity_key for ad in after.ads] == reference, what
-    # A deadline that cannot be met is reported as such (no model call needed to know).
-    with pytest.raises(grpc.RpcError) as err:
-        service["stub"].Retrieve(matching_pb2.RetrieveRequest(user_id=uid, domain=domain, k=5),
-                                 timeout=0.0005)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        still_serving(what)
+    raw_stub = service["channel"].unary_unary(
+        f"/{matching_server.SERVICE_NAME}/Retrieve",
+        response_deserializer=matching_pb2.RetrieveResponse.FromString)
+    assert [a.entity_key for a in raw_stub(_wire(user_id=uid, domain=domain, k=10),
+                                           timeout=60).ads] == reference
+    for what, payload, words in _bad_wire_cases(uid, domain):
+        with pytest.raises(grpc.RpcError) as err:
+            raw_stub(payload, timeout=60)
+        assert err.value.code() == INVALID, (what, err.value.details())
+        assert words in err.value.details(), (what, err.value.details())
+        still_serving(what)
+    # A field this version does not know (a newer client's) is ignored, as proto3 intends.
+    newer = raw_stub(_wire(user_id=uid, domain=domain, k=10) + b"\xf8\x06\x01", timeout=60)
+    assert [a.entity_key for a in newer.ads] == reference
     assert server.servicer.status_counts.get("INTERNAL", 0) == 0
+
+
+def test_a_deadline_too_short_to_meet_is_refused_before_any_model_call(service):
+    servicer = service["server"].servicer
+    uid = servicer.user_store.sample_user_ids(1)[0]
+    before = dict(servicer.status_counts)
+    servicer.min_time_left_s = 120.0  # every 60 s deadline is now "too short"
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            _retrieve(service, user_id=uid, domain=servicer.model.domains[0], k=5)
+    finally:
+        servicer.min_time_left_s = matching_server.MIN_TIME_LEFT_S
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "deadline too short to start" in err.value.details()
+    assert servicer.status_counts["DEADLINE_EXCEEDED"] == before.get("DEADLINE_EXCEEDED", 0) + 1
+    _retrieve(service, user_id=uid, domain=servicer.model.domains[0], k=5)
+
+
+def test_unexpected_error_is_internal_with_a_request_id_and_logged(service, caplog):
+    """A store row damaged after the build (no exposure sequence) breaks the request in an
+    unexpected way: INTERNAL naming the request id, which the log line and traceback carry;
+    the next request is served. Every request logs one JSON line without user features."""
+    servicer = service["server"].servicer
+    store = servicer.user_store
+    good_uid = store.sample_user_ids(1)[0]
+    with sqlite3.connect(store.path) as con:  # "~" sorts after every synthetic user id
+        con.execute("INSERT OR REPLACE INTO users VALUES (?, ?)",
+                    ("~damaged", json.dumps({"user_id": "~damaged", "user_gender": "F"})))
+    domain = servicer.model.domains[0]
+    caplog.set_level(logging.INFO, logger=matching_server.logger.name)
+    with pytest.raises(grpc.RpcError) as err:
+        _retrieve(service, user_id="~damaged", domain=domain, k=5)
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    request_id = err.value.details().split("request id ")[1].rstrip(")")
+    good = _retrieve(service, user_id=good_uid, domain=domain, k=5)
+    assert len(good.ads) == 5
+    lines = [json.loads(r.getMessage()) for r in caplog.records
+             if r.name == matching_server.logger.name and r.getMessage().startswith("{")]
+    assert [(line["status"], line["domain"], line["k"], line["by"]) for line in lines] == [
+        ("INTERNAL", domain, 5, "user_id"), ("OK", domain, 5, "user_id")]
+    assert lines[0]["request_id"] == request_id and lines[1]["request_id"] == good.request_id
+    assert lines[1]["model_version"] == good.model_version and lines[1]["latency_ms"] > 0
+    assert any(r.exc_info and request_id in r.getMessage() for r in caplog.records)
+    stored = store.get(good_uid)
+    for text in (r.getMessage() for r in caplog.records):  # no user id, profile or sequence
+        assert good_uid not in text and "~damaged" not in text
+        assert stored["seq_entity_id"][0] not in text
 
 
 def test_health_and_reflection(service):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dserving/protos/matching.proto\x12\x10tfrrl.serving.v1\"E\n\x08\x45xposure\x12\x12\n\nentity_key\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"\xbc\x01\n\x0cUserFeatures\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12<\n\x07profile\x18\x02 \x03(\x0b\x32+.tfrrl.serving.v1.UserFeatures.ProfileEntry\x12-\n\texposures\x18\x03 \x03(\x0b\x32\x1a.tfrrl.serving.v1.Exposure\x1a.\n\x0cProfileEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x01\n\x0fRetrieveRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x11\n\x07user_id\x18\x03 \x01(\tH\x00\x12\x32\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x1e.tfrrl.serving.v1.UserFeaturesH\x00\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\n\n\x02\x65\x66\x18\x06 \x01(\x05\x42\x06\n\x04user\"]\n\x02\x41\x64\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12\x11\n\tentity_id\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\"i\n\rRetrieveStats\x12\x12\n\nnum_scored\x18\x01 \x01(\x03\x12\x17\n\x0f\x66raction_scored\x18\x02 \x01(\x01\x12\x17\n\x0fnum_score_calls\x18\x03 \x01(\x05\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"\x90\x01\n\x10RetrieveResponse\x12!\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32\x14.tfrrl.serving.v1.Ad\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12.\n\x05stats\x18\x03 \x01(\x0b\x32\x1f.tfrrl.serving.v1.RetrieveStats\x12\x12\n\nrequest_id\x18\x04 \x01(\t2d\n\x0fMatchingService\x12Q\n\x08Retrieve\x12!.tfrrl.serving.v1.RetrieveRequest\x1a\".tfrrl.serving.v1.RetrieveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dserving/protos/matching.proto\x12\x10tfrrl.serving.v1\"E\n\x08\x45xposure\x12\x12\n\nentity_key\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"\xbc\x01\n\x0cUserFeatures\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12<\n\x07profile\x18\x02 \x03(\x0b\x32+.tfrrl.serving.v1.UserFeatures.ProfileEntry\x12-\n\texposures\x18\x03 \x03(\x0b\x32\x1a.tfrrl.serving.v1.Exposure\x1a.\n\x0cProfileEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x0fRetrieveRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x11\n\x07user_id\x18\x03 \x01(\tH\x00\x12\x32\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x1e.tfrrl.serving.v1.UserFeaturesH\x00\x12\x0c\n\x04mode\x18\x05 \x01(\t\x12\n\n\x02\x65\x66\x18\x06 \x01(\x05\x12\x16\n\x0enum_candidates\x18\x07 \x01(\x05\x42\x06\n\x04user\"]\n\x02\x41\x64\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12\x11\n\tentity_id\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\"i\n\rRetrieveStats\x12\x12\n\nnum_scored\x18\x01 \x01(\x03\x12\x17\n\x0f\x66raction_scored\x18\x02 \x01(\x01\x12\x17\n\x0fnum_score_calls\x18\x03 \x01(\x05\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"\x90\x01\n\x10RetrieveResponse\x12!\n\x03\x61\x64s\x18\x01 \x03(\x0b\x32\x14.tfrrl.serving.v1.Ad\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12.\n\x05stats\x18\x03 \x01(\x0b\x32\x1f.tfrrl.serving.v1.RetrieveStats\x12\x12\n\nrequest_id\x18\x04 \x01(\t2d\n\x0fMatchingService\x12Q\n\x08Retrieve\x12!.tfrrl.serving.v1.RetrieveRequest\x1a\".tfrrl.serving.v1.RetrieveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,13 +40,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERFEATURES_PROFILEENTRY']._serialized_start=265
   _globals['_USERFEATURES_PROFILEENTRY']._serialized_end=311
   _globals['_RETRIEVEREQUEST']._serialized_start=314
-  _globals['_RETRIEVEREQUEST']._serialized_end=463
-  _globals['_AD']._serialized_start=465
-  _globals['_AD']._serialized_end=558
-  _globals['_RETRIEVESTATS']._serialized_start=560
-  _globals['_RETRIEVESTATS']._serialized_end=665
-  _globals['_RETRIEVERESPONSE']._serialized_start=668
-  _globals['_RETRIEVERESPONSE']._serialized_end=812
-  _globals['_MATCHINGSERVICE']._serialized_start=814
-  _globals['_MATCHINGSERVICE']._serialized_end=914
+  _globals['_RETRIEVEREQUEST']._serialized_end=487
+  _globals['_AD']._serialized_start=489
+  _globals['_AD']._serialized_end=582
+  _globals['_RETRIEVESTATS']._serialized_start=584
+  _globals['_RETRIEVESTATS']._serialized_end=689
+  _globals['_RETRIEVERESPONSE']._serialized_start=692
+  _globals['_RETRIEVERESPONSE']._serialized_end=836
+  _globals['_MATCHINGSERVICE']._serialized_start=838
+  _globals['_MATCHINGSERVICE']._serialized_end=938
 # @@protoc_insertion_point(module_scope)

@@ -34,20 +34,22 @@ class UserFeatures(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., profile: _Optional[_Mapping[str, str]] = ..., exposures: _Optional[_Iterable[_Union[Exposure, _Mapping]]] = ...) -> None: ...
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("domain", "k", "user_id", "features", "mode", "ef")
+    __slots__ = ("domain", "k", "user_id", "features", "mode", "ef", "num_candidates")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EF_FIELD_NUMBER: _ClassVar[int]
+    NUM_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     domain: str
     k: int
     user_id: str
     features: UserFeatures
     mode: str
     ef: int
-    def __init__(self, domain: _Optional[str] = ..., k: _Optional[int] = ..., user_id: _Optional[str] = ..., features: _Optional[_Union[UserFeatures, _Mapping]] = ..., mode: _Optional[str] = ..., ef: _Optional[int] = ...) -> None: ...
+    num_candidates: int
+    def __init__(self, domain: _Optional[str] = ..., k: _Optional[int] = ..., user_id: _Optional[str] = ..., features: _Optional[_Union[UserFeatures, _Mapping]] = ..., mode: _Optional[str] = ..., ef: _Optional[int] = ..., num_candidates: _Optional[int] = ...) -> None: ...
 
 class Ad(_message.Message):
     __slots__ = ("rank", "entity_key", "entity_id", "entity_type", "score")
