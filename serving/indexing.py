@@ -54,7 +54,7 @@ import pathlib
 import shutil
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -421,6 +421,10 @@ def load_indexes(export_dir: str, version: Optional[int] = None, name: str = "tf
 # --------------------------------------------------------------------------------------------
 
 
+class RetrievalStopped(Exception):
+    """:meth:`IndexedRetriever.retrieve` gave up because its ``should_stop()`` said so."""
+
+
 class IndexedRetriever:
     """User in, top-k entity keys out: an exported SavedModel over its index.
 
@@ -526,13 +530,16 @@ class IndexedRetriever:
     def encode_user(self, raw_user: Mapping[str, Any]) -> Dict[str, Any]:
         return dict(self._encode_user(**self.user_tensors(raw_user)))
 
-    def scorer(self, encoded_user: Mapping[str, Any], counter: Optional[Dict[str, Any]] = None):
+    def scorer(self, encoded_user: Mapping[str, Any], counter: Optional[Dict[str, Any]] = None,
+               should_stop: Optional[Callable[[], bool]] = None):
         """``score_fn(ids) -> float64 scores`` for one encoded user: one ``score_encoded`` call
-        on ``entity_repr[ids]``."""
+        on ``entity_repr[ids]``; :class:`RetrievalStopped` instead when ``should_stop()``."""
         tf = self._tf
         user = {k: v for k, v in encoded_user.items() if k in self._score_specs}
 
         def score_fn(ids: np.ndarray) -> np.ndarray:
+            if should_stop is not None and should_stop():
+                raise RetrievalStopped("retrieval stopped before a model call")
             t0 = time.perf_counter()
             rows = tf.constant(self.entity_repr[np.asarray(ids, dtype=np.int64)])
             scores = np.asarray(self._score_encoded(**user, entity_repr=rows)["scores"])[0]
@@ -550,7 +557,8 @@ class IndexedRetriever:
                  expand_width: Optional[int] = None, max_rounds: Optional[int] = None,
                  num_candidates: Optional[int] = None, num_anchors: int = 4,
                  query_vector: Optional[np.ndarray] = None,
-                 exhaustive_batch_size: int = 65_536, allow_unknown_domain: bool = False
+                 exhaustive_batch_size: int = 65_536, allow_unknown_domain: bool = False,
+                 should_stop: Optional[Callable[[], bool]] = None
                  ) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
         """Top-``k`` entities for ONE user: ``(keys [k'] str, scores float64 [k'], stats)``,
         best first (ties: smaller index id first).
@@ -561,6 +569,10 @@ class IndexedRetriever:
         ``ef`` / ``top_n_per_layer`` / ``expand_width`` / ``max_rounds``: ``hnsw`` beam
         parameters (serving/nann.py :func:`~serving.nann.search`). ``num_candidates`` (default
         ``max(10 k, 200)``), ``num_anchors``, ``query_vector``: ``scann`` mode.
+
+        ``should_stop``: asked before every model call (e.g. "is the request's deadline
+        spent?"); True raises :class:`RetrievalStopped`, so no work is done for a caller that
+        is gone.
 
         ``stats``: mode, num_scored, fraction_scored, num_score_calls (model calls),
         num_rounds / layers (hnsw), encode_ms, score_ms, total_ms, domain_known, model_version.
@@ -578,7 +590,7 @@ class IndexedRetriever:
             raise ValueError(f"unknown domain {np.asarray(raw_user['domain']).reshape(-1)[0]!r} "
                              "(not one of the exported domains)")
         counter = {"calls": 0, "pairs": 0, "seconds": 0.0}
-        score_fn = self.scorer(encoded, counter)
+        score_fn = self.scorer(encoded, counter, should_stop)
         stats: Dict[str, Any] = {"mode": mode}
         if mode == "hnsw":
             ids, scores, st = nann.search(self.indexes.hnsw, score_fn, k, ef=ef,

@@ -56,6 +56,7 @@ from google.protobuf import unknown_fields
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from serving.indexing import RetrievalStopped  # light: numpy, no TensorFlow
 from serving.protos import matching_pb2, matching_pb2_grpc
 from serving.user_store import STORE_FILE, UserStore, open_user_store
 from tfrrl.data import link_spec, schema
@@ -254,6 +255,19 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
                            f"{model.num_entities} entities), got {request.k}")
         return int(request.k)
 
+    def _gone(self, context) -> bool:
+        """True when the answer can no longer reach the client: its deadline is (nearly)
+        spent or it cancelled. Asked before every model call of a retrieval."""
+        left = context.time_remaining()
+        return (left is not None and left < self.min_time_left_s) or not context.is_active()
+
+    def _stopped(self, context) -> RequestError:
+        left = context.time_remaining()
+        if left is not None and left < self.min_time_left_s:
+            return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded during "
+                                "retrieval (stopped before the next model call)")
+        return RequestError(grpc.StatusCode.CANCELLED, "cancelled by the client")
+
     def Retrieve(self, request, context):  # noqa: N802  (gRPC method name)
         """``request``: its wire bytes (as registered by :class:`MatchingServer`, see
         :func:`parse_request`) or a parsed ``RetrieveRequest`` (in-process callers)."""
@@ -283,10 +297,13 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
             if left is not None and left < self.min_time_left_s:
                 raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                    f"deadline too short to start ({left * 1e3:.1f} ms left)")
-            keys, scores, stats = model.retriever.retrieve(
-                raw, k=k, mode=mode, ef=request.ef or self.default_ef,
-                num_candidates=max(request.num_candidates, k) if request.num_candidates
-                else None)
+            try:
+                keys, scores, stats = model.retriever.retrieve(
+                    raw, k=k, mode=mode, ef=request.ef or self.default_ef,
+                    num_candidates=max(request.num_candidates, k) if request.num_candidates
+                    else None, should_stop=lambda: self._gone(context))
+            except RetrievalStopped:  # nobody will read the answer: stop scoring
+                raise self._stopped(context) from None
             response = _response(keys, scores, stats, model.version, request_id)
         except RequestError as e:
             code = e.code

@@ -406,3 +406,26 @@ def test_stored_features_keep_the_most_recent_exposures():
     assert raw["seq_entity_id"] == ["item:b", "item:c"]
     assert raw["seq_category"] == ["c2", "c3"]
     assert raw["user_gender"] == schema.DEFAULT_TOKEN  # a field the store lacks: its default
+
+
+def test_retrieval_stops_before_the_next_model_call_once_the_caller_is_gone(service):
+    """What the server passes as ``should_stop`` (deadline spent / client cancelled): asked
+    before every model call; the walk ends there instead of scoring for nobody."""
+    server = service["server"]
+    retriever = server.servicer.model.retriever
+    raw = {**matching_server.raw_user_from_store(
+        server.servicer.user_store.get(server.servicer.user_store.sample_user_ids(1)[0]),
+        server.servicer.model), "domain": server.servicer.model.domains[0]}
+    _, _, stats = retriever.retrieve(raw, k=10)
+    assert stats["num_score_calls"] > 3  # a walk of several model calls
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 2  # "the deadline passed" after two model calls
+
+    with pytest.raises(indexing.RetrievalStopped):
+        retriever.retrieve(raw, k=10, should_stop=should_stop)
+    assert len(asked) == 3
+    keys, _, _ = retriever.retrieve(raw, k=10, should_stop=lambda: False)
+    assert list(keys) == list(retriever.retrieve(raw, k=10)[0])

@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 ADAPTERS = ("synthetic", "ciao", "ml100k", "douban")
 
@@ -253,14 +253,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     from serving import matching_server
 
     target = f"{args.host}:{args.port}"
+    start = time.perf_counter()
     try:
         response = matching_server.query(target, args.domain, args.k, args.user,
                                          mode=args.mode or "", timeout_s=args.timeout)
     except grpc.RpcError as err:
         print(f"error {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    round_trip_ms = (time.perf_counter() - start) * 1e3
     print(f"top {len(response.ads)} for user {args.user!r} in domain {args.domain!r}:")
     print(matching_server.format_response(response))
+    print(f"client round trip {round_trip_ms:.1f} ms (with connecting)")
     return 0
 
 
@@ -322,8 +325,7 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
         domains = server.servicer.model.domains
         print(f"MatchingService on {server.address}: model version {server.model_version}, "
               f"{server.servicer.model.num_entities:,} entities, {len(store):,} users")
-        for i, user in enumerate(store.sample_user_ids(2)):
-            domain = domains[i % len(domains)]
+        for user, domain in _demo_eval_queries(data, domains, store):
             print(f"\n$ tfrrl query --user {user} --domain {domain} --k 10 "
                   f"--port {server.port}")
             response = matching_server.query(server.address, domain, 10, user)
@@ -333,6 +335,23 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     _say(f"demo finished; data in {data_dir}, run in {run_dir}, export in {export_dir}. "
          f"Serve it with: tfrrl serve --export {export_dir}")
     return 0
+
+
+def _demo_eval_queries(data, domains: Sequence[str], store, n: int = 2
+                       ) -> List[Tuple[str, str]]:
+    """``n`` (user, domain) pairs of eval-split impressions whose user is in the store, in
+    different domains when the first rows allow it."""
+    rows: List[Tuple[str, str]] = []
+    for batch in data.raw_dataset("eval", 256).take(4):
+        rows += [(u.decode(), d.decode()) for u, d in zip(batch["user_id"].numpy(),
+                                                          batch["domain"].numpy())]
+    rows = [(u, d) for u, d in rows if d in domains and store.get(u) is not None]
+    picked: List[Tuple[str, str]] = []
+    for u, d in rows:  # one per domain first, then any
+        if len(picked) < n and d not in {pd for _, pd in picked}:
+            picked.append((u, d))
+    picked += [r for r in rows if r not in picked][:n - len(picked)]
+    return picked
 
 
 # --------------------------------------------------------------------------------------------
