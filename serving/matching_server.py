@@ -153,17 +153,19 @@ def parse_request(payload: bytes) -> matching_pb2.RetrieveRequest:
 
 def raw_user_from_features(features: matching_pb2.UserFeatures, model: ModelContext
                            ) -> Dict[str, Any]:
+    """A user sent by value as the raw features of ``encode_user`` (RRL §IV-B: profile E_u and
+    exposure sequence E_seq, padded to the model's L exactly like the pipeline's examples)."""
     L = model.sequence_length
     n = len(features.exposures)
     if n == 0:
-        raise _invalid("user.exposures is empty: send 1 to "
+        raise _invalid("features.exposures is empty: send 1 to "
                        f"{L} recent exposures, or a user_id to use the stored features")
     if n > L:
-        raise _invalid(f"user.exposures has {n} entries; the model takes at most {L} (most "
+        raise _invalid(f"features.exposures has {n} entries; the model takes at most {L} (most "
                        "recent last: send the last ones)")
     unknown = sorted(set(features.profile) - set(model.profile_fields))
     if unknown:
-        raise _invalid(f"user.profile has unknown fields {unknown}; known: "
+        raise _invalid(f"features.profile has unknown fields {unknown}; known: "
                        f"{model.profile_fields}")
     types = [_exposure_type(i, e, model) for i, e in enumerate(features.exposures)]
     raw: Dict[str, Any] = {"user_id": features.user_id or schema.DEFAULT_TOKEN}
@@ -182,18 +184,20 @@ def _exposure_type(i: int, exposure: matching_pb2.Exposure, model: ModelContext)
     """The exposure's entity type: the key's ``<type>:`` prefix (the corpus's key layout,
     beam_pipelines/transforms.py), which ``entity_type``, when given, must agree with."""
     if not exposure.entity_key:
-        raise _invalid(f"user.exposures[{i}].entity_key is empty")
+        raise _invalid(f"features.exposures[{i}].entity_key is empty")
     key_type, entity_id = link_spec.split_entity_key(exposure.entity_key)
     if not entity_id or key_type not in model.entity_types:
-        raise _invalid(f"user.exposures[{i}].entity_key {exposure.entity_key!r} is not "
+        raise _invalid(f"features.exposures[{i}].entity_key {exposure.entity_key!r} is not "
                        f"'<entity type>:<id>' with a type in {model.entity_types}")
     if exposure.entity_type and exposure.entity_type != key_type:
-        raise _invalid(f"user.exposures[{i}].entity_type {exposure.entity_type!r} disagrees "
+        raise _invalid(f"features.exposures[{i}].entity_type {exposure.entity_type!r} disagrees "
                        f"with its entity_key {exposure.entity_key!r}")
     return key_type
 
 
 def raw_user_from_store(stored: Mapping[str, Any], model: ModelContext) -> Dict[str, Any]:
+    """A stored snapshot row (serving/user_store.py) as the raw features of ``encode_user``;
+    a field the row lacks is the schema default."""
     from serving import export  # pylint: disable=import-outside-toplevel
 
     raw = {name: stored.get(name, schema.DEFAULT_TOKEN) for name in export.user_input_names()
@@ -311,7 +315,7 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
             context.set_details(e.message)
         except Exception:  # pylint: disable=broad-except  (never crash on a request)
             code = grpc.StatusCode.INTERNAL
-            logger.exception("request %s failed", request_id)
+            logger.exception(json.dumps({"event": "internal_error", "request_id": request_id}))
             context.set_code(code)
             context.set_details(f"internal error (request id {request_id})")
         latency_ms = (time.perf_counter() - start) * 1e3
@@ -319,8 +323,9 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
             self.status_counts[code.name] = self.status_counts.get(code.name, 0) + 1
         logger.info(json.dumps({
             "event": "retrieve", "request_id": request_id, "status": code.name,
-            "domain": request.domain[:64], "k": request.k, "mode": request.mode or self.default_mode,
-            "by": request.WhichOneof("user"), "latency_ms": round(latency_ms, 2),
+            "domain": request.domain[:64], "k": request.k,
+            "mode": (request.mode or self.default_mode)[:16], "by": request.WhichOneof("user"),
+            "latency_ms": round(latency_ms, 2),
             "model_version": model.version, "num_scored": stats.get("num_scored")}))
         return response
 
@@ -393,9 +398,10 @@ class MatchingServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         self.address = f"{host}:{self.port}"
-        self.server.start()
+        # The model and index are loaded: SERVING from the first moment the port answers.
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.server.start()
         self._stop = threading.Event()
         self._poller = None
         if poll_seconds:

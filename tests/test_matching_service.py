@@ -247,13 +247,15 @@ def test_unexpected_error_is_internal_with_a_request_id_and_logged(service, capl
     request_id = err.value.details().split("request id ")[1].rstrip(")")
     good = _retrieve(service, user_id=good_uid, domain=domain, k=5)
     assert len(good.ads) == 5
-    lines = [json.loads(r.getMessage()) for r in caplog.records
-             if r.name == matching_server.logger.name and r.getMessage().startswith("{")]
+    records = [(json.loads(r.getMessage()), r) for r in caplog.records
+               if r.name == matching_server.logger.name]  # every line is JSON
+    lines = [line for line, _ in records if line["event"] == "retrieve"]
+    assert [(line["request_id"], bool(r.exc_info)) for line, r in records
+            if line["event"] == "internal_error"] == [(request_id, True)]  # with traceback
     assert [(line["status"], line["domain"], line["k"], line["by"]) for line in lines] == [
         ("INTERNAL", domain, 5, "user_id"), ("OK", domain, 5, "user_id")]
     assert lines[0]["request_id"] == request_id and lines[1]["request_id"] == good.request_id
     assert lines[1]["model_version"] == good.model_version and lines[1]["latency_ms"] > 0
-    assert any(r.exc_info and request_id in r.getMessage() for r in caplog.records)
     stored = store.get(good_uid)
     for text in (r.getMessage() for r in caplog.records):  # no user id, profile or sequence
         assert good_uid not in text and "~damaged" not in text
