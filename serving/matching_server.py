@@ -379,12 +379,8 @@ class MatchingServer:
                  ef: Optional[int] = None, poll_seconds: Optional[float] = None):
         self.export_dir, self.name, self.tf_serving = export_dir, name, tf_serving
         model = load_model(export_dir, name, tf_serving=tf_serving)
-        data_dir = data_dir or model.retriever.indexes.manifest.get("data_dir")
-        store_path = user_store or os.path.join(export_dir, name, STORE_FILE)
-        store = None
-        if data_dir or os.path.exists(store_path):
-            store = (open_user_store(data_dir, store_path) if data_dir
-                     else UserStore(store_path))
+        store = _user_store(data_dir, model.retriever.indexes.manifest.get("data_dir"),
+                            user_store or os.path.join(export_dir, name, STORE_FILE))
         self.servicer = MatchingServicer(model, store, max_k=max_k, default_mode=mode,
                                          default_ef=ef)
         self.health = health.HealthServicer()
@@ -446,6 +442,30 @@ class MatchingServer:
 
     def __exit__(self, *exc) -> None:
         self.stop(grace=None)
+
+
+def _user_store(data_dir: Optional[str], indexed_data_dir: Optional[str], path: str
+                ) -> Optional[UserStore]:
+    """The store for requests by user id (where it is built: serving/user_store.py).
+
+    ``data_dir`` given: its snapshot must exist; the store at ``path`` is built, or rebuilt
+    when the snapshot changed. Otherwise the dataset the index was built from is used the same
+    way when it is still there with a snapshot; when it is not (an export copied to a serving
+    host, data prepared before snapshots existed), an existing store at ``path`` is served as
+    is, and without one the server answers by-value requests only (by id: FAILED_PRECONDITION).
+    """
+    if data_dir:
+        return open_user_store(data_dir, path)
+    try:
+        if indexed_data_dir:
+            return open_user_store(indexed_data_dir, path)
+    except FileNotFoundError as err:
+        logger.warning(json.dumps({"event": "user_snapshot_unavailable", "reason": str(err)}))
+    if os.path.exists(path):
+        return UserStore(path)
+    logger.warning(json.dumps({"event": "no_user_store", "path": path,
+                               "effect": "requests by user_id get FAILED_PRECONDITION"}))
+    return None
 
 
 def _raw_request_handler(servicer: MatchingServicer) -> grpc.GenericRpcHandler:

@@ -431,3 +431,44 @@ def test_retrieval_stops_before_the_next_model_call_once_the_caller_is_gone(serv
     assert len(asked) == 3
     keys, _, _ = retriever.retrieve(raw, k=10, should_stop=lambda: False)
     assert list(keys) == list(retriever.retrieve(raw, k=10)[0])
+
+
+def test_without_its_dataset_the_server_serves_by_value_or_a_copied_store(service, tmp_path):
+    """An export moved to a serving host without the prepared data: the server still starts;
+    by id it needs a store (FAILED_PRECONDITION until one is put beside the export)."""
+    base = tmp_path / "export"
+    shutil.copytree(service["export"]["base"], base)
+    for manifest_path in (base / "tfrrl").glob("index-*/manifest.json"):
+        manifest = json.loads(manifest_path.read_text())
+        manifest["data_dir"] = str(tmp_path / "gone")
+        manifest_path.write_text(json.dumps(manifest))
+    reference = service["server"].servicer
+    uid, domain = reference.user_store.sample_user_ids(1)[0], reference.model.domains[0]
+    want = [a.entity_key for a in _retrieve(service, user_id=uid, domain=domain, k=5).ads]
+    stored = reference.user_store.get(uid)
+    n = int(stored["seq_length"])
+    by_value = dict(domain=domain, k=5, features=matching_pb2.UserFeatures(
+        user_id=uid, exposures=[matching_pb2.Exposure(entity_key=key, category=category)
+                                for key, category in zip(stored["seq_entity_id"][:n],
+                                                         stored["seq_category"][:n])],
+        profile={f: stored[f"user_{f}"] for f in reference.model.profile_fields}))
+    for copied_store in (False, True):
+        if copied_store:
+            shutil.copy(reference.user_store.path, base / "tfrrl" / user_store.STORE_FILE)
+        server = matching_server.start_server(str(base), port=0)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                stub = matching_pb2_grpc.MatchingServiceStub(channel)
+                got = stub.Retrieve(matching_pb2.RetrieveRequest(**by_value), timeout=60)
+                assert [a.entity_key for a in got.ads] == want
+                request = matching_pb2.RetrieveRequest(user_id=uid, domain=domain, k=5)
+                if copied_store:
+                    got = stub.Retrieve(request, timeout=60)
+                    assert [a.entity_key for a in got.ads] == want
+                else:
+                    with pytest.raises(grpc.RpcError) as err:
+                        stub.Retrieve(request, timeout=60)
+                    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    assert "no user-feature store" in err.value.details()
+        finally:
+            server.stop(grace=None)
