@@ -116,15 +116,19 @@ def test_get_config_round_trip(cls, kwargs):
 def test_standalone_budget_equals_the_built_models_backbone(data, backbone):
     """backbone_parameters (no data: what benchmarks/quality.py --budget prints) counts exactly
     the backbone a MatchingModel builds from the same config."""
-    model = _model(data, backbone)
+    # representation_dim ≠ embedding_dim, so a wrong pair width (E_aid is embedding_dim wide)
+    # changes the count.
+    wide = ["model.representation_dim=12"]
+    model = _model(data, backbone, wide)
     exp = config.load_experiment(None, TINY_MODEL + [f"model.backbone={backbone}",
-                                                     "model.num_experts=3", "model.ple_levels=2"])
+                                                     "model.num_experts=3", "model.ple_levels=2"]
+                                 + wide)
     assert baselines.backbone_parameters(exp.model, model.num_domains) == \
         baselines.count_parameters(model.backbone)
 
 
 def test_dnn_and_mmoe_budgets_by_hand():
-    # representation_dim 8 → pair width D = 32; embedding_dim 8 → E_did 8; K = 3 domains.
+    # representation_dim 8, embedding_dim 8 → pair width D = 3·8 + 8 = 32; E_did 8; K = 3.
     exp = config.load_experiment(None, TINY_MODEL + ["model.backbone=dnn"])
     # DNN: [32, 16] + [16] + [1] on D + 8 = 40 inputs:
     #   40·32 + 32 + 32·16 + 16 + 16·16 + 16 + 16·1 + 1 = 1312 + 528 + 272 + 17 = 2129

@@ -287,9 +287,10 @@ def count_parameters(layer: layers.Layer) -> int:
 
 
 def pair_width(config) -> int:
-    """Width D of the pair representation r = [E_uee, E_tran, E_att, E_aid] (Eq. 5): each part
-    is ``representation_dim`` wide."""
-    return 4 * int(config.representation_dim)
+    """Width D of the pair representation r = [E_uee, E_tran, E_att, E_aid] (Eq. 5): E_uee,
+    E_tran and E_att are ``representation_dim`` wide, E_aid is the ad-id embedding
+    (``embedding_dim``; tfrrl/model/inputs.py AdNetwork)."""
+    return 3 * int(config.representation_dim) + int(config.embedding_dim)
 
 
 def backbone_parameters(config, num_domains: int) -> int:
