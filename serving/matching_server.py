@@ -322,7 +322,8 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
         with self._lock:
             self.status_counts[code.name] = self.status_counts.get(code.name, 0) + 1
         logger.info(json.dumps({
-            "event": "retrieve", "request_id": request_id, "status": code.name,
+            "event": "retrieve", "method": f"/{SERVICE_NAME}/Retrieve",
+            "request_id": request_id, "status": code.name,
             "domain": request.domain[:64], "k": request.k,
             "mode": (request.mode or self.default_mode)[:16], "by": request.WhichOneof("user"),
             "latency_ms": round(latency_ms, 2),

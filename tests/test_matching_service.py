@@ -256,6 +256,7 @@ def test_unexpected_error_is_internal_with_a_request_id_and_logged(service, capl
         ("INTERNAL", domain, 5, "user_id"), ("OK", domain, 5, "user_id")]
     assert lines[0]["request_id"] == request_id and lines[1]["request_id"] == good.request_id
     assert lines[1]["model_version"] == good.model_version and lines[1]["latency_ms"] > 0
+    assert lines[1]["method"] == f"/{matching_server.SERVICE_NAME}/Retrieve"
     stored = store.get(good_uid)
     for text in (r.getMessage() for r in caplog.records):  # no user id, profile or sequence
         assert good_uid not in text and "~damaged" not in text
