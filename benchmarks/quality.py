@@ -6,6 +6,7 @@ shared-representation plot.
         [--seeds 3] [--epochs 2] [--steps-per-epoch 300] [--max-queries 2000]
         [--out runs/quality-synthetic] [--data DATA_DIR] [--impressions 200000]
     python -m benchmarks.quality --dataset synthetic|ciao --budget   # parameter budget only
+    python -m benchmarks.quality ... --out DIR --report-only   # table + plots of DIR's runs
 
 Protocol (no tuning on the test split):
 
@@ -236,6 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data", help="an already prepared dataset (skips preparation)")
     parser.add_argument("--raw", help="(synthetic, with --data) its raw dir, for the oracle row")
     parser.add_argument("--out", help="output dir (default runs/quality-<dataset>)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no training: the table and plots from the runs in OUT/results.json")
     parser.add_argument("--budget", action="store_true",
                         help="only print the parameter budget of the configs (no data needed)")
     args = parser.parse_args(argv)
@@ -273,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # early (and resumed from results.json) still compares every config.
     for s in range(args.first_seed, args.first_seed + args.seeds):
         for name in configs:
-            if (name, s) in done:
+            if (name, s) in done or args.report_only:
                 continue
             say(f"run {len(results) + 1}/{total}: {name}, seed {s}")
             entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup)
@@ -291,7 +294,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         say("oracle ceiling: scoring the generator's catalog with its true log-probabilities")
         references["oracle (ceiling)"] = oracle_reference(paths["raw"], queries, ns)
     header = (f"Recall-all@N (macro average over domains) on {args.dataset}: {len(queries)} "
-              f"test queries, corpus {queries.corpus_size:,}; {args.seeds} seeds; "
+              f"test queries, corpus {queries.corpus_size:,}; seeds "
+              f"{sorted({r['seed'] for r in results})}; "
               f"{args.epochs} epochs × {args.steps_per_epoch} steps, early stopping on a "
               "validation split carved from TRAIN")
     table = write_table(results, {k: v["macro"] for k, v in references.items()}, ns, out,
