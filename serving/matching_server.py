@@ -539,12 +539,15 @@ def serve_from_args(args: argparse.Namespace) -> int:
 
 
 def query(target: str, domain: str, k: int, user_id: str, *, mode: str = "",
-          timeout_s: float = 10.0) -> matching_pb2.RetrieveResponse:
-    """One Retrieve by user id; raises grpc.RpcError on a non-OK status."""
+          timeout_s: float = 10.0, ef: int = 0, num_candidates: int = 0
+          ) -> matching_pb2.RetrieveResponse:
+    """One Retrieve by user id (0 / "" = the server's defaults); raises grpc.RpcError on a
+    non-OK status."""
+    request = matching_pb2.RetrieveRequest(domain=domain, k=k, user_id=user_id, mode=mode,
+                                           ef=ef, num_candidates=num_candidates)
     with grpc.insecure_channel(target) as channel:
-        stub = matching_pb2_grpc.MatchingServiceStub(channel)
-        return stub.Retrieve(matching_pb2.RetrieveRequest(domain=domain, k=k, user_id=user_id,
-                                                          mode=mode), timeout=timeout_s)
+        return matching_pb2_grpc.MatchingServiceStub(channel).Retrieve(request,
+                                                                       timeout=timeout_s)
 
 
 def format_response(response: matching_pb2.RetrieveResponse) -> str:

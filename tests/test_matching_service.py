@@ -279,14 +279,22 @@ def test_tfrrl_query_prints_the_top_k(service, capsys):
     server = service["server"]
     uid = server.servicer.user_store.sample_user_ids(1)[0]
     domain = server.servicer.model.domains[1]
-    assert cli.main(["query", "--user", uid, "--domain", domain, "--k", "7",
-                     "--port", str(server.port)]) == 0
-    out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert len(rows) == 7 and rows[0].split()[0] == "1"
-    assert cli.main(["query", "--user", "u-never-seen", "--domain", domain,
-                     "--port", str(server.port)]) == 1
-    assert "NOT_FOUND" in capsys.readouterr().err
+    for extra, fields in (([], {}), (["--mode", "scann", "--num-candidates", "30"],
+                                     {"mode": "scann", "num_candidates": 30})):
+        assert cli.main(["query", "--user", uid, "--domain", domain, "--k", "7",
+                         "--port", str(server.port), *extra]) == 0
+        out = capsys.readouterr().out
+        rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+        want = _retrieve(service, user_id=uid, domain=domain, k=7, **fields).ads
+        assert [(int(r[0]), r[1], r[2]) for r in rows] == [
+            (a.rank, a.entity_key, a.entity_type) for a in want]
+        np.testing.assert_allclose([float(r[3]) for r in rows], [a.score for a in want],
+                                   atol=1e-4)
+        assert "client round trip" in out
+    for args, status in ((["--user", "u-never-seen"], "NOT_FOUND"),
+                         (["--user", uid, "--k", "0"], "INVALID_ARGUMENT")):
+        assert cli.main(["query", "--domain", domain, "--port", str(server.port), *args]) == 1
+        assert capsys.readouterr().err.startswith(f"error {status}: ")
 
 
 def test_hot_reload_swaps_to_a_new_indexed_version(service, tmp_path):

@@ -256,7 +256,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         response = matching_server.query(target, args.domain, args.k, args.user,
-                                         mode=args.mode or "", timeout_s=args.timeout)
+                                         mode=args.mode or "", timeout_s=args.timeout,
+                                         ef=args.ef, num_candidates=args.num_candidates)
     except grpc.RpcError as err:
         print(f"error {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
@@ -443,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--host", default="127.0.0.1")
     q.add_argument("--mode", choices=matching_server.MODES)
     q.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    q.add_argument("--ef", type=int, default=0, help="hnsw beam width (0 = server default)")
+    q.add_argument("--num-candidates", type=int, default=0,
+                   help="scann: entities scored (0 = server default)")
 
     d = sub.add_parser("demo", help="run the pipeline end to end on the synthetic default")
     d.add_argument("--workdir", default="runs/demo")
