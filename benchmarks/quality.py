@@ -258,6 +258,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl.evaluation import recall  # pylint: disable=import-outside-toplevel
 
+    results_path = os.path.join(out, "results.json")
+    results: List[Dict] = []
+    if os.path.exists(results_path):  # resume a partly done benchmark
+        with open(results_path, encoding="utf-8") as f:
+            stored = json.load(f)
+        results = stored["runs"]
+        # Every row of one table must be measured on the same test queries.
+        before = stored.get("args", {}).get("max_queries", args.max_queries)
+        if before != args.max_queries:
+            if not args.report_only:
+                parser.error(f"{results_path} was measured with --max-queries {before}; "
+                             f"got {args.max_queries} (use another --out)")
+            args.max_queries = before
     data = PreparedDataset(paths["data"])
     lookup = FeatureLookup.from_dataset(data)
     queries = recall.build_queries(data, lookup, args.max_queries, seed=0)
@@ -265,11 +278,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say(f"{len(queries)} test queries, corpus {queries.corpus_size:,}; N = {ns}")
     budget = budget_table(args.dataset, configs, len(data.domains))
     print(budget, flush=True)
-    results_path = os.path.join(out, "results.json")
-    results: List[Dict] = []
-    if os.path.exists(results_path):  # resume a partly done benchmark
-        with open(results_path, encoding="utf-8") as f:
-            results = json.load(f)["runs"]
     done = {(r["config"], r["seed"]) for r in results}
     total = len(configs) * args.seeds
     # Seed-major: every config gets seed 0 before any gets seed 1, so a benchmark stopped
@@ -307,6 +315,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  "between-domain / total scatter " + ", ".join(
                      f"{k} {v:.3f}" for k, v in separation.items())
                  + " (0 = domain-invariant E_s)\n")
+    if "oracle (ceiling)" in references and results:
+        ceiling = references["oracle (ceiling)"]["macro"]["recall@100"]
+        fractions = {name: np.mean([r["recall"]["macro"]["recall@100"] for r in results
+                                    if r["config"] == name]) / ceiling
+                     for name in dict.fromkeys(r["config"] for r in results)}
+        notes += (f"\nRecall-all@100 as a fraction of the oracle's ({ceiling:.4f}): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()) + "\n")
     with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
         f.write(table + notes + "\n" + budget)
     print(table + notes + "\n" + budget)
