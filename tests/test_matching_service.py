@@ -481,3 +481,39 @@ def test_without_its_dataset_the_server_serves_by_value_or_a_copied_store(servic
                     assert "no user-feature store" in err.value.details()
         finally:
             server.stop(grace=None)
+
+
+def test_bad_and_good_requests_from_concurrent_clients(service):
+    """4 clients interleave every bad request with good ones on the server's thread pool:
+    each gets its own status, good answers never change, nothing is INTERNAL."""
+    servicer = service["server"].servicer
+    uid, domain = servicer.user_store.sample_user_ids(1)[0], servicer.model.domains[0]
+    reference = [a.entity_key for a in _retrieve(service, user_id=uid, domain=domain,
+                                                 k=10).ads]
+    cases = _bad_cases(service)
+    internal_before = servicer.status_counts.get("INTERNAL", 0)
+    problems = []
+
+    def client(offset):
+        with grpc.insecure_channel(service["server"].address) as channel:
+            stub = matching_pb2_grpc.MatchingServiceStub(channel)
+            for i in range(len(cases)):
+                what, fields, code, _ = cases[(i + offset * 5) % len(cases)]
+                try:
+                    stub.Retrieve(matching_pb2.RetrieveRequest(**fields), timeout=60)
+                    problems.append((what, "OK"))
+                except grpc.RpcError as err:
+                    if err.code() != code:
+                        problems.append((what, err.code()))
+                good = stub.Retrieve(matching_pb2.RetrieveRequest(
+                    user_id=uid, domain=domain, k=10), timeout=60)
+                if [a.entity_key for a in good.ads] != reference:
+                    problems.append((what, "changed answer"))
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not problems
+    assert servicer.status_counts.get("INTERNAL", 0) == internal_before
