@@ -271,6 +271,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 parser.error(f"{results_path} was measured with --max-queries {before}; "
                              f"got {args.max_queries} (use another --out)")
             args.max_queries = before
+        if args.report_only:  # describe the runs as they were made
+            for key in ("epochs", "steps_per_epoch", "validation_steps"):
+                setattr(args, key, stored.get("args", {}).get(key, getattr(args, key)))
     data = PreparedDataset(paths["data"])
     lookup = FeatureLookup.from_dataset(data)
     queries = recall.build_queries(data, lookup, args.max_queries, seed=0)
