@@ -169,7 +169,8 @@ def plot_curves(results: List[Dict], ns: Sequence[int], out: str,
                               {k: v["per_domain"] for k, v in (references or {}).items()})
 
 
-def plot_shared_representation(out: str) -> Optional[Dict[str, float]]:
+def plot_shared_representation(out: str, domain_names: Optional[Sequence[str]] = None
+                               ) -> Optional[Dict[str, float]]:
     """Fig. 6 from the saved E_s of the first seed; returns the between/total scatter ratio of
     each model (tfrrl/plots/shared_representation.py)."""
     from tfrrl.plots import shared_representation as fig6  # pylint: disable=import-outside-toplevel
@@ -179,7 +180,8 @@ def plot_shared_representation(out: str) -> Optional[Dict[str, float]]:
     if not all(os.path.exists(p) for p in paths.values()):
         return None
     panels = {t: (np.load(p)["reps"], np.load(p)["domains"]) for t, p in paths.items()}
-    fig6.plot_shared_representation(panels, os.path.join(out, "shared_representation.png"))
+    fig6.plot_shared_representation(panels, os.path.join(out, "shared_representation.png"),
+                                    domain_names)
     return {t: fig6.domain_separation(*v) for t, v in panels.items()}
 
 
@@ -311,7 +313,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "validation split carved from TRAIN")
     table = write_table(results, {k: v["macro"] for k, v in references.items()}, ns, out,
                         header)
-    separation = plot_shared_representation(out)
+    from tfrrl.training.trainer import domain_sizes_in_vocabulary_order  # pylint: disable=import-outside-toplevel
+
+    separation = plot_shared_representation(out, domain_sizes_in_vocabulary_order(data)[0])
     notes = ""
     if separation:
         notes = ("\nFig. 6 (shared_representation.png), E_s of eval positive pairs, first seed: "

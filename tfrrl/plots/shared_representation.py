@@ -9,7 +9,7 @@ number for the same overlap.
 
 from __future__ import annotations
 
-from typing import Mapping, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,8 +39,10 @@ def domain_separation(x: np.ndarray, domains: np.ndarray) -> float:
 
 
 def plot_shared_representation(panels: Mapping[str, Tuple[np.ndarray, np.ndarray]],
-                               out_png: str) -> str:
-    """``panels``: ``{title: (E_s [n, d], domain of each row [n])}`` → one PCA scatter each."""
+                               out_png: str, domain_names: Optional[Sequence[str]] = None
+                               ) -> str:
+    """``panels``: ``{title: (E_s [n, d], domain index of each row [n])}`` → one PCA scatter
+    each; ``domain_names[k]`` labels domain index k."""
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
@@ -51,7 +53,8 @@ def plot_shared_representation(panels: Mapping[str, Tuple[np.ndarray, np.ndarray
         xy = pca_2d(reps)
         for k in np.unique(doms):
             sel = np.asarray(doms) == k
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.4, label=f"domain {k}")
+            label = domain_names[int(k)] if domain_names is not None else f"domain {k}"
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.4, label=label)
         ax.set_title(f"{title}: E_s, PCA\nbetween/total scatter "
                      f"{domain_separation(reps, doms):.3f}", fontsize=9)
     axes[0][-1].legend(markerscale=3, fontsize=7)
