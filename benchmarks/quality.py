@@ -15,7 +15,9 @@ Protocol (no tuning on the test split):
   split). The eval split is the TEST set.
 * every run: ``configs/<dataset>/<config>.yaml`` with ``train.seed`` = the seed, the epochs and
   steps given here, and ``train.validation_fraction=0.1``: early stopping and the best
-  checkpoint watch a validation set carved from TRAIN (tfrrl/training/trainer.py ``carve``);
+  checkpoint watch a validation set carved from TRAIN (tfrrl/training/trainer.py ``carve``),
+  on ``val_ce_loss`` (``train.monitor``): the retrieval objective, the same quantity for every
+  row (the RRL total also holds its adversarial, UWL-weighted auxiliary terms);
 * test metrics: Recall-all@N (Eq. 26, exhaustive scoring of the whole corpus, tfrrl/evaluation/
   recall.py) on the same ``--max-queries`` (user, domain) queries for every run; its macro
   average over domains ("avg" in the paper) is the table's number; AUC / gAUC on eval
@@ -104,6 +106,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
         os.path.join(REPO, "configs", dataset, f"{config_name}.yaml"),
         [f"train.seed={seed}", f"train.epochs={args.epochs}",
          f"train.steps_per_epoch={args.steps_per_epoch}", "train.validation_fraction=0.1",
+         "train.monitor=val_ce_loss",
          f"train.eval_steps={args.validation_steps}"])
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
     start = time.time()

@@ -79,6 +79,10 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None
     eval_steps: Optional[int] = None
     early_stopping_patience: int = 2
+    # What early stopping and the best checkpoint watch. "val_loss" includes the RRL auxiliary
+    # terms (adversarial, UWL-weighted: they may rise while retrieval improves); "val_ce_loss"
+    # is the sampled-softmax objective alone, the same quantity for every architecture.
+    monitor: str = "val_loss"
     seed: int = 0
     shuffle_buffer: int = 20_000
     clip_norm: Optional[float] = None  # global-norm clip of the main gradients (off: paper)
