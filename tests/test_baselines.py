@@ -138,3 +138,19 @@ def test_dnn_and_mmoe_budgets_by_hand():
     # MMoE: 2 experts [32, 16] on 32 inputs: 2 · (32·32 + 32 + 32·16 + 16) = 2 · 1584 = 3168;
     # 3 softmax gates Dense(2) on 32: 3 · 66 = 198; 3 towers [16] + 1 on 16: 3 · 289 = 867.
     assert baselines.backbone_parameters(exp.model, 3) == 3168 + 198 + 867
+
+
+@pytest.mark.parametrize("backbone,extra", [("dnn", []), ("rrl", RRL_ON)])
+def test_benchmark_protocol_trains_on_carved_validation_with_ce_monitor(
+        small_synthetic_prepared, tmp_path, backbone, extra):
+    """What benchmarks/quality.py runs: a validation split carved from TRAIN and early
+    stopping / best checkpoint on val_ce_loss (the RRL total val_loss also holds adversarial
+    terms). Keras cannot infer the direction of a custom name: this must not raise."""
+    exp = config.load_experiment(None, TINY_MODEL + [
+        f"model.backbone={backbone}", "train.epochs=2", "train.steps_per_epoch=2",
+        "train.eval_steps=2", "train.validation_fraction=0.1", "train.monitor=val_ce_loss",
+        "train.early_stopping_patience=1"] + extra)
+    model, history = trainer.train(exp, str(small_synthetic_prepared), str(tmp_path), verbose=0,
+                                   resume=False)
+    assert len(history["val_ce_loss"]) == 2 and np.isfinite(history["val_ce_loss"]).all()
+    assert (tmp_path / "checkpoints" / "best.weights.h5").exists()
