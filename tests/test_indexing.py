@@ -53,6 +53,16 @@ def _raw_users(data, n):
     return [{name: batch[name][i] for name in names} for i in range(n)]
 
 
+def raw_score_batch(data, num_users, num_entities):
+    """``num_users`` eval users and ``num_entities`` corpus entities, batched as the
+    ``score_raw`` signature takes them (shared by the serving tests)."""
+    users = _raw_users(data, num_users)
+    batch = {k: np.stack([u[k] for u in users]) for k in export.user_input_names()}
+    entities = next(iter(data.raw_dataset(CORPUS, num_entities)))
+    batch.update({k: entities[k].numpy() for k in export.entity_input_names()})
+    return batch
+
+
 def test_layout_and_manifest(indexed):
     result, data = indexed["result"], indexed["data"]
     version = int(os.path.basename(indexed["version_dir"]))

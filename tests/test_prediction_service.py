@@ -29,8 +29,7 @@ from serving.prediction_client import to_tensor_proto
 from serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,
                                 RetryPolicy, start_server)
 from tests.conftest import REPO
-from tests.test_indexing import _raw_users
-from tfrrl.data.reader import CORPUS
+from tests.test_indexing import _raw_users, raw_score_batch
 
 MODEL = "tfrrl"
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -61,12 +60,7 @@ def client(server):
 @pytest.fixture(scope="module")
 def raw_batch(tiny_indexed_export):
     """3 eval users and 5 corpus entities, batched as ``score_raw`` takes them."""
-    data = tiny_indexed_export["data"]
-    users = _raw_users(data, 3)
-    batch = {k: np.stack([u[k] for u in users]) for k in export.user_input_names()}
-    entities = next(iter(data.raw_dataset(CORPUS, 5)))
-    batch.update({k: entities[k].numpy() for k in export.entity_input_names()})
-    return batch
+    return raw_score_batch(tiny_indexed_export["data"], 3, 5)
 
 
 @pytest.fixture(scope="module")

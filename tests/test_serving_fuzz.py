@@ -18,8 +18,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_p
 from serving import export
 from serving.prediction_client import to_tensor_proto
 from serving.tf_serving import PredictionClient, start_server
-from tests.test_indexing import _raw_users
-from tfrrl.data.reader import CORPUS
+from tests.test_indexing import raw_score_batch
 
 NUM_REQUESTS = 10_000
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -29,11 +28,7 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 @pytest.fixture(scope="module")
 def setup(tiny_indexed_export):
-    data = tiny_indexed_export["data"]
-    users = _raw_users(data, 2)
-    batch = {k: np.stack([u[k] for u in users]) for k in export.user_input_names()}
-    entities = next(iter(data.raw_dataset(CORPUS, 3)))
-    batch.update({k: entities[k].numpy() for k in export.entity_input_names()})
+    batch = raw_score_batch(tiny_indexed_export["data"], 2, 3)
     loaded = tf.saved_model.load(tiny_indexed_export["version_dir"])
     reference = loaded.signatures["score_raw"](
         **{k: tf.constant(v) for k, v in batch.items()})["scores"].numpy()
