@@ -1,0 +1,173 @@
+"""Dimensional collapse and interest diversity plots (``tfrrl analyze``, benchmarks/collapse.py).
+
+* :func:`plot_spectra` — normalised singular-value spectra σ_k / σ_1 on a log axis, one line per
+  table / domain / frequency bucket, IA in the legend (Tencent §7.2; Crocodile Fig. 4);
+* :func:`plot_ia_over_checkpoints` — IA per epoch checkpoint (Crocodile Fig. 2);
+* :func:`plot_diversity` — DI per ordered domain pair, sorted in descending order (Crocodile
+  Fig. 5), one series per model / form.
+
+Inputs are plain dicts (the ``analysis.json`` pieces); each function writes one PNG and returns
+its path.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    return plt
+
+
+def _label(name: str, ia: Optional[float]) -> str:
+    return f"{name} (IA {ia:.2f})" if ia is not None else f"{name} (IA n/a)"
+
+
+def _draw_spectra(ax, spectra: Mapping[str, Tuple[Sequence[float], Optional[float]]],
+                  title: str) -> None:
+    for name, (sigma, ia) in spectra.items():
+        s = np.asarray(sigma, dtype=np.float64)
+        if s.size == 0 or s[0] <= 0:
+            continue
+        ax.semilogy(np.arange(1, s.size + 1), np.maximum(s / s[0], 1e-12), marker=".",
+                    markersize=3, linewidth=1, label=_label(name, ia))
+    ax.set_xlabel("k (singular value index)")
+    ax.set_ylabel("σ_k / σ_1")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    if ax.lines:
+        ax.legend(fontsize=6)
+
+
+def plot_spectra(panels: Mapping[str, Mapping[str, Tuple[Sequence[float], Optional[float]]]],
+                 out_png: str, title: str = "Singular-value spectra") -> str:
+    """``panels``: ``{panel title: {line name: (σ sorted descending, IA)}}``."""
+    plt = _pyplot()
+    n = max(1, len(panels))
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+    for ax, (panel, spectra) in zip(axes.ravel(), panels.items()):
+        _draw_spectra(ax, spectra, panel)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def plot_ia_over_checkpoints(panels: Mapping[str, Mapping[str, Sequence[Tuple[int, float]]]],
+                             out_png: str, title: str = "Information Abundance over training"
+                             ) -> str:
+    """``panels``: ``{panel title: {series: [(epoch, IA)]}}`` (None IA points are skipped)."""
+    plt = _pyplot()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.6), squeeze=False)
+    for ax, (panel, series) in zip(axes[0], panels.items()):
+        for name, points in series.items():
+            pts = [(e, v) for e, v in points if v is not None]
+            if pts:
+                ax.plot([e for e, _ in pts], [v for _, v in pts], marker="o", markersize=3,
+                        linewidth=1, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("IA = Σσ / max σ")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def plot_diversity(series: Mapping[str, Mapping[str, Optional[float]]], out_png: str,
+                   title: str = "Diversity Index per ordered domain pair (sorted)") -> str:
+    """``series``: ``{model / form: {"i→j": DI}}``; each series sorted in descending order as
+    in Crocodile Fig. 5 (pairs without conflict samples, None, are left out), drawn as grouped
+    bars by rank."""
+    plt = _pyplot()
+    cleaned = {name: sorted((v for v in vals.values() if v is not None), reverse=True)
+               for name, vals in series.items()}
+    width_n = max([len(v) for v in cleaned.values()] + [1])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * width_n * max(1, len(cleaned))), 3.6))
+    bar = 0.8 / max(1, len(cleaned))
+    for s, (name, vals) in enumerate(cleaned.items()):
+        x = np.arange(len(vals)) + s * bar
+        ax.bar(x, vals, width=bar, label=f"{name} (mean {np.mean(vals):.3f})" if vals
+               else f"{name} (no pairs)")
+    ax.set_xlabel("domain pairs, sorted by DI")
+    ax.set_ylabel("DI")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+# -- from analysis.json -----------------------------------------------------------------------
+def _sv(summary: Mapping) -> Tuple[Sequence[float], Optional[float]]:
+    return summary["singular_values"], summary.get("ia")
+
+
+def plot_analysis(result: Mapping, out_dir: str) -> list:
+    """The PNGs of one ``analysis.json`` result into ``out_dir``; returns their paths."""
+    import os  # pylint: disable=import-outside-toplevel
+
+    written = []
+    name = result.get("experiment", "run")
+    tables = {n: _sv(s) for n, s in result.get("tables", {}).items()}
+    buckets = {f"entity_id {label}": _sv(s) for label, s in
+               result.get("frequency_buckets", {}).get("buckets", {}).items()}
+    panels = {"embedding tables": tables}
+    if buckets:
+        panels["entity_id rows by training frequency"] = buckets
+    written.append(plot_spectra(panels, os.path.join(out_dir, "spectra_tables.png"),
+                                f"{name}: embedding spectra"))
+    experts = result.get("experts", {})
+    if experts.get("per_domain"):
+        per = {f"{expert} per domain": {d: _sv(s) for d, s in doms.items()}
+               for expert, doms in experts["per_domain"].items()}
+        per = {"all experts, all domains": {e: _sv(s) for e, s in experts["all"].items()},
+               **per}
+        written.append(plot_spectra(per, os.path.join(out_dir, "spectra_experts.png"),
+                                    f"{name}: expert-output spectra ({experts['source']})"))
+    checkpoints = result.get("checkpoints") or []
+    if checkpoints:
+        ia_panels = {"tables": {}, "entity_id by frequency": {}, "experts per domain": {}}
+        for ck in checkpoints:
+            e = ck["epoch"]
+            for t, v in ck.get("tables", {}).items():
+                ia_panels["tables"].setdefault(t, []).append((e, v))
+            for b, v in ck.get("frequency_buckets", {}).items():
+                ia_panels["entity_id by frequency"].setdefault(b, []).append((e, v))
+            for expert, doms in ck.get("experts", {}).items():
+                for d, v in doms.items():
+                    ia_panels["experts per domain"].setdefault(f"{expert}@{d}", []).append(
+                        (e, v))
+        ia_panels = {k: v for k, v in ia_panels.items() if v}
+        written.append(plot_ia_over_checkpoints(
+            ia_panels, os.path.join(out_dir, "ia_checkpoints.png"),
+            f"{name}: Information Abundance over training"))
+    div = result.get("diversity", {})
+    if div.get("pairs"):
+        series = {"DI^AF": {f"{r['i']}→{r['j']}": r["af"] for r in div["pairs"]}}
+        if div.get("sf_available"):
+            series["DI^SF"] = {f"{r['i']}→{r['j']}": r["sf"] for r in div["pairs"]}
+        written.append(plot_diversity(series, os.path.join(out_dir, "diversity.png"),
+                                      f"{name}: Diversity Index (τ_t {div['tau_t']:.3g}, "
+                                      f"τ_b {div['tau_b']:.3g})"))
+    return written
