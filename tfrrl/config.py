@@ -47,6 +47,59 @@ class RRLConfig:
 
 
 @dataclasses.dataclass
+class SelfTrainingConfig:
+    """ADI self-training (Alg. 1, Eq. 27; tfrrl/model/self_training.py): each training positive
+    of domain i is scored under every other domain j; per (i, j) the top p of them (by
+    ``confidence``) become pseudo-positives of domain j in the sampled softmax. p per epoch e:
+    min(max_fraction, initial_fraction + e · fraction_step) (the paper gives no values)."""
+
+    enabled: bool = False
+    initial_fraction: float = 0.05  # p at the first epoch
+    fraction_step: float = 0.05  # Δp per epoch
+    max_fraction: float = 0.5
+    weight: float = 1.0  # weight of the pseudo-positive loss (Eq. 27: 1)
+    # "score": the raw score f(v|u, j) as Alg. 1 sorts; "softmax": the positive's probability
+    # in the logQ-corrected sampled softmax under domain j.
+    confidence: str = "score"
+
+    def __post_init__(self):
+        if self.confidence not in ("score", "softmax"):
+            raise ValueError(f"model.adi.self_training.confidence must be score or softmax, "
+                             f"got {self.confidence!r}")
+        for name in ("initial_fraction", "fraction_step", "max_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"model.adi.self_training.{name} must be in [0, 1]")
+
+
+@dataclasses.dataclass
+class ADIConfig:
+    """``backbone: adi`` (tfrrl/model/adi.py); the paper's open points are switches here."""
+
+    shared_networks: int = 1  # K shared MLPs (§5.1.4: 1 shared + D specific)
+    shared_gate: str = "softmax"  # Eq. 8 normalisation: softmax | linear (as printed)
+    fusion: str = "concat"  # concat (Eq. 11–13) | sum (Eq. 14–15) | netmul (STAR, Eq. 16–17)
+    fusion_gate: str = "vector"  # β / α of the fusion: vector (one per unit) | scalar
+    dsbn: bool = True  # Eq. 20 after every Dense of the shared / specific networks
+    dsbn_momentum: float = 0.99  # running statistics: m · running + (1 − m) · batch
+    dsbn_epsilon: float = 1e-3
+    adaptation: str = "se"  # DIAL on r's 4 fields: none | lt | va | se (Eq. 21–26)
+    se_hidden_units: int = 8  # SE: width of the (FC, ReLU, FC) block's hidden layer
+    se_activation: str = "sigmoid"  # SE: final activation (sigmoid | relu | linear)
+    self_training: SelfTrainingConfig = dataclasses.field(default_factory=SelfTrainingConfig)
+
+    def __post_init__(self):
+        choices = {"shared_gate": ("softmax", "linear"), "fusion": ("concat", "sum", "netmul"),
+                   "fusion_gate": ("vector", "scalar"), "adaptation": ("none", "lt", "va", "se"),
+                   "se_activation": ("sigmoid", "relu", "linear")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.adi.{name} must be one of {allowed}, got "
+                                 f"{getattr(self, name)!r}")
+        if self.shared_networks < 1 or self.se_hidden_units < 1:
+            raise ValueError("model.adi.shared_networks and se_hidden_units must be >= 1")
+
+
+@dataclasses.dataclass
 class ModelConfig:
     # "rrl" = the hybrid-expert backbone of §III-C; or a Table III baseline on the same input
     # modules: dnn, shared_bottom, cross_stitch, mmoe, dselect_k, ple (tfrrl/model/baselines.py)
@@ -67,6 +120,7 @@ class ModelConfig:
     ple_specific_experts: int = 1  # ple: experts per domain and level
     ple_shared_experts: int = 1  # ple: shared experts per level
     rrl: RRLConfig = dataclasses.field(default_factory=RRLConfig)
+    adi: ADIConfig = dataclasses.field(default_factory=ADIConfig)  # backbone: adi
 
 
 @dataclasses.dataclass

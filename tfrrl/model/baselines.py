@@ -41,7 +41,8 @@ from keras import layers
 
 from tfrrl.model.inputs import mlp
 
-BACKBONES = ("rrl", "dnn", "shared_bottom", "cross_stitch", "mmoe", "dselect_k", "ple")
+BACKBONES = ("rrl", "dnn", "shared_bottom", "cross_stitch", "mmoe", "dselect_k", "ple",
+             "adi")  # adi: tfrrl/model/adi.py (Adaptive Domain Interest network)
 
 
 def select_domain(per_domain: Sequence[tf.Tensor], domain_index: tf.Tensor) -> tf.Tensor:
@@ -260,6 +261,10 @@ def make_backbone(config, num_domains: int) -> layers.Layer:
                          f"backbone's E_s / E_d; model.backbone={name!r} has none: switch them "
                          "off or use backbone: rrl")
     c = config
+    if name == "adi":
+        from tfrrl.model.adi import make_adi  # pylint: disable=import-outside-toplevel
+
+        return make_adi(c, num_domains)
     if name == "rrl":
         return HybridExpertBackbone(num_domains, c.expert_units, c.tower_units, c.dropout,
                                     name="backbone")
