@@ -9,6 +9,9 @@
     tfrrl evaluate --run RUN_DIR --data DATA_DIR [--ns 50,100,200] [--max-queries Q]
                    [--export EXPORT_DIR]
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
+    tfrrl analyze  --run RUN_DIR [--data DATA_DIR] [--out DIR] [--max-examples N]
+                   [--tables entity_id,...] [--bucket-edges 5,20,100 | --buckets 5]
+                   [--conflict-key category|entity|user] [--no-checkpoints]
     tfrrl export   --run RUN_DIR --out EXPORT_DIR [--data DATA_DIR] [--name tfrrl] [--version V]
     tfrrl index    --export EXPORT_DIR [--data DATA_DIR] [--version V]
     tfrrl serve    --export EXPORT_DIR [--port 8600] [--data DATA_DIR] [--tf-serving HOST:PORT]
@@ -213,6 +216,37 @@ def cmd_plot_uwl(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(args.run, "uwl_weights.png")
     names = plot_uwl(args.run, out)
     _say(f"wrote {out} ({', '.join(names)})")
+    return 0
+
+
+def _floats(text: Optional[str]) -> Optional[List[float]]:
+    return [float(x) for x in text.split(",") if x.strip()] if text else None
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Singular spectra + Information Abundance of the embedding tables (per entity-frequency
+    bucket), of the expert outputs per domain and over epoch checkpoints, and the Diversity
+    Index (tfrrl/analysis/): analysis.json + PNGs in --out (default RUN/analysis)."""
+    _quiet_tensorflow()
+    from tfrrl.analysis import report
+    from tfrrl.plots.collapse import plot_analysis
+
+    out = args.out or os.path.join(args.run, "analysis")
+    os.makedirs(out, exist_ok=True)
+    tables = [t for t in args.tables.split(",") if t] if args.tables else None
+    result = report.analyze_run(
+        args.run, args.data, tables=tables, max_examples=args.max_examples,
+        bucket_edges=_floats(args.bucket_edges), num_buckets=args.buckets,
+        conflict_key=args.conflict_key, top_percentile=args.tau_top_percentile,
+        bottom_percentile=args.tau_bottom_percentile, tau_t=args.tau_t, tau_b=args.tau_b,
+        checkpoints=not args.no_checkpoints, progress=_say)
+    path = os.path.join(out, report.ANALYSIS_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    _say("plots")
+    pngs = plot_analysis(result, out)
+    print(report.format_summary(result))
+    _say(f"wrote {path} and {', '.join(os.path.basename(p) for p in pngs)}")
     return 0
 
 
@@ -448,6 +482,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--num-candidates", type=int, default=0,
                    help="scann: entities scored (0 = server default)")
 
+    a = sub.add_parser("analyze", help="dimensional collapse (singular spectra, Information "
+                                       "Abundance) and Diversity Index of a run")
+    a.add_argument("--run", required=True)
+    a.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
+    a.add_argument("--out", help="output folder (default RUN/analysis)")
+    a.add_argument("--max-examples", type=int, default=2000,
+                   help="eval examples the expert outputs and DI are computed on")
+    a.add_argument("--tables", help="comma-separated embedding tables (default: all)")
+    a.add_argument("--bucket-edges", help="entity training-count edges of the frequency "
+                                          "buckets, e.g. 5,20,100 (default: --buckets quantiles)")
+    a.add_argument("--buckets", type=int, default=5,
+                   help="equal-size frequency groups when --bucket-edges is not given")
+    a.add_argument("--conflict-key", default="category", choices=("category", "entity", "user"),
+                   help="D_con(i,j) of DI: the user is active in domain j but never chose the "
+                        "sample's category / entity there ('user': any activity in j)")
+    a.add_argument("--tau-top-percentile", type=float, default=80.0,
+                   help="τ_t of DI = this percentile of the expert-output norms")
+    a.add_argument("--tau-bottom-percentile", type=float, default=20.0,
+                   help="τ_b of DI = this percentile of the expert-output norms")
+    a.add_argument("--tau-t", type=float, help="absolute τ_t (overrides the percentile)")
+    a.add_argument("--tau-b", type=float, help="absolute τ_b (overrides the percentile)")
+    a.add_argument("--no-checkpoints", action="store_true",
+                   help="skip checkpoints/epoch{N}.weights.h5 (IA over training)")
+
     d = sub.add_parser("demo", help="run the pipeline end to end on the synthetic default")
     d.add_argument("--workdir", default="runs/demo")
     d.add_argument("--impressions", type=int, default=200_000)
@@ -473,7 +531,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return {"generate": cmd_generate, "inspect": cmd_inspect, "train": cmd_train,
             "evaluate": cmd_evaluate,
-            "plot-uwl": cmd_plot_uwl, "export": cmd_export,
+            "plot-uwl": cmd_plot_uwl, "analyze": cmd_analyze, "export": cmd_export,
             "index": cmd_index, "serve": cmd_serve, "query": cmd_query}[args.command](args)
 
 

@@ -106,6 +106,7 @@ def _recording(layer: keras.layers.Layer, sink: list, record_output: bool = True
     """While active, every call of ``layer`` appends (args, kwargs, output) to ``sink``;
     yields the original ``call``."""
     original = layer.call
+    patched = "call" in vars(layer)  # already an instance attribute (another wrapper)
 
     def wrapper(*args, **kwargs):
         out = original(*args, **kwargs)
@@ -116,7 +117,10 @@ def _recording(layer: keras.layers.Layer, sink: list, record_output: bool = True
     try:
         yield original
     finally:
-        del layer.call
+        if patched:
+            layer.call = original
+        else:
+            del layer.call
 
 
 def _towers(backbone) -> List[keras.layers.Layer]:

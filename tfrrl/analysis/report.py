@@ -234,3 +234,28 @@ def ia_table_rows(result: Dict) -> List[tuple]:
         for dom, d in experts.get("per_domain", {}).get(name, {}).items():
             rows.append((f"expert {name} @ {dom}", d["ia"]))
     return rows
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def format_summary(result: Dict) -> str:
+    """A short text summary of an ``analyze_run`` result (IA rows, DI means)."""
+    lines = [f"{result.get('experiment', 'run')} ({result.get('backbone')}): "
+             f"Information Abundance (IA = Σσ / max σ)"]
+    lines += [f"  {what:<48} {_fmt(ia)}" for what, ia in ia_table_rows(result)]
+    experts = result.get("experts", {})
+    if experts.get("message"):
+        lines.append(f"  experts: {experts['message']}")
+    div = result.get("diversity", {})
+    if "af_mean" in div:
+        lines.append(f"Diversity Index over {len(div['pairs'])} ordered domain pairs "
+                     f"(conflict key {div['conflict_key']}, τ_t {div['tau_t']:.4g}, "
+                     f"τ_b {div['tau_b']:.4g}): mean DI^AF {_fmt(div['af_mean'])}, "
+                     f"mean DI^SF {_fmt(div['sf_mean'])}")
+    elif div.get("message"):
+        lines.append(f"Diversity Index: {div['message']}")
+    if result.get("checkpoints"):
+        lines.append(f"IA over {len(result['checkpoints'])} epoch checkpoints in analysis.json")
+    return "\n".join(lines)

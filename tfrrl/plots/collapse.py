@@ -26,6 +26,16 @@ def _pyplot():
     return plt
 
 
+def _legend(ax) -> None:
+    """Inside the axes for a few lines, outside on the right for many."""
+    if not ax.lines:
+        return
+    if len(ax.lines) <= 6:
+        ax.legend(fontsize=6)
+    else:
+        ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
 def _label(name: str, ia: Optional[float]) -> str:
     return f"{name} (IA {ia:.2f})" if ia is not None else f"{name} (IA n/a)"
 
@@ -42,8 +52,7 @@ def _draw_spectra(ax, spectra: Mapping[str, Tuple[Sequence[float], Optional[floa
     ax.set_ylabel("σ_k / σ_1")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    if ax.lines:
-        ax.legend(fontsize=6)
+    _legend(ax)
 
 
 def plot_spectra(panels: Mapping[str, Mapping[str, Tuple[Sequence[float], Optional[float]]]],
@@ -53,7 +62,7 @@ def plot_spectra(panels: Mapping[str, Mapping[str, Tuple[Sequence[float], Option
     n = max(1, len(panels))
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 3.8 * rows), squeeze=False)
     for ax, (panel, spectra) in zip(axes.ravel(), panels.items()):
         _draw_spectra(ax, spectra, panel)
     for ax in axes.ravel()[len(panels):]:
@@ -71,8 +80,12 @@ def plot_ia_over_checkpoints(panels: Mapping[str, Mapping[str, Sequence[Tuple[in
     """``panels``: ``{panel title: {series: [(epoch, IA)]}}`` (None IA points are skipped)."""
     plt = _pyplot()
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.6), squeeze=False)
-    for ax, (panel, series) in zip(axes[0], panels.items()):
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (panel, series) in zip(axes.ravel(), panels.items()):
         for name, points in series.items():
             pts = [(e, v) for e, v in points if v is not None]
             if pts:
@@ -82,8 +95,8 @@ def plot_ia_over_checkpoints(panels: Mapping[str, Mapping[str, Sequence[Tuple[in
         ax.set_ylabel("IA = Σσ / max σ")
         ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=6)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        _legend(ax)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
@@ -147,15 +160,20 @@ def plot_analysis(result: Mapping, out_dir: str) -> list:
                                     f"{name}: expert-output spectra ({experts['source']})"))
     checkpoints = result.get("checkpoints") or []
     if checkpoints:
-        ia_panels = {"tables": {}, "entity_id by frequency": {}, "experts per domain": {}}
+        ia_panels = {"tables": {}, "entity_id by frequency": {}, "experts (all examples)": {},
+                     "experts per domain": {}}
         for ck in checkpoints:
             e = ck["epoch"]
             for t, v in ck.get("tables", {}).items():
                 ia_panels["tables"].setdefault(t, []).append((e, v))
             for b, v in ck.get("frequency_buckets", {}).items():
                 ia_panels["entity_id by frequency"].setdefault(b, []).append((e, v))
+            for expert, v in ck.get("experts_all", {}).items():
+                ia_panels["experts (all examples)"].setdefault(expert, []).append((e, v))
             for expert, doms in ck.get("experts", {}).items():
                 for d, v in doms.items():
+                    if expert.startswith("specific_") and expert != f"specific_{d}":
+                        continue  # a domain-specific expert: its own domain only
                     ia_panels["experts per domain"].setdefault(f"{expert}@{d}", []).append(
                         (e, v))
         ia_panels = {k: v for k, v in ia_panels.items() if v}
