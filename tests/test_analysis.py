@@ -194,7 +194,8 @@ def test_tfrrl_analyze_end_to_end(tiny_run, capsys):
     ent = result["tables"]["entity_id"]
     assert ent["dim"] == dim and 1.0 <= ent["ia"] <= dim
     assert len(ent["singular_values"]) == dim
-    buckets = result["frequency_buckets"]["buckets"]
+    assert list(result["frequency_buckets"]["tables"]) == ["entity_id"]
+    buckets = result["frequency_buckets"]["tables"]["entity_id"]
     assert len(buckets) >= 2 and all(1.0 <= b["ia"] <= dim for b in buckets.values())
     experts = result["experts"]
     assert experts["source"] == "e_s/e_d"
@@ -214,6 +215,22 @@ def test_tfrrl_analyze_end_to_end(tiny_run, capsys):
     for png in ("spectra_tables.png", "spectra_experts.png", "ia_checkpoints.png",
                 "diversity.png"):
         assert (out / png).stat().st_size > 1000, png
+    # benchmarks/collapse.py on two runs (here the same analysis twice, --reuse).
+    from benchmarks import collapse as bench
+
+    bench_out = tiny_run["run"] / "bench"
+    for name in ("rrl", "again"):
+        (bench_out / name).mkdir(parents=True)
+        (bench_out / name / "analysis.json").write_text(json.dumps(result))
+    assert bench.main(["--runs", f"rrl={tiny_run['run']},again={tiny_run['run']}", "--out",
+                       str(bench_out), "--reuse"]) == 0
+    md = (bench_out / "collapse.md").read_text()
+    assert "| entity_id | " in md and "DI^AF" in md and "| rrl | shared (e_s/e_d) |" in md
+    for png in ("collapse_spectra.png", "collapse_ia_checkpoints.png",
+                "collapse_diversity.png"):
+        assert (bench_out / png).stat().st_size > 1000, png
+    with pytest.raises(SystemExit):
+        bench.parse_runs("a=x,a=y")
     # A table filter and explicit bucket edges.
     out2 = tiny_run["run"] / "analysis_filtered"
     assert cli.main(["analyze", "--run", str(tiny_run["run"]), "--out", str(out2),

@@ -76,6 +76,19 @@ def embedding_tables(model: keras.Model, names: Optional[Sequence[str]] = None
     return tables
 
 
+def entity_id_tables(tables: Dict[str, np.ndarray], model: keras.Model
+                     ) -> Dict[str, np.ndarray]:
+    """The tables of ``tables`` indexed by the entity_id vocabulary: the shared ``entity_id``
+    table and any other ``…entity_id`` table with as many rows (e.g. the per-set copies of a
+    multi-embedding backbone)."""
+    shared = getattr(getattr(model, "embeddings", None), "tables", {}).get("entity_id")
+    if shared is None:
+        return {}
+    rows = int(shared.input_dim)
+    return {name: t for name, t in tables.items()
+            if (name == "entity_id" or name.endswith("entity_id")) and t.shape[0] == rows}
+
+
 def entity_frequency_rows(data: PreparedDataset, lookup: Optional[FeatureLookup] = None
                           ) -> tuple:
     """(entity_id table rows, training counts) from ``entity_frequency.tsv``; entities that map

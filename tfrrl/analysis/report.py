@@ -3,9 +3,11 @@
 For the final weights (``model.weights.h5``):
 
 * ``tables`` — singular values and IA of every embedding table (Tencent §7.2);
-* ``frequency_buckets`` — IA of the entity-id table's rows grouped by training frequency
+* ``frequency_buckets`` — IA of the entity-id tables' rows grouped by training frequency
   (Crocodile Fig. 2b; edges: ``bucket_edges`` counts, or ``num_buckets`` equal-size quantile
-  groups of the entities' training counts, 5 by default);
+  groups of the entities' training counts, 5 by default). Every table indexed by the entity_id
+  vocabulary is bucketed: the shared ``entity_id`` table and the per-set copies of a
+  multi-embedding backbone (:func:`collect.entity_id_tables`);
 * ``experts`` — singular values and IA of every expert output, over all analysed eval examples
   and per domain (Crocodile Fig. 2a / Fig. 4);
 * ``diversity`` — DI^AF and DI^SF for every ordered domain pair (Crocodile Eq. 1–2, Fig. 5).
@@ -98,15 +100,15 @@ def analyze_model(model, data, *, tables: Optional[Sequence[str]] = None,
     say("embedding tables: singular values")
     all_tables = collect.embedding_tables(model, tables)
     out["tables"] = table_spectra(all_tables)
-    ent = all_tables.get("entity_id")
-    if ent is None and not tables:
-        ent = collect.embedding_tables(model, ["entity_id"])["entity_id"]
-    if ent is not None:
+    entity_tables = collect.entity_id_tables(all_tables, model)
+    if entity_tables:
         rows, counts = collect.entity_frequency_rows(data)
         edges = list(bucket_edges) if bucket_edges else spectrum.bucket_edges_by_quantile(
             counts, num_buckets)
-        out["frequency_buckets"] = {"table": "entity_id", "edges": edges,
-                                    "buckets": bucket_spectra(ent, rows, counts, edges)}
+        out["frequency_buckets"] = {
+            "edges": edges, "labels": spectrum.bucket_labels(edges),
+            "tables": {name: bucket_spectra(t, rows, counts, edges)
+                       for name, t in entity_tables.items()}}
     num_domains = int(model.num_domains)
     domain_names = data.vocabulary("domain")[1:][:num_domains]
     say(f"expert outputs on up to {max_examples:,} eval examples")
@@ -216,7 +218,7 @@ def analyze_run(run_dir: str, data_dir: Optional[str] = None, *,
                 "epoch": epoch, "path": os.path.relpath(path, run_dir),
                 "tables": _ia_only(part["tables"]),
                 "frequency_buckets": _ia_only(part.get("frequency_buckets", {})
-                                              .get("buckets", {})),
+                                              .get("tables", {})),
                 "experts": _ia_only(experts.get("per_domain", {})),
                 "experts_all": _ia_only(experts.get("all", {}))})
     result["seconds"] = round(time.time() - start, 1)
@@ -226,8 +228,9 @@ def analyze_run(run_dir: str, data_dir: Optional[str] = None, *,
 def ia_table_rows(result: Dict) -> List[tuple]:
     """[(what, IA)] of a result: tables, frequency buckets, experts (all and per domain)."""
     rows = [(f"table {n}", s["ia"]) for n, s in result.get("tables", {}).items()]
-    for label, s in result.get("frequency_buckets", {}).get("buckets", {}).items():
-        rows.append((f"entity_id bucket {label}", s["ia"]))
+    for table, buckets in result.get("frequency_buckets", {}).get("tables", {}).items():
+        for label, s in buckets.items():
+            rows.append((f"{table} rows, train count {label}", s["ia"]))
     experts = result.get("experts", {})
     for name, s in experts.get("all", {}).items():
         rows.append((f"expert {name}", s["ia"]))

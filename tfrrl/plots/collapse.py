@@ -143,11 +143,10 @@ def plot_analysis(result: Mapping, out_dir: str) -> list:
     written = []
     name = result.get("experiment", "run")
     tables = {n: _sv(s) for n, s in result.get("tables", {}).items()}
-    buckets = {f"entity_id {label}": _sv(s) for label, s in
-               result.get("frequency_buckets", {}).get("buckets", {}).items()}
     panels = {"embedding tables": tables}
-    if buckets:
-        panels["entity_id rows by training frequency"] = buckets
+    for table, buckets in result.get("frequency_buckets", {}).get("tables", {}).items():
+        panels[f"{table} rows by training count"] = {f"count {label}": _sv(s)
+                                                     for label, s in buckets.items()}
     written.append(plot_spectra(panels, os.path.join(out_dir, "spectra_tables.png"),
                                 f"{name}: embedding spectra"))
     experts = result.get("experts", {})
@@ -166,8 +165,10 @@ def plot_analysis(result: Mapping, out_dir: str) -> list:
             e = ck["epoch"]
             for t, v in ck.get("tables", {}).items():
                 ia_panels["tables"].setdefault(t, []).append((e, v))
-            for b, v in ck.get("frequency_buckets", {}).items():
-                ia_panels["entity_id by frequency"].setdefault(b, []).append((e, v))
+            for table, buckets in ck.get("frequency_buckets", {}).items():
+                for b, v in buckets.items():
+                    ia_panels["entity_id by frequency"].setdefault(f"{table} {b}", []).append(
+                        (e, v))
             for expert, v in ck.get("experts_all", {}).items():
                 ia_panels["experts (all examples)"].setdefault(expert, []).append((e, v))
             for expert, doms in ck.get("experts", {}).items():
