@@ -36,6 +36,7 @@ from tfrrl.model.baselines import make_backbone
 from tfrrl.model.domain_adversarial import DomainAdversarial
 from tfrrl.model.losses import sampled_softmax_logq
 from tfrrl.model.orthogonality import orthogonality_loss
+from tfrrl.model import self_training as self_training_lib
 from tfrrl.model.uncertainty import FixedWeighting, UncertaintyWeighting
 from tfrrl.model.wasserstein import MultiViewWasserstein
 
@@ -115,6 +116,14 @@ class MatchingModel(keras.Model):
         for name in ["loss", "ce_loss"] + [f"{n}_loss" for n in self.aux_names] + (
                 ["critic_loss"] if r.mvwdl else []):
             self._trackers[name] = keras.metrics.Mean(name=name)
+        # ADI self-training (Alg. 1): p, set per epoch by PseudoFractionSchedule.
+        st = c.adi.self_training
+        self_training_lib.check_config(c)
+        self.pseudo_fraction = (self.add_weight(
+            name="pseudo_fraction", shape=(), initializer=keras.initializers.Constant(
+                st.initial_fraction), trainable=False) if st.enabled else None)
+        if st.enabled:
+            self._trackers["self_training_loss"] = keras.metrics.Mean(name="self_training_loss")
 
     # ------------------------------------------------------------------------------------
     @property
@@ -213,12 +222,32 @@ class MatchingModel(keras.Model):
                     e_s, e_d, k, self.num_domains,
                     normalize=self.config.rrl.orthogonality_normalize)
         total = ce
+        if self.pseudo_fraction is not None and training:  # ADI self-training (Eq. 27)
+            losses["self_training_loss"] = self._self_training_loss(ue, ce_enc, candidates,
+                                                                    entities, log_q,
+                                                                    tf.range(batch))
+            total += self.config.adi.self_training.weight * losses["self_training_loss"]
         if self.weighting is not None:
             total += self.weighting([losses[f"{n}_loss"] for n in self.aux_names])
         if self.losses:
             total += tf.add_n(self.losses)
         losses["loss"] = total
         return losses, critic_loss
+
+    def _self_training_loss(self, ue, ce_enc, candidates, entities, log_q, labels):
+        """Pseudo-positives of the batch's positives under the other domains
+        (tfrrl/model/self_training.py); scored in inference mode (DSBN: running statistics)."""
+        def score_under(j):
+            b = tf.shape(ue["domain_index"])[0]
+            users_j = {**ue, "domain_index": tf.fill([b], j), "e_did": self.embeddings.embed(
+                "domain", tf.fill([b], j + FIRST_DOMAIN_ID))}
+            return self.score_pairs(users_j, ce_enc, training=False)["scores"]
+
+        st = self.config.adi.self_training
+        return self_training_lib.self_training_loss(
+            score_under, self.num_domains, ue["domain_index"], candidates["entity_hash"],
+            entities["entity_hash"], log_q, labels, self.pseudo_fraction,
+            temperature=self.train_config.temperature, confidence=st.confidence)["loss"]
 
     def main_variables(self) -> List[tf.Variable]:
         """Trainable variables of the main optimizer: everything but the critics."""
@@ -313,4 +342,5 @@ class MatchingModel(keras.Model):
     def training_only_variables(self) -> List[tf.Variable]:
         """Everything the export leaves out: the RRL modules and the training bookkeeping
         (``nonfinite_steps``)."""
-        return self.rrl_variables() + [self.nonfinite_steps]
+        return self.rrl_variables() + [self.nonfinite_steps] + (
+            [self.pseudo_fraction] if self.pseudo_fraction is not None else [])

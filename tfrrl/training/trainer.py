@@ -27,6 +27,7 @@ from tfrrl.data.reader import CORPUS, EVAL, TRAIN, FeatureLookup, PreparedDatase
 from tfrrl.model import inputs as input_modules
 from tfrrl.model.matching import FIRST_DOMAIN_ID, MatchingModel
 from tfrrl.training.callbacks import NonFiniteGuard, StepLogger, TrainingBackup
+from tfrrl.training.self_training import PseudoFractionSchedule
 
 RUN_INFO = "run.json"
 BACKUP_DIR = "backup"
@@ -195,6 +196,8 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq=20),
         StepLogger(out_dir, every=10, start_step=start_step),
         NonFiniteGuard(exp.train.max_nonfinite_steps),
+        *([PseudoFractionSchedule.from_config(exp.model.adi.self_training)]  # ADI: p per epoch
+          if exp.model.adi.self_training.enabled else []),
         keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "best.weights.h5"),
                                         monitor=exp.train.monitor, mode="min",
                                         save_best_only=True,

@@ -1,0 +1,95 @@
+"""ADI self-training for multi-domain retrieval (ADI §4.3, Algorithm 1, Eq. 27).
+
+For a batch of training positives (user u, item v) of domain i, Alg. 1 scores every positive
+as if it were in every other domain j ≠ i (``f_θ(X^(i), j)``), takes per (i, j) the top p of
+those rows by score as pseudo-positives (X^(i)_p, y^(j)_p), and adds their loss:
+Eq. 27 adds −log s_θ(ṽ | u, j) to the objective. p grows by Δp per epoch
+(:func:`pseudo_fraction`, set by tfrrl/training/self_training.py's callback).
+
+Defaults for what the paper leaves open (all switches in ``model.adi.self_training``):
+
+* one forward pass: selection and loss use the current model in the same step (the paper's
+  "freeze the model, then fine-tune" read per step); the selection is a 0/1 mask, so no gradient
+  flows through it; the pseudo loss does train the model;
+* the pseudo passes run with ``training=False``: DSBN normalises with domain j's RUNNING
+  statistics (never updated from rows of other domains) and dropout is off;
+* a pseudo-positive's loss is the same sampled softmax with logQ correction and accidental-hit
+  masking as the real one, over the same candidates, scored under domain j;
+* the selected count per (i, j) is ⌊p · n_i⌋ (n_i = domain-i positives in the batch), ties
+  broken by row order; the loss is the sum over selected pairs divided by the batch size
+  (Eq. 27 sums the two log-likelihoods, so a pseudo-positive weighs as much as a real one),
+  times ``weight``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import tensorflow as tf
+
+from tfrrl.model.losses import sampled_softmax_logq
+
+
+def pseudo_fraction(epoch: int, initial: float, step: float, maximum: float) -> float:
+    """p at (0-based) ``epoch``: min(maximum, initial + epoch · step) (Alg. 1 line 15)."""
+    return float(min(maximum, initial + epoch * step))
+
+
+def pseudo_positive_mask(confidence: tf.Tensor, domain_index: tf.Tensor,
+                         fraction: tf.Tensor) -> tf.Tensor:
+    """Alg. 1 lines 8–11 on one batch. ``confidence`` [B, K]: row b's positive scored under
+    domain j; ``domain_index`` [B]: its own domain i. Returns a bool mask [B, K]: for every
+    (i, j ≠ i), the ⌊fraction · n_i⌋ rows of domain i with the highest confidence under j
+    (ties: the lower row first); never a row's own domain."""
+    confidence = tf.convert_to_tensor(confidence)
+    num_domains = confidence.shape[1]
+    domain_index = tf.cast(domain_index, tf.int32)
+    same = tf.equal(domain_index[:, None], domain_index[None, :])  # [B, B]
+    n = tf.reduce_sum(tf.cast(same, tf.float32), axis=1)  # n_i of each row's domain
+    quota = tf.floor(tf.cast(fraction, tf.float32) * n + 1e-6)  # [B]
+    rows = tf.range(tf.shape(confidence)[0])
+    earlier = rows[None, :] < rows[:, None]  # [b, b']: b' before b
+    c = confidence[:, None, :], confidence[None, :, :]  # [B, 1, K], [1, B, K]
+    # rank of row b under column j within its domain: rows b' of the same domain ahead of it
+    ahead = tf.logical_or(c[1] > c[0], tf.logical_and(tf.equal(c[1], c[0]),
+                                                      earlier[:, :, None]))
+    rank = tf.reduce_sum(tf.cast(tf.logical_and(ahead, same[:, :, None]), tf.float32), axis=1)
+    own = tf.one_hot(domain_index, num_domains, on_value=True, off_value=False, dtype=tf.bool)
+    return tf.logical_and(rank < quota[:, None], tf.logical_not(own))
+
+
+def self_training_loss(score_under: Callable[[int], tf.Tensor], num_domains: int,
+                       domain_index: tf.Tensor, candidate_hash: tf.Tensor,
+                       positive_hash: tf.Tensor, log_q: tf.Tensor, labels: tf.Tensor,
+                       fraction: tf.Tensor, temperature: float = 1.0,
+                       confidence: str = "score") -> Mapping[str, tf.Tensor]:
+    """The pseudo-positive loss of one batch (Eq. 27's second term).
+
+    ``score_under(j)``: scores [B, C] of the batch's users × candidates with every user placed
+    in domain j; ``labels`` [B]: each row's own positive column. ``confidence``: ``score`` (the
+    positive's raw score, as Alg. 1 sorts) or ``softmax`` (its sampled-softmax probability
+    exp(−CE) under domain j). Returns ``loss`` (scalar) and ``mask`` [B, K]."""
+    if confidence not in ("score", "softmax"):
+        raise ValueError(f"confidence must be score or softmax, got {confidence!r}")
+    batch = tf.shape(labels)[0]
+    diag = tf.stack([tf.range(batch), tf.cast(labels, tf.int32)], axis=1)
+    ces, confs = [], []
+    for j in range(num_domains):
+        scores = score_under(j)
+        ce = sampled_softmax_logq(scores, candidate_hash, positive_hash, log_q, labels,
+                                  temperature=temperature)  # [B]
+        ces.append(ce)
+        confs.append(tf.gather_nd(scores, diag) if confidence == "score" else tf.exp(-ce))
+    ce = tf.stack(ces, axis=1)  # [B, K]
+    mask = pseudo_positive_mask(tf.stop_gradient(tf.stack(confs, axis=1)), domain_index,
+                                fraction)
+    loss = tf.reduce_sum(tf.where(mask, ce, 0.0)) / tf.cast(batch, tf.float32)
+    return {"loss": loss, "mask": mask}
+
+
+def check_config(model_config) -> None:
+    """Self-training re-scores the positives under other domains through the ADI backbone's
+    domain-conditioned path: it is configured in ``model.adi`` and needs ``backbone: adi``."""
+    if model_config.adi.self_training.enabled and model_config.backbone != "adi":
+        raise ValueError("model.adi.self_training.enabled needs model.backbone: adi, got "
+                         f"{model_config.backbone!r}")
