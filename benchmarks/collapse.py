@@ -76,7 +76,8 @@ def markdown_report(results: Dict[str, Dict], command: str = "") -> str:
     if command:
         out += [f"Command: `{command}`", ""]
     out += [f"Dataset: `{first.get('data')}`; domains: {', '.join(first.get('domains', []))}.",
-            "", "| run | experiment | backbone | folder | eval examples |", "|---|---|---|---|---|"]
+            "", "| run | experiment | backbone | folder | eval examples |",
+            "|---|---|---|---|---|"]
     for n in names:
         r = results[n]
         out.append(f"| {n} | {r.get('experiment')} | {r.get('backbone')} | `{r.get('run')}` | "

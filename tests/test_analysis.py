@@ -26,8 +26,8 @@ def test_ia_of_a_rank_one_matrix_is_one():
 
 
 def test_ia_of_orthogonal_rows_of_equal_norm_is_the_rank():
-    # Rows (1,1,0,0), (1,−1,0,0), (0,0,1,1): pairwise orthogonal, each of norm √2 → M Mᵀ = 2·I₃,
-    # so σ = (√2, √2, √2) and IA = 3·√2 / √2 = 3 = rank.
+    # Rows (1,1,0,0), (1,−1,0,0), (0,0,1,1): pairwise orthogonal, each of norm √2
+    # → M Mᵀ = 2·I₃, so σ = (√2, √2, √2) and IA = 3·√2 / √2 = 3 = rank.
     m = np.array([[1, 1, 0, 0], [1, -1, 0, 0], [0, 0, 1, 1]], dtype=float)
     np.testing.assert_allclose(spectrum.singular_values(m), [math.sqrt(2)] * 3)
     assert spectrum.information_abundance(m) == pytest.approx(3.0)
@@ -37,7 +37,8 @@ def test_ia_of_orthogonal_rows_of_equal_norm_is_the_rank():
 
 def test_singular_values_of_a_hand_made_2x2():
     # A = [[3, 0], [4, 5]]: AᵀA = [[25, 20], [20, 25]], eigenvalues 45 and 5
-    # → σ = (√45, √5) = (3√5, √5) ≈ (6.708, 2.236); IA = (3√5 + √5) / 3√5 = 4/3.
+    # → σ = (√45, √5) = (3√5, √5) ≈ (6.708, 2.236);
+    # IA = (3√5 + √5) / 3√5 = 4/3.
     a = np.array([[3.0, 0.0], [4.0, 5.0]])
     np.testing.assert_allclose(spectrum.singular_values(a), [3 * math.sqrt(5), math.sqrt(5)])
     assert spectrum.information_abundance(a) == pytest.approx(4.0 / 3.0)
@@ -97,7 +98,8 @@ def _outputs_with_norms(norms):
 
 def test_diversity_index_af_and_sf_on_a_hand_made_example():
     # Experts: 0 shared, 1 specific to domain 0, 2 specific to domain 1; τ_t = 2, τ_b = 0.5.
-    #   sample 0: norms (3, 2.5, 0.1) → AF: 3 ≥ 2 and 0.1 ≤ 0.5 → 1;  SF(0→1): 2.5 ≥ 2, 0.1 ≤ 0.5 → 1
+    #   sample 0: norms (3, 2.5, 0.1) → AF: 3 ≥ 2 and 0.1 ≤ 0.5 → 1;
+    #             SF(0→1): 2.5 ≥ 2 and 0.1 ≤ 0.5 → 1
     #   sample 1: norms (1, 1, 1)     → AF 0;                          SF 0
     #   sample 2: norms (0.2, 0.3, 2) → AF: 2 ≥ 2 and 0.2 ≤ 0.5 → 1;  SF: 0.3 < 2 → 0
     #   sample 3: norms (2, 0.5, 1)   → AF: 2 ≥ 2 and 0.5 ≤ 0.5 → 1;  SF: 0.5 < 2 → 0
@@ -141,8 +143,8 @@ def test_conflict_samples_on_a_hand_made_history():
     # 3 (u10, d1, c7). History: u10 chose c8 in d1 and c7 in d0; u11 chose c6 in d1;
     # u12 chose c9 in d0.
     # key = category:
-    #   (0→1): s0: u10 active in d1, never c5 there → in;  s1: u11 chose c6 in d1 → out  → [0]
-    #   (1→0): s2: u12 active in d0, never c5 → in;        s3: u10 chose c7 in d0 → out  → [2]
+    #   (0→1): s0: u10 active in d1, never c5 there → in; s1: u11 chose c6 in d1 → out → [0]
+    #   (1→0): s2: u12 active in d0, never c5 → in; s3: u10 chose c7 in d0 → out → [2]
     # key = user (no key check): every sample whose user is active in the other domain:
     #   (0→1): u10, u11 active in d1 → [0, 1];  (1→0): u12, u10 active in d0 → [2, 3]
     s_users, s_domains, s_cats = [10, 11, 12, 10], [0, 0, 1, 1], [5, 6, 5, 7]

@@ -2,8 +2,8 @@
 
 For two domains i ≠ j and the preference-conflict samples D_con(i, j) between them,
 
-    DI^AF(i,j) = |{k ∈ D_con(i,j) : ∃ p, q ∈ M, ‖O_k^(p)‖₂ ≥ τ_t ∧ ‖O_k^(q)‖₂ ≤ τ_b}| / |D_con(i,j)|   (Eq. 1)
-    DI^SF(i,j) = |{k ∈ D_con(i,j) : ‖O_k^(i)‖₂ ≥ τ_t ∧ ‖O_k^(j)‖₂ ≤ τ_b}| / |D_con(i,j)|               (Eq. 2)
+    DI^AF(i,j) = |{k ∈ D_con(i,j) : ∃ p,q ∈ M, ‖O_k^(p)‖ ≥ τ_t ∧ ‖O_k^(q)‖ ≤ τ_b}| / |D_con|  (1)
+    DI^SF(i,j) = |{k ∈ D_con(i,j) : ‖O_k^(i)‖ ≥ τ_t ∧ ‖O_k^(j)‖ ≤ τ_b}| / |D_con|            (2)
 
 M = the experts, O_k^(p) = output of expert p on sample k, O^(i) = the output of the expert
 specific to domain i ("all forward" vs "specific forward", the STEM terms). A high DI means the
@@ -55,7 +55,8 @@ def thresholds_from_percentiles(norms: np.ndarray,
     flat = np.asarray(norms, dtype=np.float64).ravel()
     if flat.size == 0:
         raise ValueError("no norms to take percentiles of")
-    return float(np.percentile(flat, top_percentile)), float(np.percentile(flat, bottom_percentile))
+    return (float(np.percentile(flat, top_percentile)),
+            float(np.percentile(flat, bottom_percentile)))
 
 
 def _check_taus(tau_t: float, tau_b: float) -> None:
@@ -64,7 +65,7 @@ def _check_taus(tau_t: float, tau_b: float) -> None:
 
 
 def diverse_all_forward(norms: np.ndarray, tau_t: float, tau_b: float) -> np.ndarray:
-    """Eq. 1's indicator per sample: some expert ≥ τ_t and another ≤ τ_b. norms [n, M] → [n]."""
+    """Eq. 1's indicator per sample: an expert ≥ τ_t and another ≤ τ_b; [n, M] → [n]."""
     _check_taus(tau_t, tau_b)
     norms = np.asarray(norms, dtype=np.float64)
     return (norms >= tau_t).any(axis=1) & (norms <= tau_b).any(axis=1)

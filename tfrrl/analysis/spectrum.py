@@ -1,8 +1,8 @@
 """Singular-value spectra and Information Abundance (IA).
 
-Tencent paper (Pan et al., *Ad Recommendation in a Collapsed and Entangled World*) §7.2: for an
-embedding matrix E ∈ R^{N×K} with SVD E = U Σ V*, Σ = diag(σ_k), dimensional collapse shows as
-many small σ_k; the Information Abundance is "the sum of all singular values normalised by the
+Tencent paper (Pan et al., *Ad Recommendation in a Collapsed and Entangled World*) §7.2:
+for an embedding matrix E ∈ R^{N×K} with SVD E = U Σ V*, Σ = diag(σ_k), dimensional collapse
+shows as many small σ_k; the Information Abundance is "the sum of all singular values normalised by the
 maximum singular value",
 
     IA(E) = Σ_k σ_k / max_k σ_k = ‖σ‖₁ / ‖σ‖_∞          (Crocodile §3.1, same definition)
