@@ -108,20 +108,24 @@ def _raw_specs(names: Sequence[str], sequence_length: int) -> Dict[str, tf.Tenso
     return out
 
 
-def _encoded_user_specs(sequence_length: int, representation_dim: int,
-                        embedding_dim: int) -> Dict[str, tf.TensorSpec]:
-    L, R, E = sequence_length, representation_dim, embedding_dim
+def _encoded_user_specs(sequence_length: int, widths: Mapping[str, int]
+                        ) -> Dict[str, tf.TensorSpec]:
+    """``widths``: last-axis widths of e_tran, seq_keys, e_did (EmbeddingSets.widths(): with M
+    embedding sets and PEG these are the concatenations, tfrrl/model/embedding_sets.py)."""
+    L = sequence_length
     return {
-        "e_tran": tf.TensorSpec([None, R], tf.float32, name="e_tran"),
-        "seq_keys": tf.TensorSpec([None, L, E], tf.float32, name="seq_keys"),
+        "e_tran": tf.TensorSpec([None, widths["e_tran"]], tf.float32, name="e_tran"),
+        "seq_keys": tf.TensorSpec([None, L, widths["seq_keys"]], tf.float32, name="seq_keys"),
         "seq_mask": tf.TensorSpec([None, L], tf.float32, name="seq_mask"),
         "domain_index": tf.TensorSpec([None], tf.int32, name="domain_index"),
-        "e_did": tf.TensorSpec([None, E], tf.float32, name="e_did"),
+        "e_did": tf.TensorSpec([None, widths["e_did"]], tf.float32, name="e_did"),
     }
 
 
 # --------------------------------------------------------------------------------------------
-SERVING_PARTS = ("embeddings", "ad_network", "user_transformer", "target_attention", "backbone")
+# input_sets: embedding sets 1…M−1 and PEG's prior embeddings (no variables when M = 1).
+SERVING_PARTS = ("embeddings", "ad_network", "user_transformer", "target_attention", "input_sets",
+                 "backbone")
 
 
 def serving_variables(model) -> List[tf.Variable]:
@@ -227,8 +231,9 @@ class ServingScorer:
             setattr(self, part, getattr(model, part))
         self.tables = tables
         self.num_domains = int(model.num_domains)
-        self.representation_dim = int(model.config.representation_dim)
-        self.embedding_dim = int(model.config.embedding_dim)
+        # Set 0's widths; the encodings' widths (all embedding sets) come from the model.
+        self.embedding_dim, self.representation_dim = model.input_sets.dims[0]
+        self.widths = model.input_sets.widths()
         self.sequence_length = int(sequence_length)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -270,9 +275,7 @@ class ServingScorer:
                 "e_did": enc["e_did"], "domain_known": enc["domain_known"]}
 
     def _score_encoded(self, inputs):
-        target = inputs[INDEX_OUTPUT]
-        R = self.representation_dim
-        entities = {"target": target, "e_uee": target[:, :R], "e_aid": target[:, R:]}
+        entities = self.input_sets.entities_from_repr(inputs[INDEX_OUTPUT])
         return self._scores(self._encoded_users(inputs), entities)
 
     def _score_candidates(self, inputs):
@@ -284,11 +287,12 @@ class ServingScorer:
     def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
         """The exported signatures (traced here; not attributes of the module, so each graph is
         saved once, as a signature)."""
-        L, R, E = self.sequence_length, self.representation_dim, self.embedding_dim
+        L = self.sequence_length
         entity_specs = _raw_specs(entity_input_names(), L)
         user_specs = _raw_specs(user_input_names(), L)
-        encoded_specs = _encoded_user_specs(L, R, E)
-        repr_spec = {INDEX_OUTPUT: tf.TensorSpec([None, R + E], tf.float32, name=INDEX_OUTPUT)}
+        encoded_specs = _encoded_user_specs(L, self.widths)
+        repr_spec = {INDEX_OUTPUT: tf.TensorSpec([None, self.widths["entity_repr"]], tf.float32,
+                                                 name=INDEX_OUTPUT)}
 
         def concrete(fn, specs):
             return tf.function(fn, input_signature=[specs]).get_concrete_function()
@@ -536,7 +540,8 @@ def export_backbone(model: MatchingModel, lookup, base_dir: str, name: str = "tf
                                  for k in sorted(lookup.vocabularies)},
             "dims": {"embedding_dim": scorer.embedding_dim,
                      "representation_dim": scorer.representation_dim,
-                     "entity_repr_dim": scorer.representation_dim + scorer.embedding_dim},
+                     "entity_repr_dim": scorer.widths["entity_repr"],
+                     "encoded_widths": scorer.widths},
             "num_variables": len(serving_variables(scorer)),
             "num_parameters": int(sum(int(np.prod(v.shape))
                                       for v in serving_variables(scorer))),

@@ -99,6 +99,68 @@ class ADIConfig:
             raise ValueError("model.adi.shared_networks and se_hidden_units must be >= 1")
 
 
+# The registry of tfrrl/model/disentanglement.py (names only: no TensorFlow import here).
+DISENTANGLEMENT_LOSSES = ("none", "covariance", "dot", "cosine", "ole", "dcorr",
+                          "orthogonality")
+
+
+@dataclasses.dataclass
+class DisentanglementConfig:
+    """Auxiliary loss on the positive pairs' expert outputs of a multi-embedding backbone
+    (tfrrl/model/disentanglement.py; Crocodile Eq. 6–7 and its Table 4 alternatives)."""
+
+    # auto (covariance for backbone crocodile, else none) | none | covariance (Crocodile
+    # CovLoss, Eq. 6) | dot | cosine | ole | dcorr | orthogonality (RRL Eq. 24 between experts)
+    loss: str = "auto"
+    weight: float = 0.01  # α of Eq. 7 (a fixed weight; the paper tunes it, value not printed)
+    # > 0: the loss runs on this many random rows of the batch (Crocodile §5.6: 32 rows keep
+    # the covariance norms); 0: every row.
+    subsample: int = 0
+    # covariance: divide the cross-covariance by N (Eq. 6 prints no 1/N: the literal form grows
+    # with the batch); orthogonality: L2-normalised rows and 1/N (as rrl.orthogonality_normalize)
+    normalize: bool = True
+
+    def __post_init__(self):
+        if self.loss not in ("auto",) + DISENTANGLEMENT_LOSSES:
+            raise ValueError(f"model.multi_embedding.disentanglement.loss must be one of "
+                             f"{('auto',) + DISENTANGLEMENT_LOSSES}, got {self.loss!r}")
+        if self.weight < 0 or self.subsample < 0:
+            raise ValueError("model.multi_embedding.disentanglement.weight and subsample must "
+                             "be >= 0")
+
+
+@dataclasses.dataclass
+class MultiEmbeddingConfig:
+    """Multi-embedding backbones (tfrrl/model/multi_embedding.py): ``multi_embedding`` (ME),
+    ``stem``, ``ame``, ``crocodile``. An embedding set = a full copy of the input stack
+    (embeddings, ad network, user transformer, target attention); set m feeds expert m."""
+
+    # M embedding sets; 0 = automatic: K + 1 for stem (shared + one per domain), else 1.
+    num_sets: int = 0
+    # Per-set embedding / representation widths (AME: different sizes); empty → every set uses
+    # model.embedding_dim / model.representation_dim. Set 0 is the model's primary input stack.
+    embedding_dims: Tuple[int, ...] = ()
+    representation_dims: Tuple[int, ...] = ()
+    # Gate of each domain over the M experts: auto (peg for crocodile, else softmax) | softmax
+    # (one weight per expert, MMoE-style, on the pair representations) | peg (Crocodile
+    # Eq. 8–10: prior-informed, driven by a separate prior embedding of user id, entity id and
+    # domain id).
+    gate: str = "auto"
+    peg_elementwise: bool = True  # peg: a softmax per output dimension (EG); False = PG only
+    prior_dim: int = 8  # peg: width of each prior field embedding (l = 3 · prior_dim)
+    # expert MLPs end with ReLU (Crocodile §4.2/§4.5: outputs >= 0); False: linear last layer
+    expert_relu: bool = True
+    disentanglement: DisentanglementConfig = dataclasses.field(
+        default_factory=DisentanglementConfig)
+
+    def __post_init__(self):
+        if self.gate not in ("auto", "softmax", "peg"):
+            raise ValueError(f"model.multi_embedding.gate must be auto, softmax or peg, got "
+                             f"{self.gate!r}")
+        if self.num_sets < 0 or self.prior_dim < 1:
+            raise ValueError("model.multi_embedding.num_sets must be >= 0 and prior_dim >= 1")
+
+
 @dataclasses.dataclass
 class ModelConfig:
     # "rrl" = the hybrid-expert backbone of §III-C; or a Table III baseline on the same input
@@ -121,6 +183,9 @@ class ModelConfig:
     ple_shared_experts: int = 1  # ple: shared experts per level
     rrl: RRLConfig = dataclasses.field(default_factory=RRLConfig)
     adi: ADIConfig = dataclasses.field(default_factory=ADIConfig)  # backbone: adi
+    # backbone: multi_embedding | stem | ame | crocodile (tfrrl/model/multi_embedding.py)
+    multi_embedding: MultiEmbeddingConfig = dataclasses.field(
+        default_factory=MultiEmbeddingConfig)
 
 
 @dataclasses.dataclass

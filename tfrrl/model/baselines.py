@@ -39,10 +39,13 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from tfrrl.model import embedding_sets
 from tfrrl.model.inputs import mlp
 
 BACKBONES = ("rrl", "dnn", "shared_bottom", "cross_stitch", "mmoe", "dselect_k", "ple",
-             "adi")  # adi: tfrrl/model/adi.py (Adaptive Domain Interest network)
+             "adi",  # adi: tfrrl/model/adi.py (Adaptive Domain Interest network)
+             # tfrrl/model/multi_embedding.py (M embedding sets, tfrrl/model/embedding_sets.py)
+             "multi_embedding", "stem", "ame", "crocodile")
 
 
 def select_domain(per_domain: Sequence[tf.Tensor], domain_index: tf.Tensor) -> tf.Tensor:
@@ -261,6 +264,15 @@ def make_backbone(config, num_domains: int) -> layers.Layer:
                          f"backbone's E_s / E_d; model.backbone={name!r} has none: switch them "
                          "off or use backbone: rrl")
     c = config
+    embedding_sets.set_dims(c, num_domains)  # the multi-embedding settings' checks
+    if name in embedding_sets.MULTI_EMBEDDING_BACKBONES:
+        from tfrrl.model.multi_embedding import make_multi_embedding  # pylint: disable=C0415
+
+        return make_multi_embedding(c, num_domains)
+    if embedding_sets.disentanglement_kind(c) != "none":
+        raise ValueError("model.multi_embedding.disentanglement acts on expert_outputs of a "
+                         f"multi-embedding backbone {embedding_sets.MULTI_EMBEDDING_BACKBONES}; "
+                         f"model.backbone={name!r} has none: set its loss to none")
     if name == "adi":
         from tfrrl.model.adi import make_adi  # pylint: disable=import-outside-toplevel
 
@@ -291,10 +303,14 @@ def count_parameters(layer: layers.Layer) -> int:
     return int(sum(np.prod(v.shape) for v in layer.trainable_weights))
 
 
-def pair_width(config) -> int:
+def pair_width(config, num_domains: int = 0) -> int:
     """Width D of the pair representation r = [E_uee, E_tran, E_att, E_aid] (Eq. 5): E_uee,
     E_tran and E_att are ``representation_dim`` wide, E_aid is the ad-id embedding
-    (``embedding_dim``; tfrrl/model/inputs.py AdNetwork)."""
+    (``embedding_dim``; tfrrl/model/inputs.py AdNetwork). Multi-embedding backbones: the sum
+    over the embedding sets plus the PEG prior (tfrrl/model/embedding_sets.py; STEM's automatic
+    number of sets needs ``num_domains``)."""
+    if config.backbone in embedding_sets.MULTI_EMBEDDING_BACKBONES:
+        return sum(embedding_sets.pair_widths(config, num_domains))
     return 3 * int(config.representation_dim) + int(config.embedding_dim)
 
 
@@ -308,6 +324,6 @@ def backbone_parameters(config, num_domains: int) -> int:
     modules are identical across rows, so only this part differs between methods."""
     layer = make_backbone(config, num_domains)
     # One row per domain so every routed branch (RRL specific experts, gates, towers) builds.
-    layer(tf.zeros([num_domains, 1, pair_width(config)]), tf.range(num_domains),
+    layer(tf.zeros([num_domains, 1, pair_width(config, num_domains)]), tf.range(num_domains),
           tf.zeros([num_domains, int(config.embedding_dim)]))
     return count_parameters(layer)

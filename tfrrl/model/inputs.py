@@ -192,3 +192,28 @@ def split_features(features: Mapping[str, tf.Tensor]) -> Tuple[Dict, Dict]:
     users = {k: v for k, v in features.items() if k not in entity_names}
     entities = {k: v for k, v in features.items() if k in entity_names}
     return users, entities
+
+
+def vocabulary_of(feature: str) -> str:
+    """The vocabulary (embedding table) a feature is looked up in."""
+    return _VOCAB_OF[feature]
+
+
+def build_input_stack(vocabulary_sizes: Mapping[str, int], embedding_dim: int,
+                      representation_dim: int, config, sequence_length: int,
+                      prefix: str = "") -> Tuple:
+    """(SharedEmbeddings, AdNetwork, UserTransformer, TargetAttention) of one embedding set,
+    sized by ``embedding_dim`` / ``representation_dim`` and the rest of ``config`` (a
+    :class:`tfrrl.config.ModelConfig`); layer names start with ``prefix`` (variable paths must
+    differ between sets)."""
+    c = config
+    embeddings = SharedEmbeddings(vocabulary_sizes, embedding_dim,
+                                  name=f"{prefix}shared_embeddings")
+    ad_network = AdNetwork(embeddings, c.ad_network_units, representation_dim,
+                           name=f"{prefix}ad_network")
+    user_transformer = UserTransformer(embeddings, sequence_length, representation_dim,
+                                       c.transformer_layers, c.transformer_heads,
+                                       c.transformer_ff_dim, c.dropout,
+                                       name=f"{prefix}user_transformer")
+    target_attention = TargetAttention(representation_dim, name=f"{prefix}target_attention")
+    return embeddings, ad_network, user_transformer, target_attention

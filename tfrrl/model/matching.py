@@ -32,7 +32,9 @@ import tensorflow as tf
 from tfrrl.config import ModelConfig, TrainConfig
 from tfrrl.data import schema
 from tfrrl.model import inputs as input_modules
+from tfrrl.model import embedding_sets
 from tfrrl.model.baselines import make_backbone
+from tfrrl.model.disentanglement import disentanglement_loss
 from tfrrl.model.domain_adversarial import DomainAdversarial
 from tfrrl.model.losses import sampled_softmax_logq
 from tfrrl.model.orthogonality import orthogonality_loss
@@ -76,15 +78,16 @@ class MatchingModel(keras.Model):
         self.num_domains = len(domain_sizes)
         self.domain_sizes = [int(s) for s in domain_sizes]
         c = config
-        self.embeddings = input_modules.SharedEmbeddings(vocabulary_sizes, c.embedding_dim,
-                                                         name="shared_embeddings")
-        self.ad_network = input_modules.AdNetwork(self.embeddings, c.ad_network_units,
-                                                  c.representation_dim, name="ad_network")
-        self.user_transformer = input_modules.UserTransformer(
-            self.embeddings, sequence_length, c.representation_dim, c.transformer_layers,
-            c.transformer_heads, c.transformer_ff_dim, c.dropout, name="user_transformer")
-        self.target_attention = input_modules.TargetAttention(c.representation_dim,
-                                                              name="target_attention")
+        # Embedding set 0 (the only one unless a multi-embedding backbone asks for M > 1).
+        dims = embedding_sets.set_dims(c, self.num_domains)
+        (self.embeddings, self.ad_network, self.user_transformer,
+         self.target_attention) = input_modules.build_input_stack(
+             vocabulary_sizes, dims[0][0], dims[0][1], c, sequence_length)
+        # Sets 1…M−1 and PEG's prior embeddings (empty and inactive for M = 1 without PEG).
+        self.input_sets = embedding_sets.EmbeddingSets(
+            dims, vocabulary_sizes, c, sequence_length, embedding_sets.prior_dim(c),
+            name="input_sets")
+        self.disentanglement = embedding_sets.disentanglement_kind(c)
         self.backbone = make_backbone(c, self.num_domains)  # RRL's, or a Table III baseline
         # --- training-only RRL modules -----------------------------------------------------
         r = c.rrl
@@ -114,7 +117,8 @@ class MatchingModel(keras.Model):
                                                initializer="zeros", trainable=False)
         self._trackers: Dict[str, keras.metrics.Mean] = {}
         for name in ["loss", "ce_loss"] + [f"{n}_loss" for n in self.aux_names] + (
-                ["critic_loss"] if r.mvwdl else []):
+                ["critic_loss"] if r.mvwdl else []) + (
+                ["disentanglement_loss"] if self.disentanglement != "none" else []):
             self._trackers[name] = keras.metrics.Mean(name=name)
         # ADI self-training (Alg. 1): p, set per epoch by PseudoFractionSchedule.
         st = c.adi.self_training
@@ -138,18 +142,24 @@ class MatchingModel(keras.Model):
 
     # -- encoders ---------------------------------------------------------------------------
     def encode_users(self, users: Mapping[str, tf.Tensor], training: bool = False):
-        enc = self.user_transformer(users, training=training)
+        enc = (self.input_sets.encode_users(self, users, training) if self.input_sets.active
+               else self.user_transformer(users, training=training))
         enc["e_did"] = self.embeddings.embed("domain", users["domain"])
         enc["domain_index"] = domain_index(users["domain"], self.num_domains)
         return enc
 
     def encode_entities(self, entities: Mapping[str, tf.Tensor], training: bool = False):
+        if self.input_sets.active:
+            return self.input_sets.encode_entities(self, entities)
         enc = self.ad_network(entities)
         enc["target"] = tf.concat([enc["e_uee"], enc["e_aid"]], axis=-1)
         return enc
 
     def pair_representations(self, users, entities) -> tf.Tensor:
-        """R = [E_uee, E_tran, E_att, E_aid] for every pair: [B, C, D]."""
+        """R = [E_uee, E_tran, E_att, E_aid] for every pair: [B, C, D] (M embedding sets: the
+        M representations and the PEG prior concatenated, tfrrl/model/embedding_sets.py)."""
+        if self.input_sets.active:
+            return self.input_sets.pair_representations(self, users, entities)
         e_att = self.target_attention(entities["target"], users["seq_keys"], users["seq_mask"],
                                       pairwise=True)
         b, c = tf.shape(e_att)[0], tf.shape(e_att)[1]
@@ -172,9 +182,12 @@ class MatchingModel(keras.Model):
         users, entities = input_modules.split_features(features)
         ue = self.encode_users(users, training)
         ee = self.encode_entities(entities, training)
-        e_att = self.target_attention(ee["target"], ue["seq_keys"], ue["seq_mask"],
-                                      pairwise=False)
-        r = tf.concat([ee["e_uee"], ue["e_tran"], e_att, ee["e_aid"]], axis=-1)[:, None, :]
+        if self.input_sets.active:
+            r = self.input_sets.pair_representations(self, ue, ee, pairwise=False)
+        else:
+            e_att = self.target_attention(ee["target"], ue["seq_keys"], ue["seq_mask"],
+                                          pairwise=False)
+            r = tf.concat([ee["e_uee"], ue["e_tran"], e_att, ee["e_aid"]], axis=-1)[:, None, :]
         return self.backbone(r, ue["domain_index"], ue["e_did"], training=training)["scores"][:, 0]
 
     # -- training ---------------------------------------------------------------------------
@@ -221,7 +234,16 @@ class MatchingModel(keras.Model):
                 losses["orthogonality_loss"] = orthogonality_loss(
                     e_s, e_d, k, self.num_domains,
                     normalize=self.config.rrl.orthogonality_normalize)
+        if self.disentanglement != "none":  # Crocodile Eq. 7: + α · L_Cov (or a Table 4 loss)
+            d = self.config.multi_embedding.disentanglement
+            own = tf.stack([tf.range(batch), tf.range(batch)], axis=1)  # each row's own positive
+            losses["disentanglement_loss"] = disentanglement_loss(
+                self.disentanglement, tf.gather_nd(out["expert_outputs"], own), d.subsample,
+                d.normalize, seed)
         total = ce
+        if "disentanglement_loss" in losses:
+            total += self.config.multi_embedding.disentanglement.weight * losses[
+                "disentanglement_loss"]
         if self.pseudo_fraction is not None and training:  # ADI self-training (Eq. 27)
             losses["self_training_loss"] = self._self_training_loss(ue, ce_enc, candidates,
                                                                     entities, log_q,

@@ -1,0 +1,118 @@
+"""Multi-embedding backbones: ME, STEM, AME (Tencent §4.2, §5.1) and Crocodile (its §4).
+
+Input: r = [r_0 … r_{M−1}, prior] [B, C, Σ D_m + P] (tfrrl/model/embedding_sets.py): r_m is the
+pair representation of embedding set m, the optional prior chunk feeds PEG. Expert m sees ONLY
+r_m (Crocodile Eq. 3–4: O^(p) = MLP^(p)(e^(p))); every expert ends at the same width d =
+``expert_units[-1]`` so the domains' gates can mix them; one tower per domain (Eq. 5).
+
+=====================  =========================================================================
+``backbone``           gates and routing
+=====================  =========================================================================
+``multi_embedding``    ME-MMoE: per domain a softmax over the M experts from [r_0 … r_{M−1}]
+                       (``gate: peg`` → the Table 4 base ME-MMoE-PEG)
+``ame``                the same on embedding sets of DIFFERENT widths (Tencent §5.1 AME: the
+                       gates route domains to small or large tables)
+``stem``               M = K + 1: set 0 shared, set k+1 specific to domain k. Domain k's gate
+                       sees [r_0, r_{k+1}]; it mixes every expert, but the OTHER domains'
+                       specific experts enter through stop-gradient ("All Forward, Specific
+                       Backward", STEM's official code): domain k's loss never updates another
+                       domain's embedding set or expert
+``crocodile``          ME + PEG (Eq. 8–10, tfrrl/model/peg.py) + CovLoss (Eq. 6,
+                       tfrrl/model/disentanglement.py, added by MatchingModel.loss_terms)
+=====================  =========================================================================
+
+Outputs: ``scores`` [B, C] (each row through its own domain's tower, :func:`select_domain`)
+and ``expert_outputs`` [B, C, M, d] (the disentanglement losses and tfrrl.analysis use them).
+
+Open points (defaults, switches in ``model.multi_embedding``): experts end with ReLU
+(``expert_relu``; Crocodile §4.5 relies on O ≥ 0, Tencent §4.2 needs a non-linearity); one
+expert per set; the softmax gate's input is the concatenation of the sets' pair
+representations (ME-MMoE's "domain-tied embedding"), for STEM the shared and own sets only.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from tfrrl.model import embedding_sets
+from tfrrl.model.baselines import _Multi, _towers, select_domain  # pylint: disable=protected-access
+from tfrrl.model.inputs import mlp
+from tfrrl.model.peg import PriorElementwiseGate, mix_experts
+
+ROUTINGS = ("all", "stem")
+
+
+@keras.saving.register_keras_serializable(package="tfrrl")
+class MultiEmbeddingBackbone(_Multi):
+    """M experts on M embedding sets, a gate per domain (softmax or PEG), K towers."""
+
+    def __init__(self, num_domains: int, set_widths: Sequence[int], expert_units: Sequence[int],
+                 tower_units: Sequence[int], gate: str = "softmax", prior_width: int = 0,
+                 elementwise: bool = True, routing: str = "all", expert_relu: bool = True,
+                 dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if gate not in ("softmax", "peg"):
+            raise ValueError(f"gate must be softmax or peg, got {gate!r}")
+        if gate == "peg" and prior_width <= 0:
+            raise ValueError("gate peg needs the prior embeddings (prior_width > 0)")
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        if routing == "stem" and len(set_widths) != num_domains + 1:
+            raise ValueError(f"stem routing needs K + 1 = {num_domains + 1} embedding sets, got "
+                             f"{len(set_widths)}")
+        self._config = {"num_domains": num_domains, "set_widths": tuple(set_widths),
+                        "expert_units": tuple(expert_units), "tower_units": tuple(tower_units),
+                        "gate": gate, "prior_width": prior_width, "elementwise": elementwise,
+                        "routing": routing, "expert_relu": expert_relu, "dropout": dropout}
+        self.num_sets = len(set_widths)
+        self.split = [int(w) for w in set_widths] + ([int(prior_width)] if prior_width else [])
+        d = int(expert_units[-1])
+        self.experts = [mlp(expert_units, f"expert_{m}", dropout=dropout,
+                            final_activation="relu" if expert_relu else None)
+                        for m in range(self.num_sets)]
+        self.gates = [PriorElementwiseGate(self.num_sets, d, elementwise, name=f"gate_{k}")
+                      if gate == "peg" else
+                      layers.Dense(self.num_sets, activation="softmax", name=f"gate_{k}")
+                      for k in range(num_domains)]
+        self.towers = _towers(num_domains, tower_units)
+
+    def _own_sets(self, k: int) -> Sequence[int]:
+        """Sets whose expert domain k trains (STEM: shared 0 and its own k + 1; else all)."""
+        return (0, k + 1) if self._config["routing"] == "stem" else range(self.num_sets)
+
+    def call(self, r, domain_index, e_did, training=False) -> Dict[str, tf.Tensor]:
+        chunks = tf.split(r, self.split, axis=-1)
+        sets, prior = chunks[:self.num_sets], (chunks[-1] if len(chunks) > self.num_sets
+                                               else None)
+        outputs = [e(x, training=training) for e, x in zip(self.experts, sets)]
+        experts = tf.stack(outputs, axis=-2)  # [B, C, M, d]
+        per_domain = []
+        for k, (gate, tower) in enumerate(zip(self.gates, self.towers)):
+            own = set(self._own_sets(k))
+            # STEM: the other domains' experts are seen forward only (no gradient back).
+            seen = tf.stack([o if m in own else tf.stop_gradient(o)
+                             for m, o in enumerate(outputs)], axis=-2)
+            if self._config["gate"] == "peg":
+                weights = gate(prior)  # [B, C, M, d or 1]
+            else:
+                weights = gate(tf.concat([sets[m] for m in sorted(own)], -1))[..., None]
+            fused = mix_experts(weights, seen)
+            per_domain.append(tf.squeeze(tower(fused, training=training), -1))
+        return {"scores": select_domain(per_domain, domain_index), "expert_outputs": experts}
+
+
+def make_multi_embedding(config, num_domains: int) -> MultiEmbeddingBackbone:
+    """The backbone ``config.backbone`` ∈ MULTI_EMBEDDING_BACKBONES names (a ModelConfig)."""
+    widths = embedding_sets.pair_widths(config, num_domains)
+    gate = embedding_sets.gate_kind(config)
+    me = config.multi_embedding
+    return MultiEmbeddingBackbone(num_domains, widths[:-1], config.expert_units,
+                                  config.tower_units, gate=gate, prior_width=widths[-1],
+                                  elementwise=me.peg_elementwise,
+                                  routing="stem" if config.backbone == "stem" else "all",
+                                  expert_relu=me.expert_relu, dropout=config.dropout,
+                                  name="backbone")
