@@ -64,10 +64,12 @@ def embedding_tables(model: keras.Model, names: Optional[Sequence[str]] = None
     for vocab, layer in sorted(getattr(shared, "tables", {}).items()):
         tables[vocab] = np.asarray(layer.embeddings.numpy())
         seen.add(id(layer))
+    others = {}
     for layer in model._flatten_layers(include_self=False, recursive=True):  # noqa: SLF001
         if isinstance(layer, keras.layers.Embedding) and id(layer) not in seen:
             seen.add(id(layer))
-            tables[getattr(layer, "path", layer.name)] = np.asarray(layer.embeddings.numpy())
+            others[getattr(layer, "path", layer.name)] = np.asarray(layer.embeddings.numpy())
+    tables.update(sorted(others.items()))
     if names:
         unknown = [n for n in names if n not in tables]
         if unknown:

@@ -132,6 +132,21 @@ def plot_diversity(series: Mapping[str, Mapping[str, Optional[float]]], out_png:
 
 
 # -- from analysis.json -----------------------------------------------------------------------
+def table_panels(tables: Mapping[str, Mapping], min_group: int = 3) -> dict:
+    """Tables grouped into panels by their path prefix (``set_1/emb_x`` → ``set_1``) when a
+    prefix holds at least ``min_group`` tables (e.g. the embedding sets of a multi-embedding
+    backbone); the rest in one "embedding tables" panel."""
+    prefix = {n: n.rsplit("/", 1)[0] if "/" in n else "" for n in tables}
+    sizes = {p: sum(1 for q in prefix.values() if q == p) for p in set(prefix.values())}
+    panels: dict = {"embedding tables": {}}
+    for n, s in tables.items():
+        p = prefix[n]
+        key = p if p and sizes[p] >= min_group else "embedding tables"
+        panels.setdefault(key, {})[n.rsplit("/", 1)[-1] if key != "embedding tables" else n] = \
+            _sv(s)
+    return {k: v for k, v in panels.items() if v}
+
+
 def _sv(summary: Mapping) -> Tuple[Sequence[float], Optional[float]]:
     return summary["singular_values"], summary.get("ia")
 
@@ -142,8 +157,7 @@ def plot_analysis(result: Mapping, out_dir: str) -> list:
 
     written = []
     name = result.get("experiment", "run")
-    tables = {n: _sv(s) for n, s in result.get("tables", {}).items()}
-    panels = {"embedding tables": tables}
+    panels = table_panels(result.get("tables", {}))
     for table, buckets in result.get("frequency_buckets", {}).get("tables", {}).items():
         panels[f"{table} rows by training count"] = {f"count {label}": _sv(s)
                                                      for label, s in buckets.items()}
