@@ -135,10 +135,12 @@ class MultiEmbeddingConfig:
     ``stem``, ``ame``, ``crocodile``. An embedding set = a full copy of the input stack
     (embeddings, ad network, user transformer, target attention); set m feeds expert m."""
 
-    # M embedding sets; 0 = automatic: K + 1 for stem (shared + one per domain), else 1.
+    # M embedding sets; 0 = automatic: K + 1 for stem (shared + one per domain),
+    # multi_embedding and crocodile (the Backbone's expert count), 3 for ame, else 1.
     num_sets: int = 0
     # Per-set embedding / representation widths (AME: different sizes); empty → every set uses
-    # model.embedding_dim / model.representation_dim. Set 0 is the model's primary input stack.
+    # model.embedding_dim / model.representation_dim (automatic ame with 3 sets: × ½, 1, 2).
+    # Set 0 is the model's primary input stack.
     embedding_dims: Tuple[int, ...] = ()
     representation_dims: Tuple[int, ...] = ()
     # Gate of each domain over the M experts: auto (peg for crocodile, else softmax) | softmax
@@ -209,10 +211,17 @@ class TrainConfig:
     # counted; training stops with NonFiniteTrainingError once more than this many were skipped.
     max_nonfinite_steps: int = 10
     backup_every_steps: int = 200  # fault tolerance: full training state every N steps
+    # Keep the weights of every epoch in checkpoints/epoch{N}.weights.h5 (N from 1), e.g. for
+    # Information Abundance over training (`tfrrl analyze`, tfrrl/analysis/report.py).
+    save_epoch_checkpoints: bool = False
     # > 0: this fraction of the TRAIN examples (a seeded hash of user, entity and time) is held
     # out as the validation set that early stopping and checkpoints watch, so the eval split
     # stays an untouched test set (benchmarks/quality.py). 0: validate on the eval split.
     validation_fraction: float = 0.0
+    # Data-parallel training (tfrrl/training/distribution.py): none | mirrored (local devices)
+    # | multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG). batch_size is the
+    # global batch.
+    distribution: str = "none"
 
 
 @dataclasses.dataclass

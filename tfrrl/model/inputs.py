@@ -63,6 +63,10 @@ class SharedEmbeddings(layers.Layer):
                                        stddev=0.05))
             for name, size in sorted(self.vocabulary_sizes.items())
         }
+        # Tables are looked up through :meth:`embed`, never through ``__call__``, so Keras
+        # would never build this layer; an unbuilt layer makes ``fit`` under a distribution
+        # strategy try a symbolic build of the whole model.
+        self.build()
 
     def build(self, input_shape=None):
         for table in self.tables.values():

@@ -59,6 +59,36 @@ def _all_finite(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
     return tf.reduce_all(tf.stack(flags))
 
 
+def _replica():
+    """(replica context, replicas in sync, replica id) inside a step run by a distribution
+    strategy (even with one replica); (None, 1, 0) without a strategy or in a cross-replica
+    context (tfrrl/training/distribution.py)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or not tf.distribute.has_strategy():
+        return None, 1, 0
+    return ctx, ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+
+
+def _all_gather_rows(ctx, x: tf.Tensor, replicas: int, replica_id) -> tf.Tensor:
+    """Every replica's ``x`` [b, ...] stacked in replica order → [R·b, ...] (equal b).
+
+    An all-reduce SUM of zero-padded blocks: ``ReplicaContext.all_gather`` fails under
+    MultiWorkerMirroredStrategy in TF 2.20 ("destinations can not be empty")."""
+    b = tf.shape(x)[0]
+    block = tf.scatter_nd(tf.range(b)[:, None] + tf.cast(replica_id, tf.int32) * b, x,
+                          tf.concat([[replicas * b], tf.shape(x)[1:]], 0))
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, block)
+
+
+def _multi_worker_logs(logs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Under MultiWorkerMirroredStrategy Keras 3 reduces every log with
+    ``strategy.reduce("MEAN", v, axis=0)``, which rejects scalars (tensorflow#72388): give each
+    log a leading axis of 1, so the reduction yields the same scalar."""
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return logs
+    return {k: tf.reshape(tf.cast(v, tf.float32), [1]) for k, v in logs.items()}
+
+
 def _clip(grads: Sequence[tf.Tensor], clip_norm: Optional[float]) -> List[tf.Tensor]:
     """Global-norm clipping when ``clip_norm`` is set. A non-finite gradient stays non-finite
     (tf.clip_by_global_norm turns it into NaN), so the finite check still catches it."""
@@ -113,8 +143,10 @@ class MatchingModel(keras.Model):
                                                        beta_2=0.9) if r.mvwdl else None)
         self._corpus: Optional[Dict[str, tf.Tensor]] = None
         # Training steps skipped because a loss or gradient was not finite (see train_step).
+        # Every replica skips the same steps (the flag is all-reduced): count them once.
         self.nonfinite_steps = self.add_weight(name="nonfinite_steps", shape=(), dtype="int64",
-                                               initializer="zeros", trainable=False)
+                                               initializer="zeros", trainable=False,
+                                               aggregation="only_first_replica")
         self._trackers: Dict[str, keras.metrics.Mean] = {}
         for name in ["loss", "ce_loss"] + [f"{n}_loss" for n in self.aux_names] + (
                 ["critic_loss"] if r.mvwdl else []) + (
@@ -206,18 +238,28 @@ class MatchingModel(keras.Model):
     def loss_terms(self, features, training: bool, seed=None):
         users, entities = input_modules.split_features(features)
         batch = tf.shape(entities["entity_id"])[0]
-        candidates, _ = self._candidates(entities, self.train_config.num_negatives, seed)
+        # Under a distribution strategy each replica holds B/R rows of the global batch; the
+        # in-batch negatives stay global: gather every replica's positive ids (ints: no
+        # gradient crosses replicas) and put this replica's own at offset id·B/R.
+        ctx, replicas, replica_id = _replica()
+        positives, offset = entities, 0
+        if ctx is not None:
+            positives = {k: _all_gather_rows(ctx, v, replicas, replica_id)
+                         for k, v in entities.items()}
+            offset = tf.cast(replica_id, tf.int32) * batch
+        labels = offset + tf.range(batch)
+        candidates, _ = self._candidates(positives, self.train_config.num_negatives, seed)
         ue = self.encode_users(users, training)
         ce_enc = self.encode_entities(candidates, training)
         out = self.score_pairs(ue, ce_enc, training)
         log_q = tf.math.log(tf.maximum(tf.cast(candidates["sampling_prob"], tf.float32), 1e-12))
         ce = tf.reduce_mean(sampled_softmax_logq(
             out["scores"], candidates["entity_hash"], entities["entity_hash"], log_q,
-            tf.range(batch), temperature=self.train_config.temperature))
+            labels, temperature=self.train_config.temperature))
         losses = {"ce_loss": ce}
         critic_loss = None
         if self.aux_names:
-            diag = tf.stack([tf.range(batch), tf.range(batch)], axis=1)
+            diag = tf.stack([tf.range(batch), labels], axis=1)  # each row's own positive
             e_s = tf.gather_nd(out["e_s"], diag)
             e_d = tf.gather_nd(out["e_d"], diag)
             k = ue["domain_index"]
@@ -236,7 +278,7 @@ class MatchingModel(keras.Model):
                     normalize=self.config.rrl.orthogonality_normalize)
         if self.disentanglement != "none":  # Crocodile Eq. 7: + α · L_Cov (or a Table 4 loss)
             d = self.config.multi_embedding.disentanglement
-            own = tf.stack([tf.range(batch), tf.range(batch)], axis=1)  # each row's own positive
+            own = tf.stack([tf.range(batch), labels], axis=1)  # each row's own positive
             losses["disentanglement_loss"] = disentanglement_loss(
                 self.disentanglement, tf.gather_nd(out["expert_outputs"], own), d.subsample,
                 d.normalize, seed)
@@ -246,8 +288,7 @@ class MatchingModel(keras.Model):
                 "disentanglement_loss"]
         if self.pseudo_fraction is not None and training:  # ADI self-training (Eq. 27)
             losses["self_training_loss"] = self._self_training_loss(ue, ce_enc, candidates,
-                                                                    entities, log_q,
-                                                                    tf.range(batch))
+                                                                    entities, log_q, labels)
             total += self.config.adi.self_training.weight * losses["self_training_loss"]
         if self.weighting is not None:
             total += self.weighting([losses[f"{n}_loss"] for n in self.aux_names])
@@ -284,6 +325,21 @@ class MatchingModel(keras.Model):
         if self.critic_optimizer is not None and not self.critic_optimizer.built:
             self.critic_optimizer.build(self.critic_variables())
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras hook run by ``fit``/``evaluate`` under a distribution strategy. Keras' own
+        version reduces one input batch across replicas to build missing state symbolically,
+        which MultiWorkerMirroredStrategy rejects for dict inputs, and builds the main
+        optimizer over every variable (critics included). Here the model is already built on a
+        real batch (:func:`tfrrl.training.trainer.build_model`); only the optimizers' slots may
+        be missing, built with their own variable lists."""
+        unbuilt = [layer.name for layer in self._flatten_layers() if not layer.built]
+        if unbuilt:
+            raise RuntimeError("build the model on a batch before fit/evaluate "
+                               f"(tfrrl.training.trainer.build_model); unbuilt: {unbuilt}")
+        if self.optimizer is not None:
+            with self.distribute_strategy.scope():
+                self.build_optimizers()
+
     def critic_variables(self):
         return list(self.mvwdl.critic_variables) if self.mvwdl is not None else []
 
@@ -301,15 +357,24 @@ class MatchingModel(keras.Model):
         """
         critic_vars = self.critic_variables()
         main_vars = self.main_variables()
+        ctx, replicas, _ = _replica()
+        # Negatives drawn from a stateless seed (run seed, step): the same in every replica
+        # and worker, the same as a one-worker run at that step, and replayed by a resume.
+        step_seed = tf.stack([tf.constant(self.train_config.seed, tf.int64),
+                              tf.cast(self.optimizer.iterations, tf.int64)])
         with tf.GradientTape(persistent=critic_vars != []) as tape:
-            losses, critic_loss = self.loss_terms(data, training=True)
-        pairs = [(g, v) for g, v in zip(tape.gradient(losses["loss"], main_vars), main_vars)
+            losses, critic_loss = self.loss_terms(data, training=True, seed=step_seed)
+            # Keras' optimizers SUM the replicas' gradients: scale so the update is the mean
+            # over the global batch (1 replica: unchanged).
+            scaled_loss = losses["loss"] / replicas
+            scaled_critic_loss = critic_loss / replicas if critic_loss is not None else None
+        pairs = [(g, v) for g, v in zip(tape.gradient(scaled_loss, main_vars), main_vars)
                  if g is not None]
         grads = _clip([g for g, _ in pairs], self.train_config.clip_norm)
         checked = list(losses.values()) + grads
         critic_grads = []
         if critic_vars:
-            critic_grads = _clip(tape.gradient(critic_loss, critic_vars),
+            critic_grads = _clip(tape.gradient(scaled_critic_loss, critic_vars),
                                  self.config.rrl.critic_clip_norm)
             losses["critic_loss"] = critic_loss
             checked += [critic_loss] + critic_grads
@@ -318,8 +383,8 @@ class MatchingModel(keras.Model):
         # inside a tf.cond branch).
         self.build_optimizers()
 
-        def apply():
-            self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+        def apply(main_grads, critic_grads):
+            self.optimizer.apply_gradients(zip(main_grads, [v for _, v in pairs]))
             if critic_vars:
                 self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
             return tf.constant(True)
@@ -328,10 +393,29 @@ class MatchingModel(keras.Model):
             self.nonfinite_steps.assign_add(1)
             return tf.constant(False)
 
-        tf.cond(_all_finite(checked), apply, skip)
+        finite = _all_finite(checked)
+        if ctx is None:
+            tf.cond(finite, lambda: apply(grads, critic_grads), skip)
+        else:
+            # One replica's NaN skips the step everywhere: all-reduce the flag. The optimizers
+            # all-reduce gradients (a merge_call), which may not sit inside a cond branch in a
+            # replica context: take the branch in the cross-replica context, as Keras'
+            # LossScaleOptimizer does, and apply per replica from there.
+            bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+
+            def cross_replica(strategy, bad, main_grads, critic_grads):
+                def apply_everywhere():
+                    strategy.extended.call_for_each_replica(apply, args=(main_grads,
+                                                                         critic_grads))
+                    return tf.constant(True)
+
+                tf.cond(tf.equal(strategy.experimental_local_results(bad)[0], 0.0),
+                        apply_everywhere, skip)
+
+            ctx.merge_call(cross_replica, args=(bad, grads, critic_grads))
         logs = self._update_metrics(losses)
         logs["nonfinite_steps"] = self.nonfinite_steps.value
-        return logs
+        return _multi_worker_logs(logs)
 
     def test_step(self, data):
         # A fixed seed makes the eval loss comparable across epochs (early stopping).
@@ -339,7 +423,7 @@ class MatchingModel(keras.Model):
                                            seed=tf.constant([self.train_config.seed, 7]))
         if critic_loss is not None:
             losses["critic_loss"] = critic_loss
-        return self._update_metrics(losses)
+        return _multi_worker_logs(self._update_metrics(losses))
 
     def _update_metrics(self, losses):
         for name, value in losses.items():

@@ -26,6 +26,7 @@ from tfrrl.config import ExperimentConfig
 from tfrrl.data.reader import CORPUS, EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.model import inputs as input_modules
 from tfrrl.model.matching import FIRST_DOMAIN_ID, MatchingModel
+from tfrrl.training import distribution
 from tfrrl.training.callbacks import NonFiniteGuard, StepLogger, TrainingBackup
 from tfrrl.training.self_training import PseudoFractionSchedule
 
@@ -172,6 +173,10 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     the same command again after a crash or kill resumes from there (``resume=False`` starts
     over); the backup is removed when the run completes.
     """
+    # First: MultiWorkerMirroredStrategy must configure the runtime before any other TF op.
+    strategy = distribution.make_strategy(exp.train.distribution)
+    distribution.check_global_batch(exp.train.batch_size, strategy)
+    out_dir = distribution.worker_out_dir(out_dir)
     keras.utils.set_random_seed(exp.train.seed)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as f:
@@ -179,8 +184,10 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     with open(os.path.join(out_dir, RUN_INFO), "w", encoding="utf-8") as f:
         json.dump({"data_dir": os.path.abspath(data_dir), "experiment": exp.name}, f, indent=2)
     data = PreparedDataset(data_dir)
-    model = build_model(exp, data)
+    with strategy.scope():
+        model = build_model(exp, data)
     _, eval_ds = make_datasets(data, exp)
+    eval_ds = distribution.shard_by_data(eval_ds)
     total_epochs = epochs or exp.train.epochs
     steps = steps_per_epoch(data, exp)
     backup_dir = os.path.join(out_dir, BACKUP_DIR)
@@ -207,10 +214,15 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
                                       restore_best_weights=True),
         backup,
     ]
+    if exp.train.save_epoch_checkpoints:  # one file per epoch, for `tfrrl analyze`
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            os.path.join(out_dir, "checkpoints", "epoch{epoch}.weights.h5"),
+            save_weights_only=True, save_freq="epoch"))
     hist: Dict[str, List[float]] = {}
     for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(start_step, steps,
                                                                           total_epochs):
-        history = model.fit(train_stream(data, exp, first_step), validation_data=eval_ds,
+        stream = distribution.shard_by_data(train_stream(data, exp, first_step))
+        history = model.fit(stream, validation_data=eval_ds,
                             initial_epoch=initial_epoch, epochs=end_epoch,
                             steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose,
                             shuffle=False)  # the tf.data pipeline shuffles
