@@ -33,12 +33,19 @@ MULTI_EMBEDDING_BACKBONES = ("multi_embedding", "stem", "ame", "crocodile")
 PRIOR_FIELDS = ("user_id", "domain", "entity_id")  # Crocodile Eq. 9: user, domain, item ids
 
 
+AME_SCALES = (0.5, 1.0, 2.0)  # automatic AME widths: × model.embedding/representation_dim
+
+
 def num_sets(config, num_domains: int) -> int:
-    """M: ``multi_embedding.num_sets``, or automatic (0): K + 1 for STEM, else 1."""
+    """M: ``multi_embedding.num_sets``, or automatic (0): K + 1 for stem, multi_embedding and
+    crocodile (the Backbone's 1 shared + K specific experts), 3 for ame (Tencent's 3 tables),
+    1 for every single-embedding backbone."""
     me = config.multi_embedding
     if me.num_sets:
         return int(me.num_sets)
-    return num_domains + 1 if config.backbone == "stem" else 1
+    if config.backbone == "ame":
+        return len(AME_SCALES)
+    return num_domains + 1 if config.backbone in MULTI_EMBEDDING_BACKBONES else 1
 
 
 def gate_kind(config) -> str:
@@ -69,6 +76,9 @@ def set_dims(config, num_domains: int) -> List[Tuple[int, int]]:
                          f"set + one per domain) or 0 (automatic), got {m}")
 
     def widths(values: Sequence[int], default: int, what: str) -> List[int]:
+        if not values and config.backbone == "ame" and m == len(AME_SCALES):
+            # Automatic AME: tables of half, equal and double width (Tencent: 16 / 32 / 64).
+            return [max(1, round(default * s)) for s in AME_SCALES]
         if not values:
             return [int(default)] * m
         if len(values) != m:
