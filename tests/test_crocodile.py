@@ -35,9 +35,8 @@ def test_covariance_loss_by_hand():
     # A constant expert has zero covariance with anything.
     const = _stack(O1, [[5.0, 5.0]] * 3)
     assert dis.covariance_loss(const).numpy() == pytest.approx(0.0)
-    # Three experts: the sum over the 3 pairs (O1, O2), (O1, O1), (O2, O1)... p > q only once:
-    # pairs (1,0), (2,0), (2,1) with O3 = O1: (O1,O2)=6, (O1,O1): C1ᵀC1 = [[2, 1], [1, 2]] → 6,
-    # (O1,O2) again 6 → (6 + 6 + 6) / 4 = 4.5 (literal).
+    # Three experts (O1, O2, O3 = O1), pairs p > q: (O2, O1) → ‖C2ᵀC1‖_1 = 6,
+    # (O3, O1): C1ᵀC1 = [[2, 1], [1, 2]] → 6, (O3, O2) → 6; (6 + 6 + 6) / 4 = 4.5 (literal).
     assert dis.covariance_loss(_stack(O1, O2, O1), normalize=False).numpy() == \
         pytest.approx(4.5)
 

@@ -93,7 +93,8 @@ def ole_loss(outputs: tf.Tensor, normalize: bool = True) -> tf.Tensor:
 
 
 def _centred_distances(x: tf.Tensor) -> tf.Tensor:
-    """Double-centred Euclidean distance matrix A_ij = a_ij − ā_i· − ā_·j + ā_·· of rows x [N, d]."""
+    """Double-centred Euclidean distance matrix of the rows of x [N, d]:
+    A_ij = a_ij − ā_i· − ā_·j + ā_··."""
     sq = tf.reduce_sum(tf.square(x[:, None, :] - x[None, :, :]), -1)
     a = tf.sqrt(tf.maximum(sq, 1e-12)) * tf.cast(sq > 1e-12, x.dtype)  # finite gradient at 0
     return (a - tf.reduce_mean(a, 0, keepdims=True) - tf.reduce_mean(a, 1, keepdims=True)
@@ -152,6 +153,6 @@ def disentanglement_loss(name: str, outputs: tf.Tensor, subsample: int = 0,
                          normalize: bool = True, seed=None) -> tf.Tensor:
     """The registered loss ``name`` on expert outputs [N, M, d] (sub-sampled rows if asked)."""
     if name not in LOSSES or LOSSES[name] is None:
-        raise ValueError(f"disentanglement loss must be one of {sorted(k for k in LOSSES if k != 'none')}, "
-                         f"got {name!r}")
+        known = sorted(k for k, fn in LOSSES.items() if fn is not None)
+        raise ValueError(f"disentanglement loss must be one of {known}, got {name!r}")
     return LOSSES[name](subsample_rows(outputs, subsample, seed), normalize=normalize)
