@@ -109,6 +109,9 @@ def test_stem_stop_gradient_between_domains(data):
             assert norm(grads[j + 1]) == 0.0, f"domain {k}'s score trains domain {j}'s set"
     # ... while other domains' experts do contribute forward: their outputs are in the mix.
     assert scores["expert_outputs"].shape[2] == K + 1
+    # tfrrl.analysis (Diversity Index, SF form) reads which expert belongs to which domain.
+    assert list(model.backbone.domain_expert_index) == list(range(1, K + 1))
+    assert model.backbone.expert_names[0] == "shared"
 
 
 def test_ame_sets_have_their_own_widths(data):

@@ -80,6 +80,21 @@ class MultiEmbeddingBackbone(_Multi):
                       for k in range(num_domains)]
         self.towers = _towers(num_domains, tower_units)
 
+    @property
+    def expert_names(self) -> Sequence[str]:
+        """Names for tfrrl.analysis: STEM's set 0 is shared, set k + 1 domain k's."""
+        if self._config["routing"] == "stem":
+            return ["shared"] + [f"specific_{k}" for k in range(self.num_sets - 1)]
+        return [f"expert_{m}" for m in range(self.num_sets)]
+
+    @property
+    def domain_expert_index(self) -> Sequence[int]:
+        """Domain k → the expert tied to it (STEM: k + 1), −1 when experts are not tied to
+        domains (ME, AME, Crocodile): what the Diversity Index's SF form needs."""
+        if self._config["routing"] == "stem":
+            return list(range(1, self.num_sets))
+        return [-1] * self._config["num_domains"]
+
     def _own_sets(self, k: int) -> Sequence[int]:
         """Sets whose expert domain k trains (STEM: shared 0 and its own k + 1; else all)."""
         return (0, k + 1) if self._config["routing"] == "stem" else range(self.num_sets)
