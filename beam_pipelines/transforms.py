@@ -44,14 +44,23 @@ class RowError(ValueError):
         self.detail = detail
 
 
+def dead_letter_row(row: Any) -> Any:
+    """The row as a dead-letter record shows it (JSON-able primitives, no ``_`` fields).
+
+    Idempotent, so a row can be reduced to this form as soon as it is validated and carried
+    compactly (a dict of primitives) until a later step dead-letters it.
+    """
+    if isinstance(row, bytes):
+        return row.decode("utf-8", errors="backslashreplace")
+    if isinstance(row, dict):
+        return {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
+                for k, v in row.items() if not str(k).startswith("_")}
+    return row
+
+
 def dead_letter(source: str, reason: str, row: Any, detail: str = "") -> Dict[str, Any]:
     """The JSON-able dead-letter record: where it came from, why, and the row itself."""
-    if isinstance(row, bytes):
-        row = row.decode("utf-8", errors="backslashreplace")
-    elif isinstance(row, dict):
-        row = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v))
-               for k, v in row.items() if not str(k).startswith("_")}
-    return {"source": source, "reason": reason, "detail": detail, "row": row}
+    return {"source": source, "reason": reason, "detail": detail, "row": dead_letter_row(row)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,6 +233,50 @@ def parse_impression(row: Mapping[str, Any], spec: DatasetSpec) -> Dict[str, Any
         imp["click"] = 1
     imp["key"] = entity_key(entity_type, imp["entity_id"])
     return imp
+
+
+# A validated impression as a compact tuple (what crosses the impression-sized shuffles): the
+# contract values the later steps read, and the raw row only for a later dead letter.
+IMPRESSION_FIELDS: Tuple[str, ...] = (
+    "key", "entity_type", "user_id", "domain", "timestamp", "click", "_row")
+# After the entity join an impression also carries its entity's category (for E_seq); the other
+# entity features are attached to the examples by entity key at the end.
+EXPOSURE_FIELDS: Tuple[str, ...] = IMPRESSION_FIELDS + ("entity_category",)
+
+
+def impression_tuple(imp: Mapping[str, Any], row: Any) -> Tuple[Any, ...]:
+    """A parsed impression → its compact tuple (IMPRESSION_FIELDS order)."""
+    values = dict(imp, _row=dead_letter_row(row))
+    return tuple(values[f] for f in IMPRESSION_FIELDS)
+
+
+def exposure_dict(values: Sequence[Any]) -> Dict[str, Any]:
+    """An EXPOSURE_FIELDS tuple → the impression dict :func:`assemble_user` reads (``entity_id``
+    is the entity key, as after :func:`attach_entity`)."""
+    imp = dict(zip(EXPOSURE_FIELDS, values))
+    imp["entity_id"] = imp["key"]
+    return imp
+
+
+def carried_example_fields(sequence_length: int) -> Tuple[str, ...]:
+    """Example features decided per user (profile, sequences, domain, label, time) + the target
+    entity key, in schema order. The target's own features are the same for every example of
+    an entity, so they are attached by key after the per-user step instead of being carried."""
+    entity_names = {f.name for f in schema.entity_features()}
+    return tuple(f.name for f in schema.example_features(sequence_length)
+                 if f.name not in entity_names) + ("entity_id",)
+
+
+def complete_example(carried: Sequence[Any], fields: Sequence[str],
+                     entity: Mapping[str, Any], sampling_prob: float) -> Dict[str, Any]:
+    """The carried values of an example + its entity's features and Q(a) → the full example
+    (the same values :func:`attach_entity` then :func:`assemble_user` give)."""
+    example = dict(zip(fields, carried))
+    for f in schema.entity_features():
+        if f.name in entity and f.name != "entity_id":
+            example[f.name] = entity[f.name]
+    example["sampling_prob"] = sampling_prob
+    return example
 
 
 def impression_fingerprint(imp: Mapping[str, Any]) -> str:

@@ -7,9 +7,15 @@ raw impressions + one catalog per entity type + user profiles
   ``train/`` and ``eval/`` TFRecords, the entity corpus ``corpus/``, ``vocab/*.txt``,
   ``entity_frequency.tsv``, ``stats.json``, ``dead_letter/*.jsonl`` and ``accounting.json``.
 
-Shuffles: catalog dedupe, link resolution, impression×entity join, per-user assembly, and the
-final per-entity join that attaches the logQ sampling probability (Eq. 2) — each a
-CoGroupByKey/GroupByKey, so the same code scales out on Dataflow.
+Shuffles: catalog dedupe, link resolution, impression×entity join, per-user assembly, the
+per-entity join of train counts that gives the logQ sampling probability (Eq. 2), and the
+write-order shuffle — each a CoGroupByKey/GroupByKey, so the same code scales out on Dataflow.
+
+Memory: impression-sized collections carry compact tuples of primitives, packed to one bytes
+object per element across the impression-sized shuffles (``packed.py``); the raw row is reduced
+to its dead-letter form right after validation; the per-user step carries only what the
+sequences need (entity key, type, category) and the target entity's features and Q(a) are
+attached at the end from a corpus-sized side input, so no example crosses a per-entity shuffle.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.transforms.window import GlobalWindows
 
-from beam_pipelines import raw_io, transforms
+from beam_pipelines import packed, raw_io, transforms
 from beam_pipelines.raw_io import DEAD, NAMESPACE, dead_counter
 from tfrrl.data import fileio, link_spec, schema
 from tfrrl.data.link_spec import DatasetSpec
@@ -43,6 +50,11 @@ FILTERED = "filtered"
 CORPUS = "corpus"
 IMPRESSIONS = "impressions"
 USERS = "users"
+TRAIN_COUNT, VOCAB, STATS, FREQUENCY = "train_count", "vocab", "stats", "frequency"
+
+# Positions in the compact impression tuples (transforms.IMPRESSION_FIELDS / EXPOSURE_FIELDS).
+_KEY, _USER, _TS, _ROW = (transforms.IMPRESSION_FIELDS.index(f)
+                          for f in ("key", "user_id", "timestamp", "_row"))
 
 # Output layout of a prepared dataset (read back by tfrrl.data.reader).
 TRAIN_DIR, EVAL_DIR, CORPUS_DIR = "train", "eval", "corpus"
@@ -143,50 +155,56 @@ class _ParseImpression(beam.DoFn):
         self._spec = spec
 
     def process(self, row):
+        """Validated rows leave as compact tuples (transforms.IMPRESSION_FIELDS)."""
         try:
-            imp = transforms.parse_impression(row, self._spec)
-            imp["_row"] = row
-            yield imp
+            yield transforms.impression_tuple(transforms.parse_impression(row, self._spec), row)
         except transforms.RowError as e:
             yield _dead(IMPRESSIONS, e.reason, row, e.detail)
 
 
 class _JoinEntity(beam.DoFn):
-    """Impressions × unified entity; emits the corpus record once per entity."""
+    """Impressions × unified entity; emits the corpus record once per entity.
+
+    An impression leaves keyed by user with only its entity's category added (EXPOSURE_FIELDS):
+    the other entity features are attached to the examples by key at the end.
+    """
 
     def __init__(self, spec: DatasetSpec):
         self._has_catalog = {n: et.path is not None for n, et in spec.entity_types.items()}
 
     def process(self, element):
         key, grouped = element
-        entities = list(grouped["entity"])
-        imps = grouped["imps"]
+        entities, imps = grouped["entity"], grouped["imps"]
         entity = entities[0] if entities else None
         if entity is None:
-            imps = list(imps)
             if not imps:
                 return
             type_name, entity_id = link_spec.split_entity_key(key)
             if self._has_catalog[type_name]:
                 for imp in imps:
-                    yield _dead(IMPRESSIONS, "unknown_entity", imp["_row"], key)
+                    yield _dead(IMPRESSIONS, "unknown_entity", imp[_ROW], key)
                 return
             entity = transforms.default_entity(type_name, entity_id)
         yield pvalue.TaggedOutput(CORPUS, (key, entity))
+        category = entity[schema.entity_feature_name("category")]
         for imp in imps:
-            yield imp["user_id"], transforms.attach_entity(imp, entity)
+            yield imp[_USER], tuple(imp) + (category,)
 
 
 class _AssembleUser(beam.DoFn):
+    """Per user: examples as (split, carried values) tuples, the user's train count per entity
+    (``TRAIN_COUNT``), dead letters, filtered rows and the serving snapshot."""
+
     def __init__(self, spec: DatasetSpec, cfg: PrepareConfig):
         self._require_profile = spec.users is not None
         self._label = spec.label
         self._cfg = cfg
+        self._fields = transforms.carried_example_fields(cfg.sequence_length)
 
     def process(self, element, cutoff):
         user_id, grouped = element
-        profiles = list(grouped["profile"])
-        imps = list(grouped["imps"])
+        profiles = grouped["profile"]
+        imps = [transforms.exposure_dict(imp) for imp in grouped["imps"]]
         profile = None
         if profiles:
             profiles.sort(key=lambda p: json.dumps(p, sort_keys=True, default=str))
@@ -205,44 +223,81 @@ class _AssembleUser(beam.DoFn):
         for rule, imp in out.filtered:
             _counter(f"{IMPRESSIONS}/filtered/{rule}").inc()
             yield pvalue.TaggedOutput(FILTERED, rule)
+        train_counts = collections.Counter()
         for split_name, example in out.examples:
-            yield example["entity_id"], (split_name, example)
+            if split_name == transforms.TRAIN:
+                train_counts[example["entity_id"]] += 1
+            yield split_name, tuple(example[f] for f in self._fields)
+        for key, n in train_counts.items():
+            yield pvalue.TaggedOutput(TRAIN_COUNT, (key, n))
         if out.snapshot is not None:
             _counter(f"{USERS}/snapshot").inc()
             yield pvalue.TaggedOutput(USER_SNAPSHOT, json.dumps(out.snapshot, sort_keys=True,
                                                                 ensure_ascii=False))
 
 
-class _Finalize(beam.DoFn):
-    """Per entity: the corpus record with its train count, and every example with Q(a)."""
+class _EntityProbability(beam.DoFn):
+    """Per entity (corpus-sized): its train count and Q(a) → the corpus record, the frequency
+    line, and (key, (entity, Q(a))) for the examples' side input."""
 
     def process(self, element, totals):
         key, grouped = element
         train_count = sum(grouped["count"])
-        corpus = list(grouped["corpus"])
         prob = transforms.sampling_probability(train_count, totals["train"], totals["corpus"],
                                                totals["smoothing"])
-        if corpus:
-            record = dict(corpus[0], sampling_prob=prob, train_count=train_count)
-            yield pvalue.TaggedOutput(CORPUS, record)
-            yield pvalue.TaggedOutput("frequency", f"{key}\t{train_count}\t{prob:.9g}")
-        for split_name, example in grouped["examples"]:
-            example["sampling_prob"] = prob
-            _counter(f"{IMPRESSIONS}/written/{split_name}").inc()
-            yield pvalue.TaggedOutput(split_name, example)
+        for entity in list(grouped["corpus"])[:1]:
+            yield pvalue.TaggedOutput(CORPUS, dict(entity, sampling_prob=prob,
+                                                   train_count=train_count))
+            yield pvalue.TaggedOutput(FREQUENCY, f"{key}\t{train_count}\t{prob:.9g}")
+            yield key, (entity, prob)
 
 
-class _StatsCombine(beam.CombineFn):
-    """Counts per (split, domain) and (split, entity type), timestamp range."""
+class _FinalizeExamples(beam.DoFn):
+    """Carried example + its entity's features and Q(a) (a side input) → the serialized
+    tf.Example on the split's output.
+
+    The split statistics and the TRAIN vocabulary counts are summed per bundle and emitted in
+    ``finish_bundle`` (``STATS``, ``VOCAB``): one element per distinct token instead of one per
+    token occurrence.
+    """
+
+    def __init__(self, sequence_length: int):
+        self._L = sequence_length
+        self._fields = transforms.carried_example_fields(sequence_length)
+
+    def start_bundle(self):
+        self._stats = collections.Counter()
+        self._vocab = collections.Counter()
+
+    def process(self, element, entities):
+        split_name, carried = element
+        entity, prob = entities[carried[-1]]
+        example = transforms.complete_example(carried, self._fields, entity, prob)
+        self._stats[(split_name, "domain", example["domain"])] += 1
+        self._stats[(split_name, "entity_type", example["entity_type"])] += 1
+        self._stats[(split_name, "total", "")] += 1
+        if split_name == transforms.TRAIN:
+            self._vocab.update(transforms.vocabulary_tokens(example))
+        yield pvalue.TaggedOutput(split_name, schema.encode_example(example, self._L))
+
+    def finish_bundle(self):
+        for split_name in (transforms.TRAIN, transforms.EVAL):
+            _counter(f"{IMPRESSIONS}/written/{split_name}").inc(
+                self._stats[(split_name, "total", "")])
+        for token, n in self._vocab.items():
+            yield pvalue.TaggedOutput(VOCAB, GlobalWindows.windowed_value((token, n)))
+        if self._stats:
+            yield pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(self._stats))
+
+
+class _CounterSum(beam.CombineFn):
+    """Sums Counters: the split statistics per (split, kind, value)."""
 
     def create_accumulator(self):
         return collections.Counter()
 
-    def add_input(self, acc, example):
-        split_name, ex = example
-        acc[(split_name, "domain", ex["domain"])] += 1
-        acc[(split_name, "entity_type", ex["entity_type"])] += 1
-        acc[(split_name, "total", "")] += 1
+    def add_input(self, acc, counts):
+        acc.update(counts)
         return acc
 
     def merge_accumulators(self, accs):
@@ -357,32 +412,31 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
         res = cfg.quantile_resolution
         index = round((1.0 - cfg.eval_fraction) * res)
         cutoff = (parsed.imps
-                  | "Timestamps" >> beam.Map(lambda imp: imp["timestamp"])
+                  | "Timestamps" >> beam.Map(lambda imp: imp[_TS])
                   | "Quantiles" >> beam.ApproximateQuantiles.Globally(res + 1)
                   | "PickCutoff" >> beam.Map(lambda qs: qs[index] if qs else None))
 
-    # 5. Join with unified entities (unknown entities → dead letter).
+    # 5. Join with unified entities (unknown entities → dead letter). The impression-sized
+    # shuffles (5, 6) move compact packed tuples, not dicts (packed.py).
     joined = ({"entity": catalog,
-               "imps": parsed.imps | "KeyImpByEntity" >> beam.Map(lambda i: (i["key"], i))}
-              | "JoinEntities" >> beam.CoGroupByKey()
+               "imps": parsed.imps | "KeyImpByEntity" >> beam.Map(lambda i: (i[_KEY], i))}
+              | "JoinEntities" >> packed.GroupPacked()
               | "AttachEntities" >> beam.ParDo(_JoinEntity(spec)).with_outputs(
                   DEAD, CORPUS, main="imps"))
     dead_parts.append(joined[DEAD])
 
     # 6. Per user: profile join, dedupe, sequences, label rule, split.
     assembled = ({"profile": profiles, "imps": joined.imps}
-                 | "GroupByUser" >> beam.CoGroupByKey()
+                 | "GroupByUser" >> packed.GroupPacked()
                  | "AssembleUsers" >> beam.ParDo(
                      _AssembleUser(spec, cfg), cutoff=pvalue.AsSingleton(cutoff)).with_outputs(
-                         DEAD, FILTERED, USER_SNAPSHOT, main="examples"))
+                         DEAD, FILTERED, USER_SNAPSHOT, TRAIN_COUNT, main="examples"))
     dead_parts.append(assembled[DEAD])
-    examples = assembled.examples  # (entity key, (split, example))
+    examples = assembled.examples  # (split, carried example values)
 
-    # 7. Per entity: train counts → Q(a) for logQ; attach to corpus records and examples.
-    train_counts = (examples
-                    | "TrainOnly" >> beam.Filter(lambda kv: kv[1][0] == transforms.TRAIN)
-                    | "OnePerTrain" >> beam.Map(lambda kv: (kv[0], 1))
-                    | "CountPerEntity" >> beam.CombinePerKey(sum))
+    # 7. Per entity (corpus-sized): train counts → Q(a) for logQ; the corpus records, and the
+    # entity features + Q(a) that every example of the entity takes (a side input).
+    train_counts = assembled[TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
     n_train = (train_counts | "TrainCounts" >> beam.Values()
                | "TotalTrain" >> beam.CombineGlobally(sum))
     n_corpus = joined[CORPUS] | "CorpusSize" >> beam.combiners.Count.Globally()
@@ -391,27 +445,30 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
                   lambda _, t, c, s: {"train": t, "corpus": c, "smoothing": s},
                   pvalue.AsSingleton(n_train), pvalue.AsSingleton(n_corpus),
                   cfg.logq_smoothing))
-    final = ({"corpus": joined[CORPUS], "count": train_counts, "examples": examples}
-             | "JoinPerEntity" >> beam.CoGroupByKey()
-             | "Finalize" >> beam.ParDo(_Finalize(), totals=pvalue.AsSingleton(totals))
-             .with_outputs(transforms.TRAIN, transforms.EVAL, CORPUS, "frequency"))
+    per_entity = ({"corpus": joined[CORPUS], "count": train_counts}
+                  | "JoinCounts" >> beam.CoGroupByKey()
+                  | "EntityProbability" >> beam.ParDo(
+                      _EntityProbability(), totals=pvalue.AsSingleton(totals))
+                  .with_outputs(CORPUS, FREQUENCY, main="entities"))
+    final = (examples
+             | "Finalize" >> beam.ParDo(_FinalizeExamples(cfg.sequence_length),
+                                        entities=pvalue.AsDict(per_entity.entities))
+             .with_outputs(transforms.TRAIN, transforms.EVAL, VOCAB, STATS))
 
     # 8. Writes.
-    L = cfg.sequence_length
     shards = cfg.num_shards
     for split_name, folder in ((transforms.TRAIN, TRAIN_DIR), (transforms.EVAL, EVAL_DIR)):
         (final[split_name]
-         | f"Encode[{split_name}]" >> beam.Map(schema.encode_example, L)
          | f"Shuffle[{split_name}]" >> ShuffleRecords(cfg.shuffle_buckets)
          | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(
              fileio.join(out_dir, folder, "part"), file_name_suffix=".tfrecord",
              num_shards=shards))
-    (final[CORPUS]
+    (per_entity[CORPUS]
      | "EncodeCorpus" >> beam.Map(schema.encode_entity)
      | "WriteCorpus" >> beam.io.WriteToTFRecord(
          fileio.join(out_dir, CORPUS_DIR, "part"), file_name_suffix=".tfrecord",
          num_shards=shards))
-    (final["frequency"]
+    (per_entity[FREQUENCY]
      | "WriteFrequency" >> beam.io.WriteToText(
          fileio.join(out_dir, FREQUENCY_FILE), shard_name_template="", num_shards=1,
          header="entity_id\ttrain_count\tsampling_prob"))
@@ -427,9 +484,7 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
 
     # Vocabularies from the TRAIN split only (no leakage of eval ids into the model's tables).
     min_freq = _vocabulary_min_frequency(cfg)
-    vocab_sizes = (final[transforms.TRAIN]
-                   | "VocabTokens" >> beam.FlatMap(transforms.vocabulary_tokens)
-                   | "VocabOne" >> beam.Map(lambda vt: (vt, 1))
+    vocab_sizes = (final[VOCAB]
                    | "VocabCount" >> beam.CombinePerKey(sum)
                    | "VocabByName" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))))
     # Every vocabulary file exists, even one whose feature is all defaults.
@@ -440,13 +495,8 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
                    | "WriteVocab" >> beam.FlatMap(_write_vocabulary, out_dir, min_freq)
                    | "VocabSizes" >> beam.combiners.ToDict())
 
-    split_stats = ((final[transforms.TRAIN] | "TagTrain" >> beam.Map(
-                        lambda e: (transforms.TRAIN, e)),
-                    final[transforms.EVAL] | "TagEval" >> beam.Map(
-                        lambda e: (transforms.EVAL, e)))
-                   | "FlattenSplits" >> beam.Flatten()
-                   | "SplitStats" >> beam.CombineGlobally(_StatsCombine()))
-    corpus_types = (final[CORPUS] | "CorpusType" >> beam.Map(lambda r: r["entity_type"])
+    split_stats = final[STATS] | "SplitStats" >> beam.CombineGlobally(_CounterSum())
+    corpus_types = (per_entity[CORPUS] | "CorpusType" >> beam.Map(lambda r: r["entity_type"])
                     | "CorpusTypeCount" >> beam.combiners.Count.PerElement()
                     | "CorpusTypeDict" >> beam.combiners.ToDict())
     (p | "StatsSeed" >> beam.Create([None])
