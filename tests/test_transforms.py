@@ -158,3 +158,22 @@ def test_encode_decode_round_trip():
     assert back["user_gender"] == schema.DEFAULT_TOKEN  # explicit default
     with pytest.raises(ValueError):
         schema.encode_example(dict(ex, seq_entity_id=["a"]), sequence_length=3)
+
+
+def test_encoding_is_byte_identical_across_processes():
+    """The feature map's serialized order must not depend on the process (protobuf map order
+    is per-process hash order unless serialization is deterministic): the link orders its
+    output by a hash of these bytes."""
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    code = ("import hashlib; from tfrrl.data import schema; "
+            "print(hashlib.sha256(schema.encode_example({'user_id': 'u1', 'entity_id': 'item:b',"
+            " 'entity_type': 'item', 'domain': 'd0', 'seq_entity_id': ['item:a', '', ''],"
+            " 'seq_entity_type': ['item', '', ''], 'seq_category': ['c', '', '']},"
+            " sequence_length=3)).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+               for seed in (1, 2, 3)}
+    assert len(digests) == 1, digests

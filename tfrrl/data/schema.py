@@ -222,7 +222,10 @@ def _encode(features: Sequence[Feature], values: Mapping[str, Any]) -> bytes:
             fmap[f.name].int64_list.value.extend(int(s) for s in seq)
         else:
             fmap[f.name].float_list.value.extend(float(s) for s in seq)
-    return example.SerializeToString()
+    # Map fields (the feature map) serialize in hash order unless asked otherwise: the same
+    # example would give other bytes in another process, and the link's hash-based write order
+    # (beam_pipelines/unified_link.py ShuffleRecords) would not be reproducible.
+    return example.SerializeToString(deterministic=True)
 
 
 def encode_example(values: Mapping[str, Any],
