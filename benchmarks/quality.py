@@ -38,6 +38,7 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -135,6 +136,25 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     keras.backend.clear_session()
     gc.collect()
     return entry
+
+
+def run_isolated(argv: Sequence[str], name: str, seed: int, out: str) -> Dict[str, Any]:
+    """Runs one (config, seed) in a child process and returns its results entry.
+
+    A long benchmark in one process grows until the OOM killer stops it (12 GB resident after
+    ~20 runs, still after ``clear_session``); a child per run returns all of its memory.
+    """
+    entry_path = os.path.join(out, "runs", f"{name}-seed{seed}.entry.json")
+    os.makedirs(os.path.dirname(entry_path), exist_ok=True)
+    if os.path.exists(entry_path):
+        os.remove(entry_path)
+    child = [sys.executable, "-m", "benchmarks.quality", *argv,
+             "--single", f"{name}:{seed}", "--entry-out", entry_path]
+    code = subprocess.call(child, cwd=REPO)
+    if code != 0 or not os.path.exists(entry_path):
+        raise RuntimeError(f"run {name} seed {seed} failed (exit {code}); see its output above")
+    with open(entry_path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -252,8 +272,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="output dir (default runs/quality-<dataset>)")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: the table and plots from the runs in OUT/results.json")
+    parser.add_argument("--in-process", action="store_true",
+                        help="train every run in this process (default: a child process per "
+                             "run, so memory does not accumulate over a long benchmark)")
+    parser.add_argument("--single", help=argparse.SUPPRESS)  # CONFIG:SEED, child of run_isolated
+    parser.add_argument("--entry-out", help=argparse.SUPPRESS)
     parser.add_argument("--budget", action="store_true",
                         help="only print the parameter budget of the configs (no data needed)")
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     if args.budget:
@@ -292,6 +318,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     queries = recall.build_queries(data, lookup, args.max_queries, seed=0)
     ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
     say(f"{len(queries)} test queries, corpus {queries.corpus_size:,}; N = {ns}")
+    if args.single:
+        name, seed = args.single.rsplit(":", 1)
+        entry = run_one(args.dataset, name, int(seed), paths["data"], out, args, queries,
+                        lookup)
+        with open(args.entry_out, "w", encoding="utf-8") as f:
+            json.dump(entry, f, default=float)
+        return 0
     budget = budget_table(args.dataset, configs, len(data.domains))
     print(budget, flush=True)
     done = {(r["config"], r["seed"]) for r in results}
@@ -303,7 +336,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if (name, s) in done or args.report_only:
                 continue
             say(f"run {len(results) + 1}/{total}: {name}, seed {s}")
-            entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup)
+            if args.in_process:
+                entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup)
+            else:
+                entry = run_isolated(raw_argv, name, s, out)
             say(f"    Recall-all@100 avg {entry['recall']['macro']['recall@100']:.4f}, "
                 f"AUC {entry['auc']:.4f}, {entry['train_seconds']}s")
             results.append(entry)

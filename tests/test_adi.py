@@ -26,8 +26,8 @@ SELF_TRAINING = ["model.adi.self_training.enabled=true",
 # ---------------------------------------------------------------------------------------------
 # DSBN
 
-def _dsbn(num_domains=3):
-    layer = adi.DomainBatchNorm(num_domains, momentum=0.5, epsilon=0.0)
+def _dsbn(num_domains=3, zero_debias=False):
+    layer = adi.DomainBatchNorm(num_domains, momentum=0.5, epsilon=0.0, zero_debias=zero_debias)
     layer.build((None, None, 1))
     return layer
 
@@ -56,6 +56,31 @@ def test_dsbn_uses_per_domain_batch_statistics_in_training_and_running_ones_at_i
     np.testing.assert_allclose(out.numpy().ravel(), [0, 2, 2 * 4 / s + 1, 2 * 8 / s + 1],
                                rtol=1e-5)
     np.testing.assert_allclose(layer.moving_mean.numpy().ravel(), [1, 6, 0])
+
+
+def test_dsbn_zero_debiased_running_statistics():
+    # Same batch as above, m = 0.5. Raw running statistics after one update: domain 0 (1, 1),
+    # domain 1 (6, 2.5), domain 2 (0, 1), updates (1, 1, 0). Debiased with mⁿ = 0.5:
+    #   domain 0: 1/0.5 = 2, (1 − 0.5)/0.5 = 1; domain 1: 6/0.5 = 12, (2.5 − 0.5)/0.5 = 4
+    # = the batch statistics exactly; domain 2, never updated, keeps (0, 1).
+    layer = _dsbn(zero_debias=True)
+    x = tf.constant([1.0, 3.0, 10.0, 14.0])[:, None, None]
+    d = tf.constant([0, 0, 1, 1])
+    layer(x, d, training=True)
+    mean, var = layer.inference_moments()
+    np.testing.assert_allclose(mean.numpy().ravel(), [2, 12, 0], rtol=1e-6)
+    np.testing.assert_allclose(var.numpy().ravel(), [1, 4, 1], rtol=1e-6)
+    # Inference = training output of the same batch: (∓1)/1 and (∓2)/2.
+    out = layer(x, d, training=False)
+    np.testing.assert_allclose(out.numpy().ravel(), [-1, 1, -1, 1], atol=1e-6)
+    # A second batch of domain 1 only (values 20, 20: mean 20, var 0):
+    #   raw mean 0.5·6 + 0.5·20 = 13, var 0.5·2.5 + 0 = 1.25, n = 2, mⁿ = 0.25:
+    #   debiased mean 13/0.75 = 17.333, var (1.25 − 0.25)/0.75 = 1.3333.
+    layer(tf.constant([20.0, 20.0])[:, None, None], tf.constant([1, 1]), training=True)
+    mean, var = layer.inference_moments()
+    np.testing.assert_allclose(layer.moving_updates.numpy(), [1, 2, 0])
+    np.testing.assert_allclose(mean.numpy().ravel(), [2, 13 / 0.75, 0], rtol=1e-6)
+    np.testing.assert_allclose(var.numpy().ravel(), [1, 1 / 0.75, 1], rtol=1e-6)
 
 
 def test_domain_moments_pool_rows_and_candidates():

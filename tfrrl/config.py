@@ -82,6 +82,9 @@ class ADIConfig:
     dsbn: bool = True  # Eq. 20 after every Dense of the shared / specific networks
     dsbn_momentum: float = 0.99  # running statistics: m · running + (1 − m) · batch
     dsbn_epsilon: float = 1e-3
+    # Inference divides out the initial statistics' remaining weight mⁿ (Adam-style bias
+    # correction, adi.DomainBatchNorm); false = plain running averages as in Keras' BN.
+    dsbn_zero_debias: bool = True
     adaptation: str = "se"  # DIAL on r's 4 fields: none | lt | va | se (Eq. 21–26)
     se_hidden_units: int = 8  # SE: width of the (FC, ReLU, FC) block's hidden layer
     se_activation: str = "sigmoid"  # SE: final activation (sigmoid | relu | linear)

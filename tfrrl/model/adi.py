@@ -154,12 +154,21 @@ class DomainBatchNorm(layers.Layer):
     ``training=True``: μ^(d), σ^(d)² are the batch statistics of domain d's rows
     (:func:`domain_moments`), and each domain present in the batch updates its running
     statistics (m·running + (1 − m)·batch); ``training=False``: the running statistics of the
-    row's domain. Inputs [B, C, u] (or [B, u])."""
+    row's domain. Inputs [B, C, u] (or [B, u]).
+
+    ``zero_debias`` (default): inference divides out the weight the running statistics still
+    give their initial values (0, 1) after the domain's n updates, as Adam's bias correction
+    and TF's ``assign_moving_average(zero_debias=True)`` do: μ̂ = (μ_run − mⁿ·0)/(1 − mⁿ),
+    σ̂² = (σ²_run − mⁿ·1)/(1 − mⁿ). Why: with m = 0.99 a 160-step budget leaves 0.99¹⁶⁰ = 20 %
+    of the initial statistics in plain running averages (measured on Ciao: validation CE 5.36
+    against 4.31 in training), and a small domain, present in fewer batches, keeps more. A
+    domain never seen in training keeps (0, 1)."""
 
     def __init__(self, num_domains: int, momentum: float = 0.99, epsilon: float = 1e-3,
-                 **kwargs):
+                 zero_debias: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.num_domains, self.momentum, self.epsilon = int(num_domains), momentum, epsilon
+        self.zero_debias = bool(zero_debias)
 
     def build(self, input_shape):
         shape = (self.num_domains, int(input_shape[-1]))
@@ -169,7 +178,23 @@ class DomainBatchNorm(layers.Layer):
                                            initializer="zeros", trainable=False)
         self.moving_variance = self.add_weight(name="moving_variance", shape=shape,
                                                initializer="ones", trainable=False)
+        # Updates per domain (float: exported with the other statistics, used as an exponent).
+        self.moving_updates = self.add_weight(name="moving_updates", shape=(self.num_domains,),
+                                              initializer="zeros", trainable=False)
         self.built = True
+
+    def inference_moments(self):
+        """The per-domain statistics used at inference: [D, u] mean and variance."""
+        if not self.zero_debias:
+            return self.moving_mean, self.moving_variance
+        residual = tf.pow(tf.constant(self.momentum, self.moving_mean.dtype),
+                          self.moving_updates)[:, None]  # mⁿ, 1 for a domain never updated
+        seen = self.moving_updates[:, None] > 0
+        denominator = tf.where(seen, 1.0 - residual, 1.0)
+        mean = tf.where(seen, self.moving_mean / denominator, self.moving_mean)
+        var = tf.where(seen, (self.moving_variance - residual) / denominator,
+                       self.moving_variance)
+        return mean, tf.maximum(var, 0.0)
 
     def call(self, x, domain_index, training=False):
         rank2 = len(x.shape) == 2
@@ -183,8 +208,9 @@ class DomainBatchNorm(layers.Layer):
                                              self.moving_mean))
             self.moving_variance.assign(tf.where(
                 present, m * self.moving_variance + (1 - m) * var, self.moving_variance))
+            self.moving_updates.assign_add(tf.cast(count > 0, self.moving_updates.dtype))
         else:
-            mean, var = self.moving_mean, self.moving_variance
+            mean, var = self.inference_moments()
         scale = tf.gather(self.gamma * tf.math.rsqrt(var + self.epsilon), domain_index)
         shift = tf.gather(self.beta, domain_index) - tf.gather(mean, domain_index) * scale
         out = x * scale[:, None, :] + shift[:, None, :]
@@ -192,7 +218,8 @@ class DomainBatchNorm(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_domains": self.num_domains,
-                "momentum": self.momentum, "epsilon": self.epsilon}
+                "momentum": self.momentum, "epsilon": self.epsilon,
+                "zero_debias": self.zero_debias}
 
 
 class DomainMLP(layers.Layer):
@@ -201,14 +228,14 @@ class DomainMLP(layers.Layer):
 
     def __init__(self, units: Sequence[int], num_domains: int, final_activation="relu",
                  dropout: float = 0.0, momentum: float = 0.99, epsilon: float = 1e-3,
-                 **kwargs):
+                 zero_debias: bool = True, **kwargs):
         super().__init__(**kwargs)
         n = len(units)
         # The bias is redundant before a normalisation (β^(d) takes its place).
         self.dense = [layers.Dense(u, use_bias=False, name=f"dense{i}")
                       for i, u in enumerate(units)]
-        self.norms = [DomainBatchNorm(num_domains, momentum, epsilon, name=f"dsbn{i}")
-                      for i in range(n)]
+        self.norms = [DomainBatchNorm(num_domains, momentum, epsilon, zero_debias,
+                                      name=f"dsbn{i}") for i in range(n)]
         self.activations = ["relu"] * (n - 1) + [final_activation]
         self.dropout = [layers.Dropout(dropout) for _ in range(n - 1)] if dropout else []
 
@@ -297,11 +324,13 @@ class NetworkMul(layers.Layer):
     kernels start at 1 (the fused network starts as the gated shared one, as in STAR)."""
 
     def __init__(self, units: Sequence[int], num_domains: int, num_shared: int,
-                 dsbn: bool = True, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
+                 dsbn: bool = True, momentum: float = 0.99, epsilon: float = 1e-3,
+                 zero_debias: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.units, self.num_domains, self.num_shared = tuple(units), num_domains, num_shared
-        self.norms = ([DomainBatchNorm(num_domains, momentum, epsilon, name=f"dsbn{i}")
-                       for i in range(len(units))] if dsbn else None)
+        self.norms = ([DomainBatchNorm(num_domains, momentum, epsilon, zero_debias,
+                                       name=f"dsbn{i}") for i in range(len(units))]
+                      if dsbn else None)
 
     def build(self, input_shape):
         widths = [int(input_shape[-1])] + list(self.units)
@@ -351,7 +380,7 @@ class AdaptiveDomainInterest(_Multi):
                  shared_networks: int = 1, shared_gate: str = "softmax",
                  fusion: str = "concat", fusion_gate: str = "vector", dsbn: bool = True,
                  dsbn_momentum: float = 0.99, dsbn_epsilon: float = 1e-3,
-                 adaptation: str = "se", se_hidden_units: int = 8,
+                 dsbn_zero_debias: bool = True, adaptation: str = "se", se_hidden_units: int = 8,
                  se_activation: str = "sigmoid", dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         _check("adaptation", adaptation, ADAPTATIONS)
@@ -368,7 +397,7 @@ class AdaptiveDomainInterest(_Multi):
                         "shared_networks": K, "shared_gate": shared_gate, "fusion": fusion,
                         "fusion_gate": fusion_gate, "dsbn": dsbn,
                         "dsbn_momentum": dsbn_momentum, "dsbn_epsilon": dsbn_epsilon,
-                        "adaptation": adaptation, "se_hidden_units": se_hidden_units,
+                        "dsbn_zero_debias": dsbn_zero_debias, "adaptation": adaptation, "se_hidden_units": se_hidden_units,
                         "se_activation": se_activation, "dropout": dropout}
         self.num_domains, self.num_shared = D, K
         self.fusion, self.shared_gate = fusion, shared_gate
@@ -382,13 +411,14 @@ class AdaptiveDomainInterest(_Multi):
         def network(name):
             if dsbn:
                 return DomainMLP(expert_units, D, dropout=dropout, momentum=dsbn_momentum,
-                                 epsilon=dsbn_epsilon, name=name)
+                                 epsilon=dsbn_epsilon, zero_debias=dsbn_zero_debias,
+                                 name=name)
             return _PlainMLP(expert_units, dropout=dropout, name=name)
 
         width = 1 if fusion_gate == "scalar" else int(expert_units[-1])
         if fusion == "netmul":
             self.netmul = NetworkMul(expert_units, D, K, dsbn, dsbn_momentum, dsbn_epsilon,
-                                     name="network_mul")
+                                     dsbn_zero_debias, name="network_mul")
         else:
             self.shared = [network(f"shared_{k}") for k in range(K)]
             self.specific = [network(f"specific_{d}") for d in range(D)]
@@ -443,6 +473,7 @@ def make_adi(config, num_domains: int) -> AdaptiveDomainInterest:
         num_domains, (R, R, R, E), config.expert_units, config.tower_units,
         shared_networks=a.shared_networks, shared_gate=a.shared_gate, fusion=a.fusion,
         fusion_gate=a.fusion_gate, dsbn=a.dsbn, dsbn_momentum=a.dsbn_momentum,
-        dsbn_epsilon=a.dsbn_epsilon, adaptation=a.adaptation,
+        dsbn_epsilon=a.dsbn_epsilon, dsbn_zero_debias=a.dsbn_zero_debias,
+        adaptation=a.adaptation,
         se_hidden_units=a.se_hidden_units, se_activation=a.se_activation,
         dropout=config.dropout, name="backbone")
