@@ -22,6 +22,7 @@ from tfrrl.model import (  # noqa: E402
                          GradientReversal, MultiViewWasserstein, UncertaintyWeighting,
                          WassersteinCritic, gradient_penalty, orthogonality_loss,
                          sample_negatives, sampled_softmax_logq, view_weights)
+from tfrrl.model.uncertainty import initial_log_variance  # noqa: E402
 
 LN3 = math.log(3.0)
 
@@ -506,6 +507,23 @@ def test_uncertainty_weighting_clamps_log_variance():
             total = uwl([f32(-1.0)])
         opt.apply_gradients(zip(tape.gradient(total, [uwl.log_vars]), [uwl.log_vars]))
     np.testing.assert_allclose(uwl.log_vars.numpy(), [-2.0])
+
+
+@pytest.mark.parametrize("initial_weight, log_var", [
+    (None, 0.0),                 # Kendall et al.: s = 0, weight 0.5
+    (0.01, math.log(50.0)),      # 0.5·e^(−ln 50) = 0.5/50 = 0.01, the fixed weight
+    (0.5, 0.0),
+    (2.0, math.log(0.25)),       # 0.5/2 = 0.25 → s = ln 0.25 < 0
+])
+def test_uwl_initial_weight_sets_the_initial_log_variance(initial_weight, log_var):
+    s = initial_log_variance(initial_weight)
+    assert s == pytest.approx(log_var)
+    uwl = UncertaintyWeighting(2, init_log_var=s)
+    expected = 0.5 if initial_weight is None else initial_weight
+    np.testing.assert_allclose([float(v) for v in uwl.loss_weights().values()], [expected] * 2,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="uwl_initial_weight"):
+        initial_log_variance(0.0)
 
 
 def test_fixed_weighting_paper_default():

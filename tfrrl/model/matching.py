@@ -39,7 +39,7 @@ from tfrrl.model.domain_adversarial import DomainAdversarial
 from tfrrl.model.losses import sampled_softmax_logq
 from tfrrl.model.orthogonality import orthogonality_loss
 from tfrrl.model import self_training as self_training_lib
-from tfrrl.model.uncertainty import FixedWeighting, UncertaintyWeighting
+from tfrrl.model.uncertainty import FixedWeighting, UncertaintyWeighting, initial_log_variance
 from tfrrl.model.wasserstein import MultiViewWasserstein
 
 # Domain vocabulary ids: 0 pad, 1 OOV, 2 <none>, then the K domains.
@@ -134,6 +134,8 @@ class MatchingModel(keras.Model):
                                      + (["orthogonality"] if r.orthogonality else []))
         if self.aux_names:
             self.weighting = (UncertaintyWeighting(len(self.aux_names), self.aux_names,
+                                                   init_log_var=initial_log_variance(
+                                                       r.uwl_initial_weight),
                                                    name="uwl") if r.uwl else
                               FixedWeighting(len(self.aux_names), self.aux_names,
                                              weights=r.fixed_weight, name="fixed_weights"))

@@ -28,6 +28,7 @@ return the scalar to add to L_ce.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import keras
@@ -71,6 +72,16 @@ def _stack(losses: Losses, names: Sequence[str]) -> tf.Tensor:
             raise ValueError(f"{len(losses)} losses for {len(names)} names")
         return tf.stack([tf.cast(tf.reshape(l, []), tf.float32) for l in losses])
     return tf.cast(tf.reshape(losses, [len(names)]), tf.float32)
+
+
+def initial_log_variance(initial_weight: Optional[float]) -> float:
+    """s = log σ² that gives the weight 1/(2σ²) = 0.5·e^(−s) = ``initial_weight`` at step 0:
+    s = ln(0.5 / w) (0.01 → ln 50 ≈ 3.912); ``None`` → 0 (weight 0.5, Kendall et al.)."""
+    if initial_weight is None:
+        return 0.0
+    if not initial_weight > 0:
+        raise ValueError(f"model.rrl.uwl_initial_weight must be > 0, got {initial_weight}")
+    return math.log(0.5 / float(initial_weight))
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
