@@ -258,6 +258,14 @@ def exposure_dict(values: Sequence[Any]) -> Dict[str, Any]:
     return imp
 
 
+def user_shard(user_id: str, num_shards: int) -> int:
+    """The user-hash shard of a user, in ``[0, num_shards)``: stable across processes and runs
+    (blake2b of the UTF-8 id, not Python's salted ``hash``), so every impression and profile of
+    a user lands in the same shard in every pass."""
+    digest = hashlib.blake2b(user_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % num_shards
+
+
 def carried_example_fields(sequence_length: int) -> Tuple[str, ...]:
     """Example features decided per user (profile, sequences, domain, label, time) + the target
     entity key, in schema order. The target's own features are the same for every example of

@@ -80,6 +80,9 @@ class PrepareConfig:
     # pseudo-random order (hash buckets, sorted by hash) so that a bounded tf.data shuffle
     # buffer yields batches whose in-batch negatives follow the frequency Q of Eq. 2.
     shuffle_buckets: int = 1024
+    # N > 1: the local runner's bounded-memory mode (beam_pipelines/sharded_link.py): the link
+    # runs as several pipelines, one user-hash shard (~1/N of the impressions) at a time.
+    user_shards: int = 1
 
     def validate(self) -> "PrepareConfig":
         if self.sequence_length < 1:
@@ -88,6 +91,8 @@ class PrepareConfig:
             raise ValueError("min_frequency must be ≥ 1")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError("eval_fraction must be in (0, 1)")
+        if self.user_shards < 1:
+            raise ValueError("user_shards must be ≥ 1")
         return self
 
 
@@ -290,7 +295,7 @@ class _FinalizeExamples(beam.DoFn):
             yield pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(self._stats))
 
 
-class _CounterSum(beam.CombineFn):
+class CounterSum(beam.CombineFn):
     """Sums Counters: the split statistics per (split, kind, value)."""
 
     def create_accumulator(self):
@@ -344,25 +349,27 @@ def _vocabulary_min_frequency(cfg: PrepareConfig) -> Dict[str, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# Pipeline construction.
+# Pipeline construction: composable pieces. ``build_pipeline`` chains all of them in ONE
+# pipeline; ``sharded_link`` runs the same pieces as several pipelines (one user shard at a
+# time). Each piece applies the same labelled transforms wherever it is used, and appends the
+# dead letters of its stage to ``dead`` (a list of PCollections written by
+# ``write_dead_letters``).
 
-def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSpec,
-                   cfg: PrepareConfig) -> None:
-    """Adds the whole link to pipeline ``p``."""
-    dead_parts: List[beam.PCollection] = []
-
-    # 1. Catalogs → unified entity records, deduplicated, links resolved (UMES).
+def read_catalog(p: beam.Pipeline, raw_dir: str, spec: DatasetSpec,
+                 dead: List[beam.PCollection]) -> beam.PCollection:
+    """Catalogs → unified entity records, deduplicated, links resolved (UMES):
+    ``(entity key, entity record)``, one per catalog entity."""
     entity_parts = []
     for type_name, et in spec.entity_types.items():
         if et.path is None:
             continue
         table = p | f"Catalog[{type_name}]" >> raw_io.ReadRawTable(
             f"catalog:{type_name}", link_spec.resolve_path(raw_dir, et.path), et.format)
-        dead_parts.append(table[DEAD])
+        dead.append(table[DEAD])
         norm = table["rows"] | f"Normalize[{type_name}]" >> beam.ParDo(
             _NormalizeEntity(type_name, et)).with_outputs(DEAD, main="entities")
         entity_parts.append(norm.entities)
-        dead_parts.append(norm[DEAD])
+        dead.append(norm[DEAD])
     if entity_parts:
         raw_entities = entity_parts | "FlattenCatalogs" >> beam.Flatten()
     else:
@@ -372,7 +379,7 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
                | "GroupEntities" >> beam.GroupByKey()
                | "DedupeEntities" >> beam.ParDo(_DedupeEntities()).with_outputs(
                    DEAD, main="entities"))
-    dead_parts.append(deduped[DEAD])
+    dead.append(deduped[DEAD])
     entities = deduped.entities
     plain = (entities | "NotLinked" >> beam.Filter(lambda r: not r.get("_link"))
              | "DropLinkField" >> beam.Map(transforms.inherit_linked, None))
@@ -381,110 +388,182 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
     targets = plain | "KeyTargets" >> beam.Map(lambda r: (r["entity_id"], r))
     linked = ({"target": targets, "linkers": linkers} | "JoinLinks" >> beam.CoGroupByKey()
               | "InheritLinked" >> beam.ParDo(_ResolveLinks()))
-    catalog = ((plain, linked) | "UnifiedEntities" >> beam.Flatten()
-               | "KeyCatalog" >> beam.Map(lambda r: (r["entity_id"], r)))
+    return ((plain, linked) | "UnifiedEntities" >> beam.Flatten()
+            | "KeyCatalog" >> beam.Map(lambda r: (r["entity_id"], r)))
 
-    # 2. Users.
-    if spec.users is not None:
-        users_table = p | "Users" >> raw_io.ReadRawTable(
-            USERS, link_spec.resolve_path(raw_dir, spec.users.path), spec.users.format)
-        dead_parts.append(users_table[DEAD])
-        users = users_table["rows"] | "NormalizeUsers" >> beam.ParDo(
-            _NormalizeUser(spec.users)).with_outputs(DEAD, main="users")
-        dead_parts.append(users[DEAD])
-        profiles = users.users
-    else:
-        profiles = p | "NoUsers" >> beam.Create([])
 
-    # 3. Impressions, parsed and validated.
+def read_profiles(p: beam.Pipeline, raw_dir: str, spec: DatasetSpec,
+                  dead: List[beam.PCollection]) -> beam.PCollection:
+    """User profiles ``(user id, profile with its raw row in "_row")``; empty without a users
+    table."""
+    if spec.users is None:
+        return p | "NoUsers" >> beam.Create([])
+    users_table = p | "Users" >> raw_io.ReadRawTable(
+        USERS, link_spec.resolve_path(raw_dir, spec.users.path), spec.users.format)
+    dead.append(users_table[DEAD])
+    users = users_table["rows"] | "NormalizeUsers" >> beam.ParDo(
+        _NormalizeUser(spec.users)).with_outputs(DEAD, main="users")
+    dead.append(users[DEAD])
+    return users.users
+
+
+def read_impressions(p: beam.Pipeline, raw_dir: str, spec: DatasetSpec,
+                     dead: List[beam.PCollection]) -> beam.PCollection:
+    """Impressions, parsed and validated: compact tuples (transforms.IMPRESSION_FIELDS)."""
     imp_table = p | "Impressions" >> raw_io.ReadRawTable(
         IMPRESSIONS, link_spec.resolve_path(raw_dir, spec.impressions.path),
         spec.impressions.format)
-    dead_parts.append(imp_table[DEAD])
+    dead.append(imp_table[DEAD])
     parsed = imp_table["rows"] | "ParseImpressions" >> beam.ParDo(
         _ParseImpression(spec)).with_outputs(DEAD, main="imps")
-    dead_parts.append(parsed[DEAD])
+    dead.append(parsed[DEAD])
+    return parsed.imps
 
-    # 4. Split point: the (1 - eval_fraction) quantile of the impression timestamps.
-    if cfg.cutoff_timestamp is not None or not spec.impressions.column("timestamp"):
-        cutoff = p | "FixedCutoff" >> beam.Create([cfg.cutoff_timestamp])
-    else:
-        res = cfg.quantile_resolution
-        index = round((1.0 - cfg.eval_fraction) * res)
-        cutoff = (parsed.imps
-                  | "Timestamps" >> beam.Map(lambda imp: imp[_TS])
-                  | "Quantiles" >> beam.ApproximateQuantiles.Globally(res + 1)
-                  | "PickCutoff" >> beam.Map(lambda qs: qs[index] if qs else None))
 
-    # 5. Join with unified entities (unknown entities → dead letter). The impression-sized
-    # shuffles (5, 6) move compact packed tuples, not dicts (packed.py).
+def uses_quantile_cutoff(spec: DatasetSpec, cfg: PrepareConfig) -> bool:
+    """A time split without an explicit cutoff: the cutoff is computed from the data."""
+    return cfg.cutoff_timestamp is None and bool(spec.impressions.column("timestamp"))
+
+
+def split_cutoff(p: beam.Pipeline, imps: beam.PCollection, spec: DatasetSpec,
+                 cfg: PrepareConfig) -> beam.PCollection:
+    """The split point (one element): ``cutoff_timestamp``, None for data without time, or
+    the (1 - eval_fraction) quantile of the parsed impressions' timestamps."""
+    if not uses_quantile_cutoff(spec, cfg):
+        return p | "FixedCutoff" >> beam.Create([cfg.cutoff_timestamp])
+    res = cfg.quantile_resolution
+    index = round((1.0 - cfg.eval_fraction) * res)
+    return (imps
+            | "Timestamps" >> beam.Map(lambda imp: imp[_TS])
+            | "Quantiles" >> beam.ApproximateQuantiles.Globally(res + 1)
+            | "PickCutoff" >> beam.Map(lambda qs: qs[index] if qs else None))
+
+
+def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
+                   imps: beam.PCollection, cutoff: beam.PCollection, spec: DatasetSpec,
+                   cfg: PrepareConfig, dead: List[beam.PCollection]):
+    """Join with unified entities (unknown entities → dead letter), then per user: profile
+    join, dedupe, sequences, label rule, split. The impression-sized shuffles move compact
+    packed tuples, not dicts (packed.py).
+
+    Returns ``(joined, assembled)``: ``joined[CORPUS]`` holds ``(key, entity)`` once per
+    entity of ``catalog`` and once per catalog-less entity with an impression;
+    ``assembled.examples`` holds ``(split, carried example values)``, and ``assembled`` has
+    the ``TRAIN_COUNT``, ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
+    """
     joined = ({"entity": catalog,
-               "imps": parsed.imps | "KeyImpByEntity" >> beam.Map(lambda i: (i[_KEY], i))}
+               "imps": imps | "KeyImpByEntity" >> beam.Map(lambda i: (i[_KEY], i))}
               | "JoinEntities" >> packed.GroupPacked()
               | "AttachEntities" >> beam.ParDo(_JoinEntity(spec)).with_outputs(
                   DEAD, CORPUS, main="imps"))
-    dead_parts.append(joined[DEAD])
-
-    # 6. Per user: profile join, dedupe, sequences, label rule, split.
+    dead.append(joined[DEAD])
     assembled = ({"profile": profiles, "imps": joined.imps}
                  | "GroupByUser" >> packed.GroupPacked()
                  | "AssembleUsers" >> beam.ParDo(
                      _AssembleUser(spec, cfg), cutoff=pvalue.AsSingleton(cutoff)).with_outputs(
                          DEAD, FILTERED, USER_SNAPSHOT, TRAIN_COUNT, main="examples"))
-    dead_parts.append(assembled[DEAD])
-    examples = assembled.examples  # (split, carried example values)
+    dead.append(assembled[DEAD])
+    return joined, assembled
 
-    # 7. Per entity (corpus-sized): train counts → Q(a) for logQ; the corpus records, and the
-    # entity features + Q(a) that every example of the entity takes (a side input).
-    train_counts = assembled[TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
+
+def entity_probabilities(p: beam.Pipeline, corpus: beam.PCollection,
+                         train_counts: beam.PCollection, cfg: PrepareConfig):
+    """Per entity (corpus-sized): train counts → Q(a) for logQ (Eq. 2).
+
+    ``corpus``: ``(key, entity)``, one per corpus entity; ``train_counts``: ``(key, n)``
+    partial counts (summed here). Returns ``(per_entity, totals)``: ``per_entity.entities``
+    is ``(key, (entity, Q(a)))`` (the examples' side input), ``per_entity[CORPUS]`` the corpus
+    records, ``per_entity[FREQUENCY]`` the frequency lines; ``totals`` one dict
+    ``{"train", "corpus", "smoothing"}``.
+    """
+    train_counts = train_counts | "CountPerEntity" >> beam.CombinePerKey(sum)
     n_train = (train_counts | "TrainCounts" >> beam.Values()
                | "TotalTrain" >> beam.CombineGlobally(sum))
-    n_corpus = joined[CORPUS] | "CorpusSize" >> beam.combiners.Count.Globally()
+    n_corpus = corpus | "CorpusSize" >> beam.combiners.Count.Globally()
     totals = (p | "TotalsSeed" >> beam.Create([None])
               | "TotalsDict" >> beam.Map(
                   lambda _, t, c, s: {"train": t, "corpus": c, "smoothing": s},
                   pvalue.AsSingleton(n_train), pvalue.AsSingleton(n_corpus),
                   cfg.logq_smoothing))
-    per_entity = ({"corpus": joined[CORPUS], "count": train_counts}
+    per_entity = ({"corpus": corpus, "count": train_counts}
                   | "JoinCounts" >> beam.CoGroupByKey()
                   | "EntityProbability" >> beam.ParDo(
                       _EntityProbability(), totals=pvalue.AsSingleton(totals))
                   .with_outputs(CORPUS, FREQUENCY, main="entities"))
-    final = (examples
-             | "Finalize" >> beam.ParDo(_FinalizeExamples(cfg.sequence_length),
-                                        entities=pvalue.AsDict(per_entity.entities))
-             .with_outputs(transforms.TRAIN, transforms.EVAL, VOCAB, STATS))
+    return per_entity, totals
 
-    # 8. Writes.
-    shards = cfg.num_shards
+
+def finalize_examples(examples: beam.PCollection, entities: beam.PCollection,
+                      cfg: PrepareConfig):
+    """Carried examples + entity features and Q(a) (``entities``: ``(key, (entity, Q))``, a
+    side input) → serialized tf.Examples on the outputs TRAIN and EVAL, TRAIN vocabulary
+    counts on ``VOCAB`` and split statistics on ``STATS``."""
+    return (examples
+            | "Finalize" >> beam.ParDo(_FinalizeExamples(cfg.sequence_length),
+                                       entities=pvalue.AsDict(entities))
+            .with_outputs(transforms.TRAIN, transforms.EVAL, VOCAB, STATS))
+
+
+def write_examples(final, out_dir: str, cfg: PrepareConfig, prefix: str = "part") -> None:
+    """The write-order shuffle, then ``train/`` and ``eval/`` TFRecords named ``<prefix>-*``."""
     for split_name, folder in ((transforms.TRAIN, TRAIN_DIR), (transforms.EVAL, EVAL_DIR)):
         (final[split_name]
          | f"Shuffle[{split_name}]" >> ShuffleRecords(cfg.shuffle_buckets)
          | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(
-             fileio.join(out_dir, folder, "part"), file_name_suffix=".tfrecord",
-             num_shards=shards))
+             fileio.join(out_dir, folder, prefix), file_name_suffix=".tfrecord",
+             num_shards=cfg.num_shards))
+
+
+def write_corpus(per_entity, out_dir: str, cfg: PrepareConfig) -> None:
+    """``corpus/`` TFRecords and ``entity_frequency.tsv``."""
     (per_entity[CORPUS]
      | "EncodeCorpus" >> beam.Map(schema.encode_entity)
      | "WriteCorpus" >> beam.io.WriteToTFRecord(
          fileio.join(out_dir, CORPUS_DIR, "part"), file_name_suffix=".tfrecord",
-         num_shards=shards))
+         num_shards=cfg.num_shards))
     (per_entity[FREQUENCY]
      | "WriteFrequency" >> beam.io.WriteToText(
          fileio.join(out_dir, FREQUENCY_FILE), shard_name_template="", num_shards=1,
          header="entity_id\ttrain_count\tsampling_prob"))
-    # The serving-time user features (profile + last L exposures), one JSON line per user: the
-    # matching service's user-feature store is built from them (serving/user_store.py).
-    (assembled[USER_SNAPSHOT]
+
+
+def write_user_snapshot(snapshots: beam.PCollection, out_dir: str,
+                        prefix: str = "part") -> None:
+    """The serving-time user features (profile + last L exposures), one JSON line per user: the
+    matching service's user-feature store is built from them (serving/user_store.py)."""
+    (snapshots
      | "WriteUserSnapshot" >> beam.io.WriteToText(
-         fileio.join(out_dir, USER_SNAPSHOT_DIR, "part"), file_name_suffix=".jsonl"))
-    (dead_parts | "FlattenDead" >> beam.Flatten()
+         fileio.join(out_dir, USER_SNAPSHOT_DIR, prefix), file_name_suffix=".jsonl"))
+
+
+def write_dead_letters(p: beam.Pipeline, dead: List[beam.PCollection], out_dir: str,
+                       prefix: str = "part") -> None:
+    (dead | "FlattenDead" >> beam.Flatten(pipeline=p)
      | "DeadToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
      | "WriteDead" >> beam.io.WriteToText(
-         fileio.join(out_dir, DEAD_LETTER_DIR, "part"), file_name_suffix=".jsonl"))
+         fileio.join(out_dir, DEAD_LETTER_DIR, prefix), file_name_suffix=".jsonl"))
 
+
+def corpus_type_counts(corpus_records: beam.PCollection) -> beam.PCollection:
+    """One dict ``{entity type: corpus entities}`` from the corpus records."""
+    return (corpus_records | "CorpusType" >> beam.Map(lambda r: r["entity_type"])
+            | "CorpusTypeCount" >> beam.combiners.Count.PerElement()
+            | "CorpusTypeDict" >> beam.combiners.ToDict())
+
+
+def write_vocabularies_and_stats(p: beam.Pipeline, vocab_counts: beam.PCollection,
+                                 split_stats: beam.PCollection, corpus_types: beam.PCollection,
+                                 cutoff: beam.PCollection, totals: beam.PCollection,
+                                 out_dir: str, spec: DatasetSpec, cfg: PrepareConfig) -> None:
+    """``vocab/*.txt`` and ``stats.json``.
+
+    ``vocab_counts``: ``((vocabulary, token), n)`` TRAIN counts, partial sums allowed (the
+    minimum frequency applies to their total); ``split_stats``: Counters per (split, kind,
+    value), partial sums allowed; ``corpus_types``, ``cutoff``, ``totals``: one element each.
+    """
     # Vocabularies from the TRAIN split only (no leakage of eval ids into the model's tables).
     min_freq = _vocabulary_min_frequency(cfg)
-    vocab_sizes = (final[VOCAB]
+    vocab_sizes = (vocab_counts
                    | "VocabCount" >> beam.CombinePerKey(sum)
                    | "VocabByName" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1]))))
     # Every vocabulary file exists, even one whose feature is all defaults.
@@ -495,16 +574,36 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
                    | "WriteVocab" >> beam.FlatMap(_write_vocabulary, out_dir, min_freq)
                    | "VocabSizes" >> beam.combiners.ToDict())
 
-    split_stats = final[STATS] | "SplitStats" >> beam.CombineGlobally(_CounterSum())
-    corpus_types = (per_entity[CORPUS] | "CorpusType" >> beam.Map(lambda r: r["entity_type"])
-                    | "CorpusTypeCount" >> beam.combiners.Count.PerElement()
-                    | "CorpusTypeDict" >> beam.combiners.ToDict())
+    split_stats = split_stats | "SplitStats" >> beam.CombineGlobally(CounterSum())
     (p | "StatsSeed" >> beam.Create([None])
      | "WriteStats" >> beam.Map(
          _write_stats, out_dir, spec, cfg,
          pvalue.AsSingleton(split_stats), pvalue.AsSingleton(corpus_types),
          pvalue.AsSingleton(vocab_sizes), pvalue.AsSingleton(cutoff),
          pvalue.AsSingleton(totals)))
+
+
+def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSpec,
+                   cfg: PrepareConfig) -> None:
+    """Adds the whole link to pipeline ``p`` (the one-pass mode, ``user_shards`` = 1)."""
+    dead: List[beam.PCollection] = []
+    catalog = read_catalog(p, raw_dir, spec, dead)
+    profiles = read_profiles(p, raw_dir, spec, dead)
+    imps = read_impressions(p, raw_dir, spec, dead)
+    cutoff = split_cutoff(p, imps, spec, cfg)
+    joined, assembled = assemble_users(catalog, profiles, imps, cutoff, spec, cfg, dead)
+    # The entity features + Q(a) that every example of the entity takes come from a
+    # corpus-sized side input, so no example crosses a per-entity shuffle.
+    per_entity, totals = entity_probabilities(p, joined[CORPUS], assembled[TRAIN_COUNT], cfg)
+    final = finalize_examples(assembled.examples, per_entity.entities, cfg)
+
+    write_examples(final, out_dir, cfg)
+    write_corpus(per_entity, out_dir, cfg)
+    write_user_snapshot(assembled[USER_SNAPSHOT], out_dir)
+    write_dead_letters(p, dead, out_dir)
+    write_vocabularies_and_stats(p, final[VOCAB], final[STATS],
+                                 corpus_type_counts(per_entity[CORPUS]), cutoff, totals,
+                                 out_dir, spec, cfg)
 
 
 def _write_stats(_, out_dir, spec: DatasetSpec, cfg: PrepareConfig, split_stats, corpus_types,
@@ -570,7 +669,8 @@ def default_pipeline_options(beam_args: Optional[List[str]] = None) -> PipelineO
     return options
 
 
-def _counters(result) -> Dict[str, int]:
+def pipeline_counters(result) -> Dict[str, int]:
+    """The link's Beam counters of a finished pipeline (``NAMESPACE``), by name."""
     out: Dict[str, int] = collections.Counter()
     for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         value = c.committed if c.committed is not None else c.attempted
@@ -661,6 +761,16 @@ def _publish(staging: str, out_dir: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _run_one_pass(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: PrepareConfig,
+                  beam_args: Optional[List[str]]) -> Dict[str, int]:
+    """The whole link as ONE pipeline; returns its counters."""
+    p = beam.Pipeline(options=default_pipeline_options(beam_args))
+    build_pipeline(p, raw_dir, work_dir, spec, cfg)
+    result = p.run()
+    result.wait_until_finish()
+    return pipeline_counters(result)
+
+
 def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         spec: Optional[DatasetSpec] = None, beam_args: Optional[List[str]] = None,
         overwrite: bool = False) -> Dict[str, Any]:
@@ -672,9 +782,18 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     run leaves no dataset at ``out_dir`` (readers also require the ``_SUCCESS`` marker, written
     last). Object stores (gs://) have no atomic directory rename: there the dataset is written in
     place, an old one's ``_SUCCESS`` is deleted first, and ``_SUCCESS`` is written last.
+
+    ``cfg.user_shards`` > 1 runs the link as several pipelines, one user shard at a time
+    (``sharded_link``; local runners only): the same dataset, the same accounting and the
+    same data safety, with peak memory bounded by the largest shard.
     """
+    # The sharded mode is built from this module's pieces, hence the import here.
+    from beam_pipelines import sharded_link  # pylint: disable=import-outside-toplevel
+
     cfg = (cfg or PrepareConfig()).validate()
     spec = (spec or link_spec.load(raw_dir)).validate()
+    if cfg.user_shards > 1:
+        sharded_link.check_runner(default_pipeline_options(beam_args))
     if fileio.exists(out_dir) and fileio.glob(fileio.join(out_dir, "*")):
         if not overwrite:
             raise OutputExistsError(
@@ -687,13 +806,12 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     work_dir = _staging_dir(out_dir) if _is_local(out_dir) else out_dir
     start = time.time()
     try:
-        options = default_pipeline_options(beam_args)
-        p = beam.Pipeline(options=options)
-        build_pipeline(p, raw_dir, work_dir, spec, cfg)
-        result = p.run()
-        result.wait_until_finish()
+        if cfg.user_shards == 1:
+            counters = _run_one_pass(raw_dir, work_dir, spec, cfg, beam_args)
+        else:
+            counters = sharded_link.run_passes(raw_dir, work_dir, spec, cfg, beam_args)
         seconds = time.time() - start
-        acc = accounting_from_counters(_counters(result), spec)
+        acc = accounting_from_counters(counters, spec)
         fileio.write_text(fileio.join(work_dir, SPEC_COPY), spec.to_yaml())
         fileio.write_text(fileio.join(work_dir, ACCOUNTING_FILE), json.dumps(acc, indent=2) + "\n")
         stats = json.loads(fileio.read_text(fileio.join(work_dir, STATS_FILE)))

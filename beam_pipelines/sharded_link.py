@@ -1,0 +1,341 @@
+"""User-hash sharded mode of the unified link: bounded memory on Beam's local runner.
+
+Why: Beam's Python local runner (the FnApiRunner behind the DirectRunner) keeps every shuffle in
+memory, so the one-pass link's peak RSS grows with the input: about 1.05 GB + 5.8 KB per
+impression (benchmarks/RESULTS.md), 60 GB for 10M impressions. Every impression-sized step of
+the link is per user (the per-user assembly) or per example (Finalize, the write-order
+shuffle); only corpus-sized state (entities, train counts per entity, vocabularies) is global.
+With ``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 3 pipelines, one after
+another, each holding at most ONE user shard (the users whose id hashes to i mod N,
+``transforms.user_shard``: blake2b, the same in every process and run):
+
+=================  =====================================  ===============================
+pass               reads                                  writes
+=================  =====================================  ===============================
+partition (1×)     the raw catalogs, users, impressions   staged: unified catalog;
+                                                          profiles and parsed impressions
+                                                          per shard; the split cutoff.
+                                                          dead_letter/ of the raw tables
+assemble[i] (N×)   staged catalog, profiles[i],           staged: carried examples, train
+                   impressions[i]                         counts per entity, catalog-less
+                                                          entities. user_snapshot/,
+                                                          dead_letter/ (unknown_entity,
+                                                          unknown_user, duplicate_*)
+merge (1×)         staged catalog, train counts and       corpus/, entity_frequency.tsv;
+                   catalog-less entities of all shards    staged: entity features + Q(a)
+finalize[i] (N×)   staged examples[i], entity features    train/, eval/; staged: TRAIN
+                   + Q(a) (a side input)                  vocabulary counts, split stats
+summarize (1×)     staged vocabulary counts and split     vocab/*.txt, stats.json
+                   stats of all shards
+=================  =====================================  ===============================
+
+Every pass is built from the pieces of the one-pass pipeline (``unified_link.read_catalog``,
+``assemble_users``, ``entity_probabilities``, ``finalize_examples``, ``write_*``), so the
+DoFns, labels and rules are the same. The intermediates are packed tuples (``packed.py``) in
+TFRecord files under ``<work dir>/_user_shards/``, deleted before the dataset is published;
+the run's staging, rename, ``_SUCCESS`` and ``--overwrite`` rules are ``unified_link.run``'s.
+
+The same dataset as one pass:
+
+* cutoff: the partition pass computes it with the one-pass transform
+  (``unified_link.split_cutoff``, Beam's approximate quantile) over the same parsed impressions,
+  read by the same transforms from the same files, and the shards use it as a fixed cutoff.
+  Beam's quantile is exact (independent of element order) up to 18 × 15,259 ≈ 274k timestamps
+  at ``quantile_resolution`` 1000; above that its buffer collapses follow the arrival order,
+  which the identical read → parse → quantile chain reproduces on the same runner;
+* Q(a) (Eq. 2) and the minimum vocabulary frequency use the train counts SUMMED over shards;
+  the corpus is the unified catalog (staged once) plus the catalog-less entities that any shard
+  saw, deduplicated;
+* the train and eval examples are the same multiset of records; only their division into files
+  (``part-u<i>of<N>-*`` per shard) and their order differ: the write-order shuffle runs within
+  a shard;
+* accounting: every counter is incremented in exactly one pass (raw-table reads and parse
+  errors in the partition pass, per-user rules in assemble[i], written examples in
+  finalize[i]), so their sum is the one-pass run's counters and ``accounting.json`` is
+  identical. Catalog and user-table dead letters are written once (partition pass).
+
+Memory model: the partition pass moves no impression-sized shuffle (the quantile is a combiner,
+the partition writes stream); assemble[i] holds shard i's impressions through the entity join
+and the per-user group, plus the catalog; finalize[i] holds shard i's examples through the
+write-order shuffle, plus the corpus-sized side input; merge and summarize are corpus- and
+vocabulary-sized. So peak ≈ fixed cost + (per-impression cost × the largest shard's
+impressions) + corpus-sized state; user hashing balances the shards to within a few percent
+once users are many (a single very active user still lands in one shard).
+
+Runners: only the local DirectRunner. A distributed runner (Dataflow, Flink, Spark) already
+spills and distributes its shuffles, so N passes would only multiply job start-ups and reads;
+``check_runner`` refuses ``user_shards`` > 1 there with a clear error.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_pipelines import packed, transforms
+from beam_pipelines import unified_link as ul
+from tfrrl.data import fileio, link_spec
+from tfrrl.data.link_spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = "_user_shards"
+LOCAL_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner", "BundleBasedDirectRunner")
+
+# Staged collections (each a folder of TFRecord files of packed values).
+CATALOG = "catalog"  # (entity key, unified entity), once
+PROFILES = "profiles"  # (user id, profile), per shard
+IMPRESSIONS = "impressions"  # IMPRESSION_FIELDS tuples, per shard
+EXAMPLES = "examples"  # (split, carried example values), per shard
+TRAIN_COUNTS = "train_counts"  # (entity key, train count within the shard), per shard
+CATALOG_LESS = "catalog_less"  # (entity key, default entity) of catalog-less types, per shard
+ENTITIES = "entities"  # (entity key, (entity, Q(a))), once
+VOCAB_COUNTS = "vocab_counts"  # ((vocabulary, token), TRAIN count within the shard), per shard
+SPLIT_STATS = "split_stats"  # {(split, kind, value): n} of the shard, per shard
+
+_USER = transforms.IMPRESSION_FIELDS.index("user_id")
+
+
+def check_runner(options: PipelineOptions) -> None:
+    """Refuses ``user_shards`` > 1 on a distributed runner (see the module docstring)."""
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    if name not in LOCAL_RUNNERS:
+        raise ValueError(
+            f"user_shards > 1 is the local runner's bounded-memory mode; {name} spills and "
+            f"distributes its shuffles itself, so run the one-pass link there (user_shards=1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the passes stage their intermediates, and the file names of each shard's output."""
+
+    root: str
+    num_shards: int
+
+    def _folder(self, name: str, shard: Optional[int]) -> str:
+        return name if shard is None else f"{name}-{shard:03d}"
+
+    def prefix(self, name: str, shard: Optional[int] = None) -> str:
+        """File prefix of a staged collection (``shard`` None: one for all shards)."""
+        return fileio.join(self.root, self._folder(name, shard), "part")
+
+    def pattern(self, name: str, shard: Optional[int] = None) -> str:
+        return self.prefix(name, shard) + "*"
+
+    def every_shard(self, name: str) -> str:
+        """Glob of a per-shard collection over all shards (what the merge passes read)."""
+        return fileio.join(self.root, f"{name}-*", "part*")
+
+    @property
+    def cutoff_file(self) -> str:
+        return fileio.join(self.root, "cutoff.json")
+
+    @property
+    def merge_file(self) -> str:
+        return fileio.join(self.root, "merge.json")
+
+    def output_prefix(self, shard: Optional[int]) -> str:
+        """Prefix of the dataset files a pass writes (train/, eval/, user_snapshot/,
+        dead_letter/): distinct per shard so they coexist in one folder, and starting with
+        ``part-`` like the one-pass names (readers glob ``part-*``)."""
+        if shard is None:
+            return "part-global"
+        return f"part-u{shard:03d}of{self.num_shards:03d}"
+
+
+class _Stage(beam.PTransform):
+    """Writes a collection of primitives as packed records under ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self._prefix = prefix
+
+    def expand(self, pcoll):
+        return (pcoll | "Pack" >> beam.Map(packed.pack)
+                | "Write" >> beam.io.WriteToTFRecord(self._prefix, file_name_suffix=".tfrecord"))
+
+
+class _Unstage(beam.PTransform):
+    """Reads back what ``_Stage`` wrote (every file matching ``pattern``)."""
+
+    def __init__(self, pattern: str):
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, pbegin):
+        return (pbegin | "Read" >> beam.io.ReadFromTFRecord(self._pattern)
+                | "Unpack" >> beam.Map(packed.unpack))
+
+
+def _stage_by_user(pcoll: beam.PCollection, user_of: Callable[[Any], str], layout: Layout,
+                   name: str) -> None:
+    """Partitions ``pcoll`` by user shard and stages each part."""
+    n = layout.num_shards
+    parts = pcoll | f"Partition[{name}]" >> beam.Partition(
+        lambda x, k: transforms.user_shard(user_of(x), k), n)
+    for i in range(n):
+        _ = parts[i] | f"Stage[{name}-{i:03d}]" >> _Stage(layout.prefix(name, i))
+
+
+def _profile_user(kv) -> str:
+    return kv[0]
+
+
+def _impression_user(imp) -> str:
+    return imp[_USER]
+
+
+def _write_json(_, path: str, **values) -> None:
+    fileio.write_text(path, json.dumps(values, sort_keys=True) + "\n")
+
+
+def _catalog_less_types(spec: DatasetSpec) -> frozenset:
+    return frozenset(n for n, et in spec.entity_types.items() if et.path is None)
+
+
+def _is_catalog_less(kv, types: frozenset) -> bool:
+    return link_spec.split_entity_key(kv[0])[0] in types
+
+
+def _first_copy(key: str, copies) -> tuple:
+    return key, next(iter(copies))
+
+
+# --------------------------------------------------------------------------------------------
+# The passes.
+
+def build_partition_pass(p: beam.Pipeline, raw_dir: str, out_dir: str, layout: Layout,
+                         spec: DatasetSpec, cfg: ul.PrepareConfig) -> None:
+    """Reads every raw table once: the unified catalog, profiles and parsed impressions by user
+    shard, and the split cutoff go to staging; the raw tables' dead letters to the output."""
+    dead: List[beam.PCollection] = []
+    _ = ul.read_catalog(p, raw_dir, spec, dead) | "Stage[catalog]" >> _Stage(
+        layout.prefix(CATALOG))
+    _stage_by_user(ul.read_profiles(p, raw_dir, spec, dead), _profile_user, layout, PROFILES)
+    imps = ul.read_impressions(p, raw_dir, spec, dead)
+    _stage_by_user(imps, _impression_user, layout, IMPRESSIONS)
+    _ = ul.split_cutoff(p, imps, spec, cfg) | "StageCutoff" >> beam.Map(
+        lambda c: _write_json(None, layout.cutoff_file, cutoff=c))
+    ul.write_dead_letters(p, dead, out_dir, layout.output_prefix(None))
+
+
+def build_assemble_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
+                        spec: DatasetSpec, cfg: ul.PrepareConfig, cutoff: Optional[int]) -> None:
+    """Per-user assembly of one shard (entity join, sequences, label rule, split)."""
+    dead: List[beam.PCollection] = []
+    catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
+    profiles = p | "Unstage[profiles]" >> _Unstage(layout.pattern(PROFILES, shard))
+    imps = p | "Unstage[impressions]" >> _Unstage(layout.pattern(IMPRESSIONS, shard))
+    fixed_cutoff = p | "FixedCutoff" >> beam.Create([cutoff])
+    joined, assembled = ul.assemble_users(catalog, profiles, imps, fixed_cutoff, spec, cfg, dead)
+    _ = assembled.examples | "Stage[examples]" >> _Stage(layout.prefix(EXAMPLES, shard))
+    _ = (assembled[ul.TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
+         | "Stage[train_counts]" >> _Stage(layout.prefix(TRAIN_COUNTS, shard)))
+    # Catalog entities are staged once (partition pass); only the defaults of catalog-less types
+    # depend on the impressions a shard saw.
+    _ = (joined[ul.CORPUS]
+         | "CatalogLess" >> beam.Filter(_is_catalog_less, _catalog_less_types(spec))
+         | "Stage[catalog_less]" >> _Stage(layout.prefix(CATALOG_LESS, shard)))
+    ul.write_user_snapshot(assembled[ul.USER_SNAPSHOT], out_dir, layout.output_prefix(shard))
+    ul.write_dead_letters(p, dead, out_dir, layout.output_prefix(shard))
+
+
+def build_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
+                     cfg: ul.PrepareConfig) -> None:
+    """Corpus-sized: train counts summed over shards → Q(a); corpus/ and entity_frequency.tsv;
+    the entity features + Q(a) staged for the finalize passes."""
+    catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
+    catalog_less = (p | "Unstage[catalog_less]" >> _Unstage(layout.every_shard(CATALOG_LESS))
+                    | "GroupCatalogLess" >> beam.GroupByKey()
+                    | "OneCopy" >> beam.MapTuple(_first_copy))
+    corpus = (catalog, catalog_less) | "Corpus" >> beam.Flatten()
+    counts = p | "Unstage[train_counts]" >> _Unstage(layout.every_shard(TRAIN_COUNTS))
+    per_entity, totals = ul.entity_probabilities(p, corpus, counts, cfg)
+    ul.write_corpus(per_entity, out_dir, cfg)
+    _ = per_entity.entities | "Stage[entities]" >> _Stage(layout.prefix(ENTITIES))
+    corpus_types = ul.corpus_type_counts(per_entity[ul.CORPUS])
+    _ = (p | "MergeSeed" >> beam.Create([None])
+         | "StageMerge" >> beam.Map(
+             lambda _, t, c: _write_json(None, layout.merge_file, totals=t, corpus_types=c),
+             pvalue.AsSingleton(totals), pvalue.AsSingleton(corpus_types)))
+
+
+def build_finalize_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
+                        cfg: ul.PrepareConfig) -> None:
+    """One shard's examples → tf.Examples (entity features + Q(a) from a side input) → the
+    write-order shuffle within the shard → train/ and eval/; partial vocabulary counts and
+    split statistics to staging."""
+    entities = p | "Unstage[entities]" >> _Unstage(layout.pattern(ENTITIES))
+    examples = p | "Unstage[examples]" >> _Unstage(layout.pattern(EXAMPLES, shard))
+    final = ul.finalize_examples(examples, entities, cfg)
+    ul.write_examples(final, out_dir, cfg, layout.output_prefix(shard))
+    _ = (final[ul.VOCAB] | "VocabPartial" >> beam.CombinePerKey(sum)
+         | "Stage[vocab_counts]" >> _Stage(layout.prefix(VOCAB_COUNTS, shard)))
+    _ = (final[ul.STATS] | "StatsPartial" >> beam.CombineGlobally(ul.CounterSum())
+         | "Stage[split_stats]" >> _Stage(layout.prefix(SPLIT_STATS, shard)))
+
+
+def build_summary_pass(p: beam.Pipeline, out_dir: str, layout: Layout, spec: DatasetSpec,
+                       cfg: ul.PrepareConfig, cutoff: Optional[int],
+                       merged: Dict[str, Any]) -> None:
+    """vocab/*.txt (minimum frequency on the summed TRAIN counts) and stats.json."""
+    ul.write_vocabularies_and_stats(
+        p,
+        p | "Unstage[vocab_counts]" >> _Unstage(layout.every_shard(VOCAB_COUNTS)),
+        p | "Unstage[split_stats]" >> _Unstage(layout.every_shard(SPLIT_STATS)),
+        p | "CorpusTypes" >> beam.Create([merged["corpus_types"]]),
+        p | "FixedCutoff" >> beam.Create([cutoff]),
+        p | "Totals" >> beam.Create([merged["totals"]]),
+        out_dir, spec, cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# Running.
+
+def _read_json(path: str) -> Dict[str, Any]:
+    return json.loads(fileio.read_text(path))
+
+
+def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: ul.PrepareConfig,
+               beam_args: Optional[List[str]] = None) -> Dict[str, int]:
+    """Runs the 2N + 3 pipelines of the sharded link into ``work_dir``; returns the sum of
+    their counters (what one pass would have counted). The staging folder is removed at the end,
+    also when a pass fails."""
+    n = cfg.user_shards
+    layout = Layout(fileio.join(work_dir, STAGING_DIR), n)
+    counters: Dict[str, int] = collections.Counter()
+
+    def execute(name: str, build: Callable[..., None], *args) -> None:
+        start = time.time()
+        p = beam.Pipeline(options=ul.default_pipeline_options(beam_args))
+        build(p, *args)
+        result = p.run()
+        result.wait_until_finish()
+        counters.update(ul.pipeline_counters(result))
+        log.info("user shards: %s done in %.1fs", name, time.time() - start)
+
+    try:
+        execute("partition", build_partition_pass, raw_dir, work_dir, layout, spec, cfg)
+        cutoff = _read_json(layout.cutoff_file)["cutoff"]
+        for i in range(n):
+            execute(f"assemble {i + 1}/{n}", build_assemble_pass, work_dir, layout, i, spec,
+                    cfg, cutoff)
+        execute("merge", build_merge_pass, work_dir, layout, cfg)
+        merged = _read_json(layout.merge_file)
+        for i in range(n):
+            execute(f"finalize {i + 1}/{n}", build_finalize_pass, work_dir, layout, i, cfg)
+        execute("summarize", build_summary_pass, work_dir, layout, spec, cfg, cutoff, merged)
+    finally:
+        if fileio.exists(layout.root):
+            FileSystems.delete([layout.root])
+    return dict(counters)
