@@ -2,7 +2,8 @@
 
     tfrrl generate --impressions N --out RAW_DIR [--seed S]
     tfrrl prepare  --input RAW_DIR --out DATA_DIR [--adapter synthetic|ciao|ml100k|douban]
-                   [--config PREPARE.yaml] [-- Beam flags, e.g. --runner=DataflowRunner …]
+                   [--config PREPARE.yaml] [--user-shards N]
+                   [-- Beam flags, e.g. --runner=DataflowRunner …]
     tfrrl inspect  --data DATA_DIR [--split train] [--n 2]
     tfrrl train    --config CONFIG.yaml --data DATA_DIR --out RUN_DIR [--epochs N] [--set K=V]
                    [--no-resume]
@@ -139,7 +140,8 @@ def cmd_prepare(args: argparse.Namespace, beam_args: List[str]) -> int:
         run_prepare(args.input, args.out, args.adapter, config_path=args.config,
                     overrides={"sequence_length": args.sequence_length,
                                "min_frequency": args.min_frequency,
-                               "eval_fraction": args.eval_fraction, "seed": args.seed},
+                               "eval_fraction": args.eval_fraction, "seed": args.seed,
+                               "user_shards": args.user_shards},
                     beam_args=beam_args, overwrite=args.overwrite, keep_raw=args.keep_raw,
                     adapter_options=_parse_options(args.adapter_option))
     except OutputExistsError as e:
@@ -414,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-frequency", type=int)
     p.add_argument("--eval-fraction", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--user-shards", type=int, metavar="N",
+                   help="local runner: run the link one user-hash shard at a time (N > 1), so "
+                        "peak memory is bounded by ~1/N of the impressions (same dataset)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--keep-raw", help="keep the adapter's raw-contract output in this folder")
     p.add_argument("--adapter-option", action="append", metavar="KEY=VALUE",
