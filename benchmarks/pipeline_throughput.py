@@ -1,7 +1,8 @@
 """Throughput of the Beam link against a single-process baseline of THE SAME transform.
 
     python -m benchmarks.pipeline_throughput [--impressions 1000000] [--repeats 1]
-                                             [--beam-workers N]
+                                             [--beam-workers N] [--user-shards N [N ...]]
+                                             [--skip-baseline]
 
 1. generates ``--impressions`` synthetic impressions (``tfrrl.data.synthetic``, seed 0) in a
    temporary folder (removed at the end unless ``--keep``);
@@ -15,6 +16,11 @@
 3. prints rows/s of each, the cores each used, the ratio
    ``(Beam rows/s ÷ Beam cores) ÷ baseline rows/s`` against the target (≥ 0.5) with PASS/MISS,
    and the peak resident memory of each.
+
+``--user-shards 1 4`` runs the Beam link once per value of ``PrepareConfig.user_shards`` (the
+sharded mode of ``beam_pipelines/sharded_link.py``), each in its own fresh process like the
+others, and ends with a side-by-side table of their seconds and peak RSS (the ratio above uses
+the first value). ``--skip-baseline`` leaves the baseline out.
 
 Timing: wall-clock of the ``run(...)`` call inside the worker process (module imports excluded
 for both; TensorFlow, which the encoder needs, is imported inside ``run`` by the baseline and by
@@ -52,16 +58,28 @@ TARGET_RATIO = 0.5
 ENGINES = ("beam", "baseline")
 
 
+def _run_name(engine: str, user_shards: int = 1) -> str:
+    """``beam`` (one pass), ``beam-u4`` (user_shards = 4) or ``baseline``."""
+    return engine if engine == "baseline" or user_shards == 1 else f"{engine}-u{user_shards}"
+
+
+def _parse_run_name(name: str):
+    """``beam-u4`` → ("beam", 4); the inverse of :func:`_run_name`."""
+    engine, _, shards = name.partition("-u")
+    return engine, int(shards or 1)
+
+
 # --------------------------------------------------------------------------------------------
 # Worker: one engine, one run, in its own process.
 
-def _worker(engine: str, raw: str, out: str, result_path: str, beam_args: List[str]) -> None:
+def _worker(engine: str, raw: str, out: str, result_path: str, beam_args: List[str],
+            user_shards: int = 1) -> None:
     import psutil  # pylint: disable=import-outside-toplevel
 
     from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
     from benchmarks import link_baseline  # pylint: disable=import-outside-toplevel
 
-    cfg = unified_link.PrepareConfig()
+    cfg = unified_link.PrepareConfig(user_shards=user_shards)
     rss_before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     error = None
@@ -87,6 +105,7 @@ def _worker(engine: str, raw: str, out: str, result_path: str, beam_args: List[s
     stats = result["stats"]
     summary = {
         "engine": engine,
+        "user_shards": user_shards,
         "wall_seconds": wall,
         "engine_seconds": result["seconds"],
         "rss_before_run": rss_before,
@@ -158,11 +177,14 @@ class _TreeSampler(threading.Thread):
         self.join()
 
 
-def _run_engine(engine: str, raw: str, work: str, interval: float,
+def _run_engine(name: str, raw: str, work: str, interval: float,
                 beam_args: List[str]) -> Dict[str, Any]:
-    out = os.path.join(work, f"out_{engine}")
-    result_path = os.path.join(work, f"result_{engine}.json")
-    log_path = os.path.join(work, f"log_{engine}.txt")
+    """One run (``name``: see :func:`_run_name`) in a fresh worker process, its process tree
+    sampled for memory and CPU."""
+    engine, user_shards = _parse_run_name(name)
+    out = os.path.join(work, f"out_{name}")
+    result_path = os.path.join(work, f"result_{name}.json")
+    log_path = os.path.join(work, f"log_{name}.txt")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")]
                                                     if p]))
@@ -174,7 +196,8 @@ def _run_engine(engine: str, raw: str, work: str, interval: float,
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.pipeline_throughput", "--_worker", engine,
-             "--raw", raw, "--_out", out, "--_result", result_path]
+             "--raw", raw, "--_out", out, "--_result", result_path,
+             f"--_user_shards={user_shards}"]
             + [f"--_beam_arg={a}" for a in beam_args],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         sampler = _TreeSampler(proc.pid, interval)
@@ -187,7 +210,7 @@ def _run_engine(engine: str, raw: str, work: str, interval: float,
     if rc != 0:
         with open(log_path, encoding="utf-8", errors="replace") as f:
             tail = f.read()[-4000:]
-        raise RuntimeError(f"{engine} worker failed (exit {rc}):\n{tail}")
+        raise RuntimeError(f"{name} worker failed (exit {rc}):\n{tail}")
     with open(result_path, encoding="utf-8") as f:
         res = json.load(f)
     shutil.rmtree(out, ignore_errors=True)
@@ -233,14 +256,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--beam-workers", type=int,
                     help="pass --direct_num_workers=N to the Beam link (default: no Beam flag "
                          "at all, i.e. unified_link's own defaults)")
+    ap.add_argument("--user-shards", type=int, nargs="+", default=[1], metavar="N",
+                    help="run the Beam link once per value of PrepareConfig.user_shards "
+                         "(e.g. 1 4: one pass vs 4 user shards, side by side)")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="run only the Beam link (no ratio against the baseline)")
     ap.add_argument("--_worker", choices=ENGINES, help=argparse.SUPPRESS)
+    ap.add_argument("--_user_shards", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--_beam_arg", action="append", default=[], help=argparse.SUPPRESS)
     ap.add_argument("--_out", help=argparse.SUPPRESS)
     ap.add_argument("--_result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._worker:  # pylint: disable=protected-access
         _worker(args._worker, args.raw, args._out, args._result,  # pylint: disable=W0212
-                args._beam_arg)  # pylint: disable=W0212
+                args._beam_arg, args._user_shards)  # pylint: disable=W0212
         return 0
 
     work = tempfile.mkdtemp(prefix="tfrrl_throughput_")
@@ -261,15 +290,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"Beam link: unified_link.run(..., beam_args={beam_args}) → "
               f"direct_num_workers = {cores['beam']} (os.cpu_count() = {os.cpu_count()})",
               flush=True)
-        runs: Dict[str, List[Dict[str, Any]]] = {e: [] for e in ENGINES}
+        names = [_run_name("beam", k) for k in dict.fromkeys(args.user_shards)]
+        names += [] if args.skip_baseline else ["baseline"]
+        runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in names}
         for r in range(args.repeats):
-            order = ENGINES if r % 2 == 0 else tuple(reversed(ENGINES))
-            for engine in order:
-                res = _run_engine(engine, raw, work, args.sample_interval, beam_args)
+            order = names if r % 2 == 0 else list(reversed(names))
+            for name in order:
+                res = _run_engine(name, raw, work, args.sample_interval, beam_args)
                 n = res["rows_read"]
-                runs[engine].append(res)
-                print(f"  repeat {r + 1}/{args.repeats} {engine:8s}: {res['wall_seconds']:8.1f}s"
-                      f"  {n / res['wall_seconds']:10,.0f} rows/s  (other processes used "
+                runs[name].append(res)
+                print(f"  repeat {r + 1}/{args.repeats} {name:8s}: {res['wall_seconds']:8.1f}s"
+                      f"  {n / res['wall_seconds']:10,.0f} rows/s  peak RSS "
+                      f"{_mib(res['peak_tree_rss'])}  (other processes used "
                       f"{res['other_cores']:.2f} cores meanwhile)", flush=True)
         _report(runs, cores, os.cpu_count() or 1)
         return 0
@@ -282,18 +314,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _report(runs: Dict[str, List[Dict[str, Any]]], cores: Dict[str, int], machine: int) -> None:
     rps = {}
+    names = list(runs)
     print()
-    print(f"machine: {machine} cores; impressions read: {runs['beam'][0]['rows_read']:,}")
-    for engine in ENGINES:
-        rs = runs[engine]
+    print(f"machine: {machine} cores; impressions read: {runs[names[0]][0]['rows_read']:,}")
+    for name in names:
+        engine, user_shards = _parse_run_name(name)
+        rs = runs[name]
         wall = statistics.median(r["wall_seconds"] for r in rs)
-        rps[engine] = rs[0]["rows_read"] / wall
+        rps[name] = rs[0]["rows_read"] / wall
         cpu = statistics.median(r["cpu_seconds"] / r["wall_seconds"] for r in rs)
         peak = max(r["peak_tree_rss"] for r in rs)
-        label = ("Beam link (DirectRunner multi_processing)" if engine == "beam"
-                 else "baseline (pyarrow + numpy, 1 process)")
+        label = (f"Beam link (DirectRunner multi_processing, user_shards={user_shards})"
+                 if engine == "beam" else "baseline (pyarrow + numpy, 1 process)")
         print(f"{label}:")
-        print(f"  rows/s           : {rps[engine]:,.0f}  (median wall {wall:.1f}s over "
+        print(f"  rows/s           : {rps[name]:,.0f}  (median wall {wall:.1f}s over "
               f"{len(rs)} run(s))")
         print(f"  cores            : {cores[engine]}"
               + (" (effective direct_num_workers)" if engine == "beam" else "")
@@ -316,19 +350,46 @@ def _report(runs: Dict[str, List[Dict[str, Any]]], cores: Dict[str, int], machin
               f"{r0['corpus_size']:,}, dead-letter {sum(r0['dead_letter'].values()):,}, "
               f"cutoff {r0['cutoff']}, accounting "
               f"{'balanced' if r0['balanced'] else 'NOT BALANCED'}")
-    per_core = rps["beam"] / cores["beam"]
-    ratio = per_core / rps["baseline"]
+    beams = [n for n in names if n != "baseline"]
+    if len(beams) > 1:
+        _report_user_shards({n: runs[n] for n in beams})
+    if beams and "baseline" in runs:
+        _report_ratio(runs[beams[0]], runs["baseline"], rps[beams[0]], rps["baseline"],
+                      cores["beam"])
+
+
+def _report_user_shards(runs: Dict[str, List[Dict[str, Any]]]) -> None:
+    """The Beam runs side by side: seconds and peak RSS per user_shards, and whether they
+    wrote the same dataset (counts, cutoff, corpus, vocabularies)."""
+    print("Beam link by user_shards (same input, one after another in this run):")
+    print(f"  {'user_shards':>11s} {'seconds':>9s} {'rows/s':>9s} {'peak RSS':>12s}")
+    for name, rs in runs.items():
+        wall = statistics.median(r["wall_seconds"] for r in rs)
+        print(f"  {rs[0]['user_shards']:>11d} {wall:>9.1f} {rs[0]['rows_read'] / wall:>9,.0f} "
+              f"{_mib(max(r['peak_tree_rss'] for r in rs)):>12s}")
+    keys = ("train", "eval", "cutoff", "corpus_size", "vocabulary_sizes", "dead_letter")
+    outputs = {name: tuple(json.dumps(rs[0][k], sort_keys=True) for k in keys)
+               for name, rs in runs.items()}
+    same = len(set(outputs.values())) == 1
+    print(f"  same output (train, eval, cutoff, corpus, vocabulary sizes, dead letters): "
+          f"{'yes' if same else 'NO'}")
+
+
+def _report_ratio(beam: List[Dict[str, Any]], base: List[Dict[str, Any]], beam_rps: float,
+                  base_rps: float, beam_cores: int) -> None:
+    per_core = beam_rps / beam_cores
+    ratio = per_core / base_rps
     print(f"Beam rows/s per core: {per_core:,.0f}")
     print(f"ratio (Beam rows/s per core ÷ baseline rows/s) = {ratio:.3f}   target ≥ "
           f"{TARGET_RATIO}   {'PASS' if ratio >= TARGET_RATIO else 'MISS'}")
     # Contention-robust cross-check: rows per CPU-second of each process tree. It ignores
     # cores left idle, so it is an upper bound of the Beam per-core figure above.
-    cpu_rate = {e: runs[e][0]["rows_read"] / statistics.median(r["cpu_seconds"] for r in runs[e])
-                for e in ENGINES}
+    cpu_rate = {e: rs[0]["rows_read"] / statistics.median(r["cpu_seconds"] for r in rs)
+                for e, rs in (("beam", beam), ("baseline", base))}
     print(f"cross-check on CPU time: Beam {cpu_rate['beam']:,.0f} rows per CPU-second, baseline "
           f"{cpu_rate['baseline']:,.0f} → ratio {cpu_rate['beam'] / cpu_rate['baseline']:.3f} "
           f"(upper bound: idle cores not charged)")
-    b, s = runs["beam"][0], runs["baseline"][0]
+    b, s = beam[0], base[0]
     if b["train"] + b["eval"] != s["train"] + s["eval"]:
         print(f"WARNING: Beam wrote {b['train'] + b['eval']:,} examples, the baseline "
               f"{s['train'] + s['eval']:,}: the two runs did NOT do the same work")
