@@ -16,6 +16,14 @@ object per element across the impression-sized shuffles (``packed.py``); the raw
 to its dead-letter form right after validation; the per-user step carries only what the
 sequences need (entity key, type, category) and the target entity's features and Q(a) are
 attached at the end from a corpus-sized side input, so no example crosses a per-entity shuffle.
+
+Composition: ``build_pipeline`` chains composable pieces (``read_catalog``, ``read_profiles``,
+``read_impressions``, ``split_cutoff``, ``assemble_users``, ``entity_probabilities``,
+``finalize_examples`` and the ``write_*`` functions). With ``PrepareConfig.user_shards`` = N > 1,
+``sharded_link`` runs the same pieces as 2N + 3 pipelines, one user-hash shard at a time, so the
+local runner (which keeps every shuffle in memory) holds ~1/N of the impressions at once; the
+dataset is the same (the examples as a multiset; corpus, vocabularies, stats and accounting
+identical). See its docstring for the passes and the memory model.
 """
 
 from __future__ import annotations

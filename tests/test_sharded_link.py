@@ -156,8 +156,8 @@ def test_catalog_less_entities_are_in_the_corpus_once(both):
 def test_dead_letters_and_snapshots_are_identical(both):
     for folder in ("dead_letter", "user_snapshot"):
         assert _lines(both["one"] / folder) == _lines(both["sharded"] / folder), folder
-    reasons = collections.Counter(
-        (d["source"], d["reason"]) for d in map(json.loads, _lines(both["sharded"] / "dead_letter")))
+    dead = [json.loads(line) for line in _lines(both["sharded"] / "dead_letter")]
+    reasons = collections.Counter((d["source"], d["reason"]) for d in dead)
     # Each bad row once: the catalog and user table are read by one pass, not by each shard.
     assert reasons == collections.Counter(
         {**{("impressions", r): n for r, n in EXPECTED_IMPRESSION_DEAD.items()},
