@@ -810,7 +810,9 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
             marker = fileio.join(out_dir, SUCCESS_FILE)
             if fileio.exists(marker):
                 FileSystems.delete([marker])
-            FileSystems.delete([out_dir])
+            # Only a trailing "/" makes Beam's GCS delete recursive; without it the match finds
+            # no object of that exact name and the old shards would stay beside the new ones.
+            FileSystems.delete([out_dir.rstrip("/") + "/"])
     work_dir = _staging_dir(out_dir) if _is_local(out_dir) else out_dir
     start = time.time()
     try:

@@ -123,6 +123,33 @@ def test_refuses_to_overwrite(hand_built_prepared):
                          beam_args=IN_MEMORY)
 
 
+def test_overwrite_on_an_object_store_deletes_the_old_folder_recursively(
+        hand_built_prepared, monkeypatch):
+    # On gs:// there is no rename: --overwrite deletes the old _SUCCESS, then the old dataset.
+    # Beam's GCS delete is recursive only for a path ending in "/" (gcsfilesystem.delete); a
+    # bare "gs://b/data" matches no object and would leave every old shard in place.
+    from beam_pipelines import unified_link
+    from tfrrl.data import link_spec
+
+    spec = link_spec.load(str(hand_built_prepared["raw"]))
+    deleted = []
+    monkeypatch.setattr(unified_link, "_is_local", lambda path: False)
+    monkeypatch.setattr(unified_link.fileio, "exists", lambda path: True)
+    monkeypatch.setattr(unified_link.fileio, "glob", lambda pattern: ["gs://b/data/part-0"])
+    # (apache-beam[gcp] is not installed here, so Beam cannot join gs:// paths itself.)
+    monkeypatch.setattr(unified_link.fileio, "join", lambda base, *parts: "/".join((base,) + parts))
+    monkeypatch.setattr(unified_link.FileSystems, "delete", deleted.extend)
+
+    def stop(*_args, **_kwargs):
+        raise RuntimeError("stop before running the pipeline")
+
+    monkeypatch.setattr(unified_link, "default_pipeline_options", stop)
+    with pytest.raises(RuntimeError, match="stop before"):
+        unified_link.run(str(hand_built_prepared["raw"]), "gs://b/data", spec=spec,
+                         overwrite=True)
+    assert deleted == ["gs://b/data/_SUCCESS", "gs://b/data/"]
+
+
 def _crashing_pipeline(real_build):
     """build_pipeline plus a step that raises, so the run dies after writing part of its
     output (a stand-in for a worker crash)."""
