@@ -189,7 +189,7 @@ def comparison_plots(results: Dict[str, Dict], out_dir: str) -> List[str]:
         d = r.get("diversity", {})
         if d.get("pairs"):
             di[f"{n} DI^AF"] = {f"{p['i']}→{p['j']}": p["af"] for p in d["pairs"]}
-            if d.get("sf_available"):
+            if d.get("sf_available") and any(p["sf"] is not None for p in d["pairs"]):
                 di[f"{n} DI^SF"] = {f"{p['i']}→{p['j']}": p["sf"] for p in d["pairs"]}
     if di:
         written.append(plots.plot_diversity(di, os.path.join(out_dir, "collapse_diversity.png")))

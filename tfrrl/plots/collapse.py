@@ -107,23 +107,20 @@ def plot_ia_over_checkpoints(panels: Mapping[str, Mapping[str, Sequence[Tuple[in
 def plot_diversity(series: Mapping[str, Mapping[str, Optional[float]]], out_png: str,
                    title: str = "Diversity Index per ordered domain pair (sorted)") -> str:
     """``series``: ``{model / form: {"i→j": DI}}``; each series sorted in descending order as
-    in Crocodile Fig. 5 (pairs without conflict samples, None, are left out), drawn as grouped
-    bars by rank."""
+    in Crocodile Fig. 5 (pairs without conflict samples, None, are left out), one line per
+    series against the rank (grouped bars grew unreadably wide with 20 pairs × 6 series)."""
     plt = _pyplot()
     cleaned = {name: sorted((v for v in vals.values() if v is not None), reverse=True)
                for name, vals in series.items()}
-    width_n = max([len(v) for v in cleaned.values()] + [1])
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * width_n * max(1, len(cleaned))), 3.6))
-    bar = 0.8 / max(1, len(cleaned))
-    for s, (name, vals) in enumerate(cleaned.items()):
-        x = np.arange(len(vals)) + s * bar
-        ax.bar(x, vals, width=bar, label=f"{name} (mean {np.mean(vals):.3f})" if vals
-               else f"{name} (no pairs)")
-    ax.set_xlabel("domain pairs, sorted by DI")
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for name, vals in cleaned.items():
+        label = f"{name} (mean {np.mean(vals):.3f})" if vals else f"{name} (no pairs)"
+        ax.plot(np.arange(1, len(vals) + 1), vals, marker="o", markersize=3, label=label)
+    ax.set_xlabel("ordered domain pairs, sorted by DI (rank)")
     ax.set_ylabel("DI")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, axis="y")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
