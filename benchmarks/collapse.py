@@ -111,14 +111,20 @@ def markdown_report(results: Dict[str, Dict], command: str = "") -> str:
     for n in names:
         ex = results[n].get("experts", {})
         if ex.get("message"):
-            rows.append([n, ex["message"], DASH, DASH] + [DASH] * len(domains))
+            rows.append([n, ex["message"], DASH, DASH, DASH, DASH] + [DASH] * len(domains))
             continue
         for expert in ex.get("names", []):
             per = ex.get("per_domain", {}).get(expert, {})
             whole = ex.get("all", {}).get(expert, {})
             rows.append([n, f"{expert} ({ex.get('source')})", str(whole.get("dim", DASH)),
-                         _f(whole.get("ia"))] + [_f(per.get(d, {}).get("ia")) for d in domains])
-    out += _md_table(["run", "expert (source)", "dim", "all domains"] + list(domains), rows)
+                         str(whole.get("rank", DASH)), _f(whole.get("ia")),
+                         _f(whole.get("ia_centered"))]
+                        + [_f(per.get(d, {}).get("ia")) for d in domains])
+    out += _md_table(["run", "expert (source)", "dim", "rank", "IA all domains",
+                      "centred IA"] + list(domains), rows)
+    out += ["", "rank: σ above 1e-6 σ₁ (an all-zero column, e.g. a dead ReLU unit, is not "
+            "counted). Centred IA: the IA of the outputs minus their mean; a non-negative "
+            "(ReLU) output's mean alone makes σ₁ dominant and its raw IA near 1."]
 
     out += ["", "## Diversity Index (Crocodile Eq. 1–2), mean over ordered domain pairs", ""]
     rows = []

@@ -47,6 +47,18 @@ def test_singular_values_of_a_hand_made_2x2():
     assert summary["ia"] == pytest.approx(4.0 / 3.0)
 
 
+def test_centered_ia_and_rank_of_non_negative_rows():
+    # Rows (2, 0), (0, 2), (2, 0), (0, 2): MᵀM = diag(8, 8) → σ = (√8, √8), raw IA 2, rank 2.
+    # Minus the mean (1, 1): (1, −1), (−1, 1), … all on one direction → centred IA 1.
+    m = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]])
+    s = spectrum.spectrum_summary(m)
+    assert s["ia"] == pytest.approx(2.0) and s["rank"] == 2
+    assert s["ia_centered"] == pytest.approx(1.0)
+    # A dead unit (an all-zero column) lowers the rank, not the other σ: (3, 0, 0), (0, 4, 0).
+    dead = spectrum.spectrum_summary(np.array([[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]]))
+    assert dead["rank"] == 2 and dead["ia"] == pytest.approx((4 + 3) / 4)
+
+
 def test_ia_of_a_zero_matrix_is_undefined():
     assert math.isnan(spectrum.information_abundance(np.zeros([3, 2])))
     assert spectrum.finite_or_none(float("nan")) is None

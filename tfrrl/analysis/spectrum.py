@@ -52,12 +52,28 @@ def information_abundance(matrix: np.ndarray) -> float:
     return ia_from_singular_values(singular_values(matrix))
 
 
+def numerical_rank(sigma: np.ndarray, rtol: float = 1e-6) -> int:
+    """How many σ exceed ``rtol`` × max σ (a dead ReLU unit is an all-zero column: σ = 0)."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if sigma.size == 0 or not sigma.max() > 0:
+        return 0
+    return int((sigma > rtol * sigma.max()).sum())
+
+
 def spectrum_summary(matrix: np.ndarray) -> Dict:
-    """``{"rows", "dim", "ia", "singular_values"}`` of a matrix; σ as a plain list."""
-    m = np.asarray(matrix)
+    """``{"rows", "dim", "ia", "ia_centered", "rank", "singular_values"}`` of a matrix.
+
+    ``ia`` is the papers' IA of the raw rows. ``ia_centered`` is the IA of the rows minus their
+    mean: for non-negative rows (a ReLU expert output) the mean alone makes σ₁ dominant, so the
+    raw IA sits near 1 whatever the spread; the centred IA measures the spread around it.
+    ``rank``: :func:`numerical_rank` of the raw rows."""
+    m = np.asarray(matrix, dtype=np.float64)
     sigma = singular_values(m)
+    centered = m - m.mean(axis=0, keepdims=True) if m.size else m
     return {"rows": int(m.shape[0]), "dim": int(m.shape[1]),
             "ia": ia_from_singular_values(sigma),
+            "ia_centered": ia_from_singular_values(singular_values(centered)),
+            "rank": numerical_rank(sigma),
             "singular_values": [float(s) for s in sigma]}
 
 
