@@ -334,6 +334,7 @@ def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: ul.PrepareCo
     n = cfg.user_shards
     layout = Layout(fileio.join(work_dir, STAGING_DIR), n)
     counters: Dict[str, int] = collections.Counter()
+    done = [0]  # passes finished, for the progress lines
 
     def execute(name: str, build: Callable[..., None], *args) -> None:
         start = time.time()
@@ -342,7 +343,9 @@ def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: ul.PrepareCo
         result = p.run()
         result.wait_until_finish()
         counters.update(ul.pipeline_counters(result))
-        log.info("user shards: %s done in %.1fs", name, time.time() - start)
+        done[0] += 1
+        log.info("user shards: pass %d/%d (%s) done in %.1fs", done[0], 2 * n + 3, name,
+                 time.time() - start)
 
     _remove_staging(layout.root)  # an in-place (gs://) run may find a failed run's leftovers
     try:

@@ -530,6 +530,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Beam forwards every worker warning through its job service; keep errors only.
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
         logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
+    # Progress of the sharded link's 2N + 3 passes (long runs), shown without --verbose too.
+    logging.getLogger("beam_pipelines.sharded_link").setLevel(logging.INFO)
     if args.command in ("prepare", "demo"):
         return cmd_prepare(args, extra) if args.command == "prepare" else cmd_demo(args, extra)
     if extra:
