@@ -83,6 +83,27 @@ def test_dsbn_zero_debiased_running_statistics():
     np.testing.assert_allclose(var.numpy().ravel(), [1, 1 / 0.75, 1], rtol=1e-6)
 
 
+def test_step_statistics_reuse_the_training_call_of_the_step_and_update_nothing():
+    # Training call on the batch above: domain 0 (mean 2, var 1), domain 1 (12, 4); domain 2 is
+    # absent → its running statistics, never updated: (0, 1). Then, inside step_statistics,
+    # rows 2 (domain 0), 12 (domain 1), 5 (domain 2), γ = 1, β = 0, ε = 0:
+    #   (2 − 2)/1 = 0, (12 − 12)/2 = 0, (5 − 0)/1 = 5 — and the running statistics stay put.
+    layer = _dsbn(zero_debias=True)
+    with pytest.raises(RuntimeError, match="training-mode call"):
+        with adi.step_statistics(layer):
+            pass
+    layer(tf.constant([1.0, 3.0, 10.0, 14.0])[:, None, None], tf.constant([0, 0, 1, 1]),
+          training=True)
+    before = (layer.moving_mean.numpy().copy(), layer.moving_updates.numpy().copy())
+    with adi.step_statistics(layer):
+        out = layer(tf.constant([2.0, 12.0, 5.0])[:, None, None], tf.constant([0, 1, 2]),
+                    training=False)
+    np.testing.assert_allclose(out.numpy().ravel(), [0, 0, 5], atol=1e-6)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), before[0])
+    np.testing.assert_allclose(layer.moving_updates.numpy(), before[1])
+    assert not layer.use_step_statistics  # restored after the block
+
+
 def test_domain_moments_pool_rows_and_candidates():
     # Row 0 (domain 1) has candidates [2, 4], row 1 (domain 1) [6, 8] → mean 5, var 5.
     x = tf.constant([[[2.0], [4.0]], [[6.0], [8.0]]])

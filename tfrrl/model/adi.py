@@ -30,7 +30,8 @@ outputs before the gate; for Network-Mul, the shared kernels' own network withou
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+import contextlib
+from typing import Dict, Iterator, Optional, Sequence
 
 import keras
 import numpy as np
@@ -196,12 +197,23 @@ class DomainBatchNorm(layers.Layer):
                        self.moving_variance)
         return mean, tf.maximum(var, 0.0)
 
+    # Set by :func:`step_statistics` around the self-training passes: normalise with the
+    # statistics of this step's training call (see there) instead of the running ones.
+    use_step_statistics = False
+
     def call(self, x, domain_index, training=False):
         rank2 = len(x.shape) == 2
         if rank2:
             x = x[:, None, :]
-        if training:
+        if self.use_step_statistics:
+            mean, var = self._step_moments
+        elif training:
             mean, var, count = domain_moments(x, domain_index, self.num_domains)
+            # A domain absent from the batch falls back to its running statistics.
+            run_mean, run_var = self.inference_moments()
+            present = (count > 0)[:, None]
+            self._step_moments = (tf.where(present, mean, run_mean),
+                                  tf.where(present, var, run_var))
             present = (count > 0)[:, None]
             m = self.momentum
             self.moving_mean.assign(tf.where(present, m * self.moving_mean + (1 - m) * mean,
@@ -220,6 +232,32 @@ class DomainBatchNorm(layers.Layer):
         return {**super().get_config(), "num_domains": self.num_domains,
                 "momentum": self.momentum, "epsilon": self.epsilon,
                 "zero_debias": self.zero_debias}
+
+
+@contextlib.contextmanager
+def step_statistics(model: keras.layers.Layer) -> Iterator[None]:
+    """Within the block, every :class:`DomainBatchNorm` of ``model`` normalises a domain with
+    the statistics its training-mode call computed in THIS step (the batch statistics of the
+    domain's real rows; the running ones for a domain absent from the batch), and updates
+    nothing. For the self-training passes (tfrrl/model/self_training.py), which re-score rows
+    under other domains and must neither update domain j's statistics with domain i's rows nor
+    train through the running statistics: the training-mode path is invariant to the scale of
+    each Dense output (batch normalisation divides it out), a path through the running
+    statistics is not, so its gradient moved that scale faster than the running statistics
+    followed. Measured on Ciao: validation CE 20.98 after one epoch (ADI alone 4.28). Needs a
+    training-mode call of the same layers earlier in the step."""
+    norms = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+             if isinstance(layer, DomainBatchNorm)]
+    missing = [n.name for n in norms if getattr(n, "_step_moments", None) is None]
+    if missing:
+        raise RuntimeError(f"step_statistics before a training-mode call of {missing}")
+    for n in norms:
+        n.use_step_statistics = True
+    try:
+        yield
+    finally:
+        for n in norms:
+            n.use_step_statistics = False
 
 
 class DomainMLP(layers.Layer):

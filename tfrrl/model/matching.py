@@ -38,6 +38,7 @@ from tfrrl.model.disentanglement import disentanglement_loss
 from tfrrl.model.domain_adversarial import DomainAdversarial
 from tfrrl.model.losses import sampled_softmax_logq
 from tfrrl.model.orthogonality import orthogonality_loss
+from tfrrl.model import adi
 from tfrrl.model import self_training as self_training_lib
 from tfrrl.model.uncertainty import FixedWeighting, UncertaintyWeighting, initial_log_variance
 from tfrrl.model.wasserstein import MultiViewWasserstein
@@ -301,12 +302,14 @@ class MatchingModel(keras.Model):
 
     def _self_training_loss(self, ue, ce_enc, candidates, entities, log_q, labels):
         """Pseudo-positives of the batch's positives under the other domains
-        (tfrrl/model/self_training.py); scored in inference mode (DSBN: running statistics)."""
+        (tfrrl/model/self_training.py); scored with dropout off and DSBN on this step's
+        statistics of domain j, updating none (adi.step_statistics)."""
         def score_under(j):
             b = tf.shape(ue["domain_index"])[0]
             users_j = {**ue, "domain_index": tf.fill([b], j), "e_did": self.embeddings.embed(
                 "domain", tf.fill([b], j + FIRST_DOMAIN_ID))}
-            return self.score_pairs(users_j, ce_enc, training=False)["scores"]
+            with adi.step_statistics(self.backbone):
+                return self.score_pairs(users_j, ce_enc, training=False)["scores"]
 
         st = self.config.adi.self_training
         return self_training_lib.self_training_loss(
