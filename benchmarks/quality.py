@@ -328,24 +328,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     budget = budget_table(args.dataset, configs, len(data.domains))
     print(budget, flush=True)
     done = {(r["config"], r["seed"]) for r in results}
-    total = len(configs) * args.seeds
     # Seed-major: every config gets seed 0 before any gets seed 1, so a benchmark stopped
     # early (and resumed from results.json) still compares every config.
-    for s in range(args.first_seed, args.first_seed + args.seeds):
-        for name in configs:
-            if (name, s) in done or args.report_only:
-                continue
-            say(f"run {len(results) + 1}/{total}: {name}, seed {s}")
-            if args.in_process:
-                entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup)
-            else:
-                entry = run_isolated(raw_argv, name, s, out)
-            say(f"    Recall-all@100 avg {entry['recall']['macro']['recall@100']:.4f}, "
-                f"AUC {entry['auc']:.4f}, {entry['train_seconds']}s")
-            results.append(entry)
-            with open(results_path, "w", encoding="utf-8") as f:
-                json.dump({"dataset": args.dataset, "args": vars(args), "runs": results}, f,
-                          indent=2, default=float)
+    todo = [] if args.report_only else [
+        (s, name) for s in range(args.first_seed, args.first_seed + args.seeds)
+        for name in configs if (name, s) not in done]
+    for k, (s, name) in enumerate(todo, 1):
+        say(f"run {k}/{len(todo)} of this invocation: {name}, seed {s}")
+        if args.in_process:
+            entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup)
+        else:
+            entry = run_isolated(raw_argv, name, s, out)
+        say(f"    Recall-all@100 avg {entry['recall']['macro']['recall@100']:.4f}, "
+            f"AUC {entry['auc']:.4f}, {entry['train_seconds']}s")
+        results.append(entry)
+        with open(results_path, "w", encoding="utf-8") as f:
+            json.dump({"dataset": args.dataset, "args": vars(args), "runs": results}, f,
+                      indent=2, default=float)
     from tfrrl.evaluation.recall import popularity_topn  # pylint: disable=import-outside-toplevel
 
     references = {"popularity": recall.recall_report(
