@@ -206,15 +206,15 @@ class DomainBatchNorm(layers.Layer):
         if rank2:
             x = x[:, None, :]
         if self.use_step_statistics:
-            mean, var = self._step_moments
+            # A domain absent from the step's batch falls back to its running statistics
+            # (computed here, off the training hot path; an absent domain was not updated).
+            mean, var, present = self._step_moments
+            run_mean, run_var = self.inference_moments()
+            mean, var = tf.where(present, mean, run_mean), tf.where(present, var, run_var)
         elif training:
             mean, var, count = domain_moments(x, domain_index, self.num_domains)
-            # A domain absent from the batch falls back to its running statistics.
-            run_mean, run_var = self.inference_moments()
             present = (count > 0)[:, None]
-            self._step_moments = (tf.where(present, mean, run_mean),
-                                  tf.where(present, var, run_var))
-            present = (count > 0)[:, None]
+            self._step_moments = (mean, var, present)
             m = self.momentum
             self.moving_mean.assign(tf.where(present, m * self.moving_mean + (1 - m) * mean,
                                              self.moving_mean))
