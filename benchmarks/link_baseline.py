@@ -179,6 +179,21 @@ def _first_failure(reason: np.ndarray, failed: np.ndarray, code: int) -> None:
 _REASON = {r: i + 1 for i, r in enumerate(transforms.DEAD_LETTER_REASONS)}
 
 
+def _ids_and_reasons(table: _Table, id_column: str) -> Tuple[np.ndarray, np.ndarray]:
+    """The id of every row (the default token where missing) and the reason codes so far: a
+    missing id column fails every row, a blank id fails its row (Beam's first checks)."""
+    n = table.num_rows
+    reason = np.zeros(n, dtype=np.int8)
+    ids = np.full(n, schema.DEFAULT_TOKEN, dtype=object)
+    if table.has(id_column):
+        codes, vals = _tokens(table.column(id_column))
+        ids = np.array(vals, dtype=object)[codes] if vals else ids
+        _first_failure(reason, ids == schema.DEFAULT_TOKEN, _REASON["missing_value"])
+    else:
+        _first_failure(reason, np.ones(n, bool), _REASON["missing_column"])
+    return ids, reason
+
+
 def _dead_rows(table: _Table, reason: np.ndarray, source: str, dead: _Dead,
                pure: Callable[[Dict[str, Any]], Any]) -> None:
     """Dead-letters the rows a vectorised check rejected, with the pure function's reason."""
@@ -247,14 +262,7 @@ def _read_catalogs(raw_dir: str, spec: DatasetSpec, dead: _Dead) -> Tuple[_Entit
         source = f"catalog:{type_name}"
         t = _Table(source, link_spec.resolve_path(raw_dir, et.path), et.format, dead)
         n = t.num_rows
-        reason = np.zeros(n, dtype=np.int8)
-        ids = np.full(n, schema.DEFAULT_TOKEN, dtype=object)
-        if t.has(et.id_column):
-            codes, vals = _tokens(t.column(et.id_column))
-            ids = np.array(vals, dtype=object)[codes] if vals else ids
-            _first_failure(reason, ids == schema.DEFAULT_TOKEN, _REASON["missing_value"])
-        else:
-            _first_failure(reason, np.ones(n, bool), _REASON["missing_column"])
+        ids, reason = _ids_and_reasons(t, et.id_column)
         cols = _default_columns(n)
         for field, column in et.fields.items():
             name = schema.entity_feature_name(field)
@@ -348,14 +356,7 @@ def _read_users(raw_dir: str, spec: DatasetSpec, dead: _Dead) -> Dict[str, Dict[
     us = spec.users
     t = _Table(USERS, link_spec.resolve_path(raw_dir, us.path), us.format, dead)
     n = t.num_rows
-    reason = np.zeros(n, dtype=np.int8)
-    ids = np.full(n, schema.DEFAULT_TOKEN, dtype=object)
-    if t.has(us.id_column):
-        codes, vals = _tokens(t.column(us.id_column))
-        ids = np.array(vals, dtype=object)[codes] if vals else ids
-        _first_failure(reason, ids == schema.DEFAULT_TOKEN, _REASON["missing_value"])
-    else:
-        _first_failure(reason, np.ones(n, bool), _REASON["missing_column"])
+    ids, reason = _ids_and_reasons(t, us.id_column)
     cols: Dict[str, np.ndarray] = {}
     for field, column in us.fields.items():
         if not t.has(column):
