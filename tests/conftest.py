@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import pathlib
-from typing import Dict, Iterable, List, Sequence
+import threading
+from typing import Callable, Dict, Iterable, List, Sequence
 
 import pytest
 
@@ -74,6 +75,16 @@ def hand_built_prepared(tmp_path_factory) -> Dict:
     cfg = unified_link.PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400)
     result = unified_link.run(str(root), str(out), cfg, beam_args=IN_MEMORY)
     return {"raw": root, "out": out, "result": result, "rows": rows}
+
+
+def run_concurrently(worker: Callable[[int], None], count: int, timeout: float) -> None:
+    """Runs ``worker(0) … worker(count - 1)`` in threads at once and joins each within
+    ``timeout`` seconds; a worker reports its problems through lists the caller asserts on."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
 
 
 def read_records(folder: pathlib.Path) -> List[Dict]:

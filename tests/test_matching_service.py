@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from serving import indexing, matching_server, user_store
 from serving.protos import matching_pb2, matching_pb2_grpc
-from tests.conftest import REPO
+from tests.conftest import REPO, run_concurrently
 from tfrrl import cli
 from tfrrl.data import schema
 
@@ -510,10 +510,6 @@ def test_bad_and_good_requests_from_concurrent_clients(service):
                 if [a.entity_key for a in good.ads] != reference:
                     problems.append((what, "changed answer"))
 
-    threads = [threading.Thread(target=client, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    run_concurrently(client, 4, timeout=120)
     assert not problems
     assert servicer.status_counts.get("INTERNAL", 0) == internal_before

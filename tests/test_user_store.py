@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from serving import user_store
+from tests.conftest import run_concurrently
 from tfrrl.data import schema
 
 
@@ -141,9 +142,5 @@ def test_one_store_is_shared_by_many_threads(small_synthetic_prepared, tmp_path)
             if store.get(uid) != rows[uid]:
                 errors.append(uid)
 
-    threads = [threading.Thread(target=reader, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_concurrently(reader, 8, timeout=60)
     assert not errors
