@@ -316,7 +316,9 @@ def test_scann_recall_and_save_load(corpus, tmp_path):
     assert _recall(ids, truth) == 1.0
     np.testing.assert_allclose(dist, np.take_along_axis(d2, ids, 1), rtol=1e-4, atol=1e-4)
 
-    for mode, extra in (("ah", {}), ("tree_ah", {"leaves_to_search_fraction": 0.6})):
+    # ScaNN's k-means tree differs build to build: searching 60% of the leaves gave recall
+    # 0.89-0.97 across builds (once under 0.9 in CI), 80% gave 0.99-1.00 over 300 builds.
+    for mode, extra in (("ah", {}), ("tree_ah", {"leaves_to_search_fraction": 0.8})):
         index = build_scann(x, K, mode=mode, **extra)
         ids, dist = index.search(queries, K)
         assert _recall(ids, truth) >= 0.9, mode
