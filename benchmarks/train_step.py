@@ -37,6 +37,13 @@ prepared dataset, and prints the examples/s of each and the ratio
       --variant "dal=model.rrl.dal=true" --variant "mvwdl=model.rrl.mvwdl=true" \
       --variant "ortho=model.rrl.orthogonality=true"
 
+  or another config (a YAML path first), e.g. to price ADI self-training::
+
+      --variant "ADI=configs/synthetic/adi.yaml" \
+      --variant "ADI-ST=configs/synthetic/adi_self_training.yaml" \
+      --variant "ADI-ST-p0.5=configs/synthetic/adi_self_training.yaml \
+                 model.adi.self_training.initial_fraction=0.5"
+
 **Soak mode** (``--soak-steps [N]``, default 2,000): trains Backbone&RRL (``backbone_rrl.yaml``)
 for N steps on the synthetic default, on ``trainer.make_datasets``' training dataset with
 ``train.steps_per_epoch`` set (so it is ``repeat()``-ed), with the same
@@ -151,11 +158,19 @@ def _quiet_tensorflow() -> None:
 
 
 def load_variant(spec: str) -> Tuple[str, str, List[str]]:
-    """``NAME=OVERRIDE OVERRIDE…`` → (name, backbone.yaml, overrides)."""
+    """``NAME=[CONFIG.yaml] [KEY=VALUE …]`` → (name, config path, overrides); the config is
+    ``backbone.yaml`` unless the first word names a YAML file (relative to the repository)."""
     name, sep, rest = spec.partition("=")
-    if not sep or not name:
-        raise SystemExit(f"--variant expects NAME=KEY=VALUE [KEY=VALUE …], got {spec!r}")
-    return name, BACKBONE_CONFIG, rest.split()
+    words = rest.split()
+    if not sep or not name or not words:
+        raise SystemExit(f"--variant expects NAME=[CONFIG.yaml] [KEY=VALUE …], got {spec!r}")
+    path = BACKBONE_CONFIG
+    if words[0].endswith((".yaml", ".yml")):
+        path = words.pop(0)
+        path = path if os.path.isabs(path) else os.path.join(REPO, path)
+        if not os.path.isfile(path):
+            raise SystemExit(f"--variant {name}: no config file {path}")
+    return name, path, words
 
 
 def build(path: str, overrides: Sequence[str], data):
@@ -396,8 +411,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--input", choices=("cached", "live"), default="cached",
                         help="cached: in-memory batches of the train pipeline; live: the pipeline")
     parser.add_argument("--cache-batches", type=int, default=100)
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
-                        help="extra model: backbone.yaml + space-separated dotted overrides")
+    parser.add_argument("--variant", action="append", default=[],
+                        metavar="NAME=[CONFIG.yaml] OVERRIDES",
+                        help="extra model: a config (default backbone.yaml) + space-separated "
+                             "dotted overrides")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted override applied to every model (e.g. train.batch_size=256)")
     parser.add_argument("--soak-steps", type=int, nargs="?", const=2000, default=None,

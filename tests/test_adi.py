@@ -13,6 +13,7 @@ from tfrrl import config
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
 from tfrrl.model import adi, baselines
 from tfrrl.model import self_training as st
+from tfrrl.model.losses import sampled_softmax_logq
 from tfrrl.training import trainer
 from tfrrl.training.self_training import PseudoFractionSchedule
 
@@ -273,16 +274,75 @@ def test_self_training_loss_by_hand():
     # (label 1). p = 1 selects both: CE = log(1 + e⁻²) = 0.126928, log(1 + e⁻¹) = 0.313262;
     # loss = their sum / B = 0.220095. p = 0.5: ⌊0.5 · 1⌋ = 0 per domain → 0.
     tables = {0: tf.constant([[5.0, 5.0], [0.0, 1.0]]), 1: tf.constant([[2.0, 0.0], [7.0, 7.0]])}
-    args = (lambda j: tables[j], 2, tf.constant([0, 1]), tf.constant([10, 11], tf.int64),
-            tf.constant([10, 11], tf.int64), tf.zeros([2]), tf.range(2))
+    labels, hashes = tf.range(2), tf.constant([10, 11], tf.int64)
+    scored = []
+
+    def pseudo_ce(rows, domains):  # only the selected pairs reach the candidates
+        scored.append((rows.numpy().tolist(), domains.numpy().tolist()))
+        scores = tf.stack([tables[int(d)][int(r)] for r, d in zip(rows, domains)]) \
+            if len(rows) else tf.zeros([0, 2])
+        return sampled_softmax_logq(scores, hashes, tf.gather(hashes, rows), tf.zeros([2]),
+                                    tf.gather(labels, rows))
+
+    def own_score(j):
+        return tf.gather_nd(tables[j], tf.stack([tf.range(2), labels], 1))
+
+    args = (own_score, pseudo_ce, 2, tf.constant([0, 1]))
     out = st.self_training_loss(*args, fraction=1.0)
     np.testing.assert_allclose(out["loss"].numpy(), (0.126928 + 0.313262) / 2, rtol=1e-5)
     np.testing.assert_array_equal(out["mask"].numpy(), [[False, True], [True, False]])
+    assert scored == [([0, 1], [1, 0])]
     assert float(st.self_training_loss(*args, fraction=0.5)["loss"]) == 0.0
-    # softmax confidence selects the same pairs here (one candidate row per domain).
-    np.testing.assert_allclose(st.self_training_loss(*args, fraction=1.0,
-                                                     confidence="softmax")["loss"].numpy(),
-                               (0.126928 + 0.313262) / 2, rtol=1e-5)
+    assert scored[-1] == ([], [])
+
+
+@pytest.mark.parametrize("confidence", ["score", "softmax"])
+def test_selected_pairs_pass_equals_masking_a_full_rescoring(data, confidence):
+    # Eq. 27 by its definition: every positive scored under every domain j against all
+    # candidates, CE masked by Alg. 1's selection. The model scores only the selected pairs;
+    # its loss and gradient must be the same.
+    from tfrrl.model import inputs as input_modules
+    from tfrrl.model.matching import FIRST_DOMAIN_ID
+
+    model = _model(data, SELF_TRAINING + [f"model.adi.self_training.confidence={confidence}"])
+    model.pseudo_fraction.assign(0.5)
+    batch = next(iter(data.dataset("train", 32, drop_remainder=True)))
+    users, entities = input_modules.split_features(batch)
+    labels = tf.range(32)
+    candidates, _ = model._candidates(entities, model.train_config.num_negatives,
+                                      tf.constant([1, 2]))
+    log_q = tf.math.log(tf.cast(candidates["sampling_prob"], tf.float32))
+    temperature = model.train_config.temperature
+    with tf.GradientTape(persistent=True) as tape:
+        ue = model.encode_users(users, training=True)
+        ce_enc = model.encode_entities(candidates, training=True)
+        model.score_pairs(ue, ce_enc, training=True)  # this step's DSBN statistics
+        selected = model._self_training_loss(ue, ce_enc, candidates, entities, log_q, labels)
+        ces, confs = [], []
+        with adi.step_statistics(model.backbone):
+            for j in range(model.num_domains):
+                users_j = {**ue, "domain_index": tf.fill([32], j), "e_did": model.embeddings.embed(
+                    "domain", tf.fill([32], j + FIRST_DOMAIN_ID))}
+                scores = model.score_pairs(users_j, ce_enc)["scores"]
+                ce = sampled_softmax_logq(scores, candidates["entity_hash"],
+                                          entities["entity_hash"], log_q, labels,
+                                          temperature=temperature)
+                ces.append(ce)
+                confs.append(tf.gather_nd(scores, tf.stack([tf.range(32), labels], 1))
+                             if confidence == "score" else tf.exp(-ce))
+        mask = st.pseudo_positive_mask(tf.stack(confs, 1), ue["domain_index"], 0.5)
+        full = tf.reduce_sum(tf.where(mask, tf.stack(ces, 1), 0.0)) / 32.0
+    assert int(tf.reduce_sum(tf.cast(mask, tf.int32))) >= 4  # pairs were selected
+    np.testing.assert_allclose(selected.numpy(), full.numpy(), rtol=1e-5)
+    variables = model.main_variables()
+    for v, a, b in zip(variables, tape.gradient(selected, variables),
+                       tape.gradient(full, variables)):
+        if b is None:
+            assert a is None, v.path
+        else:
+            np.testing.assert_allclose(tf.convert_to_tensor(a).numpy(),
+                                       tf.convert_to_tensor(b).numpy(), rtol=1e-4, atol=1e-6,
+                                       err_msg=v.path)
 
 
 def test_pseudo_fraction_schedule():

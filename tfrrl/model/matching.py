@@ -207,23 +207,31 @@ class MatchingModel(keras.Model):
         return tf.concat([per_entity(entities["e_uee"]), e_tran, e_att,
                           per_entity(entities["e_aid"])], axis=-1)
 
+    def own_pair_representations(self, users, entities) -> tf.Tensor:
+        """R of each user with its own entity (row b of both): [B, 1, D]."""
+        if self.input_sets.active:
+            return self.input_sets.pair_representations(self, users, entities, pairwise=False)
+        e_att = self.target_attention(entities["target"], users["seq_keys"], users["seq_mask"],
+                                      pairwise=False)
+        return tf.concat([entities["e_uee"], users["e_tran"], e_att, entities["e_aid"]],
+                         axis=-1)[:, None, :]
+
     def score_pairs(self, users, entities, training: bool = False) -> Dict[str, tf.Tensor]:
         """Backbone scores of every (encoded user, encoded candidate) pair: ``scores`` [B, C]."""
         r = self.pair_representations(users, entities)
         return self.backbone(r, users["domain_index"], users["e_did"], training=training)
 
+    def score_own_pairs(self, users, entities, training: bool = False) -> tf.Tensor:
+        """Backbone score of each user with its own entity (row b of both): [B]."""
+        r = self.own_pair_representations(users, entities)
+        return self.backbone(r, users["domain_index"], users["e_did"],
+                             training=training)["scores"][:, 0]
+
     def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Score of each example's own (user, entity) pair: [B]."""
         users, entities = input_modules.split_features(features)
-        ue = self.encode_users(users, training)
-        ee = self.encode_entities(entities, training)
-        if self.input_sets.active:
-            r = self.input_sets.pair_representations(self, ue, ee, pairwise=False)
-        else:
-            e_att = self.target_attention(ee["target"], ue["seq_keys"], ue["seq_mask"],
-                                          pairwise=False)
-            r = tf.concat([ee["e_uee"], ue["e_tran"], e_att, ee["e_aid"]], axis=-1)[:, None, :]
-        return self.backbone(r, ue["domain_index"], ue["e_did"], training=training)["scores"][:, 0]
+        return self.score_own_pairs(self.encode_users(users, training),
+                                    self.encode_entities(entities, training), training)
 
     # -- training ---------------------------------------------------------------------------
     def _candidates(self, entities, num_negatives: int, seed=None):
@@ -302,20 +310,44 @@ class MatchingModel(keras.Model):
 
     def _self_training_loss(self, ue, ce_enc, candidates, entities, log_q, labels):
         """Pseudo-positives of the batch's positives under the other domains
-        (tfrrl/model/self_training.py); scored with dropout off and DSBN on this step's
-        statistics of domain j, updating none (adi.step_statistics)."""
-        def score_under(j):
-            b = tf.shape(ue["domain_index"])[0]
-            users_j = {**ue, "domain_index": tf.fill([b], j), "e_did": self.embeddings.embed(
-                "domain", tf.fill([b], j + FIRST_DOMAIN_ID))}
-            with adi.step_statistics(self.backbone):
-                return self.score_pairs(users_j, ce_enc, training=False)["scores"]
+        (tfrrl/model/self_training.py), scored with dropout off and DSBN on this step's
+        statistics of domain j, updating none (adi.step_statistics).
 
+        Only the selected (row, domain) pairs are scored against the candidates, in one pass:
+        the backbone scores each row on its own (per-row domain, step statistics, no dropout),
+        so the loss and its gradient equal those of scoring every row under every domain and
+        masking, at a fraction of the cost. The "score" confidence needs each row's own
+        positive only; "softmax" needs every candidate, forward only."""
         st = self.config.adi.self_training
-        return self_training_lib.self_training_loss(
-            score_under, self.num_domains, ue["domain_index"], candidates["entity_hash"],
-            entities["entity_hash"], log_q, labels, self.pseudo_fraction,
-            temperature=self.train_config.temperature, confidence=st.confidence)["loss"]
+        temperature = self.train_config.temperature
+        positive_hash = entities["entity_hash"]
+
+        def under(users, domains):
+            return {**users, "domain_index": domains,
+                    "e_did": self.embeddings.embed("domain", domains + FIRST_DOMAIN_ID)}
+
+        def ce_of(users, rows):
+            scores = self.score_pairs(users, ce_enc, training=False)["scores"]
+            return sampled_softmax_logq(scores, candidates["entity_hash"],
+                                        tf.gather(positive_hash, rows), log_q,
+                                        tf.gather(labels, rows), temperature=temperature)
+
+        batch = tf.shape(labels)[0]
+        own = {k: tf.gather(v, labels) for k, v in ce_enc.items()}  # each row's positive
+
+        def confidence_under(j):
+            users_j = under(ue, tf.fill([batch], j))
+            if st.confidence == "score":
+                return self.score_own_pairs(users_j, own, training=False)
+            return tf.exp(-ce_of(users_j, tf.range(batch)))
+
+        def pseudo_ce(rows, domains):
+            return ce_of(under({k: tf.gather(v, rows) for k, v in ue.items()}, domains), rows)
+
+        with adi.step_statistics(self.backbone):
+            return self_training_lib.self_training_loss(
+                confidence_under, pseudo_ce, self.num_domains, ue["domain_index"],
+                self.pseudo_fraction)["loss"]
 
     def main_variables(self) -> List[tf.Variable]:
         """Trainable variables of the main optimizer: everything but the critics."""

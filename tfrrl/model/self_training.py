@@ -16,7 +16,9 @@ Defaults for what the paper leaves open (all switches in ``model.adi.self_traini
   (``adi.step_statistics``): never with rows of other domains, and never through the running
   statistics, which made the pseudo gradient scale-unstable (validation CE 20.98 on Ciao);
 * a pseudo-positive's loss is the same sampled softmax with logQ correction and accidental-hit
-  masking as the real one, over the same candidates, scored under domain j;
+  masking as the real one, over the same candidates, scored under domain j; only the selected
+  pairs are scored against the candidates (the mask is computed first, from each row's own
+  positive), which gives the loss and gradient of masking a full re-scoring;
 * the selected count per (i, j) is ⌊p · n_i⌋ (n_i = domain-i positives in the batch), ties
   broken by row order; the loss is the sum over selected pairs divided by the batch size
   (Eq. 27 sums the two log-likelihoods, so a pseudo-positive weighs as much as a real one),
@@ -28,8 +30,6 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import tensorflow as tf
-
-from tfrrl.model.losses import sampled_softmax_logq
 
 
 def pseudo_fraction(epoch: int, initial: float, step: float, maximum: float) -> float:
@@ -60,32 +60,25 @@ def pseudo_positive_mask(confidence: tf.Tensor, domain_index: tf.Tensor,
     return tf.logical_and(rank < quota[:, None], tf.logical_not(own))
 
 
-def self_training_loss(score_under: Callable[[int], tf.Tensor], num_domains: int,
-                       domain_index: tf.Tensor, candidate_hash: tf.Tensor,
-                       positive_hash: tf.Tensor, log_q: tf.Tensor, labels: tf.Tensor,
-                       fraction: tf.Tensor, temperature: float = 1.0,
-                       confidence: str = "score") -> Mapping[str, tf.Tensor]:
+def self_training_loss(confidence_under: Callable[[int], tf.Tensor],
+                       pseudo_ce: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+                       num_domains: int, domain_index: tf.Tensor,
+                       fraction: tf.Tensor) -> Mapping[str, tf.Tensor]:
     """The pseudo-positive loss of one batch (Eq. 27's second term).
 
-    ``score_under(j)``: scores [B, C] of the batch's users × candidates with every user placed
-    in domain j; ``labels`` [B]: each row's own positive column. ``confidence``: ``score`` (the
-    positive's raw score, as Alg. 1 sorts) or ``softmax`` (its sampled-softmax probability
-    exp(−CE) under domain j). Returns ``loss`` (scalar) and ``mask`` [B, K]."""
-    if confidence not in ("score", "softmax"):
-        raise ValueError(f"confidence must be score or softmax, got {confidence!r}")
-    batch = tf.shape(labels)[0]
-    diag = tf.stack([tf.range(batch), tf.cast(labels, tf.int32)], axis=1)
-    ces, confs = [], []
-    for j in range(num_domains):
-        scores = score_under(j)
-        ce = sampled_softmax_logq(scores, candidate_hash, positive_hash, log_q, labels,
-                                  temperature=temperature)  # [B]
-        ces.append(ce)
-        confs.append(tf.gather_nd(scores, diag) if confidence == "score" else tf.exp(-ce))
-    ce = tf.stack(ces, axis=1)  # [B, K]
-    mask = pseudo_positive_mask(tf.stop_gradient(tf.stack(confs, axis=1)), domain_index,
-                                fraction)
-    loss = tf.reduce_sum(tf.where(mask, ce, 0.0)) / tf.cast(batch, tf.float32)
+    ``confidence_under(j)`` [B]: each row's positive scored with its user placed in domain j
+    (Alg. 1 sorts the raw score; ``softmax`` confidence uses its sampled-softmax probability);
+    no gradient flows through it. ``pseudo_ce(rows, domains)`` [S]: the sampled-softmax CE of
+    row ``rows[s]``'s positive with its user placed in domain ``domains[s]``, called once with
+    the selected pairs only (S ≈ p · (K − 1) · B), so a step scores S rows against the
+    candidates instead of K · B. Returns ``loss`` (the selected CEs summed / B) and ``mask``
+    [B, K]."""
+    domain_index = tf.convert_to_tensor(domain_index)
+    confidence = tf.stack([confidence_under(j) for j in range(num_domains)], axis=1)
+    mask = pseudo_positive_mask(tf.stop_gradient(confidence), domain_index, fraction)
+    pairs = tf.cast(tf.where(mask), domain_index.dtype)  # [S, 2]: (row, domain), row-major
+    ce = pseudo_ce(pairs[:, 0], pairs[:, 1])
+    loss = tf.reduce_sum(ce) / tf.cast(tf.shape(mask)[0], ce.dtype)
     return {"loss": loss, "mask": mask}
 
 
