@@ -217,6 +217,42 @@ def test_each_fusion_mode_feeds_the_forward_towers(fusion, width):
     assert not np.allclose(other.numpy(), layer(r, d, e)["scores"].numpy())
 
 
+@pytest.mark.parametrize("fusion", ["concat", "sum", "netmul"])
+@pytest.mark.parametrize("training", [True, False])
+def test_routed_branches_equal_every_branch_on_every_row_then_selected(fusion, training):
+    # Domain d's specific network, fusion and forward tower see domain d's rows only; the
+    # scores must equal running every branch on every row and keeping the row's own domain
+    # (domain 3 has no row). DSBN: batch statistics of the row's domain (training) or spread
+    # running statistics (inference), both per row's domain.
+    from tfrrl.model.baselines import select_domain
+
+    layer = adi.AdaptiveDomainInterest(4, (2, 2, 2), (8, 4), (4,), shared_networks=2,
+                                       fusion=fusion, name="backbone")
+    r, e = tf.random.normal([6, 3, 6], seed=1), tf.random.normal([6, 3], seed=2)
+    d = tf.constant([0, 1, 2, 0, 2, 2])
+    layer(r, d, e)  # builds
+    rng = np.random.default_rng(0)
+    for norm in layer._flatten_layers():  # per-domain parameters that differ between domains
+        if isinstance(norm, adi.DomainBatchNorm):
+            for v in (norm.moving_mean, norm.gamma, norm.beta):
+                v.assign(rng.normal(0, 1, v.shape).astype("float32"))
+    routed = layer(r, d, e, training=training)["scores"]
+    x = layer.adaptation(r, d)
+    alpha, did = layer.gate_weights(e), e[:, None, :]
+    if fusion == "netmul":
+        fused = [layer.netmul(x, d, alpha, training=training)] * 4
+    else:
+        e_shared = tf.einsum("bk,bckh->bch", alpha, tf.stack(
+            [net(x, d, training=training) for net in layer.shared], axis=-2))
+        spec = [net(x, d, training=training) for net in layer.specific]
+        fused = [adi.concat_fusion(spec[k], e_shared, layer.beta_spec[k](did),
+                                   layer.beta_shared[k](did)) if fusion == "concat" else
+                 adi.sum_fusion(spec[k], e_shared, layer.alpha[k](did)) for k in range(4)]
+    every = select_domain([tf.squeeze(t(f, training=training), -1)
+                           for t, f in zip(layer.towers, fused)], d)
+    np.testing.assert_allclose(routed.numpy(), every.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_switches_are_config_errors():
     for bad in ["model.adi.fusion=max", "model.adi.adaptation=attention",
                 "model.adi.shared_gate=relu", "model.adi.self_training.confidence=prob"]:

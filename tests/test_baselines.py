@@ -69,6 +69,28 @@ def test_select_domain_picks_each_rows_own_domain():
     np.testing.assert_array_equal(out.numpy(), [[10, 20], [3, 4], [50, 60]])
 
 
+def test_route_by_domain_runs_each_function_on_its_own_rows_only():
+    # Rows' domains [2, 0, 1, 0], x = [[1], [2], [3], [4]]; f0 = x, f1 = 10x, f2 = x + 100,
+    # f3 (no row) → [[101], [2], [30], [4]]; f0 sees rows 1 and 3, f3 none.
+    seen = {}
+
+    def fn(d, op):
+        def run(x):
+            seen[d] = x.numpy().ravel().tolist()
+            return op(x)
+        return run
+
+    fns = [fn(0, lambda x: x), fn(1, lambda x: 10.0 * x), fn(2, lambda x: x + 100.0),
+           fn(3, lambda x: -x)]
+    x, domains = tf.constant([[1.0], [2.0], [3.0], [4.0]]), tf.constant([2, 0, 1, 0])
+    out = baselines.route_by_domain(fns, domains, x)
+    np.testing.assert_array_equal(out.numpy(), [[101], [2], [30], [4]])
+    assert seen == {0: [2.0, 4.0], 1: [3.0], 2: [1.0], 3: []}
+    # = select_domain over every function on every row
+    np.testing.assert_array_equal(
+        out.numpy(), baselines.select_domain([f(x) for f in fns], domains).numpy())
+
+
 def test_smooth_step_values():
     # γ = 1: 0 below −0.5, 1 above 0.5; S(0) = 0.5; S(0.25) = −2·0.25³ + 1.5·0.25 + 0.5 = 0.84375
     t = tf.constant([-0.6, -0.5, 0.0, 0.25, 0.5, 0.6])

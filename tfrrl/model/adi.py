@@ -18,9 +18,11 @@ scores [B, C]. The path of a row of domain d (ADI Fig. 1):
    (Dense → DSBN → activation): per-domain batch statistics and affine parameters in training,
    per-domain running statistics at inference (``training=False``: export, recall, eval loss).
 
-f_domain is E_did (the domain-id embedding of the shared embedding layer). Every per-domain
-branch runs on every row and the row's own domain is selected (:func:`select_domain`), so the
-whole path can be re-run under ANY domain index — what self-training (Alg. 1,
+f_domain is E_did (the domain-id embedding of the shared embedding layer). The specific
+networks, fusions and forward networks of domain d run on domain d's rows only
+(:func:`tfrrl.model.baselines.route_by_domain`: the same scores as running every branch on every
+row and selecting the row's domain, at 1/D of their cost); the routing follows the domain index
+given, so the whole path can be re-run under ANY domain index — what self-training (Alg. 1,
 tfrrl/model/self_training.py) needs: ``call(r, alt_domain_index, alt_e_did)``.
 
 Besides ``scores`` the layer returns ``expert_outputs`` [B, C, K, h] (the K shared networks'
@@ -38,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.baselines import _Multi, _tower_scores, _towers
+from tfrrl.model.baselines import _Multi, _towers, route_by_domain
 from tfrrl.model.inputs import mlp
 
 ADAPTATIONS = ("none", "lt", "va", "se")
@@ -480,26 +482,35 @@ class AdaptiveDomainInterest(_Multi):
         domain_index = tf.cast(domain_index, tf.int32)
         x = r if self.adaptation is None else self.adaptation(r, domain_index)
         alpha = self.gate_weights(e_did)
-        D = self.num_domains
+
+        def tower(d):
+            return lambda fused: tf.squeeze(self.towers[d](fused, training=training), -1)
+
         if self.fusion == "netmul":
             fused = self.netmul(x, domain_index, alpha, training=training)
-            inputs = [fused] * D
+            scores = route_by_domain([tower(d) for d in range(self.num_domains)], domain_index,
+                                     fused)
             expert_outputs = self.netmul.shared_outputs(x)
         else:
             expert_outputs = tf.stack([net(x, domain_index, training=training)
                                        for net in self.shared], axis=-2)  # [B, C, K, h]
             e_shared = tf.einsum("bk,bckh->bch", alpha, expert_outputs)  # Eq. 9
             did = e_did[:, None, :]  # the gates depend on the domain only: broadcast over C
-            inputs = []
-            for d in range(D):
-                e_spec = self.specific[d](x, domain_index, training=training)  # Eq. 10
-                if self.fusion == "concat":
-                    inputs.append(concat_fusion(e_spec, e_shared, self.beta_spec[d](did),
-                                                self.beta_shared[d](did)))
-                else:
-                    inputs.append(sum_fusion(e_spec, e_shared, self.alpha[d](did)))
-        return {"scores": _tower_scores(self.towers, inputs, domain_index, training),
-                "expert_outputs": expert_outputs, "shared_gate": alpha}
+
+            def specific(d):  # Eq. 10, the fusion (Eq. 11–15) and the forward network (Eq. 18)
+                def run(x_d, shared_d, did_d, domain_d):
+                    e_spec = self.specific[d](x_d, domain_d, training=training)
+                    if self.fusion == "concat":
+                        fused = concat_fusion(e_spec, shared_d, self.beta_spec[d](did_d),
+                                              self.beta_shared[d](did_d))
+                    else:
+                        fused = sum_fusion(e_spec, shared_d, self.alpha[d](did_d))
+                    return tower(d)(fused)
+                return run
+
+            scores = route_by_domain([specific(d) for d in range(self.num_domains)],
+                                     domain_index, x, e_shared, did, domain_index)
+        return {"scores": scores, "expert_outputs": expert_outputs, "shared_gate": alpha}
 
 
 def make_adi(config, num_domains: int) -> AdaptiveDomainInterest:

@@ -32,7 +32,7 @@ configuring them on a baseline is an error (:func:`make_backbone`).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import keras
 import numpy as np
@@ -52,6 +52,22 @@ def select_domain(per_domain: Sequence[tf.Tensor], domain_index: tf.Tensor) -> t
     """Row b of the result is ``per_domain[domain_index[b]][b]``; inputs [B, C] each."""
     stacked = tf.stack(list(per_domain), axis=1)  # [B, K, C]
     return tf.gather(stacked, domain_index, axis=1, batch_dims=1)
+
+
+def route_by_domain(per_domain: Sequence[Callable[..., tf.Tensor]], domain_index: tf.Tensor,
+                    *inputs: tf.Tensor) -> tf.Tensor:
+    """Row b of the result is ``per_domain[domain_index[b]]`` applied to row b of every input:
+    the rows are split by domain (``tf.dynamic_partition``), each function runs on its own
+    domain's rows only (possibly none) and the results go back in row order
+    (``tf.dynamic_stitch``). The same values as :func:`select_domain` over every function run
+    on every row, at 1/K of the cost, for functions that treat rows independently, or (DSBN in
+    training) only through statistics of the row's own domain."""
+    k = len(per_domain)
+    domain_index = tf.cast(domain_index, tf.int32)
+    rows = tf.dynamic_partition(tf.range(tf.shape(domain_index)[0]), domain_index, k)
+    parts = [tf.dynamic_partition(x, domain_index, k) for x in inputs]
+    return tf.dynamic_stitch(rows, [fn(*(p[d] for p in parts))
+                                    for d, fn in enumerate(per_domain)])
 
 
 def smooth_step(t: tf.Tensor, gamma: float) -> tf.Tensor:
