@@ -89,6 +89,11 @@ def test_route_by_domain_runs_each_function_on_its_own_rows_only():
     # = select_domain over every function on every row
     np.testing.assert_array_equal(
         out.numpy(), baselines.select_domain([f(x) for f in fns], domains).numpy())
+    # a tuple of outputs is stitched element-wise: (f_d(x), row index)
+    pair = baselines.route_by_domain([lambda x, i, f=f: (f(x), i) for f in fns], domains, x,
+                                     tf.range(4))
+    np.testing.assert_array_equal(pair[0].numpy(), out.numpy())
+    np.testing.assert_array_equal(pair[1].numpy(), [0, 1, 2, 3])
 
 
 def test_smooth_step_values():

@@ -2,8 +2,9 @@
 
 One shared expert MLP_s, K specific experts MLP_d^k, K CONCAT gates (Eq. 8–10) and K towers
 MLP_t^k (Eq. 11). A sample of domain k is routed to the k-th specific expert, gate and tower
-(Alg. 1: R^k = R · 1{y_id = k}); routing uses ``tf.dynamic_partition`` so each row runs through
-exactly one specific expert — the cost does not grow with K.
+(Alg. 1: R^k = R · 1{y_id = k}); routing (:func:`tfrrl.model.baselines.route_by_domain`) uses
+``tf.dynamic_partition`` so each row runs through exactly one specific expert — the cost does
+not grow with K.
 
 Inputs are pair representations ``r`` of shape [B, C, D] (user b × candidate c); the user's
 domain decides the routing of the whole row.
@@ -17,6 +18,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from tfrrl.model.baselines import route_by_domain
 from tfrrl.model.gates import ConcatGate
 from tfrrl.model.inputs import mlp
 
@@ -49,20 +51,18 @@ class HybridExpertBackbone(layers.Layer):
              training: bool = False) -> Dict[str, tf.Tensor]:
         """r [B, C, D], domain_index [B] in [0, K), e_did [B, m] → scores [B, C], E_s, E_d."""
         e_s = self.shared_expert(r, training=training)
-        rows = tf.dynamic_partition(tf.range(tf.shape(r)[0]), domain_index, self.num_domains)
-        scores, e_ds = [], []
-        for k in range(self.num_domains):
-            r_k = tf.gather(r, rows[k])
-            e_s_k = tf.gather(e_s, rows[k])
-            e_d_k = self.specific_experts[k](r_k, training=training)
-            # The gate weights depend on the domain only (Eq. 8): broadcast over candidates.
-            did_k = tf.gather(e_did, rows[k])[:, None, :]
-            fused = self.gates[k](e_s_k, e_d_k, did_k)
-            scores.append(tf.squeeze(self.towers[k](fused, training=training), -1))
-            e_ds.append(e_d_k)
-        return {"scores": tf.dynamic_stitch(rows, scores),
-                "e_s": e_s,
-                "e_d": tf.dynamic_stitch(rows, e_ds)}
+
+        def domain(k):  # Alg. 1: R^k = R · 1{y_id = k} through expert, gate and tower k
+            def run(r_k, e_s_k, did_k):
+                e_d_k = self.specific_experts[k](r_k, training=training)
+                # The gate weights depend on the domain only (Eq. 8): broadcast over candidates.
+                fused = self.gates[k](e_s_k, e_d_k, did_k[:, None, :])
+                return tf.squeeze(self.towers[k](fused, training=training), -1), e_d_k
+            return run
+
+        scores, e_d = route_by_domain([domain(k) for k in range(self.num_domains)],
+                                      domain_index, r, e_s, e_did)
+        return {"scores": scores, "e_s": e_s, "e_d": e_d}
 
     def get_config(self):
         return {**super().get_config(), "num_domains": self.num_domains,

@@ -25,14 +25,16 @@ a row of the table differs from another only in this layer (and its configured s
 
 Routing: every per-domain output is computed for every row and the row's own domain is
 selected (:func:`select_domain`) — K small towers cost little next to the experts, and this
-keeps the layers free of data-dependent shapes. The RRL losses need the backbone's E_s / E_d;
+keeps the layers free of data-dependent shapes. Heavy domain-specific networks (the
+hybrid-expert backbone's specific experts, ADI's specific networks) run on their own domain's
+rows only (:func:`route_by_domain`). The RRL losses need the backbone's E_s / E_d;
 configuring them on a baseline is an error (:func:`make_backbone`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import keras
 import numpy as np
@@ -54,20 +56,21 @@ def select_domain(per_domain: Sequence[tf.Tensor], domain_index: tf.Tensor) -> t
     return tf.gather(stacked, domain_index, axis=1, batch_dims=1)
 
 
-def route_by_domain(per_domain: Sequence[Callable[..., tf.Tensor]], domain_index: tf.Tensor,
-                    *inputs: tf.Tensor) -> tf.Tensor:
+def route_by_domain(per_domain: Sequence[Callable[..., Any]], domain_index: tf.Tensor,
+                    *inputs: tf.Tensor) -> Any:
     """Row b of the result is ``per_domain[domain_index[b]]`` applied to row b of every input:
     the rows are split by domain (``tf.dynamic_partition``), each function runs on its own
     domain's rows only (possibly none) and the results go back in row order
-    (``tf.dynamic_stitch``). The same values as :func:`select_domain` over every function run
-    on every row, at 1/K of the cost, for functions that treat rows independently, or (DSBN in
-    training) only through statistics of the row's own domain."""
+    (``tf.dynamic_stitch``; a function may return a tuple of tensors, stitched each). The same
+    values as :func:`select_domain` over every function run on every row, at 1/K of the cost,
+    for functions that treat rows independently, or (DSBN in training) only through statistics
+    of the row's own domain. The RRL paper's routing, Alg. 1: R^k = R · 1{y_id = k}."""
     k = len(per_domain)
     domain_index = tf.cast(domain_index, tf.int32)
     rows = tf.dynamic_partition(tf.range(tf.shape(domain_index)[0]), domain_index, k)
     parts = [tf.dynamic_partition(x, domain_index, k) for x in inputs]
-    return tf.dynamic_stitch(rows, [fn(*(p[d] for p in parts))
-                                    for d, fn in enumerate(per_domain)])
+    outputs = [fn(*(p[d] for p in parts)) for d, fn in enumerate(per_domain)]
+    return tf.nest.map_structure(lambda *per: tf.dynamic_stitch(rows, list(per)), *outputs)
 
 
 def smooth_step(t: tf.Tensor, gamma: float) -> tf.Tensor:
