@@ -259,8 +259,8 @@ def build_scann(vectors, num_neighbors: int = 100, *, distance: str = "squared_l
     The k-means tree of ``tree_ah`` is not the same from one build to the next, even with one
     training thread, so recall at a fixed number of searched leaves varies between rebuilds of
     the same vectors. Measured on 2,000 isotropic 16-d vectors, 40 leaves, recall@10 over 12
-    queries: 0.89-0.97 searching 24 leaves, 0.99-1.00 searching 32 (300 builds each, with 1 and 2 threads). Size
-    ``num_leaves_to_search`` with that margin.
+    queries: 0.89-0.97 searching 24 leaves, 0.99-1.00 searching 32 (300 builds each, with 1
+    and 2 threads). Size ``num_leaves_to_search`` with that margin.
     """
     if distance not in SCANN_DISTANCES:
         raise ValueError(f"distance must be one of {SCANN_DISTANCES}, got {distance!r}")
