@@ -33,7 +33,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["tfrrl", "tfrrl.*", "beam_pipelines", "beam_pipelines.*",
-                                    "serving", "serving.*"]),
+                                    "tfrrl_serving", "tfrrl_serving.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "dataflow": ["apache-beam[gcp,tfrecord]==2.77.0"],

@@ -538,7 +538,7 @@ def write_corpus(per_entity, out_dir: str, cfg: PrepareConfig) -> None:
 def write_user_snapshot(snapshots: beam.PCollection, out_dir: str,
                         prefix: str = "part") -> None:
     """The serving-time user features (profile + last L exposures), one JSON line per user: the
-    matching service's user-feature store is built from them (serving/user_store.py)."""
+    matching service's user-feature store is built from them (tfrrl_serving/user_store.py)."""
     (snapshots
      | "WriteUserSnapshot" >> beam.io.WriteToText(
          fileio.join(out_dir, USER_SNAPSHOT_DIR, prefix), file_name_suffix=".jsonl"))

@@ -9,7 +9,7 @@ Targets:
 
 * ``matching`` (default): the matching service (``tfrrl serve``): ``Retrieve`` by user id for
   users of the user-feature snapshot, spread over every domain, model-scored HNSW mode.
-* ``predict``: the local TF Serving ``PredictionService`` (``python -m serving.tf_serving``):
+* ``predict``: the local TF Serving ``PredictionService`` (``python -m tfrrl_serving.tf_serving``):
   ``Predict`` on ``score_raw`` with one user × ``--candidates`` corpus entities per request.
 
 Without ``--export`` a small setup is built first (20k synthetic impressions → prepare → a tiny
@@ -167,7 +167,7 @@ def build_small_setup(work: str, impressions: int = 20_000) -> Dict[str, str]:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
-    from serving import export, indexing  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving import export, indexing  # pylint: disable=import-outside-toplevel
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data import synthetic  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel
@@ -241,7 +241,7 @@ class ServerProcess:
 
 def raw_users_and_candidates(data_dir: str, num_users: int, num_candidates: int, seed: int = 0):
     """Raw eval users (one per row) and corpus entities, as the signatures take them."""
-    from serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import CORPUS, EVAL, PreparedDataset  # pylint: disable=import-outside-toplevel
 
     data = PreparedDataset(data_dir)
@@ -258,7 +258,7 @@ def raw_users_and_candidates(data_dir: str, num_users: int, num_candidates: int,
 
 def predict_calls(address: str, data_dir: str, clients: int, candidates: int, timeout_s: float
                   ) -> Callable[[int], Call]:
-    from serving.tf_serving import PredictionClient  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.tf_serving import PredictionClient  # pylint: disable=import-outside-toplevel
 
     users, cands = raw_users_and_candidates(data_dir, 64, candidates)
 
@@ -292,8 +292,8 @@ def matching_calls(address: str, export_dir: str, k: int, mode: str, timeout_s: 
     """Retrieve by user id: users of the server's store, round-robin over every domain."""
     import grpc  # pylint: disable=import-outside-toplevel
 
-    from serving.protos import matching_pb2, matching_pb2_grpc  # pylint: disable=import-outside-toplevel
-    from serving.user_store import STORE_FILE, UserStore  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.user_store import STORE_FILE, UserStore  # pylint: disable=import-outside-toplevel
 
     store = UserStore(os.path.join(export_dir, "tfrrl", STORE_FILE))
     user_ids = store.sample_user_ids(500)
@@ -322,7 +322,7 @@ def matching_calls(address: str, export_dir: str, k: int, mode: str, timeout_s: 
 
 
 def start_predict_server(export_dir: str, threads: int) -> ServerProcess:
-    return ServerProcess([sys.executable, "-m", "serving.tf_serving", "--port", "0",
+    return ServerProcess([sys.executable, "-m", "tfrrl_serving.tf_serving", "--port", "0",
                           "--model_config_file", os.path.join(export_dir, "models.config"),
                           "--grpc_max_threads", str(threads)],
                          r"PredictionService on (\S+?):? ")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates serving/protos/*_pb2*.py from the .proto files with grpcio-tools (pinned in the
+# Regenerates tfrrl_serving/protos/*_pb2*.py from the .proto files with grpcio-tools (pinned in the
 # dev extra; its protoc matches the pinned protobuf runtime). Usage:
 #   scripts/gen_protos.sh            # in place (commit the result)
 #   scripts/gen_protos.sh OUT_DIR    # into OUT_DIR/serving/protos (the staleness test)
@@ -10,4 +10,4 @@ PY=${PYTHON:-.venv/bin/python}
 OUT=${1:-.}
 mkdir -p "$OUT"
 "$PY" -m grpc_tools.protoc -I. --python_out="$OUT" --pyi_out="$OUT" --grpc_python_out="$OUT" \
-  serving/protos/matching.proto
+  tfrrl_serving/protos/matching.proto

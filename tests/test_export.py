@@ -1,4 +1,4 @@
-"""Backbone-only SavedModel export (``serving/export.py``, DESIGN.md §6).
+"""Backbone-only SavedModel export (``tfrrl_serving/export.py``, DESIGN.md §6).
 
 The exported SavedModel is loaded in a fresh interpreter that never imports tfrrl or scann; every
 op of every graph must be a stock TensorFlow op; the checkpoint holds the serving weights and no
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import export
+from tfrrl_serving import export
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl import config
 from tfrrl.data import schema

@@ -1,4 +1,4 @@
-"""serving/index.py (ScaNN, faiss HNSW extracted to numpy) and serving/nann.py (model-scored HNSW
+"""tfrrl_serving/index.py (ScaNN, faiss HNSW extracted to numpy) and tfrrl_serving/nann.py (model-scored HNSW
 search, RRL paper §IV-B). Small: one 2,000 x 16 corpus, built once per module."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import faiss
 import numpy as np
 import pytest
 
-from serving import nann
-from serving.index import (HnswGraph, ScannIndex, build_hnsw, build_scann, draw_levels,
+from tfrrl_serving import nann
+from tfrrl_serving.index import (HnswGraph, ScannIndex, build_hnsw, build_scann, draw_levels,
                            extract_hnsw, reachable_from_entry, read_manifest,
                            repair_layer0_reachability, scann_params)
 

@@ -1,4 +1,4 @@
-"""serving/indexing.py: index build of an exported backbone, reload, and model-scored retrieval
+"""tfrrl_serving/indexing.py: index build of an exported backbone, reload, and model-scored retrieval
 (DESIGN.md §6, RRL paper §IV-B) on a tiny exported model of the ``small_synthetic_prepared``
 fixture."""
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import export, indexing
-from serving.index import build_hnsw, build_scann
+from tfrrl_serving import export, indexing
+from tfrrl_serving.index import build_hnsw, build_scann
 from tests.conftest import TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import CORPUS, EVAL, FeatureLookup, PreparedDataset
@@ -112,7 +112,7 @@ def test_reload_is_identical_and_rebuild_is_reused(indexed, capsys):
     again = indexing.build_indexes(indexed["base"], str(indexed["data"].data_dir), M=8,
                                    ef_construction=64, num_threads=1)
     assert again["reused"] and again["created_unix"] == indexed["result"]["created_unix"]
-    # The command line (`tfrrl index` / python -m serving.indexing) takes the same path.
+    # The command line (`tfrrl index` / python -m tfrrl_serving.indexing) takes the same path.
     assert indexing.main(["--export", indexed["base"], "--data", str(indexed["data"].data_dir),
                           "--M", "8", "--ef-construction", "64", "--threads", "1"]) == 0
     assert "up to date (reused)" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The matching service (serving/matching_server.py) over real gRPC on 127.0.0.1: answers equal
+"""The matching service (tfrrl_serving/matching_server.py) over real gRPC on 127.0.0.1: answers equal
 in-process retrieval, every bad request gets its status and the next one is served, health,
 reflection, JSON request logs, hot reload, remote scoring, `tfrrl serve` / `tfrrl query`, and the
 generated protos. The user store itself: tests/test_user_store.py."""
@@ -22,8 +22,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from serving import indexing, matching_server, user_store
-from serving.protos import matching_pb2, matching_pb2_grpc
+from tfrrl_serving import indexing, matching_server, user_store
+from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
 from tests.conftest import REPO, run_concurrently
 from tfrrl import cli
 from tfrrl.data import schema
@@ -378,8 +378,8 @@ def test_serve_command_line_starts_and_stops_on_sigterm(tiny_indexed_export, tmp
 
 def test_remote_scoring_through_tf_serving_gives_the_in_process_answer(service, tmp_path):
     """``tfrrl serve --tf-serving HOST:PORT``: every model call goes to the PredictionService
-    (serving/prediction_server.py here, TF Serving in production); same top-k and scores."""
-    from serving.tf_serving import start_server as start_prediction_service
+    (tfrrl_serving/prediction_server.py here, TF Serving in production); same top-k and scores."""
+    from tfrrl_serving.tf_serving import start_server as start_prediction_service
 
     export_dir = service["export"]["base"]
     tfs = start_prediction_service(export_dir, port=0)

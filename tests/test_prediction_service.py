@@ -1,4 +1,4 @@
-"""serving/prediction_server.py + serving/prediction_client.py (via serving/tf_serving.py): the
+"""tfrrl_serving/prediction_server.py + tfrrl_serving/prediction_client.py (via tfrrl_serving/tf_serving.py): the
 TF Serving PredictionService API over real gRPC on 127.0.0.1, on the session's tiny exported and
 indexed model (DESIGN.md §6, RRL §IV-B)."""
 
@@ -24,9 +24,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
 from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from serving import export, indexing, prediction_server
-from serving.prediction_client import to_tensor_proto
-from serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,
+from tfrrl_serving import export, indexing, prediction_server
+from tfrrl_serving.prediction_client import to_tensor_proto
+from tfrrl_serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,
                                 RetryPolicy, start_server)
 from tests.conftest import REPO
 from tests.test_indexing import _raw_users, raw_score_batch
@@ -383,7 +383,7 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
                 stable.predict("score_raw", raw_batch)
             assert err.value.code == NOT_FOUND
 
-        # A broken newer version is retried, never served; version 2 keeps serving.
+        # A broken newer version is retried, never served; version 2 keeps tfrrl_serving.
         (model_dir / ".tmp-9").mkdir()
         (model_dir / ".tmp-9" / "saved_model.pb").write_bytes(b"not a SavedModel")
         os.rename(model_dir / ".tmp-9", model_dir / "9")
@@ -404,14 +404,14 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
 
 
 def test_command_line_server(tiny_indexed_export, raw_batch, local_scores, version, tmp_path):
-    """``python -m serving.tf_serving`` with tensorflow_model_server's flags, stopped by
+    """``python -m tfrrl_serving.tf_serving`` with tensorflow_model_server's flags, stopped by
     SIGTERM."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     model_dir = os.path.join(tiny_indexed_export["base"], MODEL)
     with open(tmp_path / "server.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.tf_serving", "--port", "0", "--model_name", MODEL,
+            [sys.executable, "-m", "tfrrl_serving.tf_serving", "--port", "0", "--model_name", MODEL,
              "--model_base_path", model_dir, "--file_system_poll_wait_seconds", "0"],
             cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     killer = threading.Timer(120, proc.kill)

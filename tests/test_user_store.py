@@ -1,5 +1,5 @@
 """The pipeline's user-feature snapshot (beam_pipelines/transforms.py ``assemble_user``) and the
-matching service's SQLite store built from it (serving/user_store.py)."""
+matching service's SQLite store built from it (tfrrl_serving/user_store.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from serving import user_store
+from tfrrl_serving import user_store
 from tests.conftest import run_concurrently
 from tfrrl.data import schema
 

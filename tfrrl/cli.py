@@ -254,7 +254,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from serving import export
+    from tfrrl_serving import export
 
     start = time.time()
     path = export.export_run(args.run, args.data, args.out, name=args.name, version=args.version)
@@ -265,7 +265,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from serving import indexing
+    from tfrrl_serving import indexing
 
     start = time.time()
     result = indexing.build_indexes(args.export, args.data, args.version, name=args.name,
@@ -278,7 +278,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from serving import matching_server
+    from tfrrl_serving import matching_server
 
     return matching_server.serve_from_args(args)
 
@@ -286,7 +286,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import grpc
 
-    from serving import matching_server
+    from tfrrl_serving import matching_server
 
     target = f"{args.host}:{args.port}"
     start = time.perf_counter()
@@ -347,7 +347,7 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     model, _ = trainer.train(exp, data_dir, run_dir, verbose=2)
     print(trainer.recall_vs_popularity(model, data_dir, run_dir, max_queries=1000))
 
-    from serving import export, indexing, matching_server
+    from tfrrl_serving import export, indexing, matching_server
 
     export_dir = os.path.join(args.workdir, "export")
     _say(f"[5/{steps}] export the backbone (TF Serving layout) → {export_dir}")
@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--overwrite", action="store_true")
 
     v = sub.add_parser("serve", help="gRPC matching service: user in, top-k ads out")
-    from serving import matching_server  # light: grpc + protos, no TensorFlow at import
+    from tfrrl_serving import matching_server  # light: grpc + protos, no TensorFlow at import
 
     matching_server.add_arguments(v)
 

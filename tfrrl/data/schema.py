@@ -54,6 +54,9 @@ NUMERIC_DEFAULT = 0.0
 # bucket): 0 = padding (empty string), 1 = out-of-vocabulary, 2 = DEFAULT_TOKEN, 3… = values.
 PAD_TOKEN = ""
 PAD_ID, OOV_ID, DEFAULT_ID = 0, 1, 2
+# The domain vocabulary lists the K domains right after DEFAULT_TOKEN: domain id − FIRST_DOMAIN_ID
+# is the expert index k ∈ [0, K) of Alg. 1's routing.
+FIRST_DOMAIN_ID = DEFAULT_ID + 1
 
 DEFAULT_SEQUENCE_LENGTH = 20
 

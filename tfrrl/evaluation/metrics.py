@@ -3,8 +3,8 @@ Recall-retrieval@N (Eq. 27) through an exported model and its index, AUC / gAUC 
 impressions, and the entity-fairness report.
 
 * **Recall-retrieval@N** (Eq. 27): the same queries and ground truth as Recall-all (recall.py),
-  but ``A_u`` is what the SERVED model finds through the HNSW index (serving/indexing.py
-  :class:`~serving.indexing.IndexedRetriever`, model-scored HNSW search) instead of the
+  but ``A_u`` is what the SERVED model finds through the HNSW index (tfrrl_serving/indexing.py
+  :class:`~tfrrl_serving.indexing.IndexedRetriever`, model-scored HNSW search) instead of the
   exhaustive top-N. :func:`retrieval_topn` builds that top-N; ``recall.recall_report`` scores it.
 * **Per entity type**: ``Recall@N`` restricted to the ground truth of one entity type,
   ``|G_u^t ∩ A_u| / |G_u^t|``, averaged over the queries with ``G_u^t`` non-empty.
@@ -103,7 +103,7 @@ def entity_fairness(topn: np.ndarray, ground_truth: Sequence[np.ndarray],
 def retrieval_topn(retriever, raw_features: Mapping[str, np.ndarray],
                    corpus_keys: Sequence[Any], n: int, **retrieve_kwargs) -> np.ndarray:
     """Recall-retrieval's A_u (Eq. 27): per query, the served model's top-``n`` through the index
-    (:meth:`~serving.indexing.IndexedRetriever.retrieve`, ``hnsw`` mode by default), as corpus
+    (:meth:`~tfrrl_serving.indexing.IndexedRetriever.retrieve`, ``hnsw`` mode by default), as corpus
     indices; rows padded with −1 when the search returns fewer."""
     keys = [k.decode("utf-8") if isinstance(k, bytes) else str(k) for k in corpus_keys]
     index = {k: i for i, k in enumerate(keys)}
@@ -177,7 +177,7 @@ def evaluation_report(model, data, ns: Sequence[int], max_queries: Optional[int]
     result["auc"] = auc(scored["labels"], scored["scores"])
     result["gauc"] = gauc(scored["users"], scored["labels"], scored["scores"])
     if export_dir:
-        from serving import indexing  # pylint: disable=import-outside-toplevel
+        from tfrrl_serving import indexing  # pylint: disable=import-outside-toplevel
 
         retriever = indexing.IndexedRetriever.load(export_dir)
         found = retrieval_topn(retriever, queries.raw_features, queries.corpus["entity_key"],

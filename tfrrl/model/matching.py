@@ -43,8 +43,7 @@ from tfrrl.model import self_training as self_training_lib
 from tfrrl.model.uncertainty import FixedWeighting, UncertaintyWeighting, initial_log_variance
 from tfrrl.model.wasserstein import MultiViewWasserstein
 
-# Domain vocabulary ids: 0 pad, 1 OOV, 2 <none>, then the K domains.
-FIRST_DOMAIN_ID = schema.DEFAULT_ID + 1
+FIRST_DOMAIN_ID = schema.FIRST_DOMAIN_ID
 ENTITY_KEYS = [f.name for f in schema.entity_features()] + ["entity_hash"]
 
 

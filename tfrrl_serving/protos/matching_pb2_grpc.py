@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from serving.protos import matching_pb2 as serving_dot_protos_dot_matching__pb2
+from tfrrl_serving.protos import matching_pb2 as tfrrl__serving_dot_protos_dot_matching__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in serving/protos/matching_pb2_grpc.py depends on'
+        + ' but the generated code in tfrrl_serving/protos/matching_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class MatchingServiceStub:
         """
         self.Retrieve = channel.unary_unary(
                 '/tfrrl.serving.v1.MatchingService/Retrieve',
-                request_serializer=serving_dot_protos_dot_matching__pb2.RetrieveRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_matching__pb2.RetrieveResponse.FromString,
+                request_serializer=tfrrl__serving_dot_protos_dot_matching__pb2.RetrieveRequest.SerializeToString,
+                response_deserializer=tfrrl__serving_dot_protos_dot_matching__pb2.RetrieveResponse.FromString,
                 _registered_method=True)
 
 
@@ -55,8 +55,8 @@ def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Retrieve': grpc.unary_unary_rpc_method_handler(
                     servicer.Retrieve,
-                    request_deserializer=serving_dot_protos_dot_matching__pb2.RetrieveRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_matching__pb2.RetrieveResponse.SerializeToString,
+                    request_deserializer=tfrrl__serving_dot_protos_dot_matching__pb2.RetrieveRequest.FromString,
+                    response_serializer=tfrrl__serving_dot_protos_dot_matching__pb2.RetrieveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -84,8 +84,8 @@ class MatchingService:
             request,
             target,
             '/tfrrl.serving.v1.MatchingService/Retrieve',
-            serving_dot_protos_dot_matching__pb2.RetrieveRequest.SerializeToString,
-            serving_dot_protos_dot_matching__pb2.RetrieveResponse.FromString,
+            tfrrl__serving_dot_protos_dot_matching__pb2.RetrieveRequest.SerializeToString,
+            tfrrl__serving_dot_protos_dot_matching__pb2.RetrieveResponse.FromString,
             options,
             channel_credentials,
             insecure,

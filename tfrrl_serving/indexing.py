@@ -1,14 +1,14 @@
 """Retrieval index of an exported backbone (``tfrrl index``, DESIGN.md §6, RRL paper §IV-B), and
 model-scored retrieval over it (:class:`IndexedRetriever`).
 
-:func:`build_indexes` loads an exported SavedModel version (serving/export.py) with
+:func:`build_indexes` loads an exported SavedModel version (tfrrl_serving/export.py) with
 ``tf.saved_model.load``, reads the entity corpus of the prepared dataset (raw string features,
 as in the corpus TFRecords), encodes every entity ONCE through the ``encode_entities`` signature
 and builds, on its ``entity_repr`` output (L2):
 
-* a 4-layer HNSW graph (faiss, extracted to numpy; :func:`serving.index.build_hnsw` with
-  ``num_layers=4`` as in the paper), walked with the MODEL as the scorer (serving/nann.py);
-* a ScaNN index (:func:`serving.index.build_scann`, squared L2), the cheaper candidate mode.
+* a 4-layer HNSW graph (faiss, extracted to numpy; :func:`tfrrl_serving.index.build_hnsw` with
+  ``num_layers=4`` as in the paper), walked with the MODEL as the scorer (tfrrl_serving/nann.py);
+* a ScaNN index (:func:`tfrrl_serving.index.build_scann`, squared L2), the cheaper candidate mode.
 
 Layout (next to the model's versions, never inside one)::
 
@@ -20,8 +20,8 @@ Layout (next to the model's versions, never inside one)::
                            line i = index id i = row i of entity_repr.npy
         entity_repr.npy    float32 [N, R+E], the cached ``encode_entities`` output that
                            ``score_encoded`` takes
-        hnsw/              serving.index.HnswGraph.save (graph.npz, manifest.json)
-        scann/             serving.index.ScannIndex.save (scann/ assets, manifest.json)
+        hnsw/              tfrrl_serving.index.HnswGraph.save (graph.npz, manifest.json)
+        scann/             tfrrl_serving.index.ScannIndex.save (scann/ assets, manifest.json)
 
 Why this layout:
 
@@ -58,8 +58,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from serving import nann
-from serving.index import HnswGraph, ScannIndex, build_hnsw, build_scann
+from tfrrl_serving import nann
+from tfrrl_serving.index import HnswGraph, ScannIndex, build_hnsw, build_scann
 
 INDEX_FORMAT = "tfrrl-index/1"
 INDEX_PREFIX = "index-"
@@ -106,7 +106,7 @@ def latest_indexed_version(export_dir: str, name: str = "tfrrl") -> int:
 
 
 def _version_dir(export_dir: str, name: str, version: Optional[int]) -> str:
-    from serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
 
     if version is None:
         return export.latest_version_dir(export_dir, name)
@@ -171,7 +171,7 @@ def encode_corpus(saved_model, data_dir: str, batch_size: int = 8192
 
     from tfrrl.data.reader import CORPUS, PreparedDataset  # pylint: disable=import-outside-toplevel
 
-    from serving.export import INDEX_OUTPUT  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.export import INDEX_OUTPUT  # pylint: disable=import-outside-toplevel
 
     fn = saved_model.signatures["encode_entities"]
     specs = _signature_inputs(fn)
@@ -239,7 +239,7 @@ def build_indexes(export_dir: str, data_dir: Optional[str] = None, version: Opti
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
 
     start = time.time()
     version_dir = _version_dir(export_dir, name, version)
@@ -434,7 +434,7 @@ class IndexedRetriever:
 
     Modes of :meth:`retrieve`:
 
-    * ``hnsw``: model-scored HNSW search (serving/nann.py :func:`~serving.nann.search`): top-n per
+    * ``hnsw``: model-scored HNSW search (tfrrl_serving/nann.py :func:`~tfrrl_serving.nann.search`): top-n per
       upper layer (``top_n_per_layer``), beam ``ef`` on layer 0, merged to the top-k.
     * ``exhaustive``: every entity scored (the Recall-all reference), same tie-breaking.
     * ``scann``: cheap candidate mode. ScaNN finds L2 neighbours in ``entity_repr`` space, so it
@@ -447,7 +447,7 @@ class IndexedRetriever:
       (2 model calls), less exact on multi-modal score landscapes.
 
     ``saved_model``: the version folder (its version and SavedModel fingerprint are checked
-    against the index manifest), a served model (serving/prediction_client.py
+    against the index manifest), a served model (tfrrl_serving/prediction_client.py
     ``RemoteSavedModel``: its ``version`` is checked) or an already loaded SavedModel (then
     matching it to the index is the caller's business). Signature outputs may be tensors or
     arrays. ``entity_repr``: the cached entity representations the scorer
@@ -461,7 +461,7 @@ class IndexedRetriever:
         self._tf = tf
         self.model_version: Optional[int] = None
         if isinstance(saved_model, (str, os.PathLike)):
-            from serving import export  # pylint: disable=import-outside-toplevel
+            from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
 
             path = str(saved_model)
             self.model_version = int(export.read_manifest(path)["version"])
@@ -567,7 +567,7 @@ class IndexedRetriever:
         ``seq_*`` of length L, ``domain``). A domain outside the exported list raises
         ValueError unless ``allow_unknown_domain`` (it would be scored by expert 0).
         ``ef`` / ``top_n_per_layer`` / ``expand_width`` / ``max_rounds``: ``hnsw`` beam
-        parameters (serving/nann.py :func:`~serving.nann.search`). ``num_candidates`` (default
+        parameters (tfrrl_serving/nann.py :func:`~tfrrl_serving.nann.search`). ``num_candidates`` (default
         ``max(10 k, 200)``), ``num_anchors``, ``query_vector``: ``scann`` mode.
 
         ``should_stop``: asked before every model call (e.g. "is the request's deadline
@@ -666,7 +666,7 @@ class IndexedRetriever:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m serving.indexing --export EXPORT_DIR [--data DATA_DIR]`` (= ``tfrrl index``)."""
+    """``python -m tfrrl_serving.indexing --export EXPORT_DIR [--data DATA_DIR]`` (= ``tfrrl index``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,8 +1,8 @@
 """A local TF Serving ``PredictionService`` over exported SavedModels (DESIGN.md §6, RRL §IV-B).
 
-Production serves the export of serving/export.py with the official ``tensorflow_model_server``
+Production serves the export of tfrrl_serving/export.py with the official ``tensorflow_model_server``
 binary; none can be installed here, so this module speaks the SAME gRPC API with the generated
-stubs of ``tensorflow-serving-api`` — what a client (serving/prediction_client.py) sends and
+stubs of ``tensorflow-serving-api`` — what a client (tfrrl_serving/prediction_client.py) sends and
 receives is byte-for-byte what TF Serving sends and receives, so the client, the matching
 service and their tests are the production ones. The scores come from ``tf.saved_model.load`` of
 the very SavedModel TF Serving would load.
@@ -34,22 +34,22 @@ also ``all`` and ``specific``) and ``version_labels`` name versions. With pollin
 signature) in the background and then swapped in atomically; a request in flight keeps the
 servable it started with, so a reload never fails a request. A version that fails to load is
 logged and retried on the next polls (at most ``max_load_retries`` times) while the loaded one
-keeps serving. When every version folder disappears the loaded one keeps serving (TF Serving
+keeps tfrrl_serving. When every version folder disappears the loaded one keeps serving (TF Serving
 would unload it).
 
 Usage (flags named like ``tensorflow_model_server``'s)::
 
     # one model: its base path holds the integer version folders
-    python -m serving.tf_serving --port 8500 --model_name tfrrl --model_base_path EXPORT/tfrrl
+    python -m tfrrl_serving.tf_serving --port 8500 --model_name tfrrl --model_base_path EXPORT/tfrrl
     # every model of a `tfrrl export` folder, from its models.config
-    python -m serving.tf_serving --port 8500 --model_config_file EXPORT/models.config \\
+    python -m tfrrl_serving.tf_serving --port 8500 --model_config_file EXPORT/models.config \\
         --file_system_poll_wait_seconds 1
 
 ``models.config`` written by ``tfrrl export`` names container paths (``/models/<name>``); a
 base path that does not exist locally is looked up as ``<config folder>/<name>`` instead, so the
 same file serves the export folder locally and in the official image. From Python (tests)::
 
-    from serving.tf_serving import start_server
+    from tfrrl_serving.tf_serving import start_server
     with start_server(EXPORT, port=0) as server:      # binds 127.0.0.1:<free port>
         print(server.port)
 """
@@ -80,9 +80,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tensorflow_serving.config import (file_system_storage_path_source_pb2,
                                        model_server_config_pb2)
 
-from serving.export import MODELS_CONFIG
-from serving.indexing import _signature_inputs
-from serving.prediction_client import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE,
+from tfrrl_serving.export import MODELS_CONFIG
+from tfrrl_serving.indexing import _signature_inputs
+from tfrrl_serving.prediction_client import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE,
                                        SIGNATURE_DEF_FIELD)
 
 logger = logging.getLogger(__name__)
@@ -665,7 +665,7 @@ def start_server(base_dir: Optional[str] = None, port: int = 0, *, host: str = "
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m serving.tf_serving``: a local ``tensorflow_model_server`` (gRPC only)."""
+    """``python -m tfrrl_serving.tf_serving``: a local ``tensorflow_model_server`` (gRPC only)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

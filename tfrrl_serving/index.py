@@ -4,10 +4,10 @@ Two indexes, both built from the ``[N, d]`` float32 matrix of entity representat
 entity ``i`` of the corpus) and both independent of the model:
 
 * :class:`ScannIndex` (``build_scann``): ScaNN with squared-L2 distance (dot product on request).
-  Used by the cheap serving mode ("ANN candidates, then model re-scoring", serving/nann.py) and as
+  Used by the cheap serving mode ("ANN candidates, then model re-scoring", tfrrl_serving/nann.py) and as
   a plain vector index.
 * :class:`HnswGraph` (``build_hnsw``): a faiss ``IndexHNSWFlat`` (L2) whose graph is *extracted*
-  into plain numpy arrays, so that the model-scored search of serving/nann.py (NANN, the paper's
+  into plain numpy arrays, so that the model-scored search of tfrrl_serving/nann.py (NANN, the paper's
   "model scoring + HNSW greedy search, top-n per layer, merged to top-k") can walk it with the
   backbone as the scorer instead of the L2 distance.
 

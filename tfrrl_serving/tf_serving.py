@@ -1,24 +1,24 @@
 """TF Serving gRPC for tfrrl (DESIGN.md §6): the local ``PredictionService`` server
-(serving/prediction_server.py) and the production client (serving/prediction_client.py) in one
+(tfrrl_serving/prediction_server.py) and the production client (tfrrl_serving/prediction_client.py) in one
 import.
 
 Commands::
 
-    python -m serving.tf_serving --port 8500 --model_name tfrrl --model_base_path EXPORT/tfrrl
-    python -m serving.tf_serving --port 8500 --model_config_file EXPORT/models.config
+    python -m tfrrl_serving.tf_serving --port 8500 --model_name tfrrl --model_base_path EXPORT/tfrrl
+    python -m tfrrl_serving.tf_serving --port 8500 --model_config_file EXPORT/models.config
 
 Python::
 
-    from serving.tf_serving import PredictionClient, RemoteSavedModel, start_server
+    from tfrrl_serving.tf_serving import PredictionClient, RemoteSavedModel, start_server
 
     with start_server(EXPORT, port=0) as server, \\
             PredictionClient(server.address, "tfrrl") as client:
         scores = client.predict("score_raw", raw_features)["scores"]
 """
 
-from serving.prediction_client import (ModelMetadata, PredictionClient, PredictionServiceError,
+from tfrrl_serving.prediction_client import (ModelMetadata, PredictionClient, PredictionServiceError,
                                        RemoteSavedModel, RemoteSignature, RetryPolicy)
-from serving.prediction_server import (ModelManager, ServerHandle, ServingError, main,
+from tfrrl_serving.prediction_server import (ModelManager, ServerHandle, ServingError, main,
                                        start_server)
 
 __all__ = ["ModelManager", "ModelMetadata", "PredictionClient", "PredictionServiceError",

@@ -2,7 +2,7 @@
 and :class:`RemoteSavedModel`, which makes a served model look like ``tf.saved_model.load``'s.
 
 The same client talks to the official ``tensorflow_model_server`` and to the local server of
-serving/prediction_server.py: it only uses the generated stubs of ``tensorflow-serving-api``.
+tfrrl_serving/prediction_server.py: it only uses the generated stubs of ``tensorflow-serving-api``.
 
 * ``timeout_s`` is the deadline of one call, retries included (every attempt gets what is left).
 * Retries: ONLY on UNAVAILABLE (server not up yet, restarting, connection lost), at most
@@ -18,8 +18,8 @@ serving/prediction_server.py: it only uses the generated stubs of ``tensorflow-s
 
 Usage::
 
-    from serving.tf_serving import PredictionClient, RemoteSavedModel
-    from serving.indexing import IndexedRetriever, load_indexes
+    from tfrrl_serving.tf_serving import PredictionClient, RemoteSavedModel
+    from tfrrl_serving.indexing import IndexedRetriever, load_indexes
 
     with PredictionClient("localhost:8500", "tfrrl") as client:
         scores = client.predict("score_raw", raw_features)["scores"]         # numpy arrays

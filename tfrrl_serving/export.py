@@ -6,7 +6,7 @@ Layout written under ``base_dir``::
     <base>/README.md                     how to serve it with the official TF Serving image
     <base>/<name>/<version>/             the SavedModel TF Serving loads
         saved_model.pb, variables/, assets/<vocabulary>.txt
-        export_manifest.json             signatures, domains, vocab sizes, dims (read by serving/)
+        export_manifest.json             signatures, domains, vocab sizes, dims (read by tfrrl_serving/)
 
 A version folder is written under a hidden temporary name (``.tmp-…``, which TF Serving's version
 poller ignores: it only loads integer names) and renamed into place once complete, so a
@@ -411,7 +411,7 @@ def readme_text(base_dir: str, names: Sequence[str], manifest: Mapping) -> str:
     lines = [
         "# tfrrl backbone export (TF Serving layout)",
         "",
-        "Written by `tfrrl export` (`serving/export.py`). Each `<name>/<version>/` folder is a",
+        "Written by `tfrrl export` (`tfrrl_serving/export.py`). Each `<name>/<version>/` folder is a",
         "SavedModel of the matching backbone ONLY (no RRL domain classifiers, projections,",
         "critics or uncertainty weights), with stock TensorFlow ops only: the official",
         "TF Serving image serves it as is.",
@@ -437,7 +437,7 @@ def readme_text(base_dir: str, names: Sequence[str], manifest: Mapping) -> str:
         f"  -v \"<this folder>/{name}:/models/{name}\" -e MODEL_NAME={name} tensorflow/serving",
         "```",
         "",
-        "Port 8500 is the gRPC `PredictionService` (what `serving/` talks to), 8501 REST.",
+        "Port 8500 is the gRPC `PredictionService` (what `tfrrl_serving/` talks to), 8501 REST.",
         "Versions are published atomically (written as `.tmp-*`, then renamed), so the server",
         "never loads a half-written version.",
         "",
@@ -614,7 +614,7 @@ def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m serving.export --run RUN --data DATA --out EXPORT_DIR`` (= ``tfrrl export``)."""
+    """``python -m tfrrl_serving.export --run RUN --data DATA --out EXPORT_DIR`` (= ``tfrrl export``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

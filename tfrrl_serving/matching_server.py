@@ -1,13 +1,13 @@
 """The matching service (``tfrrl serve``): gRPC "user in, top-k ads out" for one domain
-(DESIGN.md §6, RRL paper §IV-B), API in serving/protos/matching.proto.
+(DESIGN.md §6, RRL paper §IV-B), API in tfrrl_serving/protos/matching.proto.
 
 Per request: validate → the user's raw features (by value, or by id from the user-feature
-store, serving/user_store.py) → :meth:`serving.indexing.IndexedRetriever.retrieve`: the user is
+store, tfrrl_serving/user_store.py) → :meth:`tfrrl_serving.indexing.IndexedRetriever.retrieve`: the user is
 encoded ONCE, then the HNSW graph over the entity representations is walked with the backbone
 as the scorer (``hnsw``; or ``scann`` / ``exhaustive``), and the best k of the corpus come back.
 
 Scoring runs in-process on the exported SavedModel (default) or remotely on TF Serving
-(``tf_serving="host:port"``: :class:`serving.prediction_client.RemoteSavedModel`, pinned to the
+(``tf_serving="host:port"``: :class:`tfrrl_serving.prediction_client.RemoteSavedModel`, pinned to the
 version it reports; the index of that version is loaded locally).
 
 Operations:
@@ -56,9 +56,9 @@ from google.protobuf import unknown_fields
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from serving.indexing import RetrievalStopped  # light: numpy, no TensorFlow
-from serving.protos import matching_pb2, matching_pb2_grpc
-from serving.user_store import STORE_FILE, UserStore, open_user_store
+from tfrrl_serving.indexing import RetrievalStopped  # light: numpy, no TensorFlow
+from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
+from tfrrl_serving.user_store import STORE_FILE, UserStore, open_user_store
 from tfrrl.data import link_spec, schema
 
 logger = logging.getLogger("tfrrl.serving.matching")
@@ -92,7 +92,7 @@ class ModelContext:
     """What validation needs to know about one served model version."""
 
     def __init__(self, retriever: "indexing.IndexedRetriever", version_dir: str):
-        from serving import export  # pylint: disable=import-outside-toplevel  (TensorFlow)
+        from tfrrl_serving import export  # pylint: disable=import-outside-toplevel  (TensorFlow)
 
         manifest = export.read_manifest(version_dir)
         self.retriever = retriever
@@ -196,9 +196,9 @@ def _exposure_type(i: int, exposure: matching_pb2.Exposure, model: ModelContext)
 
 
 def raw_user_from_store(stored: Mapping[str, Any], model: ModelContext) -> Dict[str, Any]:
-    """A stored snapshot row (serving/user_store.py) as the raw features of ``encode_user``;
+    """A stored snapshot row (tfrrl_serving/user_store.py) as the raw features of ``encode_user``;
     a field the row lacks is the schema default."""
-    from serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
 
     raw = {name: stored.get(name, schema.DEFAULT_TOKEN) for name in export.user_input_names()
            if name != "domain"}
@@ -353,10 +353,10 @@ def _response(keys, scores, stats, version: int, request_id: str) -> matching_pb
 def load_model(export_dir: str, name: str = "tfrrl", version: Optional[int] = None,
                tf_serving: Optional[str] = None, timeout_s: float = 10.0) -> ModelContext:
     """The newest indexed version (or ``version``): in-process, or scored by TF Serving."""
-    from serving import indexing  # pylint: disable=import-outside-toplevel  (TensorFlow)
+    from tfrrl_serving import indexing  # pylint: disable=import-outside-toplevel  (TensorFlow)
 
     if tf_serving:
-        from serving.prediction_client import (  # pylint: disable=import-outside-toplevel
+        from tfrrl_serving.prediction_client import (  # pylint: disable=import-outside-toplevel
             PredictionClient, RemoteSavedModel)
 
         client = PredictionClient(tf_serving, name, version, timeout_s=timeout_s)
@@ -412,7 +412,7 @@ class MatchingServer:
 
     def reload(self) -> bool:
         """Loads a newer indexed version if there is one and swaps it in; True if swapped."""
-        from serving import indexing  # pylint: disable=import-outside-toplevel
+        from tfrrl_serving import indexing  # pylint: disable=import-outside-toplevel
 
         try:
             latest = indexing.latest_indexed_version(self.export_dir, self.name)
@@ -447,7 +447,7 @@ class MatchingServer:
 
 def _user_store(data_dir: Optional[str], indexed_data_dir: Optional[str], path: str
                 ) -> Optional[UserStore]:
-    """The store for requests by user id (where it is built: serving/user_store.py).
+    """The store for requests by user id (where it is built: tfrrl_serving/user_store.py).
 
     ``data_dir`` given: its snapshot must exist; the store at ``path`` is built, or rebuilt
     when the snapshot changed. Otherwise the dataset the index was built from is used the same
