@@ -167,7 +167,8 @@ def build_small_setup(work: str, impressions: int = 20_000) -> Dict[str, str]:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
-    from tfrrl_serving import export, indexing  # pylint: disable=import-outside-toplevel
+    from tfrrl import export
+from tfrrl_serving import indexing  # pylint: disable=import-outside-toplevel
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data import synthetic  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel
@@ -241,7 +242,7 @@ class ServerProcess:
 
 def raw_users_and_candidates(data_dir: str, num_users: int, num_candidates: int, seed: int = 0):
     """Raw eval users (one per row) and corpus entities, as the signatures take them."""
-    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl import export  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import CORPUS, EVAL, PreparedDataset  # pylint: disable=import-outside-toplevel
 
     data = PreparedDataset(data_dir)

@@ -128,14 +128,15 @@ RRL_ON = ["model.rrl.dal=true", "model.rrl.mvwdl=true", "model.rrl.orthogonality
 @pytest.fixture(scope="session")
 def tiny_indexed_export(small_synthetic_prepared, tmp_path_factory) -> Dict:
     """A tiny Backbone model with spread-out random weights (no accidental score ties), exported
-    (tfrrl_serving/export.py) and indexed (tfrrl_serving/indexing.py) once per session, for serving tests.
+    (tfrrl/export/saved_model.py) and indexed (tfrrl_serving/indexing.py) once per session, for serving tests.
 
     Returns ``{"data", "lookup", "model", "base", "version_dir", "data_dir"}``; ``base`` is the
     export dir (``<base>/tfrrl/1`` + ``<base>/tfrrl/index-1``)."""
     import numpy as np
     import tensorflow as tf
 
-    from tfrrl_serving import export, indexing
+    from tfrrl import export
+from tfrrl_serving import indexing
     from tfrrl import config
     from tfrrl.data.reader import FeatureLookup, PreparedDataset
     from tfrrl.training import trainer

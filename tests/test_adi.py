@@ -445,7 +445,7 @@ def test_adi_trains_with_self_training_and_scores_through_recall(small_synthetic
 
 
 def test_adi_export_uses_running_statistics(data, tmp_path):
-    from tfrrl_serving import export
+    from tfrrl import export
     from tests.test_export import _raw_inputs, _tensors
 
     lookup = FeatureLookup.from_dataset(data)

@@ -1,4 +1,4 @@
-"""Backbone-only SavedModel export (``tfrrl_serving/export.py``, DESIGN.md §6).
+"""Backbone-only SavedModel export (``tfrrl/export/saved_model.py``, DESIGN.md §6).
 
 The exported SavedModel is loaded in a fresh interpreter that never imports tfrrl or scann; every
 op of every graph must be a stock TensorFlow op; the checkpoint holds the serving weights and no
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrrl_serving import export
+from tfrrl import export
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl import config
 from tfrrl.data import schema
@@ -122,7 +122,7 @@ with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess
                                          {**s_enc, **entities})["scores"].tolist(),
         "score_raw": session_call("score_raw", {**users, **entities})["scores"].tolist(),
     }
-out["modules"] = {m: m in sys.modules for m in ("tfrrl", "scann", "serving")}
+out["modules"] = {m: m in sys.modules for m in ("tfrrl", "scann", "tfrrl_serving")}
 with open(out_path, "w") as f:
     json.dump(out, f)
 """
@@ -219,7 +219,7 @@ def _in_memory(model, lookup, users, entities):
 # --------------------------------------------------------------------------------------------
 def test_fresh_process_loads_stock_ops_only_without_tfrrl(served):
     out = served["out"]
-    assert out["modules"] == {"tfrrl": False, "scann": False, "serving": False}
+    assert out["modules"] == {"tfrrl": False, "scann": False, "tfrrl_serving": False}
     assert out["num_ops"] > 20
     assert out["not_stock"] == []
     sigs = out["signatures"]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrrl_serving import export, indexing
+from tfrrl import export
+from tfrrl_serving import indexing
 from tfrrl_serving.index import build_hnsw, build_scann
 from tests.conftest import TINY_MODEL
 from tfrrl import config

@@ -150,7 +150,7 @@ def test_each_table4_loss_trains(data, loss):
 
 
 def test_crocodile_exports_and_serves_the_models_scores(data, tmp_path):
-    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl import export  # pylint: disable=import-outside-toplevel
 
     lookup = FeatureLookup.from_dataset(data)
     model = _model(data, "crocodile", lookup=lookup)

@@ -24,7 +24,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
 from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from tfrrl_serving import export, indexing, prediction_server
+from tfrrl import export
+from tfrrl_serving import indexing, prediction_server
 from tfrrl_serving.prediction_client import to_tensor_proto
 from tfrrl_serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,
                                 RetryPolicy, start_server)

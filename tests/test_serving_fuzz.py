@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from tfrrl_serving import export
+from tfrrl import export
 from tfrrl_serving.prediction_client import to_tensor_proto
 from tfrrl_serving.tf_serving import PredictionClient, start_server
 from tests.test_indexing import raw_score_batch
@@ -169,7 +169,7 @@ def test_ten_thousand_malformed_requests_get_their_status_and_the_server_stays_u
              if code not in expected]
     assert not wrong, wrong[:5]
     assert all(details for _, code, details, _ in results), "every error carries a message"
-    # The graph-side check (tfrrl_serving/export.py same_batch) names the defect; without it such a
+    # The graph-side check (tfrrl/export/saved_model.py same_batch) names the defect; without it such a
     # request was answered OK with broadcast scores.
     assert all("share one batch size" in details for kind, _, details, _ in results
                if kind == "users of different batch sizes")

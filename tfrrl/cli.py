@@ -254,7 +254,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from tfrrl_serving import export
+    from tfrrl import export
 
     start = time.time()
     path = export.export_run(args.run, args.data, args.out, name=args.name, version=args.version)
@@ -347,7 +347,8 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     model, _ = trainer.train(exp, data_dir, run_dir, verbose=2)
     print(trainer.recall_vs_popularity(model, data_dir, run_dir, max_queries=1000))
 
-    from tfrrl_serving import export, indexing, matching_server
+    from tfrrl import export
+from tfrrl_serving import indexing, matching_server
 
     export_dir = os.path.join(args.workdir, "export")
     _say(f"[5/{steps}] export the backbone (TF Serving layout) → {export_dir}")

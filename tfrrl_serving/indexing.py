@@ -1,7 +1,7 @@
 """Retrieval index of an exported backbone (``tfrrl index``, DESIGN.md §6, RRL paper §IV-B), and
 model-scored retrieval over it (:class:`IndexedRetriever`).
 
-:func:`build_indexes` loads an exported SavedModel version (tfrrl_serving/export.py) with
+:func:`build_indexes` loads an exported SavedModel version (tfrrl/export/saved_model.py) with
 ``tf.saved_model.load``, reads the entity corpus of the prepared dataset (raw string features,
 as in the corpus TFRecords), encodes every entity ONCE through the ``encode_entities`` signature
 and builds, on its ``entity_repr`` output (L2):
@@ -106,7 +106,7 @@ def latest_indexed_version(export_dir: str, name: str = "tfrrl") -> int:
 
 
 def _version_dir(export_dir: str, name: str, version: Optional[int]) -> str:
-    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl import export  # pylint: disable=import-outside-toplevel
 
     if version is None:
         return export.latest_version_dir(export_dir, name)
@@ -171,7 +171,7 @@ def encode_corpus(saved_model, data_dir: str, batch_size: int = 8192
 
     from tfrrl.data.reader import CORPUS, PreparedDataset  # pylint: disable=import-outside-toplevel
 
-    from tfrrl_serving.export import INDEX_OUTPUT  # pylint: disable=import-outside-toplevel
+    from tfrrl.export import INDEX_OUTPUT  # pylint: disable=import-outside-toplevel
 
     fn = saved_model.signatures["encode_entities"]
     specs = _signature_inputs(fn)
@@ -239,7 +239,7 @@ def build_indexes(export_dir: str, data_dir: Optional[str] = None, version: Opti
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl import export  # pylint: disable=import-outside-toplevel
 
     start = time.time()
     version_dir = _version_dir(export_dir, name, version)
@@ -461,7 +461,7 @@ class IndexedRetriever:
         self._tf = tf
         self.model_version: Optional[int] = None
         if isinstance(saved_model, (str, os.PathLike)):
-            from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
+            from tfrrl import export  # pylint: disable=import-outside-toplevel
 
             path = str(saved_model)
             self.model_version = int(export.read_manifest(path)["version"])

@@ -92,7 +92,7 @@ class ModelContext:
     """What validation needs to know about one served model version."""
 
     def __init__(self, retriever: "indexing.IndexedRetriever", version_dir: str):
-        from tfrrl_serving import export  # pylint: disable=import-outside-toplevel  (TensorFlow)
+        from tfrrl import export  # pylint: disable=import-outside-toplevel  (TensorFlow)
 
         manifest = export.read_manifest(version_dir)
         self.retriever = retriever
@@ -198,7 +198,7 @@ def _exposure_type(i: int, exposure: matching_pb2.Exposure, model: ModelContext)
 def raw_user_from_store(stored: Mapping[str, Any], model: ModelContext) -> Dict[str, Any]:
     """A stored snapshot row (tfrrl_serving/user_store.py) as the raw features of ``encode_user``;
     a field the row lacks is the schema default."""
-    from tfrrl_serving import export  # pylint: disable=import-outside-toplevel
+    from tfrrl import export  # pylint: disable=import-outside-toplevel
 
     raw = {name: stored.get(name, schema.DEFAULT_TOKEN) for name in export.user_input_names()
            if name != "domain"}

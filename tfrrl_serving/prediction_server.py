@@ -1,6 +1,6 @@
 """A local TF Serving ``PredictionService`` over exported SavedModels (DESIGN.md §6, RRL §IV-B).
 
-Production serves the export of tfrrl_serving/export.py with the official ``tensorflow_model_server``
+Production serves the export of tfrrl/export/saved_model.py with the official ``tensorflow_model_server``
 binary; none can be installed here, so this module speaks the SAME gRPC API with the generated
 stubs of ``tensorflow-serving-api`` — what a client (tfrrl_serving/prediction_client.py) sends and
 receives is byte-for-byte what TF Serving sends and receives, so the client, the matching
@@ -80,7 +80,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tensorflow_serving.config import (file_system_storage_path_source_pb2,
                                        model_server_config_pb2)
 
-from tfrrl_serving.export import MODELS_CONFIG
+from tfrrl.export import MODELS_CONFIG
 from tfrrl_serving.indexing import _signature_inputs
 from tfrrl_serving.prediction_client import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE,
                                        SIGNATURE_DEF_FIELD)

@@ -71,7 +71,7 @@ ENTITY_INPUTS: Tuple[str, ...] = tuple(f.name for f in schema.entity_features())
     "entity_hash",)
 # Query-side features that are not model inputs of the user tower (kept out of Queries.features).
 _NON_USER = frozenset(ENTITY_INPUTS) | {"label"}
-# Raw user-side inputs of a served model (= tfrrl_serving.export.user_input_names()).
+# Raw user-side inputs of a served model (= tfrrl.export.user_input_names()).
 RAW_USER_INPUTS: Tuple[str, ...] = (("user_id",) + tuple(schema.user_feature_name(f)
                                                          for f in schema.USER_FIELDS)
                                     + ("seq_entity_id", "seq_entity_type", "seq_category",

@@ -411,7 +411,7 @@ def readme_text(base_dir: str, names: Sequence[str], manifest: Mapping) -> str:
     lines = [
         "# tfrrl backbone export (TF Serving layout)",
         "",
-        "Written by `tfrrl export` (`tfrrl_serving/export.py`). Each `<name>/<version>/` folder is a",
+        "Written by `tfrrl export` (`tfrrl/export/saved_model.py`). Each `<name>/<version>/` folder is a",
         "SavedModel of the matching backbone ONLY (no RRL domain classifiers, projections,",
         "critics or uncertainty weights), with stock TensorFlow ops only: the official",
         "TF Serving image serves it as is.",
@@ -614,7 +614,7 @@ def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m tfrrl_serving.export --run RUN --data DATA --out EXPORT_DIR`` (= ``tfrrl export``)."""
+    """``python -m tfrrl.export --run RUN --data DATA --out EXPORT_DIR`` (= ``tfrrl export``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

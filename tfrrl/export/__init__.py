@@ -1,0 +1,17 @@
+"""Export of the scorer as a TF Serving SavedModel (RRL paper §IV: the backbone only, no RRL
+modules), its serving signatures and the versioned export folder
+(:mod:`tfrrl.artifacts.export_folder`)."""
+
+from tfrrl.artifacts.export_folder import INDEX_OUTPUT, MANIFEST, MODELS_CONFIG
+from tfrrl.export.saved_model import (ENCODED_USER_INPUTS, SIGNATURES, ServingScorer,
+                                      entity_input_names, export_backbone, export_run,
+                                      latest_version_dir, next_version, read_manifest,
+                                      same_batch, serving_variables, user_input_names,
+                                      write_serving_files)
+
+__all__ = [
+    "ENCODED_USER_INPUTS", "INDEX_OUTPUT", "MANIFEST", "MODELS_CONFIG", "SIGNATURES",
+    "ServingScorer", "entity_input_names", "export_backbone", "export_run", "latest_version_dir",
+    "next_version", "read_manifest", "same_batch", "serving_variables", "user_input_names",
+    "write_serving_files",
+]
