@@ -168,7 +168,7 @@ def build_small_setup(work: str, impressions: int = 20_000) -> Dict[str, str]:
 
     from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
     from tfrrl import export
-from tfrrl_serving import indexing  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving import indexing  # pylint: disable=import-outside-toplevel
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data import synthetic  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel

@@ -136,7 +136,8 @@ def tiny_indexed_export(small_synthetic_prepared, tmp_path_factory) -> Dict:
     import tensorflow as tf
 
     from tfrrl import export
-from tfrrl_serving import indexing
+
+    from tfrrl_serving import indexing
     from tfrrl import config
     from tfrrl.data.reader import FeatureLookup, PreparedDataset
     from tfrrl.training import trainer

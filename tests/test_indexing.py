@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tfrrl import export
+
 from tfrrl_serving import indexing
 from tfrrl_serving.index import build_hnsw, build_scann
 from tests.conftest import TINY_MODEL

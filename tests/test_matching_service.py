@@ -41,8 +41,8 @@ def test_committed_generated_code_matches_the_proto(tmp_path):
     subprocess.run(["bash", str(REPO / "scripts" / "gen_protos.sh"), str(tmp_path)], check=True,
                    env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True)
     for name in ("matching_pb2.py", "matching_pb2.pyi", "matching_pb2_grpc.py"):
-        assert filecmp.cmp(tmp_path / "serving" / "protos" / name,
-                           REPO / "serving" / "protos" / name, shallow=False), (
+        assert filecmp.cmp(tmp_path / "tfrrl_serving" / "protos" / name,
+                           REPO / "tfrrl_serving" / "protos" / name, shallow=False), (
             f"{name} is stale: run scripts/gen_protos.sh")
 
 

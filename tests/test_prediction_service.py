@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_
                                      prediction_service_pb2_grpc)
 
 from tfrrl import export
+
 from tfrrl_serving import indexing, prediction_server
 from tfrrl_serving.prediction_client import to_tensor_proto
 from tfrrl_serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,

@@ -348,7 +348,8 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     print(trainer.recall_vs_popularity(model, data_dir, run_dir, max_queries=1000))
 
     from tfrrl import export
-from tfrrl_serving import indexing, matching_server
+
+    from tfrrl_serving import indexing, matching_server
 
     export_dir = os.path.join(args.workdir, "export")
     _say(f"[5/{steps}] export the backbone (TF Serving layout) → {export_dir}")
