@@ -86,7 +86,7 @@ def shared_representations(model, data, max_rows: int = 2000):
     for batch in data.dataset("eval", 256):
         users, entities = split_features(batch)
         enc_u, enc_e = model.encode_users(users), model.encode_entities(entities)
-        r = model.pair_representations(enc_u, enc_e)
+        r = model.scorer.pair_representations(enc_u, enc_e)
         diag = tf.linalg.diag_part(tf.transpose(r, [2, 0, 1]))  # [D, B]
         e_s = model.backbone.shared_expert(tf.transpose(diag)[:, None, :])[:, 0]
         reps.append(e_s.numpy())

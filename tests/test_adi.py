@@ -1,4 +1,4 @@
-"""ADI backbone (tfrrl/model/adi.py) and self-training (tfrrl/model/self_training.py,
+"""ADI backbone (tfrrl/model/backbones/adi.py) and self-training (tfrrl/losses/self_training.py,
 tfrrl/training/self_training.py): hand-computed values on tiny inputs, then ``backbone: adi``
 end to end (training, Recall-all scoring, export)."""
 
@@ -11,9 +11,9 @@ import tensorflow as tf
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
-from tfrrl.model import adi, baselines
-from tfrrl.model import self_training as st
-from tfrrl.model.losses import sampled_softmax_logq
+from tfrrl.losses import self_training as st
+from tfrrl.losses.sampled_softmax import sampled_softmax_logq
+from tfrrl.model.backbones import adi, budget
 from tfrrl.training import trainer
 from tfrrl.training.self_training import PseudoFractionSchedule
 
@@ -224,7 +224,7 @@ def test_routed_branches_equal_every_branch_on_every_row_then_selected(fusion, t
     # scores must equal running every branch on every row and keeping the row's own domain
     # (domain 3 has no row). DSBN: batch statistics of the row's domain (training) or spread
     # running statistics (inference), both per row's domain.
-    from tfrrl.model.baselines import select_domain
+    from tfrrl.model.backbones.routing import select_domain
 
     layer = adi.AdaptiveDomainInterest(4, (2, 2, 2), (8, 4), (4,), shared_networks=2,
                                        fusion=fusion, name="backbone")
@@ -337,27 +337,28 @@ def test_selected_pairs_pass_equals_masking_a_full_rescoring(data, confidence):
     # Eq. 27 by its definition: every positive scored under every domain j against all
     # candidates, CE masked by Alg. 1's selection. The model scores only the selected pairs;
     # its loss and gradient must be the same.
-    from tfrrl.model import inputs as input_modules
-    from tfrrl.model.matching import FIRST_DOMAIN_ID
+    from tfrrl.data.schema import FIRST_DOMAIN_ID
+    from tfrrl.model.encoders.features import split_features
 
     model = _model(data, SELF_TRAINING + [f"model.adi.self_training.confidence={confidence}"])
     model.pseudo_fraction.assign(0.5)
     batch = next(iter(data.dataset("train", 32, drop_remainder=True)))
-    users, entities = input_modules.split_features(batch)
+    users, entities = split_features(batch)
     labels = tf.range(32)
-    candidates, _ = model._candidates(entities, model.train_config.num_negatives,
-                                      tf.constant([1, 2]))
+    candidates, _ = model.task.sample_negatives(entities, tf.constant([1, 2]))
     log_q = tf.math.log(tf.cast(candidates["sampling_prob"], tf.float32))
     temperature = model.train_config.temperature
     with tf.GradientTape(persistent=True) as tape:
         ue = model.encode_users(users, training=True)
         ce_enc = model.encode_entities(candidates, training=True)
         model.score_pairs(ue, ce_enc, training=True)  # this step's DSBN statistics
-        selected = model._self_training_loss(ue, ce_enc, candidates, entities, log_q, labels)
+        selected = st.scorer_self_training_loss(model.scorer, model.task, ue, ce_enc, candidates,
+                                                entities["entity_hash"], labels,
+                                                model.pseudo_fraction, confidence)
         ces, confs = [], []
         with adi.step_statistics(model.backbone):
             for j in range(model.num_domains):
-                users_j = {**ue, "domain_index": tf.fill([32], j), "e_did": model.embeddings.embed(
+                users_j = {**ue, "domain_index": tf.fill([32], j), "e_did": model.scorer.embeddings.embed(
                     "domain", tf.fill([32], j + FIRST_DOMAIN_ID))}
                 scores = model.score_pairs(users_j, ce_enc)["scores"]
                 ce = sampled_softmax_logq(scores, candidates["entity_hash"],
@@ -479,5 +480,5 @@ def test_adi_export_uses_running_statistics(data, tmp_path):
 def test_adi_budget_matches_the_built_backbone(data):
     model = _model(data)
     exp = config.load_experiment(None, ADI)
-    assert baselines.backbone_parameters(exp.model, model.num_domains) == \
-        baselines.count_parameters(model.backbone)
+    assert budget.backbone_parameters(exp.model, model.num_domains) == \
+        budget.count_parameters(model.backbone)

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from tfrrl import config
-from tfrrl.model import disentanglement as dis
-from tfrrl.model.multi_embedding import MultiEmbeddingBackbone
-from tfrrl.model.peg import PriorElementwiseGate, mix_experts
+from tfrrl.losses import disentanglement as dis
+from tfrrl.model.backbones.multi_embedding import MultiEmbeddingBackbone
+from tfrrl.model.backbones.peg import PriorElementwiseGate, mix_experts
 
 # Two experts, 3 rows × 2 dims: O1 = [[1, 0], [2, 2], [3, 1]], O2 = [[0, 1], [1, 1], [2, 4]].
 O1 = [[1.0, 0.0], [2.0, 2.0], [3.0, 1.0]]

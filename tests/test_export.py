@@ -259,7 +259,7 @@ def test_unknown_strings_map_to_oov_and_score_finitely(exported, served):
     scores = np.asarray(out["score_raw"])
     assert np.isfinite(scores).all()
     assert np.isfinite(scores[4]).all() and np.isfinite(scores[:, -1]).all()
-    oov_row = model.embeddings.tables["entity_id"].embeddings.numpy()[schema.OOV_ID]
+    oov_row = model.scorer.embeddings.tables["entity_id"].embeddings.numpy()[schema.OOV_ID]
     np.testing.assert_allclose(out["e_aid"][-1], oov_row, rtol=1e-6)
     assert out["domain_known"] == [1, 1, 1, 1, 1, 0]
 

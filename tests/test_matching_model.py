@@ -9,7 +9,7 @@ import tensorflow as tf
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import PreparedDataset
-from tfrrl.model.inputs import split_features
+from tfrrl.model.encoders.features import split_features
 from tfrrl.training import trainer
 
 
@@ -70,13 +70,13 @@ def test_train_step_reports_every_loss_and_uwl_weight_and_stays_finite(data):
 
 def test_critics_are_updated_only_by_their_own_optimizer(data):
     model = _model(data, ["model.rrl.mvwdl=true"])
-    critic_before = [v.numpy().copy() for v in model.mvwdl.critic_variables]
+    critic_before = [v.numpy().copy() for v in model.rrl.mvwdl.critic_variables]
     ds = data.dataset("train", 32, drop_remainder=True).take(3)
     model.fit(ds, epochs=1, verbose=0, shuffle=False)
     assert any(not np.array_equal(b, v.numpy())
-               for b, v in zip(critic_before, model.mvwdl.critic_variables))
+               for b, v in zip(critic_before, model.rrl.mvwdl.critic_variables))
     assert int(model.critic_optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
-    critic_ids = {id(v) for v in model.mvwdl.critic_variables}
+    critic_ids = {id(v) for v in model.rrl.mvwdl.critic_variables}
     assert not critic_ids & {id(v) for v in model.optimizer.variables}
 
 

@@ -11,8 +11,9 @@ from tests.conftest import TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
 from tfrrl.evaluation import recall
-from tfrrl.model import baselines, embedding_sets
-from tfrrl.model.inputs import split_features
+from tfrrl.model.backbones import budget
+from tfrrl.model.encoders import embedding_sets
+from tfrrl.model.encoders.features import split_features
 from tfrrl.training import trainer
 
 CONFIGS = {
@@ -89,15 +90,15 @@ def test_stem_stop_gradient_between_domains(data):
     zero gradient (All Forward, Specific Backward)."""
     model = _model(data, "stem")
     K = model.num_domains
-    assert len(model.input_sets.sets) == K  # + the primary (shared) set = K + 1
+    assert len(model.scorer.input_sets.sets) == K  # + the primary (shared) set = K + 1
     users, entities = _eval_batch(data, 32)
     k = int(model.encode_users(users)["domain_index"][0])
     row = {n: v[:1] for n, v in users.items()}  # one user of domain k
     with tf.GradientTape() as tape:
         scores = model.score_pairs(model.encode_users(row), model.encode_entities(entities))
         loss = tf.reduce_sum(scores["scores"])
-    tables = [model.embeddings.tables["entity_id"]] + [
-        s.embeddings.tables["entity_id"] for s in model.input_sets.sets]
+    tables = [model.scorer.embeddings.tables["entity_id"]] + [
+        s.embeddings.tables["entity_id"] for s in model.scorer.input_sets.sets]
     grads = tape.gradient(loss, [t.embeddings for t in tables])
 
     def norm(g):
@@ -116,11 +117,11 @@ def test_stem_stop_gradient_between_domains(data):
 
 def test_ame_sets_have_their_own_widths(data):
     model = _model(data, "ame")
-    assert model.embeddings.dim == 4 and model.input_sets.sets[0].embeddings.dim == 8
-    assert model.input_sets.sets[0].embeddings.tables["entity_id"].embeddings.shape[1] == 8
+    assert model.scorer.embeddings.dim == 4 and model.scorer.input_sets.sets[0].embeddings.dim == 8
+    assert model.scorer.input_sets.sets[0].embeddings.tables["entity_id"].embeddings.shape[1] == 8
     users, entities = _eval_batch(data)
-    r = model.pair_representations(model.encode_users(users), model.encode_entities(entities))
-    assert r.shape[-1] == (3 * 4 + 4) + (3 * 8 + 8) == baselines.pair_width(model.config)
+    r = model.scorer.pair_representations(model.encode_users(users), model.encode_entities(entities))
+    assert r.shape[-1] == (3 * 4 + 4) + (3 * 8 + 8) == budget.pair_width(model.config)
     with pytest.raises(ValueError, match="different sizes"):
         _model(data, "ame", ["model.multi_embedding.embedding_dims=[]",
                              "model.multi_embedding.representation_dims=[]"])
@@ -135,8 +136,8 @@ def test_config_errors_and_budget(data):
         _model(data, "stem", ["model.multi_embedding.num_sets=2"])
     for backbone in CONFIGS:  # the standalone budget counts the built model's backbone
         model = _model(data, backbone)
-        assert baselines.backbone_parameters(_experiment(backbone).model, model.num_domains) == \
-            baselines.count_parameters(model.backbone)
+        assert budget.backbone_parameters(_experiment(backbone).model, model.num_domains) == \
+            budget.count_parameters(model.backbone)
 
 
 @pytest.mark.parametrize("loss", ["dot", "cosine", "ole", "dcorr", "orthogonality"])
@@ -156,7 +157,7 @@ def test_crocodile_exports_and_serves_the_models_scores(data, tmp_path):
     model = _model(data, "crocodile", lookup=lookup)
     version_dir = export.export_backbone(model, lookup, str(tmp_path))
     manifest = export.read_manifest(version_dir)
-    widths = model.input_sets.widths()
+    widths = model.scorer.input_sets.widths()
     # 2 sets of R = E = 8 + the prior (user id, domain id | entity id, 4 each)
     assert widths == {"e_tran": 16 + 8, "seq_keys": 16, "e_did": 8, "entity_repr": 32 + 4}
     assert manifest["dims"]["entity_repr_dim"] == 36

@@ -17,12 +17,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfrrl.model import (  # noqa: E402
-                         ClipConstraint, ConcatGate, DomainAdversarial, FixedWeighting,
-                         GradientReversal, MultiViewWasserstein, UncertaintyWeighting,
-                         WassersteinCritic, gradient_penalty, orthogonality_loss,
-                         sample_negatives, sampled_softmax_logq, view_weights)
-from tfrrl.model.uncertainty import initial_log_variance  # noqa: E402
+from tfrrl.losses.domain_adversarial import DomainAdversarial  # noqa: E402
+from tfrrl.losses.gradient_reversal import GradientReversal  # noqa: E402
+from tfrrl.losses.orthogonality import orthogonality_loss  # noqa: E402
+from tfrrl.losses.sampled_softmax import sample_negatives, sampled_softmax_logq  # noqa: E402
+from tfrrl.losses.wasserstein import (MultiViewWasserstein, WassersteinCritic,  # noqa: E402
+                                      gradient_penalty, view_weights)
+from tfrrl.losses.weighting import (ClipConstraint, FixedWeighting,  # noqa: E402
+                                    UncertaintyWeighting, initial_log_variance)
+from tfrrl.model.backbones.concat_gate import ConcatGate  # noqa: E402
 
 LN3 = math.log(3.0)
 

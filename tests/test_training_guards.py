@@ -10,7 +10,7 @@ import tensorflow as tf
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import PreparedDataset
-from tfrrl.model import matching
+from tfrrl.training import step
 from tfrrl.training import trainer
 from tfrrl.training.callbacks import NonFiniteGuard, NonFiniteTrainingError
 
@@ -42,7 +42,7 @@ def test_poisoned_batch_is_skipped_counted_and_training_stops_past_the_limit(
     # training forward pass, independent of the batch's values: those variables move on any
     # step and are only required to stay finite. Everything else must not move.
     probe = _snapshot(model)
-    model.loss_terms(good, training=True)
+    model.compute_losses(good, training=True)
     forward_state = {p for p, v in _snapshot(model).items() if not np.array_equal(v, probe[p])}
     assert forward_state and all("shared_classifier" in p for p in forward_state)
     before = _snapshot(model)
@@ -79,15 +79,15 @@ def test_poisoned_batch_is_skipped_counted_and_training_stops_past_the_limit(
 
 def test_clip_by_global_norm():
     # Gradients (3, 4) and (0,): global norm 5; clipped to 1 → (0.6, 0.8), (0,).
-    out = matching._clip([tf.constant([3.0, 4.0]), tf.constant([0.0])], 1.0)
+    out = step.clip([tf.constant([3.0, 4.0]), tf.constant([0.0])], 1.0)
     np.testing.assert_allclose(out[0].numpy(), [0.6, 0.8], rtol=1e-6)
     np.testing.assert_allclose(out[1].numpy(), [0.0])
     # Below the norm: unchanged; no clip: unchanged.
-    np.testing.assert_allclose(matching._clip([tf.constant([3.0, 4.0])], 10.0)[0], [3.0, 4.0])
-    assert matching._clip([tf.constant([1.0])], None)[0].numpy() == 1.0
+    np.testing.assert_allclose(step.clip([tf.constant([3.0, 4.0])], 10.0)[0], [3.0, 4.0])
+    assert step.clip([tf.constant([1.0])], None)[0].numpy() == 1.0
 
 
 def test_all_finite():
-    assert bool(matching._all_finite([tf.constant(1.0), tf.ones([2, 2])]))
-    assert not bool(matching._all_finite([tf.constant(1.0), tf.constant([0.0, np.inf])]))
-    assert not bool(matching._all_finite([tf.constant(np.nan)]))
+    assert bool(step.all_finite([tf.constant(1.0), tf.ones([2, 2])]))
+    assert not bool(step.all_finite([tf.constant(1.0), tf.constant([0.0, np.inf])]))
+    assert not bool(step.all_finite([tf.constant(np.nan)]))

@@ -51,7 +51,7 @@ class RRLConfig:
 
 @dataclasses.dataclass
 class SelfTrainingConfig:
-    """ADI self-training (Alg. 1, Eq. 27; tfrrl/model/self_training.py): each training positive
+    """ADI self-training (Alg. 1, Eq. 27; tfrrl.losses.self_training): each training positive
     of domain i is scored under every other domain j; per (i, j) the top p of them (by
     ``confidence``) become pseudo-positives of domain j in the sampled softmax. p per epoch e:
     min(max_fraction, initial_fraction + e · fraction_step) (the paper gives no values)."""
@@ -76,7 +76,7 @@ class SelfTrainingConfig:
 
 @dataclasses.dataclass
 class ADIConfig:
-    """``backbone: adi`` (tfrrl/model/adi.py); the paper's open points are switches here."""
+    """``backbone: adi`` (tfrrl.model.backbones.adi); the paper's open points are switches here."""
 
     shared_networks: int = 1  # K shared MLPs (§5.1.4: 1 shared + D specific)
     shared_gate: str = "softmax"  # Eq. 8 normalisation: softmax | linear (as printed)
@@ -105,7 +105,7 @@ class ADIConfig:
             raise ValueError("model.adi.shared_networks and se_hidden_units must be >= 1")
 
 
-# The registry of tfrrl/model/disentanglement.py (names only: no TensorFlow import here).
+# The registry of tfrrl.losses.disentanglement (names only: no TensorFlow import here).
 DISENTANGLEMENT_LOSSES = ("none", "covariance", "dot", "cosine", "ole", "dcorr",
                           "orthogonality")
 
@@ -113,7 +113,7 @@ DISENTANGLEMENT_LOSSES = ("none", "covariance", "dot", "cosine", "ole", "dcorr",
 @dataclasses.dataclass
 class DisentanglementConfig:
     """Auxiliary loss on the positive pairs' expert outputs of a multi-embedding backbone
-    (tfrrl/model/disentanglement.py; Crocodile Eq. 6–7 and its Table 4 alternatives)."""
+    (tfrrl.losses.disentanglement; Crocodile Eq. 6–7 and its Table 4 alternatives)."""
 
     # auto (covariance for backbone crocodile, else none) | none | covariance (Crocodile
     # CovLoss, Eq. 6) | dot | cosine | ole | dcorr | orthogonality (RRL Eq. 24 between experts)
@@ -137,7 +137,7 @@ class DisentanglementConfig:
 
 @dataclasses.dataclass
 class MultiEmbeddingConfig:
-    """Multi-embedding backbones (tfrrl/model/multi_embedding.py): ``multi_embedding`` (ME),
+    """Multi-embedding backbones (tfrrl.model.backbones.multi_embedding): ``multi_embedding`` (ME),
     ``stem``, ``ame``, ``crocodile``. An embedding set = a full copy of the input stack
     (embeddings, ad network, user transformer, target attention); set m feeds expert m."""
 
@@ -172,7 +172,7 @@ class MultiEmbeddingConfig:
 @dataclasses.dataclass
 class ModelConfig:
     # "rrl" = the hybrid-expert backbone of §III-C; or a Table III baseline on the same input
-    # modules: dnn, shared_bottom, cross_stitch, mmoe, dselect_k, ple (tfrrl/model/baselines.py)
+    # modules: dnn, shared_bottom, cross_stitch, mmoe, dselect_k, ple (tfrrl.model.backbones)
     backbone: str = "rrl"
     embedding_dim: int = 16
     representation_dim: int = 32  # width of E_uee, E_tran, E_att, E_aid
@@ -191,7 +191,7 @@ class ModelConfig:
     ple_shared_experts: int = 1  # ple: shared experts per level
     rrl: RRLConfig = dataclasses.field(default_factory=RRLConfig)
     adi: ADIConfig = dataclasses.field(default_factory=ADIConfig)  # backbone: adi
-    # backbone: multi_embedding | stem | ame | crocodile (tfrrl/model/multi_embedding.py)
+    # backbone: multi_embedding | stem | ame | crocodile (tfrrl.model.backbones.multi_embedding)
     multi_embedding: MultiEmbeddingConfig = dataclasses.field(
         default_factory=MultiEmbeddingConfig)
 

@@ -12,7 +12,7 @@
 ``train.batch_size`` is the GLOBAL batch: each of the R replicas gets B/R examples of every
 batch (the dataset is sharded by DATA, so step s covers exactly the examples a single worker
 sees at step s). What keeps the result the same as one worker on the same global batch
-(:meth:`tfrrl.model.matching.MatchingModel.loss_terms`):
+(:class:`tfrrl.tasks.RetrievalTask` and :mod:`tfrrl.training.step`):
 
 * in-batch negatives are GLOBAL — each replica all-gathers the batch's positive entity ids and
   scores its users against all B of them, so the softmax of every row is the one a single
@@ -31,11 +31,41 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Tuple
+from typing import Dict, Tuple
 
 import tensorflow as tf
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
+
+
+def replica():
+    """(replica context, replicas in sync, replica id) inside a step run by a distribution
+    strategy (even with one replica); (None, 1, 0) without a strategy or in a cross-replica
+    context."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or not tf.distribute.has_strategy():
+        return None, 1, 0
+    return ctx, ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+
+
+def all_gather_rows(ctx, x: tf.Tensor, replicas: int, replica_id) -> tf.Tensor:
+    """Every replica's ``x`` [b, ...] stacked in replica order → [R·b, ...] (equal b).
+
+    An all-reduce SUM of zero-padded blocks: ``ReplicaContext.all_gather`` fails under
+    MultiWorkerMirroredStrategy in TF 2.20 ("destinations can not be empty")."""
+    b = tf.shape(x)[0]
+    block = tf.scatter_nd(tf.range(b)[:, None] + tf.cast(replica_id, tf.int32) * b, x,
+                          tf.concat([[replicas * b], tf.shape(x)[1:]], 0))
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, block)
+
+
+def multi_worker_logs(logs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Under MultiWorkerMirroredStrategy Keras 3 reduces every log with
+    ``strategy.reduce("MEAN", v, axis=0)``, which rejects scalars (tensorflow#72388): give each
+    log a leading axis of 1, so the reduction yields the same scalar."""
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return logs
+    return {k: tf.reshape(tf.cast(v, tf.float32), [1]) for k, v in logs.items()}
 
 
 def cluster_task() -> Tuple[int, int]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import keras
 
-from tfrrl.model.self_training import pseudo_fraction
+from tfrrl.losses.self_training import pseudo_fraction
 
 
 class PseudoFractionSchedule(keras.callbacks.Callback):
     """Sets the model's ``pseudo_fraction`` (p) at the start of every epoch to
-    :func:`~tfrrl.model.self_training.pseudo_fraction` of that epoch, from
+    :func:`~tfrrl.losses.self_training.pseudo_fraction` of that epoch, from
     ``model.adi.self_training`` (a resumed run gets its epoch's p again)."""
 
     def __init__(self, initial: float, step: float, maximum: float):

@@ -24,8 +24,9 @@ import tensorflow as tf
 
 from tfrrl.config import ExperimentConfig
 from tfrrl.data.reader import CORPUS, EVAL, TRAIN, FeatureLookup, PreparedDataset
-from tfrrl.model import inputs as input_modules
-from tfrrl.model.matching import FIRST_DOMAIN_ID, MatchingModel
+from tfrrl.data.schema import FIRST_DOMAIN_ID
+from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
+from tfrrl.model.matching import MatchingModel
 from tfrrl.training import distribution
 from tfrrl.training.callbacks import NonFiniteGuard, StepLogger, TrainingBackup
 from tfrrl.training.self_training import PseudoFractionSchedule
@@ -101,13 +102,13 @@ def build_model(exp: ExperimentConfig, data: PreparedDataset,
     lookup = lookup or FeatureLookup.from_dataset(data)
     _, sizes = domain_sizes_in_vocabulary_order(data)
     model = MatchingModel(exp.model, exp.train,
-                          input_modules.vocabulary_sizes_from_lookup(lookup),
+                          vocabulary_sizes_from_lookup(lookup),
                           data.sequence_length, sizes, name=exp.name.replace("-", "_"))
     model.set_corpus(load_corpus(data, lookup))
     model.compile(optimizer=keras.optimizers.Adam(exp.train.learning_rate))
     # Build every layer once on a real batch so weights exist before fit/load.
     for batch in data.dataset(TRAIN, 4).take(1):
-        model.loss_terms(batch, training=False, seed=tf.constant([0, 0]))
+        model.compute_losses(batch, training=False, seed=tf.constant([0, 0]))
     model.built = True
     return model
 
@@ -275,9 +276,6 @@ def load_run(run_dir: str, data_dir: Optional[str] = None) -> MatchingModel:
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: is {run_dir} a finished training run?")
     # The weights file carries the optimizers' state too: build them so it loads cleanly.
-    critic_ids = {id(v) for v in model.critic_variables()}
-    model.optimizer.build([v for v in model.trainable_variables if id(v) not in critic_ids])
-    if model.critic_optimizer is not None:
-        model.critic_optimizer.build(model.critic_variables())
+    model.build_optimizers()
     model.load_weights(weights)
     return model

@@ -8,7 +8,7 @@ The softmax runs over the experts ("the second dimension" of the K × d product)
 every output dimension, so each dimension of domain s's tower input mixes the experts with its
 own weights. ``elementwise=False`` is the paper's PG ablation (Table 5): one weight per expert.
 The prior embeddings are a separate, domain-independent set of tables
-(:class:`tfrrl.model.embedding_sets.EmbeddingSets`); W_g^s is a Dense layer with bias.
+(:class:`tfrrl.model.encoders.embedding_sets.EmbeddingSets`); W_g^s is a Dense layer with bias.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Decisions:
   draws: ``log(B · p_train(a))`` for in-batch columns, ``log(N · p_corpus(a))`` for sampled ones).
 * **Accidental hits are masked here, not with keras-rs.** keras-rs 0.4.0
   ``RemoveAccidentalHits`` adds ``finfo.smallest_normal / 100`` (≈ 1e-40) to the logits of
-  accidental hits, which is a no-op (DESIGN.md §2; proved in ``tests/test_rrl_blocks.py``).
+  accidental hits, which is a no-op (proved in ``tests/test_rrl_blocks.py``).
   The masked value is a finite ``−1e9`` (computation in float32) so the row's log-sum-exp and
   its gradient stay finite; the positive column itself is never masked.
 """

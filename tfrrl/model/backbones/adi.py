@@ -1,7 +1,7 @@
-"""ADI — Adaptive Domain Interest network (Jiang et al., Alibaba; ../shared/papers/
-adi_adaptive_domain_interest.txt) as a backbone on the shared input modules (``backbone: adi``).
+"""ADI — Adaptive Domain Interest network (Jiang et al., Alibaba, "Adaptive Domain Interest Network
+for Multi-domain Recommendation", CIKM 2022) as a backbone on the shared input modules (``backbone: adi``).
 
-Like every backbone (tfrrl/model/baselines.py) it maps the pair representation ``r`` [B, C, D]
+Like every backbone (tfrrl.model.backbones.registry) it maps the pair representation ``r`` [B, C, D]
 (E_uee | E_tran | E_att | E_aid, RRL Eq. 5), the user's domain index [B] and E_did [B, m] to
 scores [B, C]. The path of a row of domain d (ADI Fig. 1):
 
@@ -13,17 +13,17 @@ scores [B, C]. The path of a row of domain d (ADI Fig. 1):
 3. fusion (§4.1.3): CONCAT (Eq. 11–13, the paper's choice), SUM (Eq. 14–15), or Network-Mul
    (STAR, Eq. 16–17: every layer's kernel is (Σ_k α_k W^k_shared) ⊙ W^(d)_spec);
 4. the domain-specific forward network FC^(d)_forward (Eq. 18), here a tower ending in the
-   score (the other backbones' towers, :func:`tfrrl.model.baselines._towers`);
+   score (the other backbones' towers, :func:`tfrrl.model.backbones.towers.domain_towers`);
 5. DSBN (§4.2.1, Eq. 20) after every Dense of the shared / specific / Network-Mul networks
    (Dense → DSBN → activation): per-domain batch statistics and affine parameters in training,
    per-domain running statistics at inference (``training=False``: export, recall, eval loss).
 
 f_domain is E_did (the domain-id embedding of the shared embedding layer). The specific
 networks, fusions and forward networks of domain d run on domain d's rows only
-(:func:`tfrrl.model.baselines.route_by_domain`: the same scores as running every branch on every
+(:func:`tfrrl.model.backbones.routing.route_by_domain`: the same scores as running every branch on every
 row and selecting the row's domain, at 1/D of their cost); the routing follows the domain index
 given, so the whole path can be re-run under ANY domain index — what self-training (Alg. 1,
-tfrrl/model/self_training.py) needs: ``call(r, alt_domain_index, alt_e_did)``.
+tfrrl.losses.self_training) needs: ``call(r, alt_domain_index, alt_e_did)``.
 
 Besides ``scores`` the layer returns ``expert_outputs`` [B, C, K, h] (the K shared networks'
 outputs before the gate; for Network-Mul, the shared kernels' own network without DSBN) and
@@ -40,8 +40,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.baselines import _Multi, _towers, route_by_domain
-from tfrrl.model.inputs import mlp
+from tfrrl.model.backbones.registry import register_backbone
+from tfrrl.model.backbones.routing import route_by_domain
+from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers
+from tfrrl.model.layers import mlp
 
 ADAPTATIONS = ("none", "lt", "va", "se")
 FUSIONS = ("concat", "sum", "netmul")
@@ -241,7 +243,7 @@ def step_statistics(model: keras.layers.Layer) -> Iterator[None]:
     """Within the block, every :class:`DomainBatchNorm` of ``model`` normalises a domain with
     the statistics its training-mode call computed in THIS step (the batch statistics of the
     domain's real rows; the running ones for a domain absent from the batch), and updates
-    nothing. For the self-training passes (tfrrl/model/self_training.py), which re-score rows
+    nothing. For the self-training passes (tfrrl.losses.self_training), which re-score rows
     under other domains and must neither update domain j's statistics with domain i's rows nor
     train through the running statistics: the training-mode path is invariant to the scale of
     each Dense output (batch normalisation divides it out), a path through the running
@@ -410,7 +412,7 @@ class NetworkMul(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
-class AdaptiveDomainInterest(_Multi):
+class AdaptiveDomainInterest(MultiBranchLayer):
     """The ADI backbone (see the module docstring). ``field_widths``: the DIAL fields of ``r``
     (contiguous, summing to its width); ``expert_units``: every shared / specific network;
     ``tower_units``: the domain-specific forward networks (then one unit → the score)."""
@@ -470,7 +472,7 @@ class AdaptiveDomainInterest(_Multi):
             else:  # Eq. 14
                 self.alpha = [layers.Dense(width, activation="sigmoid", name=f"fusion_gate_{d}")
                               for d in range(D)]
-        self.towers = _towers(D, tower_units, prefix="forward")
+        self.towers = domain_towers(D, tower_units, prefix="forward")
 
     def gate_weights(self, e_did: tf.Tensor) -> tf.Tensor:
         """α of Eq. 8 per row: [B, K]."""
@@ -513,6 +515,7 @@ class AdaptiveDomainInterest(_Multi):
         return {"scores": scores, "expert_outputs": expert_outputs, "shared_gate": alpha}
 
 
+@register_backbone("adi")
 def make_adi(config, num_domains: int) -> AdaptiveDomainInterest:
     """The ADI backbone of a :class:`tfrrl.config.ModelConfig` (``model.adi``). The DIAL fields
     are the four blocks of the pair representation: E_uee, E_tran, E_att (``representation_dim``

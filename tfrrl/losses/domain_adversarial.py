@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.gradient_reversal import GradientReversal
+from tfrrl.losses.gradient_reversal import GradientReversal
 
 
 def _units(hidden_units: Union[int, Sequence[int]]) -> Tuple[int, ...]:

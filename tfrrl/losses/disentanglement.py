@@ -11,7 +11,7 @@ loss with the fixed weight α (Crocodile Eq. 7) by :class:`~tfrrl.model.matching
 ``cosine``       Cosine similarity [20]: mean_n Σ_{p>q} cos²(o_{p,n}, o_{q,n})
 ``ole``          OLE [17]: Σ_p ‖O_p‖_* − ‖[O_1; …; O_M]‖_* (nuclear norms, rows stacked)
 ``dcorr``        Distance correlation [19]: Σ_{p>q} dCor²(O_p, O_q) (Székely's V-statistic)
-``orthogonality`` RRL's Eq. 24 (tfrrl/model/orthogonality.py, target 0) between experts p and q
+``orthogonality`` RRL's Eq. 24 (tfrrl.losses.orthogonality, target 0) between experts p and q
 ===============  ================================================================================
 
 Open points (documented defaults; README "Multi-embedding backbones"):
@@ -37,7 +37,7 @@ from typing import Callable, Dict, Optional
 import tensorflow as tf
 
 from tfrrl.config import DISENTANGLEMENT_LOSSES
-from tfrrl.model.orthogonality import orthogonality_loss
+from tfrrl.losses.orthogonality import orthogonality_loss
 
 
 def _pairs(m: int):

@@ -1,17 +1,17 @@
 """Multiple embedding sets for the multi-embedding backbones (Tencent §4.2/§5.1, Crocodile Eq. 3).
 
-An *embedding set* is a full copy of the shared input stack (tfrrl/model/inputs.py):
+An *embedding set* is a full copy of the shared input stack (tfrrl.model.encoders.input_stack):
 SharedEmbeddings → AdNetwork, UserTransformer, TargetAttention, with its own widths (E_m, R_m).
 Set m yields its own pair representation r_m = [E_uee, E_tran, E_att, E_aid]_m, D_m = 3·R_m + E_m
 wide, and feeds only expert m (Crocodile Eq. 3: "table p feeds ONLY expert p").
 
-Set 0 is the model's primary stack (``MatchingModel.embeddings`` etc., unchanged names);
+Set 0 is the scorer's primary stack (``Scorer.embeddings`` etc., tfrrl.model.scorer);
 :class:`EmbeddingSets` holds sets 1…M−1 and, for PEG, the prior embeddings (user id, domain id,
 entity id; Crocodile Eq. 9). With M = 1 and no PEG it is empty and inactive, and the model is
 exactly the single-set model.
 
 Encoding layout when active (every consumer — training, evaluation, export — goes through
-``MatchingModel.encode_users`` / ``encode_entities`` / ``pair_representations``):
+``Scorer.encode_users`` / ``encode_entities`` / ``pair_representations``):
 
 * users: ``e_tran`` = [e_tran_0 … e_tran_{M−1}, prior(user id), prior(domain id)],
   ``seq_keys`` = [seq_0 … seq_{M−1}] (last axis), ``seq_mask`` (shared), ``e_did`` = set 0's;
@@ -27,7 +27,10 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import tensorflow as tf
 
-from tfrrl.model import inputs as input_modules
+from tfrrl.model.encoders.embeddings import SharedEmbeddings
+from tfrrl.model.encoders.features import vocabulary_of
+from tfrrl.model.encoders.input_stack import build_input_stack
+from tfrrl.model.layers import SublayerContainer
 
 MULTI_EMBEDDING_BACKBONES = ("multi_embedding", "stem", "ame", "crocodile")
 PRIOR_FIELDS = ("user_id", "domain", "entity_id")  # Crocodile Eq. 9: user, domain, item ids
@@ -110,14 +113,14 @@ def pair_widths(config, num_domains: int) -> List[int]:
             + [len(PRIOR_FIELDS) * prior_dim(config)])
 
 
-class InputStack(input_modules._SublayerContainer):  # pylint: disable=protected-access
+class InputStack(SublayerContainer):
     """One extra embedding set: its own embeddings, ad network, user transformer, attention."""
 
     def __init__(self, vocabulary_sizes: Mapping[str, int], embedding_dim: int,
                  representation_dim: int, config, sequence_length: int, **kwargs):
         super().__init__(**kwargs)
         (self.embeddings, self.ad_network, self.user_transformer,
-         self.target_attention) = input_modules.build_input_stack(
+         self.target_attention) = build_input_stack(
              vocabulary_sizes, embedding_dim, representation_dim, config, sequence_length,
              prefix=f"{self.name}_")
         self.build()  # never called itself: its sub-layers build on first use
@@ -144,7 +147,7 @@ def _pairs(entity_parts: Sequence[tf.Tensor], user_parts: Sequence[tf.Tensor],
     return tf.concat([spread(parts[k].pop(0), k) for k in order], -1)
 
 
-class EmbeddingSets(input_modules._SublayerContainer):  # pylint: disable=protected-access
+class EmbeddingSets(SublayerContainer):
     """Sets 1…M−1 and the PEG prior embeddings; the layout is described in the module doc."""
 
     def __init__(self, dims: Sequence[Tuple[int, int]], vocabulary_sizes: Mapping[str, int],
@@ -154,8 +157,8 @@ class EmbeddingSets(input_modules._SublayerContainer):  # pylint: disable=protec
         self.sets = [InputStack(vocabulary_sizes, e, r, config, sequence_length,
                                 name=f"embedding_set_{m}")
                      for m, (e, r) in enumerate(self.dims) if m > 0]
-        vocabs = {input_modules.vocabulary_of(f) for f in PRIOR_FIELDS}
-        self.prior = (input_modules.SharedEmbeddings(
+        vocabs = {vocabulary_of(f) for f in PRIOR_FIELDS}
+        self.prior = (SharedEmbeddings(
             {v: vocabulary_sizes[v] for v in vocabs}, prior_dim, name="prior_embeddings")
             if prior_dim else None)
         self.prior_dim = int(prior_dim)

@@ -1,6 +1,6 @@
 """Multi-embedding backbones: ME, STEM, AME (Tencent §4.2, §5.1) and Crocodile (its §4).
 
-Input: r = [r_0 … r_{M−1}, prior] [B, C, Σ D_m + P] (tfrrl/model/embedding_sets.py): r_m is the
+Input: r = [r_0 … r_{M−1}, prior] [B, C, Σ D_m + P] (tfrrl.model.encoders.embedding_sets): r_m is the
 pair representation of embedding set m, the optional prior chunk feeds PEG. Expert m sees ONLY
 r_m (Crocodile Eq. 3–4: O^(p) = MLP^(p)(e^(p))); every expert ends at the same width d =
 ``expert_units[-1]`` so the domains' gates can mix them; one tower per domain (Eq. 5).
@@ -17,8 +17,8 @@ r_m (Crocodile Eq. 3–4: O^(p) = MLP^(p)(e^(p))); every expert ends at the same
                        specific experts enter through stop-gradient ("All Forward, Specific
                        Backward", STEM's official code): domain k's loss never updates another
                        domain's embedding set or expert
-``crocodile``          ME + PEG (Eq. 8–10, tfrrl/model/peg.py) + CovLoss (Eq. 6,
-                       tfrrl/model/disentanglement.py, added by MatchingModel.loss_terms)
+``crocodile``          ME + PEG (Eq. 8–10, tfrrl.model.backbones.peg) + CovLoss (Eq. 6,
+                       tfrrl.losses.disentanglement, added by MatchingModel.compute_losses)
 =====================  =========================================================================
 
 Outputs: ``scores`` [B, C] (each row through its own domain's tower, :func:`select_domain`)
@@ -38,16 +38,18 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model import embedding_sets
-from tfrrl.model.baselines import _Multi, _towers, select_domain  # pylint: disable=protected-access
-from tfrrl.model.inputs import mlp
-from tfrrl.model.peg import PriorElementwiseGate, mix_experts
+from tfrrl.model.backbones.peg import PriorElementwiseGate, mix_experts
+from tfrrl.model.backbones.registry import DISENTANGLEMENT, register_backbone
+from tfrrl.model.backbones.routing import select_domain
+from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers
+from tfrrl.model.encoders import embedding_sets
+from tfrrl.model.layers import mlp
 
 ROUTINGS = ("all", "stem")
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
-class MultiEmbeddingBackbone(_Multi):
+class MultiEmbeddingBackbone(MultiBranchLayer):
     """M experts on M embedding sets, a gate per domain (softmax or PEG), K towers."""
 
     def __init__(self, num_domains: int, set_widths: Sequence[int], expert_units: Sequence[int],
@@ -78,7 +80,7 @@ class MultiEmbeddingBackbone(_Multi):
                       if gate == "peg" else
                       layers.Dense(self.num_sets, activation="softmax", name=f"gate_{k}")
                       for k in range(num_domains)]
-        self.towers = _towers(num_domains, tower_units)
+        self.towers = domain_towers(num_domains, tower_units)
 
     @property
     def expert_names(self) -> Sequence[str]:
@@ -120,6 +122,11 @@ class MultiEmbeddingBackbone(_Multi):
         return {"scores": select_domain(per_domain, domain_index), "expert_outputs": experts}
 
 
+# Decorators apply bottom-up: registered as multi_embedding, stem, ame, crocodile.
+@register_backbone("crocodile", capabilities=(DISENTANGLEMENT,))
+@register_backbone("ame", capabilities=(DISENTANGLEMENT,))
+@register_backbone("stem", capabilities=(DISENTANGLEMENT,))
+@register_backbone("multi_embedding", capabilities=(DISENTANGLEMENT,))
 def make_multi_embedding(config, num_domains: int) -> MultiEmbeddingBackbone:
     """The backbone ``config.backbone`` ∈ MULTI_EMBEDDING_BACKBONES names (a ModelConfig)."""
     widths = embedding_sets.pair_widths(config, num_domains)

@@ -149,3 +149,17 @@ class FixedWeighting(layers.Layer):
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "num_losses": self.num_losses, "names": list(self.names),
                 "weights": list(self.fixed_weights)}
+
+
+def make_weighting(rrl_config, names: Sequence[str]) -> Optional[layers.Layer]:
+    """The weighting of the auxiliary losses ``names`` a :class:`tfrrl.config.RRLConfig` asks
+    for: UWL (Eq. 25, starting at ``uwl_initial_weight``) or the fixed weights; None without
+    auxiliary losses."""
+    if not names:
+        return None
+    r = rrl_config
+    if r.uwl:
+        return UncertaintyWeighting(len(names), names,
+                                    init_log_var=initial_log_variance(r.uwl_initial_weight),
+                                    name="uwl")
+    return FixedWeighting(len(names), names, weights=r.fixed_weight, name="fixed_weights")

@@ -4,7 +4,7 @@ For a batch of training positives (user u, item v) of domain i, Alg. 1 scores ev
 as if it were in every other domain j ≠ i (``f_θ(X^(i), j)``), takes per (i, j) the top p of
 those rows by score as pseudo-positives (X^(i)_p, y^(j)_p), and adds their loss:
 Eq. 27 adds −log s_θ(ṽ | u, j) to the objective. p grows by Δp per epoch
-(:func:`pseudo_fraction`, set by tfrrl/training/self_training.py's callback).
+(:func:`pseudo_fraction`, set by tfrrl.training.self_training.PseudoFractionSchedule).
 
 Defaults for what the paper leaves open (all switches in ``model.adi.self_training``):
 
@@ -30,6 +30,8 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import tensorflow as tf
+
+from tfrrl.model.backbones.adi import step_statistics
 
 
 def pseudo_fraction(epoch: int, initial: float, step: float, maximum: float) -> float:
@@ -88,3 +90,46 @@ def check_config(model_config) -> None:
     if model_config.adi.self_training.enabled and model_config.backbone != "adi":
         raise ValueError("model.adi.self_training.enabled needs model.backbone: adi, got "
                          f"{model_config.backbone!r}")
+
+
+def scorer_self_training_loss(scorer, task, users: Mapping[str, tf.Tensor],
+                              candidates_encoded: Mapping[str, tf.Tensor],
+                              candidates: Mapping[str, tf.Tensor], positive_hash: tf.Tensor,
+                              labels: tf.Tensor, fraction: tf.Tensor,
+                              confidence: str = "score") -> tf.Tensor:
+    """:func:`self_training_loss` of a training batch through ``scorer`` (a
+    :class:`tfrrl.model.scorer.Scorer` with the ADI backbone) and ``task`` (a
+    :class:`tfrrl.tasks.RetrievalTask`): pseudo-positives of the batch's positives under the
+    other domains, scored with dropout off and DSBN on this step's statistics of domain j,
+    updating none (:func:`tfrrl.model.backbones.adi.step_statistics`).
+
+    Only the selected (row, domain) pairs are scored against the candidates, in one pass: the
+    backbone scores each row on its own (per-row domain, step statistics, no dropout), so the
+    loss and its gradient equal those of scoring every row under every domain and masking, at
+    a fraction of the cost. The "score" confidence needs each row's own positive only;
+    "softmax" needs every candidate, forward only.
+
+    ``users``: the encoded users [B]; ``candidates_encoded`` / ``candidates``: the encoded and
+    raw candidate columns; ``labels`` [B]: the column of each row's own positive."""
+    batch = tf.shape(labels)[0]
+
+    def ce_of(users_j, rows):
+        scores = scorer.score_pairs(users_j, candidates_encoded, training=False)["scores"]
+        return task.per_row_loss(scores, candidates, tf.gather(positive_hash, rows),
+                                 tf.gather(labels, rows))
+
+    own = {k: tf.gather(v, labels) for k, v in candidates_encoded.items()}  # each row's positive
+
+    def confidence_under(j):
+        users_j = scorer.with_domain(users, tf.fill([batch], j))
+        if confidence == "score":
+            return scorer.score_own_pairs(users_j, own, training=False)
+        return tf.exp(-ce_of(users_j, tf.range(batch)))
+
+    def pseudo_ce(rows, domains):
+        return ce_of(scorer.with_domain({k: tf.gather(v, rows) for k, v in users.items()},
+                                        domains), rows)
+
+    with step_statistics(scorer.backbone):
+        return self_training_loss(confidence_under, pseudo_ce, scorer.num_domains,
+                                  users["domain_index"], fraction)["loss"]

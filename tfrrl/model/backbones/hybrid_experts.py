@@ -2,7 +2,7 @@
 
 One shared expert MLP_s, K specific experts MLP_d^k, K CONCAT gates (Eq. 8–10) and K towers
 MLP_t^k (Eq. 11). A sample of domain k is routed to the k-th specific expert, gate and tower
-(Alg. 1: R^k = R · 1{y_id = k}); routing (:func:`tfrrl.model.baselines.route_by_domain`) uses
+(Alg. 1: R^k = R · 1{y_id = k}); routing (:func:`tfrrl.model.backbones.routing.route_by_domain`) uses
 ``tf.dynamic_partition`` so each row runs through exactly one specific expert — the cost does
 not grow with K.
 
@@ -18,9 +18,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.baselines import route_by_domain
-from tfrrl.model.gates import ConcatGate
-from tfrrl.model.inputs import mlp
+from tfrrl.model.backbones.concat_gate import ConcatGate
+from tfrrl.model.backbones.registry import RRL_LOSSES, register_backbone
+from tfrrl.model.backbones.routing import route_by_domain
+from tfrrl.model.layers import mlp
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
@@ -68,3 +69,10 @@ class HybridExpertBackbone(layers.Layer):
         return {**super().get_config(), "num_domains": self.num_domains,
                 "expert_units": self.expert_units, "tower_units": self.tower_units,
                 "dropout": self.dropout}
+
+
+@register_backbone("rrl", capabilities=(RRL_LOSSES,))
+def make_hybrid_experts(config, num_domains: int) -> HybridExpertBackbone:
+    c = config
+    return HybridExpertBackbone(num_domains, c.expert_units, c.tower_units, c.dropout,
+                                name="backbone")

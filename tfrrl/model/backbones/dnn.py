@@ -1,0 +1,34 @@
+"""``backbone: dnn`` (RRL paper Table III): one MLP tower on mixed data; the domain enters as
+its embedding E_did."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from tfrrl.model.backbones.registry import register_backbone
+from tfrrl.model.backbones.towers import MultiBranchLayer
+from tfrrl.model.layers import mlp
+
+
+@keras.saving.register_keras_serializable(package="tfrrl")
+class SingleTowerDNN(MultiBranchLayer):
+    def __init__(self, units: Sequence[int], dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self._config = {"units": tuple(units), "dropout": dropout}
+        self.tower = mlp(list(units) + [1], "dnn_tower", dropout=dropout, final_activation=None)
+
+    def call(self, r, domain_index, e_did, training=False):
+        did = tf.broadcast_to(e_did[:, None, :], tf.concat([tf.shape(r)[:2],
+                                                            tf.shape(e_did)[-1:]], 0))
+        x = tf.concat([r, did], axis=-1)
+        return {"scores": tf.squeeze(self.tower(x, training=training), -1)}
+
+
+@register_backbone("dnn")
+def make_dnn(config, num_domains: int) -> SingleTowerDNN:
+    del num_domains  # one tower for every domain
+    c = config
+    return SingleTowerDNN(list(c.expert_units) + list(c.tower_units), c.dropout, name="backbone")

@@ -1,0 +1,92 @@
+"""The retrieval task (RRL paper Alg. 1, Eq. 2–4 and 12): sampled softmax over the batch's
+positives (in-batch negatives) + ``num_negatives`` entities sampled from the corpus by their
+training frequency Q, with logQ correction and accidental-hit masking
+(:func:`tfrrl.losses.sampled_softmax.sampled_softmax_logq`).
+
+Under a distribution strategy each replica holds B/R rows of the global batch; the in-batch
+negatives stay global: every replica's positive ids are gathered (ints: no gradient crosses
+replicas) and this replica's own rows sit at offset id·B/R.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfrrl.data import schema
+from tfrrl.losses.sampled_softmax import sampled_softmax_logq
+from tfrrl.training import distribution
+
+# Entity-side keys of a corpus record the negatives carry.
+ENTITY_KEYS = tuple(f.name for f in schema.entity_features()) + ("entity_hash",)
+
+
+class RetrievalTask:
+    """Candidates of a training batch and their sampled-softmax loss; owns the ``ce_loss``
+    metric.
+
+    Args:
+      num_negatives: entities sampled from the corpus per step, besides the in-batch ones.
+      temperature: softmax temperature of Eq. 12.
+    """
+
+    def __init__(self, num_negatives: int, temperature: float):
+        self.num_negatives = int(num_negatives)
+        self.temperature = float(temperature)
+        self.corpus: Optional[Dict[str, tf.Tensor]] = None
+        self.corpus_log_q: Optional[tf.Tensor] = None
+        self.metric = keras.metrics.Mean(name="ce_loss")
+
+    def set_corpus(self, corpus: Mapping[str, np.ndarray]) -> None:
+        """Entity corpus (id features, ``sampling_prob``, ``entity_hash``) for the negatives;
+        they are drawn with probability Q(a) ∝ ``sampling_prob`` (Eq. 2)."""
+        self.corpus = {k: tf.constant(v) for k, v in corpus.items() if k in ENTITY_KEYS}
+        q = np.asarray(corpus["sampling_prob"], dtype=np.float64)
+        self.corpus_log_q = tf.constant(np.log(q / q.sum()), tf.float32)
+
+    def global_positives(self, entities: Mapping[str, tf.Tensor]
+                         ) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+        """(every replica's positives [R·b, …], the column of each local row's own positive)."""
+        batch = tf.shape(entities["entity_id"])[0]
+        ctx, replicas, replica_id = distribution.replica()
+        if ctx is None:
+            return dict(entities), tf.range(batch)
+        positives = {k: distribution.all_gather_rows(ctx, v, replicas, replica_id)
+                     for k, v in entities.items()}
+        return positives, tf.cast(replica_id, tf.int32) * batch + tf.range(batch)
+
+    def sample_negatives(self, positives: Mapping[str, tf.Tensor], seed=None
+                         ) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+        """(positives followed by ``num_negatives`` corpus samples, the samples' corpus rows).
+        ``seed``: a stateless seed (same draw in every replica and on resume); None: stateful."""
+        if self.corpus is None or self.num_negatives == 0:
+            return dict(positives), tf.zeros([0], tf.int64)
+        logits = self.corpus_log_q[None, :]
+        if seed is None:
+            idx = tf.random.categorical(logits, self.num_negatives)[0]
+        else:
+            idx = tf.random.stateless_categorical(logits, self.num_negatives, seed)[0]
+        negatives = {k: tf.gather(v, idx) for k, v in self.corpus.items()}
+        return {k: tf.concat([positives[k], tf.cast(negatives[k], positives[k].dtype)], 0)
+                for k in positives if k in negatives}, idx
+
+    @staticmethod
+    def log_q(candidates: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """log Q of every candidate column (Eq. 2–4)."""
+        return tf.math.log(tf.maximum(tf.cast(candidates["sampling_prob"], tf.float32), 1e-12))
+
+    def per_row_loss(self, scores: tf.Tensor, candidates: Mapping[str, tf.Tensor],
+                     positive_hash: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """Sampled-softmax cross-entropy of each row [B] (Eq. 12 with logQ correction; the
+        candidates sharing a row's positive entity are masked, the positive column excepted)."""
+        return sampled_softmax_logq(scores, candidates["entity_hash"], positive_hash,
+                                    self.log_q(candidates), labels,
+                                    temperature=self.temperature)
+
+    def loss(self, scores: tf.Tensor, candidates: Mapping[str, tf.Tensor],
+             positive_hash: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """Mean of :meth:`per_row_loss` over the batch: ``ce_loss``."""
+        return tf.reduce_mean(self.per_row_loss(scores, candidates, positive_hash, labels))
