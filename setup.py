@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-# Pinned as measured in DESIGN.md §2: scann 1.4.2's TF ops load on TF 2.20 (not 2.21), and
+# Pinned as measured: scann 1.4.2's TF ops load on TF 2.20 (not 2.21), and
 # apache-beam 2.77 co-installs with TF 2.20 with a clean `pip check`.
 INSTALL_REQUIRES = [
     "tensorflow==2.20.0",
@@ -33,11 +33,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["tfrrl", "tfrrl.*", "beam_pipelines", "beam_pipelines.*",
-                                    "tfrrl_serving", "tfrrl_serving.*"]),
+                                    "tfrrl_serving", "tfrrl_serving.*", "tfrrl_cli",
+                                    "tfrrl_cli.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "dataflow": ["apache-beam[gcp,tfrecord]==2.77.0"],
         "dev": ["pytest==9.2.0", "psutil==7.2.2", "grpcio-tools==1.81.1"],
     },
-    entry_points={"console_scripts": ["tfrrl=tfrrl.cli:main"]},
+    entry_points={"console_scripts": ["tfrrl=tfrrl_cli.main:main"]},
 )

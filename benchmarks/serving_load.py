@@ -282,7 +282,7 @@ def predict_calls(address: str, data_dir: str, clients: int, candidates: int, ti
 
 def start_matching_server(export_dir: str, data_dir: str, threads: int, mode: str
                           ) -> ServerProcess:
-    return ServerProcess([sys.executable, "-m", "tfrrl.cli", "serve", "--export", export_dir,
+    return ServerProcess([sys.executable, "-m", "tfrrl_cli", "serve", "--export", export_dir,
                           "--data", data_dir, "--port", "0", "--threads", str(threads),
                           "--mode", mode, "--poll-seconds", "0"],
                          r"MatchingService on (\S+?):? ")

@@ -11,11 +11,12 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from tfrrl_cli.main import COMMANDS, main
 
 
 def _tfrrl(*args, check=True):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "tfrrl.cli", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "tfrrl_cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"tfrrl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
@@ -75,3 +76,25 @@ def test_help_lists_the_commands():
     out = _tfrrl("--help").stdout
     for command in ("generate", "prepare", "inspect", "demo"):
         assert command in out
+
+
+@pytest.mark.parametrize("command", [c.NAME for c in COMMANDS])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: tfrrl {command}" in capsys.readouterr().out
+
+
+def test_help_imports_neither_tensorflow_nor_beam():
+    """Heavy imports stay inside the subcommands' ``run``: building the parser is instant."""
+    probe = ("import sys; from tfrrl_cli.main import build_parser; build_parser(); "
+             "print(sorted({'tensorflow', 'apache_beam', 'keras'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_unknown_flags_go_to_beam_commands_only():
+    proc = _tfrrl("inspect", "--data", "nowhere", "--runner=DataflowRunner", check=False)
+    assert proc.returncode == 2 and "unrecognized arguments: --runner=DataflowRunner" in proc.stderr

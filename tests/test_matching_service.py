@@ -355,7 +355,7 @@ def test_hot_reload_swaps_to_a_new_indexed_version(service, tmp_path):
 
 def test_serve_command_line_starts_and_stops_on_sigterm(tiny_indexed_export, tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tfrrl.cli", "serve", "--export", tiny_indexed_export["base"],
+        [sys.executable, "-m", "tfrrl_cli", "serve", "--export", tiny_indexed_export["base"],
          "--port", "0", "--user-store", str(tmp_path / "users.sqlite"), "--poll-seconds", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

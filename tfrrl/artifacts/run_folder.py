@@ -10,7 +10,8 @@
       steps.csv            per-step losses (Fig. 5)
       recall.json          Recall@N written by training (when evaluation runs at the end)
       evaluation.json      written by ``tfrrl evaluate``
-      analysis.json        written by ``tfrrl analyze``
+      analysis/            written by ``tfrrl analyze`` (its default --out): analysis.json + plots
+      uwl_weights.png      written by ``tfrrl plot-uwl`` (its default --out)
       backup/latest.json   fault-tolerant training state (resume)
 """
 
@@ -28,6 +29,8 @@ STEPS_FILE = "steps.csv"
 RECALL_FILE = "recall.json"
 EVALUATION_FILE = "evaluation.json"
 ANALYSIS_FILE = "analysis.json"
+ANALYSIS_DIR = "analysis"
+UWL_PLOT = "uwl_weights.png"
 BACKUP_DIR = "backup"
 BACKUP_STATE = "latest.json"
 

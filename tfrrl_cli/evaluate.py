@@ -1,0 +1,48 @@
+"""``tfrrl evaluate``: Recall-all@N of a trained run against popularity, per entity type, entity
+fairness, AUC/gAUC and, with ``--export``, Recall-retrieval@N through the served model's index
+(:func:`tfrrl.evaluation.metrics.evaluation_report`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tfrrl.artifacts import run_folder
+from tfrrl_cli.console import quiet_tensorflow, say
+
+NAME = "evaluate"
+HELP = "Recall-all@N of a trained run vs popularity"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--data",
+                        help="prepared dataset (default: the one the run was trained on)")
+    parser.add_argument("--ns", default="50,100,200,500,2000")
+    parser.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
+    parser.add_argument("--export", help="also Recall-retrieval@N of this export's served model "
+                                         "through its index (tfrrl export + tfrrl index)")
+    parser.add_argument("--fairness-n", type=int, default=100,
+                        help="N of the entity-fairness report (share of top-N slots per entity "
+                             "type)")
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_tensorflow()
+    # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
+    from tfrrl.data.reader import PreparedDataset
+    from tfrrl.evaluation import metrics
+    from tfrrl.training import trainer
+
+    data_dir = trainer.run_data_dir(args.run, args.data)
+    model = trainer.load_run(args.run, data_dir)
+    ns = tuple(int(n) for n in args.ns.split(","))
+    result = metrics.evaluation_report(model, PreparedDataset(data_dir), ns,
+                                       args.max_queries or None, export_dir=args.export,
+                                       fairness_n=args.fairness_n)
+    print(metrics.format_evaluation(result))
+    path = run_folder.path(args.run, run_folder.EVALUATION_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2, default=float)
+    say(f"wrote {path}")
+    return 0

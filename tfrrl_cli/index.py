@@ -1,0 +1,34 @@
+"""``tfrrl index``: ScaNN and 4-layer HNSW indexes over the entity representations, written
+beside an export's SavedModel (:func:`tfrrl_serving.indexing.build_indexes`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from tfrrl_cli.console import quiet_tensorflow, say
+from tfrrl_serving.indexing import build_indexes  # light: numpy, no TensorFlow at import
+
+NAME = "index"
+HELP = "ScaNN + 4-layer HNSW index beside an export"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--export", required=True)
+    parser.add_argument("--data",
+                        help="prepared dataset (default: the one recorded by the export)")
+    parser.add_argument("--version", type=int)
+    parser.add_argument("--name", default="tfrrl")
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_tensorflow()
+    start = time.time()
+    result = build_indexes(args.export, args.data, args.version, name=args.name,
+                           overwrite=args.overwrite, verbose=True)
+    say(f"index built in {time.time() - start:.1f}s")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))},
+                     indent=2, default=str))
+    return 0

@@ -1,0 +1,39 @@
+"""``tfrrl inspect``: a few records of a prepared dataset, raw values beside their vocabulary ids
+(:class:`tfrrl.data.reader.PreparedDataset`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tfrrl_cli.console import quiet_tensorflow
+
+NAME = "inspect"
+HELP = "print a few parsed records of a prepared dataset"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", default="train", choices=("train", "eval", "corpus"))
+    parser.add_argument("--n", type=int, default=2)
+
+
+def run(args: argparse.Namespace) -> int:
+    quiet_tensorflow()
+    # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
+    from tfrrl.data.reader import PreparedDataset
+
+    data = PreparedDataset(args.data)
+    for batch in data.raw_dataset(args.split, args.n).take(1):
+        ids = data.dataset(args.split, args.n)
+        for id_batch in ids.take(1):
+            for i in range(int(batch[next(iter(batch))].shape[0])):
+                print(f"--- {args.split} record {i}")
+                for name, value in batch.items():
+                    v = value[i].numpy()
+                    v = [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] \
+                        if v.ndim else (v.decode() if isinstance(v, bytes) else v.item())
+                    id_value = id_batch[name][i].numpy().tolist()
+                    suffix = f"  → ids {id_value}" if id_value != value[i].numpy().tolist() \
+                        else ""
+                    print(f"  {name}: {v}{suffix}")
+    return 0

@@ -1,0 +1,68 @@
+"""``tfrrl prepare``: the Beam link, raw logs → TFRecords, vocabularies and stats
+(:func:`beam_pipelines.run.run_prepare`). Flags it does not know go to Beam."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+import yaml
+
+from beam_pipelines.adapters import ADAPTERS  # light: no Beam at import
+
+NAME = "prepare"
+HELP = "Beam link: raw logs → TFRecords, vocab, stats"
+EPILOG = ("Unknown flags are passed to Beam, e.g. --runner=DataflowRunner --project=P --region=R "
+          "--temp_location=gs://B/tmp --setup_file=./setup.py")
+ADAPTER_CHOICES = ("synthetic", *ADAPTERS)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("--input", required=True,
+                        help="raw folder (or the source data of --adapter)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--adapter", choices=ADAPTER_CHOICES, default="synthetic")
+    parser.add_argument("--config", help="YAML with PrepareConfig fields")
+    parser.add_argument("--sequence-length", type=int)
+    parser.add_argument("--min-frequency", type=int)
+    parser.add_argument("--eval-fraction", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--user-shards", type=int, metavar="N",
+                        help="local runner: run the link one user-hash shard at a time (N > 1), "
+                             "so peak memory is bounded by ~1/N of the impressions (same "
+                             "dataset)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--keep-raw", help="keep the adapter's raw-contract output in this folder")
+    parser.add_argument("--adapter-option", action="append", metavar="KEY=VALUE",
+                        help="adapter keyword option, e.g. num_domains=28 (repeatable)")
+
+
+def parse_adapter_options(pairs: Optional[List[str]]) -> dict:
+    """``["num_domains=28", "min_count=1"]`` → ``{"num_domains": 28, "min_count": 1}``."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--adapter-option expects KEY=VALUE, got {pair!r}")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    # Beam takes ~1 s to import and logs at import: kept out of `tfrrl --help`.
+    from beam_pipelines.run import OutputExistsError, run_prepare
+
+    try:
+        run_prepare(args.input, args.out, args.adapter, config_path=args.config,
+                    overrides={"sequence_length": args.sequence_length,
+                               "min_frequency": args.min_frequency,
+                               "eval_fraction": args.eval_fraction, "seed": args.seed,
+                               "user_shards": args.user_shards},
+                    beam_args=args.beam_args, overwrite=args.overwrite, keep_raw=args.keep_raw,
+                    adapter_options=parse_adapter_options(args.adapter_option))
+    except OutputExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

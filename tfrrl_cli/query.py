@@ -1,0 +1,45 @@
+"""``tfrrl query``: asks a running matching service for a user's top-k and prints it
+(the client of :mod:`tfrrl_serving.matching_server`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import grpc
+
+# light: grpc + protos, no TensorFlow at import
+from tfrrl_serving.matching_server import MODES, format_response, query
+
+NAME = "query"
+HELP = "ask a running matching service for a user's top-k"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", required=True, help="user id (in the service's user store)")
+    parser.add_argument("--domain", required=True)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--port", type=int, default=8600)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--mode", choices=MODES)
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    parser.add_argument("--ef", type=int, default=0, help="hnsw beam width (0 = server default)")
+    parser.add_argument("--num-candidates", type=int, default=0,
+                        help="scann: entities scored (0 = server default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    target = f"{args.host}:{args.port}"
+    start = time.perf_counter()
+    try:
+        response = query(target, args.domain, args.k, args.user, mode=args.mode or "",
+                         timeout_s=args.timeout, ef=args.ef, num_candidates=args.num_candidates)
+    except grpc.RpcError as err:
+        print(f"error {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    round_trip_ms = (time.perf_counter() - start) * 1e3
+    print(f"top {len(response.ads)} for user {args.user!r} in domain {args.domain!r}:")
+    print(format_response(response))
+    print(f"client round trip {round_trip_ms:.1f} ms (with connecting)")
+    return 0
