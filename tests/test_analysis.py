@@ -196,7 +196,7 @@ def test_epoch_checkpoints_are_kept(tiny_run):
 
 
 def test_tfrrl_analyze_end_to_end(tiny_run, capsys):
-    from tfrrl import cli
+    from tfrrl_cli import main as cli
 
     out = tiny_run["run"] / "analysis_out"
     assert cli.main(["analyze", "--run", str(tiny_run["run"]), "--out", str(out),

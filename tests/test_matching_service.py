@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tfrrl_serving import indexing, matching_server, user_store
 from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
 from tests.conftest import REPO, run_concurrently
-from tfrrl import cli
+from tfrrl_cli import main as cli
 from tfrrl.data import schema
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -31,7 +31,7 @@ def _free_ports(n):
 
 
 def _train(data_dir, out_dir, settings, tf_config=None):
-    cmd = [sys.executable, "-m", "tfrrl.cli", "train", "--config",
+    cmd = [sys.executable, "-m", "tfrrl_cli", "train", "--config",
            os.path.join(ROOT, "configs", "synthetic", "backbone.yaml"), "--data", str(data_dir),
            "--out", str(out_dir), "--epochs", str(EPOCHS), "--no-recall"]
     for s in settings:

@@ -23,7 +23,7 @@ SETTINGS = TINY_MODEL + RRL_ON + [f"train.steps_per_epoch={STEPS}", "train.eval_
 
 
 def _command(data_dir, out_dir):
-    cmd = [sys.executable, "-m", "tfrrl.cli", "train", "--config",
+    cmd = [sys.executable, "-m", "tfrrl_cli", "train", "--config",
            os.path.join(os.path.dirname(__file__), "..", "configs", "synthetic",
                         "backbone_rrl.yaml"),
            "--data", str(data_dir), "--out", str(out_dir), "--epochs", str(EPOCHS),

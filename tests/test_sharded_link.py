@@ -255,7 +255,7 @@ def _boom(_):
 
 
 def test_cli_flag(hand_built_prepared, tmp_path, capsys):
-    from tfrrl import cli
+    from tfrrl_cli import main as cli
 
     out = tmp_path / "out"
     assert cli.main(["prepare", "--input", str(hand_built_prepared["raw"]), "--out", str(out),
