@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -62,3 +63,25 @@ def test_overrides_round_trip_and_errors(tmp_path):
         config.load_experiment(None, ["model.rrl.dall=true"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         config.load_experiment(None, ["model.rrl.dal"])
+
+
+def test_named_experiments_registry(tmp_path):
+    # configs/<dataset>/<variant>.yaml → "<dataset>/<variant>"; a name resolves to its file.
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "base.yaml").write_text("model: {embedding_dim: 8}\n")
+    (tmp_path / "toy" / "wide.yaml").write_text("base: base.yaml\nmodel: {expert_units: [7]}\n")
+    registry = config.named_experiments(str(tmp_path))
+    assert registry == {"toy/base": str(tmp_path / "toy" / "base.yaml"),
+                        "toy/wide": str(tmp_path / "toy" / "wide.yaml")}
+    assert config.resolve_experiment("toy/wide", str(tmp_path)) == registry["toy/wide"]
+    with pytest.raises(FileNotFoundError, match="toy/base, toy/wide"):
+        config.resolve_experiment("toy/nope", str(tmp_path))
+    assert config.named_experiments(str(tmp_path / "missing")) == {}
+
+
+def test_repository_experiments_load_by_name():
+    # Every shipped YAML is a named experiment that loads (run from the repository root).
+    registry = config.named_experiments(os.path.join(REPO, "configs"))
+    assert "ciao/backbone_rrl" in registry and "synthetic/dnn" in registry
+    exp = config.load_experiment(registry["ciao/backbone_rrl"])
+    assert exp.name == "ciao_backbone_rrl" and exp.model.rrl.dal and exp.model.rrl.uwl

@@ -36,7 +36,7 @@ from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
-from tfrrl.config import DISENTANGLEMENT_LOSSES
+from tfrrl.config.backbones import DISENTANGLEMENT_LOSSES
 from tfrrl.losses.orthogonality import orthogonality_loss
 
 
@@ -136,7 +136,7 @@ LOSSES: Dict[str, Optional[Callable[..., tf.Tensor]]] = {
     "dcorr": dcorr_loss,
     "orthogonality": expert_orthogonality_loss,
 }
-assert tuple(LOSSES) == DISENTANGLEMENT_LOSSES, "keep tfrrl.config.DISENTANGLEMENT_LOSSES in sync"
+assert tuple(LOSSES) == DISENTANGLEMENT_LOSSES, "keep tfrrl.config.backbones.DISENTANGLEMENT_LOSSES in sync"
 
 
 def subsample_rows(x: tf.Tensor, rows: int, seed=None) -> tf.Tensor:

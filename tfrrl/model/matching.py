@@ -20,7 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfrrl.config import ModelConfig, TrainConfig
+from tfrrl.config.model import ModelConfig
+from tfrrl.config.train import TrainConfig
 from tfrrl.losses import disentanglement, self_training
 from tfrrl.losses.rrl import RRLLosses
 from tfrrl.losses.weighting import make_weighting

@@ -1,0 +1,36 @@
+"""The model's configuration (``model:`` of an experiment YAML)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
+
+from tfrrl.config.backbones import ADIConfig, MultiEmbeddingConfig
+from tfrrl.config.rrl import RRLConfig
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    # "rrl" = the hybrid-expert backbone of §III-C; or a Table III baseline on the same input
+    # modules: dnn, shared_bottom, cross_stitch, mmoe, dselect_k, ple (tfrrl.model.backbones)
+    backbone: str = "rrl"
+    embedding_dim: int = 16
+    representation_dim: int = 32  # width of E_uee, E_tran, E_att, E_aid
+    ad_network_units: Tuple[int, ...] = (64,)
+    transformer_layers: int = 1
+    transformer_heads: int = 2
+    transformer_ff_dim: int = 64
+    expert_units: Tuple[int, ...] = (256, 128, 64)  # §V-A3 [256, 128, 64, 1]
+    tower_units: Tuple[int, ...] = (64,)  # then a final unit → the score
+    dropout: float = 0.0
+    num_experts: int = 4  # mmoe / dselect_k: shared experts
+    dselect_k: int = 2  # dselect_k: selectors per gate
+    dselect_gamma: float = 1.0  # dselect_k: width of the smooth step
+    ple_levels: int = 1  # ple: extraction levels
+    ple_specific_experts: int = 1  # ple: experts per domain and level
+    ple_shared_experts: int = 1  # ple: shared experts per level
+    rrl: RRLConfig = dataclasses.field(default_factory=RRLConfig)
+    adi: ADIConfig = dataclasses.field(default_factory=ADIConfig)  # backbone: adi
+    # backbone: multi_embedding | stem | ame | crocodile (tfrrl.model.backbones.multi_embedding)
+    multi_embedding: MultiEmbeddingConfig = dataclasses.field(
+        default_factory=MultiEmbeddingConfig)

@@ -1,0 +1,34 @@
+"""Configuration of the RRL paper's training-only modules (§III-D); all off = the plain Backbone
+of Table IV."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+
+@dataclasses.dataclass
+class RRLConfig:
+    """The training-only RRL modules (§III-D); all off = the plain Backbone of Table IV."""
+
+    dal: bool = False  # domain adversarial learning (Alg. 2, Eq. 13–17)
+    mvwdl: bool = False  # multi-view Wasserstein distribution learning (Alg. 3, Eq. 18–23)
+    orthogonality: bool = False  # Eq. 24
+    uwl: bool = False  # uncertainty weights (Eq. 25); off → fixed weights
+    # UWL's weights 1/(2σ²) at step 0. None: s = log σ² = 0, i.e. 0.5 (Kendall et al.), 50× the
+    # fixed 0.01; e.g. 0.01 starts UWL where the fixed weights are (s = ln 50) and still learns.
+    uwl_initial_weight: Optional[float] = None
+    fixed_weight: float = 0.01  # §V-A3: auxiliary weights without UWL
+    dal_units: int = 64  # §V-A3: DAL is one layer of 64
+    grl_scale: float = 1.0
+    spectral_norm: bool = True
+    critic_units: Tuple[int, ...] = (128, 64, 1)  # §V-A3: MVWDL [128, 64, 1]
+    projection_dim: int = 32
+    gradient_penalty_weight: float = 10.0
+    critic_learning_rate: float = 1e-3
+    critic_clip_norm: Optional[float] = 10.0  # global-norm clip of the critics' gradients
+    orthogonality_normalize: bool = True
+
+    @property
+    def any(self) -> bool:
+        return self.dal or self.mvwdl or self.orthogonality

@@ -1,0 +1,40 @@
+"""The training configuration (``train:`` of an experiment YAML)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    batch_size: int = 128
+    num_negatives: int = 128  # sampled from the corpus by frequency, besides in-batch ones
+    temperature: float = 1.0
+    learning_rate: float = 1e-3
+    epochs: int = 3
+    steps_per_epoch: Optional[int] = None
+    eval_steps: Optional[int] = None
+    early_stopping_patience: int = 2
+    # What early stopping and the best checkpoint watch. "val_loss" includes the RRL auxiliary
+    # terms (adversarial, UWL-weighted: they may rise while retrieval improves); "val_ce_loss"
+    # is the sampled-softmax objective alone, the same quantity for every architecture.
+    monitor: str = "val_loss"
+    seed: int = 0
+    shuffle_buffer: int = 20_000
+    clip_norm: Optional[float] = None  # global-norm clip of the main gradients (off: paper)
+    # A step whose loss terms or gradients are not finite is skipped (no variable changes) and
+    # counted; training stops with NonFiniteTrainingError once more than this many were skipped.
+    max_nonfinite_steps: int = 10
+    backup_every_steps: int = 200  # fault tolerance: full training state every N steps
+    # Keep the weights of every epoch in checkpoints/epoch{N}.weights.h5 (N from 1), e.g. for
+    # Information Abundance over training (`tfrrl analyze`, tfrrl/analysis/report.py).
+    save_epoch_checkpoints: bool = False
+    # > 0: this fraction of the TRAIN examples (a seeded hash of user, entity and time) is held
+    # out as the validation set that early stopping and checkpoints watch, so the eval split
+    # stays an untouched test set (benchmarks/quality.py). 0: validate on the eval split.
+    validation_fraction: float = 0.0
+    # Data-parallel training (tfrrl/training/distribution.py): none | mirrored (local devices)
+    # | multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG). batch_size is the
+    # global batch.
+    distribution: str = "none"
