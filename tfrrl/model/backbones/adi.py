@@ -165,8 +165,8 @@ class DomainBatchNorm(layers.Layer):
     give their initial values (0, 1) after the domain's n updates, as Adam's bias correction
     and TF's ``assign_moving_average(zero_debias=True)`` do: μ̂ = (μ_run − mⁿ·0)/(1 − mⁿ),
     σ̂² = (σ²_run − mⁿ·1)/(1 − mⁿ). Why: with m = 0.99 a 160-step budget leaves 0.99¹⁶⁰ = 20 %
-    of the initial statistics in plain running averages (measured on Ciao: validation CE 5.36
-    against 4.31 in training), and a small domain, present in fewer batches, keeps more. A
+    of the initial statistics in plain running averages, and a small domain, present in fewer
+    batches, keeps more (the measured effect: benchmarks/RESULTS.md, "Design measurements"). A
     domain never seen in training keeps (0, 1)."""
 
     def __init__(self, num_domains: int, momentum: float = 0.99, epsilon: float = 1e-3,
