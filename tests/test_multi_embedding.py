@@ -75,7 +75,7 @@ def test_one_set_leaves_the_model_unchanged(data):
     order, and the same scores as the plain model; no input_sets weights."""
     plain = _model(data, "mmoe")
     again = _model(data, "mmoe", ["model.multi_embedding.num_sets=1"])
-    assert not plain.input_sets.active and plain.input_sets.weights == []
+    assert not plain.scorer.input_sets.active and plain.scorer.input_sets.weights == []
     assert [v.path for v in plain.weights] == [v.path for v in again.weights]
     for a, b in zip(plain.weights, again.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
