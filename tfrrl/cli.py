@@ -194,20 +194,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
+    from tfrrl import evaluation
+    from tfrrl.artifacts import run_folder
     from tfrrl.data.reader import PreparedDataset
-    from tfrrl.evaluation import metrics
     from tfrrl.training import trainer
 
     data_dir = trainer.run_data_dir(args.run, args.data)
     model = trainer.load_run(args.run, data_dir)
     ns = tuple(int(n) for n in args.ns.split(","))
-    result = metrics.evaluation_report(model, PreparedDataset(data_dir), ns,
-                                       args.max_queries or None, export_dir=args.export,
-                                       fairness_n=args.fairness_n)
-    print(metrics.format_evaluation(result))
-    path = os.path.join(args.run, "evaluation.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=float)
+    retriever = None
+    if args.export:  # Recall-retrieval@N through the export's HNSW index
+        from tfrrl_serving import indexing
+
+        retriever = indexing.IndexedRetriever.load(args.export)
+    result = evaluation.evaluation_report(model, PreparedDataset(data_dir), ns,
+                                          args.max_queries or None, retriever=retriever,
+                                          fairness_n=args.fairness_n)
+    print(evaluation.format_evaluation(result))
+    path = run_folder.write_json(args.run, run_folder.EVALUATION_FILE, result, default=float)
     _say(f"wrote {path}")
     return 0
 
@@ -231,6 +235,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     Index (tfrrl/analysis/): analysis.json + PNGs in --out (default RUN/analysis)."""
     _quiet_tensorflow()
     from tfrrl.analysis import report
+    from tfrrl.artifacts import run_folder
     from tfrrl.plots.collapse import plot_analysis
 
     out = args.out or os.path.join(args.run, "analysis")
@@ -242,7 +247,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         conflict_key=args.conflict_key, top_percentile=args.tau_top_percentile,
         bottom_percentile=args.tau_bottom_percentile, tau_t=args.tau_t, tau_b=args.tau_b,
         checkpoints=not args.no_checkpoints, progress=_say)
-    path = os.path.join(out, report.ANALYSIS_FILE)
+    path = os.path.join(out, run_folder.ANALYSIS_FILE)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     _say("plots")
