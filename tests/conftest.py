@@ -156,3 +156,26 @@ def tiny_indexed_export(small_synthetic_prepared, tmp_path_factory) -> Dict:
                            num_threads=1)
     return {"data": data, "lookup": lookup, "model": model, "base": str(base),
             "version_dir": version_dir, "data_dir": str(small_synthetic_prepared)}
+
+
+@pytest.fixture(scope="session")
+def hand_built_evaluation(hand_built_prepared) -> Dict:
+    """The hand-built prepared dataset, its evaluation queries and an untrained tiny model (built
+    with seed 0), for the tests of tfrrl/evaluation/.
+
+    Returns ``{"data", "lookup", "model", "queries"}``."""
+    import tensorflow as tf
+
+    from tfrrl import config
+    from tfrrl.data.reader import FeatureLookup, PreparedDataset
+    from tfrrl.evaluation.queries import build_queries
+    from tfrrl.training import trainer
+
+    data = PreparedDataset(str(hand_built_prepared["out"]))
+    lookup = FeatureLookup.from_dataset(data)
+    tf.keras.utils.set_random_seed(0)
+    exp = config.load_experiment(None, ["model.expert_units=[16,8]", "model.tower_units=[8]",
+                                        "train.batch_size=4", "train.num_negatives=4"])
+    model = trainer.build_model(exp, data, lookup)
+    return {"data": data, "lookup": lookup, "model": model,
+            "queries": build_queries(data, lookup)}

@@ -189,9 +189,9 @@ def tiny_run(small_synthetic_prepared, tmp_path_factory):
 
 
 def test_epoch_checkpoints_are_kept(tiny_run):
-    from tfrrl.analysis import report
+    from tfrrl.artifacts import run_folder
 
-    found = report.epoch_checkpoints(str(tiny_run["run"]))
+    found = run_folder.epoch_checkpoints(str(tiny_run["run"]))
     assert [e for e, _ in found] == list(range(1, EPOCHS + 1))
 
 

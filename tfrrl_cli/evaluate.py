@@ -1,11 +1,10 @@
 """``tfrrl evaluate``: Recall-all@N of a trained run against popularity, per entity type, entity
 fairness, AUC/gAUC and, with ``--export``, Recall-retrieval@N through the served model's index
-(:func:`tfrrl.evaluation.metrics.evaluation_report`)."""
+(:func:`tfrrl.evaluation.report.evaluation_report`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from tfrrl.artifacts import run_folder
 from tfrrl_cli.console import quiet_tensorflow, say
@@ -30,19 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet_tensorflow()
     # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
+    from tfrrl import evaluation
     from tfrrl.data.reader import PreparedDataset
-    from tfrrl.evaluation import metrics
     from tfrrl.training import trainer
+    from tfrrl_serving.indexing.search import IndexedRetriever
 
     data_dir = trainer.run_data_dir(args.run, args.data)
     model = trainer.load_run(args.run, data_dir)
     ns = tuple(int(n) for n in args.ns.split(","))
-    result = metrics.evaluation_report(model, PreparedDataset(data_dir), ns,
-                                       args.max_queries or None, export_dir=args.export,
-                                       fairness_n=args.fairness_n)
-    print(metrics.format_evaluation(result))
-    path = run_folder.path(args.run, run_folder.EVALUATION_FILE)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=float)
+    # Recall-retrieval@N through the export's HNSW index, built here (the library takes any
+    # retriever).
+    retriever = IndexedRetriever.load(args.export) if args.export else None
+    result = evaluation.evaluation_report(model, PreparedDataset(data_dir), ns,
+                                          args.max_queries or None, retriever=retriever,
+                                          fairness_n=args.fairness_n)
+    print(evaluation.format_evaluation(result))
+    path = run_folder.write_json(args.run, run_folder.EVALUATION_FILE, result, default=float)
     say(f"wrote {path}")
     return 0

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
-from tfrrl.model.matching import FIRST_DOMAIN_ID
+from tfrrl.data.schema import FIRST_DOMAIN_ID
 
 Progress = Callable[[str], None]
 
@@ -233,7 +233,7 @@ def collect_expert_outputs(model: keras.Model, data: PreparedDataset, max_exampl
         raise ValueError(f"no eval examples in {data.data_dir}")
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     m = arrays["outputs"].shape[1]
-    domain_names = data.vocabulary("domain")[1:][:num_domains]
+    domain_names = data.domains_in_vocabulary_order()[:num_domains]
     domain_expert = None
     if source == "expert_outputs":
         names = [str(x) for x in getattr(backbone, "expert_names", [])] or \

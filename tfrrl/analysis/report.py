@@ -18,28 +18,18 @@ the tables, the frequency buckets and the experts per domain (``checkpoints``: I
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tfrrl import config as config_lib
 from tfrrl.analysis import collect, diversity, spectrum
-
-ANALYSIS_FILE = "analysis.json"
-CHECKPOINT_PATTERN = re.compile(r"epoch(\d+)\.weights\.h5$")
-
-
-def epoch_checkpoints(run_dir: str) -> List[tuple]:
-    """[(epoch, path)] of ``<run>/checkpoints/epoch{N}.weights.h5``, by epoch."""
-    found = []
-    for path in glob.glob(os.path.join(run_dir, "checkpoints", "epoch*.weights.h5")):
-        m = CHECKPOINT_PATTERN.search(os.path.basename(path))
-        if m:
-            found.append((int(m.group(1)), path))
-    return sorted(found)
+from tfrrl.artifacts import run_folder
+from tfrrl.artifacts.run_folder import ANALYSIS_FILE
+from tfrrl.data.reader import PreparedDataset
+from tfrrl.training import trainer
 
 
 def _quiet(summary: Dict) -> Dict:
@@ -110,7 +100,7 @@ def analyze_model(model, data, *, tables: Optional[Sequence[str]] = None,
             "tables": {name: bucket_spectra(t, rows, counts, edges)
                        for name, t in entity_tables.items()}}
     num_domains = int(model.num_domains)
-    domain_names = data.vocabulary("domain")[1:][:num_domains]
+    domain_names = data.domains_in_vocabulary_order()[:num_domains]
     say(f"expert outputs on up to {max_examples:,} eval examples")
     try:
         experts = collect.collect_expert_outputs(model, data, max_examples, progress=say)
@@ -179,15 +169,11 @@ def analyze_run(run_dir: str, data_dir: Optional[str] = None, *,
                 checkpoints: bool = True,
                 progress: Optional[Callable[[str], None]] = None) -> Dict:
     """The whole analysis of a run folder (see the module docstring)."""
-    from tfrrl import config as config_lib  # pylint: disable=import-outside-toplevel
-    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
-    from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
-
     say = progress or (lambda _m: None)
     start = time.time()
     data_dir = trainer.run_data_dir(run_dir, data_dir)
     data = PreparedDataset(data_dir)
-    exp = config_lib.load_experiment(os.path.join(run_dir, "config.yaml"))
+    exp = config_lib.load_experiment(run_folder.path(run_dir, run_folder.CONFIG_FILE))
     say(f"loading {run_dir} ({exp.model.backbone} backbone) on {data_dir}")
     model = trainer.load_run(run_dir, data_dir)
     say("training history (conflict samples for DI)")
@@ -198,14 +184,14 @@ def analyze_run(run_dir: str, data_dir: Optional[str] = None, *,
                       bottom_percentile=bottom_percentile, tau_t=tau_t, tau_b=tau_b)
     result: Dict = {"run": os.path.abspath(run_dir), "data": os.path.abspath(data_dir),
                     "experiment": exp.name, "backbone": exp.model.backbone,
-                    "weights": "model.weights.h5",
+                    "weights": run_folder.WEIGHTS_FILE,
                     "options": {**options, **di_options, "checkpoints": checkpoints},
-                    "domains": data.vocabulary("domain")[1:][:int(model.num_domains)]}
+                    "domains": data.domains_in_vocabulary_order()[:int(model.num_domains)]}
     result.update(analyze_model(model, data, history=history, progress=say, **options,
                                 **di_options))
     result["checkpoints"] = []
     if checkpoints:
-        found = epoch_checkpoints(run_dir)
+        found = run_folder.epoch_checkpoints(run_dir)
         if not found:
             say("no checkpoints/epoch{N}.weights.h5 (train with "
                 "train.save_epoch_checkpoints=true for IA over training)")
@@ -260,5 +246,5 @@ def format_summary(result: Dict) -> str:
     elif div.get("message"):
         lines.append(f"Diversity Index: {div['message']}")
     if result.get("checkpoints"):
-        lines.append(f"IA over {len(result['checkpoints'])} epoch checkpoints in analysis.json")
+        lines.append(f"IA over {len(result['checkpoints'])} epoch checkpoints in {ANALYSIS_FILE}")
     return "\n".join(lines)

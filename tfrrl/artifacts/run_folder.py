@@ -13,13 +13,18 @@
       analysis/            written by ``tfrrl analyze`` (its default --out): analysis.json + plots
       uwl_weights.png      written by ``tfrrl plot-uwl`` (its default --out)
       backup/latest.json   fault-tolerant training state (resume)
+      logs/                TensorBoard (every loss and UWL weight per step)
+      checkpoints/         best.weights.h5 (best eval loss); epoch{N}.weights.h5 with
+                           train.save_epoch_checkpoints (read by ``tfrrl analyze``)
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-from typing import Any, Dict
+import re
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 CONFIG_FILE = "config.yaml"
 RUN_INFO = "run.json"
@@ -33,6 +38,11 @@ ANALYSIS_DIR = "analysis"
 UWL_PLOT = "uwl_weights.png"
 BACKUP_DIR = "backup"
 BACKUP_STATE = "latest.json"
+LOGS_DIR = "logs"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_WEIGHTS = "best.weights.h5"
+EPOCH_WEIGHTS = "epoch{epoch}.weights.h5"  # Keras fills in {epoch} (1-based)
+_EPOCH_WEIGHTS = re.compile(r"epoch([0-9]+)\.weights\.h5")
 
 
 def path(run_dir: str, name: str) -> str:
@@ -49,11 +59,13 @@ def read_json(run_dir: str, name: str) -> Dict[str, Any]:
         return json.load(f)
 
 
-def write_json(run_dir: str, name: str, value: Any) -> str:
-    """Writes one of the run's JSON files (indented) and returns its path."""
+def write_json(run_dir: str, name: str, value: Any,
+               default: Optional[Callable[[Any], Any]] = None) -> str:
+    """Writes one of the run's JSON files (indented) and returns its path; ``default`` as in
+    :func:`json.dump` (e.g. ``float`` for NumPy scalars)."""
     p = path(run_dir, name)
     with open(p, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
+        json.dump(value, f, indent=2, default=default)
     return p
 
 
@@ -64,3 +76,18 @@ def data_dir_of(run_dir: str) -> str:
         raise FileNotFoundError(f"{p} not found: pass the prepared dataset explicitly")
     with open(p, encoding="utf-8") as f:
         return json.load(f)["data_dir"]
+
+
+def checkpoint_path(run_dir: str, name: str) -> str:
+    """``run_dir/checkpoints/name`` (``BEST_WEIGHTS`` or ``EPOCH_WEIGHTS``)."""
+    return os.path.join(run_dir, CHECKPOINTS_DIR, name)
+
+
+def epoch_checkpoints(run_dir: str) -> List[Tuple[int, str]]:
+    """[(epoch, path)] of the run's ``checkpoints/epoch{N}.weights.h5``, by epoch."""
+    found = []
+    for p in glob.glob(checkpoint_path(run_dir, EPOCH_WEIGHTS.format(epoch="*"))):
+        m = _EPOCH_WEIGHTS.fullmatch(os.path.basename(p))
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)

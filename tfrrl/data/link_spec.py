@@ -1,4 +1,4 @@
-"""The raw-input contract of the unified entity feature link (RRL paper §IV-A, DESIGN.md §3).
+"""The raw-input contract of the unified entity feature link (RRL paper §IV-A).
 
 A raw dataset is a folder (local or ``gs://``) holding
 

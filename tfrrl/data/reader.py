@@ -8,15 +8,16 @@ from the link's vocabulary files (id layout: 0 padding, 1 OOV, 2 default, 3… v
 from __future__ import annotations
 
 import json
-import os
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
+from tfrrl.artifacts import prepared
 from tfrrl.data import schema
 
-TRAIN, EVAL, CORPUS = "train", "eval", "corpus"
+# The splits of a prepared dataset; each is the folder of that name (tfrrl.artifacts.prepared).
+TRAIN, EVAL, CORPUS = prepared.TRAIN_DIR, prepared.EVAL_DIR, prepared.CORPUS_DIR
 
 
 class PreparedDataset:
@@ -24,25 +25,26 @@ class PreparedDataset:
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir
-        stats_path = os.path.join(data_dir, "stats.json")
+        stats_path = prepared.stats_path(data_dir)
         if not tf.io.gfile.exists(stats_path):
-            raise FileNotFoundError(
-                f"{data_dir} is not a prepared dataset (no stats.json); run `tfrrl prepare`")
-        if not tf.io.gfile.exists(os.path.join(data_dir, "_SUCCESS")):
-            raise RuntimeError(f"{data_dir} is incomplete (no _SUCCESS marker): re-run prepare")
+            raise FileNotFoundError(f"{data_dir} is not a prepared dataset (no "
+                                    f"{prepared.STATS_FILE}); run `tfrrl prepare`")
+        if not tf.io.gfile.exists(prepared.success_path(data_dir)):
+            raise RuntimeError(f"{data_dir} is incomplete (no {prepared.SUCCESS_FILE} marker): "
+                               "re-run prepare")
         with tf.io.gfile.GFile(stats_path) as f:
             self.stats: Dict = json.load(f)
         self.sequence_length: int = int(self.stats["sequence_length"])
 
     # -- files -------------------------------------------------------------------------------
     def files(self, split: str) -> List[str]:
-        files = sorted(tf.io.gfile.glob(os.path.join(self.data_dir, split, "*.tfrecord")))
+        files = sorted(tf.io.gfile.glob(prepared.split_pattern(self.data_dir, split)))
         if not files:
             raise FileNotFoundError(f"no TFRecords for split {split!r} in {self.data_dir}")
         return files
 
     def vocabulary_path(self, name: str) -> str:
-        return os.path.join(self.data_dir, "vocab", f"{name}.txt")
+        return prepared.vocabulary_path(self.data_dir, name)
 
     def vocabulary(self, name: str) -> List[str]:
         with tf.io.gfile.GFile(self.vocabulary_path(name)) as f:
@@ -51,6 +53,16 @@ class PreparedDataset:
     @property
     def domains(self) -> List[str]:
         return list(self.stats["domains"])
+
+    def domains_in_vocabulary_order(self) -> List[str]:
+        """The domain names by expert index k (= domain id − schema.FIRST_DOMAIN_ID): the domain
+        vocabulary after its default token."""
+        return self.vocabulary("domain")[schema.FIRST_DOMAIN_ID - schema.DEFAULT_ID:]
+
+    def domain_sizes_in_vocabulary_order(self) -> Tuple[List[str], List[int]]:
+        """(domain names, |D^k|) ordered by expert index k, the sizes from the stats."""
+        names = self.domains_in_vocabulary_order()
+        return names, [int(self.stats["domain_sizes"].get(n, 0)) for n in names]
 
     def features(self, split: str) -> List[schema.Feature]:
         if split == CORPUS:

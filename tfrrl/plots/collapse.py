@@ -12,6 +12,7 @@ its path.
 
 from __future__ import annotations
 
+import os
 from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -150,8 +151,6 @@ def _sv(summary: Mapping) -> Tuple[Sequence[float], Optional[float]]:
 
 def plot_analysis(result: Mapping, out_dir: str) -> list:
     """The PNGs of one ``analysis.json`` result into ``out_dir``; returns their paths."""
-    import os  # pylint: disable=import-outside-toplevel
-
     written = []
     name = result.get("experiment", "run")
     panels = table_panels(result.get("tables", {}))

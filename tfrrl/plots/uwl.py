@@ -6,11 +6,11 @@ import csv
 import os
 from typing import Dict, List
 
-from tfrrl.training.callbacks import STEPS_FILE
+from tfrrl.artifacts import run_folder
 
 
 def read_steps(run_dir: str) -> Dict[str, List[float]]:
-    path = os.path.join(run_dir, STEPS_FILE)
+    path = run_folder.path(run_dir, run_folder.STEPS_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: was the run trained with `tfrrl train`?")
     with open(path, newline="", encoding="utf-8") as f:

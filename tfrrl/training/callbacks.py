@@ -12,7 +12,7 @@ from typing import Optional
 
 import keras
 
-STEPS_FILE = "steps.csv"
+from tfrrl.artifacts.run_folder import BACKUP_STATE, STEPS_FILE
 
 
 class StepLogger(keras.callbacks.Callback):
@@ -69,9 +69,6 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 f"train.max_nonfinite_steps={self.max_steps}); last at batch {batch}. Check the "
                 "input data (e.g. sampling_prob, NaN features) or lower the learning rates "
                 "(train.learning_rate, model.rrl.critic_learning_rate).")
-
-
-BACKUP_STATE = "latest.json"
 
 
 class TrainingBackup(keras.callbacks.Callback):

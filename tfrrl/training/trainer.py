@@ -22,38 +22,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrrl.artifacts import run_folder
 from tfrrl.config import ExperimentConfig
-from tfrrl.data.reader import CORPUS, EVAL, TRAIN, FeatureLookup, PreparedDataset
-from tfrrl.data.schema import FIRST_DOMAIN_ID
+from tfrrl.data.corpus import load_corpus
+from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
+from tfrrl.evaluation.recall import format_report
+from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
 from tfrrl.model.matching import MatchingModel
 from tfrrl.training import distribution
 from tfrrl.training.callbacks import NonFiniteGuard, StepLogger, TrainingBackup
 from tfrrl.training.self_training import PseudoFractionSchedule
-
-RUN_INFO = "run.json"
-BACKUP_DIR = "backup"
-
-
-def load_corpus(data: PreparedDataset, lookup: FeatureLookup,
-                batch_size: int = 65_536) -> Dict[str, np.ndarray]:
-    """Every corpus entity with vocabulary ids, ``sampling_prob``, ``entity_hash`` and the raw
-    ``entity_key`` strings, as NumPy arrays in file order."""
-    parts: Dict[str, list] = {}
-    for raw in data.raw_dataset(CORPUS, batch_size):
-        ids = lookup(raw)
-        for k, v in ids.items():
-            parts.setdefault(k, []).append(v.numpy())
-        parts.setdefault("entity_key", []).append(raw["entity_id"].numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def domain_sizes_in_vocabulary_order(data: PreparedDataset) -> Tuple[list, list]:
-    """(domain names, |D^k|) ordered by expert index k (= domain id − FIRST_DOMAIN_ID)."""
-    names = data.vocabulary("domain")[FIRST_DOMAIN_ID - 2:]  # drop <none>
-    sizes = [int(data.stats["domain_sizes"].get(n, 0)) for n in names]
-    return names, sizes
-
 
 def _in_validation(example) -> tf.Tensor:
     """A fixed pseudo-random 1/1000 bucket of an example (user id, entity, timestamp)."""
@@ -100,7 +79,7 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
 def build_model(exp: ExperimentConfig, data: PreparedDataset,
                 lookup: Optional[FeatureLookup] = None) -> MatchingModel:
     lookup = lookup or FeatureLookup.from_dataset(data)
-    _, sizes = domain_sizes_in_vocabulary_order(data)
+    _, sizes = data.domain_sizes_in_vocabulary_order()
     model = MatchingModel(exp.model, exp.train,
                           vocabulary_sizes_from_lookup(lookup),
                           data.sequence_length, sizes, name=exp.name.replace("-", "_"))
@@ -180,10 +159,10 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     out_dir = distribution.worker_out_dir(out_dir)
     keras.utils.set_random_seed(exp.train.seed)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as f:
+    with open(run_folder.path(out_dir, run_folder.CONFIG_FILE), "w", encoding="utf-8") as f:
         f.write(exp.to_yaml())
-    with open(os.path.join(out_dir, RUN_INFO), "w", encoding="utf-8") as f:
-        json.dump({"data_dir": os.path.abspath(data_dir), "experiment": exp.name}, f, indent=2)
+    run_folder.write_json(out_dir, run_folder.RUN_INFO,
+                          {"data_dir": os.path.abspath(data_dir), "experiment": exp.name})
     data = PreparedDataset(data_dir)
     with strategy.scope():
         model = build_model(exp, data)
@@ -191,7 +170,7 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     eval_ds = distribution.shard_by_data(eval_ds)
     total_epochs = epochs or exp.train.epochs
     steps = steps_per_epoch(data, exp)
-    backup_dir = os.path.join(out_dir, BACKUP_DIR)
+    backup_dir = run_folder.path(out_dir, run_folder.BACKUP_DIR)
     if not resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
     backup = TrainingBackup(backup_dir, exp.train.backup_every_steps,
@@ -201,12 +180,14 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
         print(f"resuming from the backup at step {start_step} (epoch {start_step // steps + 1}, "
               f"batch {start_step % steps} of {steps}) in {backup_dir}", flush=True)
     callbacks = [
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), update_freq=20),
+        keras.callbacks.TensorBoard(run_folder.path(out_dir, run_folder.LOGS_DIR),
+                                    update_freq=20),
         StepLogger(out_dir, every=10, start_step=start_step),
         NonFiniteGuard(exp.train.max_nonfinite_steps),
         *([PseudoFractionSchedule.from_config(exp.model.adi.self_training)]  # ADI: p per epoch
           if exp.model.adi.self_training.enabled else []),
-        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "checkpoints", "best.weights.h5"),
+        keras.callbacks.ModelCheckpoint(run_folder.checkpoint_path(out_dir,
+                                                                   run_folder.BEST_WEIGHTS),
                                         monitor=exp.train.monitor, mode="min",
                                         save_best_only=True,
                                         save_weights_only=True),
@@ -217,7 +198,7 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     ]
     if exp.train.save_epoch_checkpoints:  # one file per epoch, for `tfrrl analyze`
         callbacks.append(keras.callbacks.ModelCheckpoint(
-            os.path.join(out_dir, "checkpoints", "epoch{epoch}.weights.h5"),
+            run_folder.checkpoint_path(out_dir, run_folder.EPOCH_WEIGHTS),
             save_weights_only=True, save_freq="epoch"))
     hist: Dict[str, List[float]] = {}
     for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(start_step, steps,
@@ -231,9 +212,8 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
             hist.setdefault(k, []).extend(float(x) for x in v)
         if model.stop_training:  # early stopping
             break
-    model.save_weights(os.path.join(out_dir, "model.weights.h5"))
-    with open(os.path.join(out_dir, "history.json"), "w", encoding="utf-8") as f:
-        json.dump(hist, f, indent=2)
+    model.save_weights(run_folder.path(out_dir, run_folder.WEIGHTS_FILE))
+    run_folder.write_json(out_dir, run_folder.HISTORY_FILE, hist)
     backup.finish()
     return model, hist
 
@@ -243,26 +223,17 @@ def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[
                          seed: int = 0) -> str:
     """Recall-all@N (Eq. 26) of the model next to the per-domain popularity baseline; writes
     ``recall.json`` into the run folder and returns the printed table."""
-    from tfrrl.evaluation import recall
-
     data = PreparedDataset(data_dir)
-    result = recall.evaluate_model(model, data, ns=ns, max_queries=max_queries, seed=seed,
-                                   corpus_chunk=1024)
+    result = evaluate_model(model, data, ns=ns, max_queries=max_queries, seed=seed,
+                            corpus_chunk=1024)
     if out_dir:
-        with open(os.path.join(out_dir, "recall.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, default=float)
-    return recall.format_report(result)
+        run_folder.write_json(out_dir, run_folder.RECALL_FILE, result, default=float)
+    return format_report(result)
 
 
 def run_data_dir(run_dir: str, data_dir: Optional[str] = None) -> str:
     """The prepared dataset of a run: ``data_dir`` if given, else the one it was trained on."""
-    if data_dir:
-        return data_dir
-    path = os.path.join(run_dir, RUN_INFO)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: pass the prepared dataset explicitly")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)["data_dir"]
+    return data_dir or run_folder.data_dir_of(run_dir)
 
 
 def load_run(run_dir: str, data_dir: Optional[str] = None) -> MatchingModel:
@@ -270,9 +241,9 @@ def load_run(run_dir: str, data_dir: Optional[str] = None) -> MatchingModel:
     from tfrrl import config as config_lib
 
     data_dir = run_data_dir(run_dir, data_dir)
-    exp = config_lib.load_experiment(os.path.join(run_dir, "config.yaml"))
+    exp = config_lib.load_experiment(run_folder.path(run_dir, run_folder.CONFIG_FILE))
     model = build_model(exp, PreparedDataset(data_dir))
-    weights = os.path.join(run_dir, "model.weights.h5")
+    weights = run_folder.path(run_dir, run_folder.WEIGHTS_FILE)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights} not found: is {run_dir} a finished training run?")
     # The weights file carries the optimizers' state too: build them so it loads cleanly.
