@@ -265,7 +265,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from tfrrl_serving import indexing
+    from tfrrl_serving.indexing import build as indexing
 
     start = time.time()
     result = indexing.build_indexes(args.export, args.data, args.version, name=args.name,
@@ -278,7 +278,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from tfrrl_serving import matching_server
+    from tfrrl_serving.matching import server as matching_server
 
     return matching_server.serve_from_args(args)
 
@@ -286,12 +286,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import grpc
 
-    from tfrrl_serving import matching_server
+    from tfrrl_serving.matching import client as matching_client
 
     target = f"{args.host}:{args.port}"
     start = time.perf_counter()
     try:
-        response = matching_server.query(target, args.domain, args.k, args.user,
+        response = matching_client.query(target, args.domain, args.k, args.user,
                                          mode=args.mode or "", timeout_s=args.timeout,
                                          ef=args.ef, num_candidates=args.num_candidates)
     except grpc.RpcError as err:
@@ -299,7 +299,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 1
     round_trip_ms = (time.perf_counter() - start) * 1e3
     print(f"top {len(response.ads)} for user {args.user!r} in domain {args.domain!r}:")
-    print(matching_server.format_response(response))
+    print(matching_client.format_response(response))
     print(f"client round trip {round_trip_ms:.1f} ms (with connecting)")
     return 0
 
@@ -349,7 +349,9 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
 
     from tfrrl import export
 
-    from tfrrl_serving import indexing, matching_server
+    from tfrrl_serving.indexing import build as indexing
+    from tfrrl_serving.matching import client as matching_client
+    from tfrrl_serving.matching import server as matching_server
 
     export_dir = os.path.join(args.workdir, "export")
     _say(f"[5/{steps}] export the backbone (TF Serving layout) → {export_dir}")
@@ -367,8 +369,8 @@ def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
         for user, domain in _demo_eval_queries(data, domains, store):
             print(f"\n$ tfrrl query --user {user} --domain {domain} --k 10 "
                   f"--port {server.port}")
-            response = matching_server.query(server.address, domain, 10, user)
-            print(matching_server.format_response(response))
+            response = matching_client.query(server.address, domain, 10, user)
+            print(matching_client.format_response(response))
     finally:
         server.stop(grace=1.0)
     _say(f"demo finished; data in {data_dir}, run in {run_dir}, export in {export_dir}. "
@@ -473,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--overwrite", action="store_true")
 
     v = sub.add_parser("serve", help="gRPC matching service: user in, top-k ads out")
-    from tfrrl_serving import matching_server  # light: grpc + protos, no TensorFlow at import
+    from tfrrl_serving.indexing.search import MODES  # light: numpy, no TensorFlow at import
+    from tfrrl_serving.matching import server as matching_server  # light: grpc + protos
 
     matching_server.add_arguments(v)
 
@@ -483,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--k", type=int, default=10)
     q.add_argument("--port", type=int, default=8600)
     q.add_argument("--host", default="127.0.0.1")
-    q.add_argument("--mode", choices=matching_server.MODES)
+    q.add_argument("--mode", choices=MODES)
     q.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     q.add_argument("--ef", type=int, default=0, help="hnsw beam width (0 = server default)")
     q.add_argument("--num-candidates", type=int, default=0,
