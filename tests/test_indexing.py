@@ -50,7 +50,8 @@ def retriever(indexed):
     return search.IndexedRetriever.load(indexed["base"])
 
 
-def _raw_users(data, n):
+def raw_users(data, n):
+    """The raw `encode_user` features of the first ``n`` eval users, one dict per user."""
     batch = {k: v.numpy() for k, v in next(iter(data.raw_dataset(EVAL, n))).items()}
     names = export.user_input_names()
     return [{name: batch[name][i] for name in names} for i in range(n)]
@@ -59,7 +60,7 @@ def _raw_users(data, n):
 def raw_score_batch(data, num_users, num_entities):
     """``num_users`` eval users and ``num_entities`` corpus entities, batched as the
     ``score_raw`` signature takes them (shared by the serving tests)."""
-    users = _raw_users(data, num_users)
+    users = raw_users(data, num_users)
     batch = {k: np.stack([u[k] for u in users]) for k in export.user_input_names()}
     entities = next(iter(data.raw_dataset(CORPUS, num_entities)))
     batch.update({k: entities[k].numpy() for k in export.entity_input_names()})
@@ -124,7 +125,7 @@ def test_reload_is_identical_and_rebuild_is_reused(indexed, capsys):
 
 def test_hnsw_with_full_beam_equals_exhaustive(indexed, retriever):
     n = retriever.num_entities
-    for user in _raw_users(indexed["data"], 4):
+    for user in raw_users(indexed["data"], 4):
         ex_keys, ex_scores, ex_stats = retriever.retrieve(user, K, mode="exhaustive")
         keys, scores, stats = retriever.retrieve(user, K, mode="hnsw", ef=n, top_n_per_layer=n)
         assert keys.tolist() == ex_keys.tolist()
@@ -142,7 +143,7 @@ def test_hnsw_with_full_beam_equals_exhaustive(indexed, retriever):
 def test_scann_mode_returns_k_valid_keys(indexed, retriever):
     corpus_keys = set(retriever.indexes.entity_keys.tolist())
     index_of = retriever.indexes.key_index()
-    for user in _raw_users(indexed["data"], 3):
+    for user in raw_users(indexed["data"], 3):
         keys, scores, stats = retriever.retrieve(user, K, mode="scann")
         assert len(keys) == K == len(set(keys.tolist())) and set(keys.tolist()) <= corpus_keys
         assert np.all(np.diff(scores) <= 0) and stats["num_score_calls"] == 2
@@ -156,7 +157,7 @@ def test_scann_mode_returns_k_valid_keys(indexed, retriever):
 
 
 def test_bad_requests_and_overwrite(indexed, retriever):
-    user = dict(_raw_users(indexed["data"], 1)[0])
+    user = dict(raw_users(indexed["data"], 1)[0])
     with pytest.raises(ValueError, match="mode"):
         retriever.retrieve(user, K, mode="brute")
     with pytest.raises(ValueError, match="unknown domain"):

@@ -34,7 +34,7 @@ from tfrrl_serving.signatures import signature_inputs
 from tfrrl_serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,
                                       RetryPolicy, start_server)
 from tests.conftest import REPO
-from tests.test_indexing import _raw_users, raw_score_batch
+from tests.test_indexing import raw_users, raw_score_batch
 
 MODEL = "tfrrl"
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -148,7 +148,7 @@ def test_remote_retriever_returns_the_in_process_top_k(tiny_indexed_export, clie
     indexes = index_set.load_indexes(base)
     remote = search.IndexedRetriever(RemoteSavedModel(client), indexes)
     assert remote.model_version == version
-    for user in _raw_users(tiny_indexed_export["data"], 4):
+    for user in raw_users(tiny_indexed_export["data"], 4):
         for mode in ("hnsw", "exhaustive"):
             keys, scores, stats = remote.retrieve(user, 10, mode=mode)
             want_keys, want_scores, want_stats = local.retrieve(user, 10, mode=mode)
