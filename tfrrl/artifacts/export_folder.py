@@ -28,6 +28,7 @@ ASSETS_DIR = "assets"  # in a version folder: the vocabularies, <vocabulary>.txt
 MANIFEST = "export_manifest.json"
 MODELS_CONFIG = "models.config"
 README = "README.md"
+INDEX_SIGNATURE = "encode_entities"  # the signature whose output the indexes are built on
 INDEX_OUTPUT = "entity_repr"  # the encode_entities output the indexes are built on
 INDEX_FORMAT = "tfrrl-index/1"
 INDEX_PREFIX = "index-"

@@ -59,11 +59,11 @@ import tensorflow as tf
 
 from tfrrl import export
 from tfrrl.artifacts.export_folder import (ENTITY_KEYS, ENTITY_REPR, HNSW_DIR, INDEX_FORMAT,
-                                           INDEX_MANIFEST, INDEX_OUTPUT, INDEX_PREFIX, MANIFEST,
-                                           SCANN_DIR)
+                                           INDEX_MANIFEST, INDEX_OUTPUT, INDEX_PREFIX,
+                                           INDEX_SIGNATURE, MANIFEST, SCANN_DIR)
 from tfrrl_serving.ann.hnsw import build_hnsw
 from tfrrl_serving.ann.scann import build_scann
-from tfrrl_serving.indexing.corpus import INDEX_SIGNATURE, corpus_version, encode_corpus
+from tfrrl_serving.indexing.corpus import corpus_version, encode_corpus
 from tfrrl_serving.indexing.layout import (check_entity_keys, index_dir, model_fingerprint,
                                            model_version_dir, write_entity_keys)
 

@@ -12,11 +12,10 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrrl.artifacts import export_folder, prepared
+from tfrrl.artifacts import prepared
+from tfrrl.artifacts.export_folder import INDEX_OUTPUT, INDEX_SIGNATURE
 from tfrrl.data.reader import CORPUS, PreparedDataset
 from tfrrl_serving.signatures import signature_inputs
-
-INDEX_SIGNATURE = "encode_entities"  # the signature whose INDEX_OUTPUT the indexes are built on
 
 
 def corpus_version(data_dir: str) -> Tuple[str, List[Dict[str, Any]]]:
@@ -58,7 +57,7 @@ def encode_corpus(saved_model, data_dir: str, batch_size: int = 8192
             raise KeyError(f"the corpus records of {data_dir} lack {missing} needed by "
                            f"{INDEX_SIGNATURE}")
         out = fn(**{k: tf.cast(raw[k], s.dtype) for k, s in specs.items()})
-        reprs.append(np.asarray(out[export_folder.INDEX_OUTPUT], dtype=np.float32))
+        reprs.append(np.asarray(out[INDEX_OUTPUT], dtype=np.float32))
         keys.append(raw["entity_id"].numpy())
     if not reprs:
         raise ValueError(f"the corpus of {data_dir} is empty")

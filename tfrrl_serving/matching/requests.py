@@ -145,6 +145,11 @@ def raw_user_from_store(stored: Mapping[str, Any], model: ModelContext) -> Dict[
     return raw
 
 
+# --------------------------------------------------------------------------------------------
+# the whole request: its user and its retrieval options
+# --------------------------------------------------------------------------------------------
+
+
 def raw_user(request: matching_pb2.RetrieveRequest, model: ModelContext,
              user_store: Optional[UserStore]) -> Dict[str, Any]:
     """The request's user as raw features: sent by value, or looked up by id in ``user_store``
