@@ -12,6 +12,7 @@ Serving's PredictionService that the model may be scored on.
   production client (``python -m tfrrl_serving.tf_serving``, :mod:`~tfrrl_serving.tf_serving`);
 * :mod:`~tfrrl_serving.user_store` — the user-feature snapshot in SQLite, for requests by id;
 * :mod:`~tfrrl_serving.signatures` — a SavedModel signature's inputs, local or served;
+* :mod:`~tfrrl_serving.status` — a request answered with a gRPC status (both services);
 * ``protos/`` — the matching service's wire API (``tfrrl.serving.v1``).
 
 It reads the library's artifacts (:mod:`tfrrl.artifacts.export_folder`,

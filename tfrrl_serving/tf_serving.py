@@ -19,13 +19,13 @@ Python::
 
 from tfrrl_serving.prediction.client import (ModelMetadata, PredictionClient,
                                              PredictionServiceError, RetryPolicy)
-from tfrrl_serving.prediction.errors import ServingError
 from tfrrl_serving.prediction.remote_model import RemoteSavedModel, RemoteSignature
 from tfrrl_serving.prediction.servables import ModelManager
 from tfrrl_serving.prediction.server import ServerHandle, main, start_server
+from tfrrl_serving.status import StatusError
 
 __all__ = ["ModelManager", "ModelMetadata", "PredictionClient", "PredictionServiceError",
-           "RemoteSavedModel", "RemoteSignature", "RetryPolicy", "ServerHandle", "ServingError",
+           "RemoteSavedModel", "RemoteSignature", "RetryPolicy", "ServerHandle", "StatusError",
            "main", "start_server"]
 
 if __name__ == "__main__":

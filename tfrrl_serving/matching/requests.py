@@ -22,20 +22,8 @@ from tfrrl.data import link_spec, schema
 from tfrrl_serving.indexing.search import MODES
 from tfrrl_serving.matching.model import ModelContext
 from tfrrl_serving.protos import matching_pb2
+from tfrrl_serving.status import StatusError, invalid_argument
 from tfrrl_serving.user_store import UserStore
-
-
-class RequestError(Exception):
-    """A request we answer with ``code`` and ``message`` (never a server failure)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def invalid_argument(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,13 +150,13 @@ def raw_user(request: matching_pb2.RetrieveRequest, model: ModelContext,
     if not request.user_id:
         raise invalid_argument("user_id is empty")
     if user_store is None:
-        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                           "this server has no user-feature store: send the user's features")
+        raise StatusError(grpc.StatusCode.FAILED_PRECONDITION,
+                          "this server has no user-feature store: send the user's features")
     stored = user_store.get(request.user_id)
     if stored is None:
-        raise RequestError(grpc.StatusCode.NOT_FOUND,
-                           f"unknown user_id {request.user_id!r} (not in the user-feature "
-                           "snapshot): send the user's features instead")
+        raise StatusError(grpc.StatusCode.NOT_FOUND,
+                          f"unknown user_id {request.user_id!r} (not in the user-feature "
+                          "snapshot): send the user's features instead")
     return raw_user_from_store(stored, model)
 
 

@@ -30,9 +30,9 @@ from tfrrl.data import link_spec
 from tfrrl_serving.indexing.search import MODES, RetrievalStopped
 from tfrrl_serving.matching.log import event_line, logger
 from tfrrl_serving.matching.model import ModelContext
-from tfrrl_serving.matching.requests import (RequestError, parse_request, raw_user,
-                                             retrieval_options)
+from tfrrl_serving.matching.requests import parse_request, raw_user, retrieval_options
 from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
+from tfrrl_serving.status import StatusError
 from tfrrl_serving.user_store import UserStore
 
 SERVICE_NAME = matching_pb2.DESCRIPTOR.services_by_name["MatchingService"].full_name
@@ -66,12 +66,12 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
         left = context.time_remaining()
         return (left is not None and left < self.min_time_left_s) or not context.is_active()
 
-    def _stopped(self, context) -> RequestError:
+    def _stopped(self, context) -> StatusError:
         left = context.time_remaining()
         if left is not None and left < self.min_time_left_s:
-            return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded during "
-                                "retrieval (stopped before the next model call)")
-        return RequestError(grpc.StatusCode.CANCELLED, "cancelled by the client")
+            return StatusError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded during "
+                               "retrieval (stopped before the next model call)")
+        return StatusError(grpc.StatusCode.CANCELLED, "cancelled by the client")
 
     def Retrieve(self, request, context):  # noqa: N802  (gRPC method name)
         """``request``: its wire bytes (as registered by
@@ -90,8 +90,8 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
             raw["domain"] = request.domain
             left = context.time_remaining()
             if left is not None and left < self.min_time_left_s:
-                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                   f"deadline too short to start ({left * 1e3:.1f} ms left)")
+                raise StatusError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"deadline too short to start ({left * 1e3:.1f} ms left)")
             try:
                 keys, scores, stats = model.retriever.retrieve(
                     raw, k=k, mode=mode, ef=request.ef or self.default_ef,
@@ -100,7 +100,7 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
             except RetrievalStopped:  # nobody will read the answer: stop scoring
                 raise self._stopped(context) from None
             response = retrieve_response(keys, scores, stats, model.version, request_id)
-        except RequestError as e:
+        except StatusError as e:
             code = e.code
             context.set_code(e.code)
             context.set_details(e.message)

@@ -14,7 +14,6 @@ client. ``python -m tfrrl_serving.tf_serving`` starts the server.
   disk, version policies;
 * :mod:`~tfrrl_serving.prediction.servables` — loaded versions and the manager that swaps new
   ones in atomically;
-* :mod:`~tfrrl_serving.prediction.errors` — request errors with TF Serving's status codes;
 * :mod:`~tfrrl_serving.prediction.requests` — checks and conversions of one ``Predict``;
 * :mod:`~tfrrl_serving.prediction.servicer` — the gRPC servicer;
 * :mod:`~tfrrl_serving.prediction.server` — lifecycle (health, reflection, version polling,

@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from tfrrl_serving.prediction.errors import ServingError, invalid_argument
 from tfrrl_serving.prediction.protocol import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE
 from tfrrl_serving.prediction.servables import Servable, Signature
+from tfrrl_serving.status import StatusError, invalid_argument
 
 # gRPC and TF share the canonical status code numbers (google.rpc.Code).
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -96,14 +96,14 @@ def output_aliases(signature_name: str, signature: Signature,
 
 def run_signature(signature_name: str, signature: Signature, arrays: Mapping[str, np.ndarray],
                   aliases: Sequence[str]) -> Dict[str, np.ndarray]:
-    """One signature call; a TensorFlow runtime error becomes a ServingError with its code."""
+    """One signature call; a TensorFlow runtime error becomes a StatusError with its code."""
     tensors = {k: tf.constant(v, dtype=signature.inputs[k].dtype) for k, v in arrays.items()}
     try:
         outputs = signature.function(**tensors)
     except tf.errors.OpError as e:
         code = _GRPC_CODES.get(e.error_code, grpc.StatusCode.UNKNOWN)
-        raise ServingError(code, f"signature {signature_name!r}: "
-                                 f"{op_error_summary(e.message or str(e))}") from None
+        raise StatusError(code, f"signature {signature_name!r}: "
+                                f"{op_error_summary(e.message or str(e))}") from None
     return {alias: outputs[alias].numpy() for alias in aliases}
 
 

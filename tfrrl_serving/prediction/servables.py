@@ -25,9 +25,9 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfrrl.artifacts.export_folder import SAVED_MODEL
-from tfrrl_serving.prediction.errors import ServingError, invalid_argument
 from tfrrl_serving.prediction.model_source import aspired_versions, version_folders
 from tfrrl_serving.signatures import signature_inputs
+from tfrrl_serving.status import StatusError, invalid_argument
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +152,9 @@ class ModelManager:
         """The servable a request's ``model_spec`` names (NOT_FOUND / INVALID_ARGUMENT)."""
         served = self._served
         if spec.name not in served:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Servable not found for request: {_request_string(spec)}; "
-                               f"served models: {sorted(served)}")
+            raise StatusError(grpc.StatusCode.NOT_FOUND,
+                              f"Servable not found for request: {_request_string(spec)}; "
+                              f"served models: {sorted(served)}")
         versions = served[spec.name]
         choice = spec.WhichOneof("version_choice")
         if choice == "version_label":
@@ -168,10 +168,10 @@ class ModelManager:
         elif versions:
             version = max(versions)
         else:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Servable not found for request: {_request_string(spec)}")
+            raise StatusError(grpc.StatusCode.NOT_FOUND,
+                              f"Servable not found for request: {_request_string(spec)}")
         if version not in versions:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Servable not found for request: Specific({spec.name}, "
-                               f"{version}); served versions: {sorted(versions)}")
+            raise StatusError(grpc.StatusCode.NOT_FOUND,
+                              f"Servable not found for request: Specific({spec.name}, "
+                              f"{version}); served versions: {sorted(versions)}")
         return versions[version]

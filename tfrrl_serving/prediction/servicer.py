@@ -15,12 +15,12 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from tfrrl_serving.prediction.errors import ServingError, invalid_argument
 from tfrrl_serving.prediction.protocol import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE,
                                                SIGNATURE_DEF_FIELD)
 from tfrrl_serving.prediction.requests import (output_aliases, request_arrays, run_signature,
                                                signature_of)
 from tfrrl_serving.prediction.servables import ModelManager, Servable
+from tfrrl_serving.status import StatusError, invalid_argument
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _answer(self, method: str, context, handler, request, empty):
         try:
             response, code = handler(request), grpc.StatusCode.OK
-        except ServingError as e:
+        except StatusError as e:
             response, code = empty, e.code
             context.set_code(e.code)
             context.set_details(e.message)
