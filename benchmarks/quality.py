@@ -80,7 +80,7 @@ def shared_representations(model, data, max_rows: int = 2000):
     """E_s (the backbone's shared expert output) of eval positive pairs, with their domains."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from tfrrl.model.inputs import split_features  # pylint: disable=import-outside-toplevel
+    from tfrrl.model.encoders.features import split_features  # pylint: disable=import-outside-toplevel
 
     reps, doms = [], []
     for batch in data.dataset("eval", 256):

@@ -5,19 +5,19 @@ exhaustive model scoring.
                                    [--queries 1000] [--b-entities N] [--b-queries 20]
                                    [--export EXPORT_DIR [--data DATA_DIR]]
 
-(a) ScaNN (tfrrl_serving/index.py ``build_scann``, squared L2, its auto mode: k-means tree + asymmetric
+(a) ScaNN (tfrrl_serving/ann/scann.py ``build_scann``, squared L2, its auto mode: k-means tree + asymmetric
     hashing + exact reordering for ≥ 100k vectors) on ``--entities`` clustered random vectors
     (``--clusters`` Gaussian centres N(0, I), points = centre + ``--cluster-std`` · N(0, I);
     queries drawn the same way). Exact top-100 by faiss ``IndexFlatL2`` (batched). For each
     (leaves searched, reorder budget) of the sweep: recall@100 vs exact, averaged over queries,
     and QPS per core. Target: recall@100 ≥ 0.95 at ≥ 2,000 QPS/core.
 
-(b) Model-scored HNSW (tfrrl_serving/nann.py ``search``: top-n per upper layer, beam ``ef`` on layer
+(b) Model-scored HNSW (tfrrl_serving/ann/nann.py ``search``: top-n per upper layer, beam ``ef`` on layer
     0, merged to top-N) over a 4-layer L2 HNSW graph (``build_hnsw(num_layers=4)``), against
     exhaustive model scoring of the whole corpus (``nann.exhaustive_search``). Scorer: by default
     a random 2-hidden-layer ReLU MLP over ``[e, u ⊙ e]`` plus a per-user bias from ``u`` (a
     stand-in for the backbone, independent of training; not aligned with L2); with ``--export`` the
-    real exported backbone and its corpus through :class:`tfrrl_serving.indexing.IndexedRetriever`
+    real exported backbone and its corpus through :class:`tfrrl_serving.indexing.search.IndexedRetriever`
     (``encode_user`` once per query, one ``score_encoded`` call per round, cached
     ``entity_repr``) and the eval queries / ground truth of ``tfrrl.evaluation.recall``.
     Per ``ef`` of the sweep: Recall-retrieval@N / Recall-all@N (Eq. 26 with the HNSW top-N
@@ -116,7 +116,7 @@ def overlap(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def part_a(x: np.ndarray, queries: np.ndarray, args) -> Dict[str, Any]:
-    from tfrrl_serving.index import build_scann  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.ann.scann import build_scann  # pylint: disable=import-outside-toplevel
 
     k = args.k
     n = len(x)
@@ -236,8 +236,8 @@ def gumbel_ground_truth(scores: np.ndarray, size: int, temperature: float, rng) 
 
 
 def part_b_synthetic(x: np.ndarray, users: np.ndarray, args) -> Dict[str, Any]:
-    from tfrrl_serving import nann  # pylint: disable=import-outside-toplevel
-    from tfrrl_serving.index import build_hnsw  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.ann import nann  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.ann.hnsw import build_hnsw  # pylint: disable=import-outside-toplevel
 
     n = len(x)
     ns = sorted(int(v) for v in args.ns.split(","))
@@ -250,7 +250,7 @@ def part_b_synthetic(x: np.ndarray, users: np.ndarray, args) -> Dict[str, Any]:
                                          f"s{args.cluster_std}-seed{args.seed}-M{args.M}-"
                                          f"efc{args.ef_construction}")
     if cache and os.path.isfile(os.path.join(cache, "manifest.json")):
-        from tfrrl_serving.index import HnswGraph  # pylint: disable=import-outside-toplevel
+        from tfrrl_serving.ann.hnsw import HnswGraph  # pylint: disable=import-outside-toplevel
 
         graph = HnswGraph.load(cache)
         say(f"    loaded from {cache} (built in {graph.manifest.get('build_seconds', '?')}s "
@@ -424,7 +424,7 @@ def raw_query_features(data, queries, names: Sequence[str]) -> List[Dict[str, np
 
 
 def part_b_export(args) -> Dict[str, Any]:
-    from tfrrl_serving.indexing import IndexedRetriever  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.indexing.search import IndexedRetriever  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl.evaluation import recall  # pylint: disable=import-outside-toplevel
 

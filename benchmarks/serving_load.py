@@ -168,7 +168,7 @@ def build_small_setup(work: str, impressions: int = 20_000) -> Dict[str, str]:
 
     from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
     from tfrrl import export
-    from tfrrl_serving import indexing  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.indexing import build as indexing  # pylint: disable=import-outside-toplevel
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data import synthetic  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel
@@ -294,7 +294,8 @@ def matching_calls(address: str, export_dir: str, k: int, mode: str, timeout_s: 
     import grpc  # pylint: disable=import-outside-toplevel
 
     from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc  # pylint: disable=import-outside-toplevel
-    from tfrrl_serving.user_store import STORE_FILE, UserStore  # pylint: disable=import-outside-toplevel
+    from tfrrl.artifacts.prepared import USER_STORE_FILE as STORE_FILE  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.user_store import UserStore  # pylint: disable=import-outside-toplevel
 
     store = UserStore(os.path.join(export_dir, "tfrrl", STORE_FILE))
     user_ids = store.sample_user_ids(500)

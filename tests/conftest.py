@@ -128,7 +128,7 @@ RRL_ON = ["model.rrl.dal=true", "model.rrl.mvwdl=true", "model.rrl.orthogonality
 @pytest.fixture(scope="session")
 def tiny_indexed_export(small_synthetic_prepared, tmp_path_factory) -> Dict:
     """A tiny Backbone model with spread-out random weights (no accidental score ties), exported
-    (tfrrl/export/saved_model.py) and indexed (tfrrl_serving/indexing.py) once per session, for serving tests.
+    (tfrrl/export/saved_model.py) and indexed (tfrrl_serving/indexing/) once per session, for serving tests.
 
     Returns ``{"data", "lookup", "model", "base", "version_dir", "data_dir"}``; ``base`` is the
     export dir (``<base>/tfrrl/1`` + ``<base>/tfrrl/index-1``)."""
@@ -137,7 +137,7 @@ def tiny_indexed_export(small_synthetic_prepared, tmp_path_factory) -> Dict:
 
     from tfrrl import export
 
-    from tfrrl_serving import indexing
+    from tfrrl_serving.indexing.build import build_indexes
     from tfrrl import config
     from tfrrl.data.reader import FeatureLookup, PreparedDataset
     from tfrrl.training import trainer
@@ -152,8 +152,8 @@ def tiny_indexed_export(small_synthetic_prepared, tmp_path_factory) -> Dict:
             v.assign(rng.normal(0.0, 0.3, v.shape).astype("float32"))
     base = tmp_path_factory.mktemp("tiny_export")
     version_dir = export.export_backbone(model, lookup, str(base))
-    indexing.build_indexes(str(base), str(small_synthetic_prepared), M=8, ef_construction=64,
-                           num_threads=1)
+    build_indexes(str(base), str(small_synthetic_prepared), M=8, ef_construction=64,
+                  num_threads=1)
     return {"data": data, "lookup": lookup, "model": model, "base": str(base),
             "version_dir": version_dir, "data_dir": str(small_synthetic_prepared)}
 

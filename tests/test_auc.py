@@ -30,7 +30,7 @@ def test_scored_impressions_positives_are_the_models_own_pair_scores(tiny_indexe
     diagonal of the all-pairs scoring the recall path uses."""
     import tensorflow as tf
 
-    from tfrrl.model.inputs import split_features
+    from tfrrl.model.encoders.features import split_features
 
     model, data = tiny_indexed_export["model"], tiny_indexed_export["data"]
     scored = scored_impressions(model, data, num_negatives=3, max_rows=16, seed=0,

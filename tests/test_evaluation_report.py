@@ -33,7 +33,7 @@ def test_evaluate_model_end_to_end(hand_built_evaluation):
 def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
     """What `tfrrl evaluate --export` prints and writes (evaluation.json); the CLI builds the
     retriever from the export's index, as here."""
-    from tfrrl_serving import indexing
+    from tfrrl_serving.indexing import search as indexing
 
     model, data = tiny_indexed_export["model"], tiny_indexed_export["data"]
     retriever = indexing.IndexedRetriever.load(tiny_indexed_export["base"])

@@ -1,5 +1,6 @@
-"""tfrrl_serving/index.py (ScaNN, faiss HNSW extracted to numpy) and tfrrl_serving/nann.py (model-scored HNSW
-search, RRL paper §IV-B). Small: one 2,000 x 16 corpus, built once per module."""
+"""tfrrl_serving/ann: ScaNN (scann.py), faiss HNSW extracted to numpy (hnsw.py) and the
+model-scored HNSW search (nann.py, RRL paper §IV-B). Small: one 2,000 x 16 corpus, built once per
+module."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import faiss
 import numpy as np
 import pytest
 
-from tfrrl_serving import nann
-from tfrrl_serving.index import (HnswGraph, ScannIndex, build_hnsw, build_scann, draw_levels,
-                           extract_hnsw, reachable_from_entry, read_manifest,
-                           repair_layer0_reachability, scann_params)
+from tfrrl_serving.ann import nann
+from tfrrl_serving.ann.hnsw import (HnswGraph, build_hnsw, draw_levels, extract_hnsw,
+                                    reachable_from_entry, repair_layer0_reachability)
+from tfrrl_serving.ann.manifest import read_manifest
+from tfrrl_serving.ann.scann import ScannIndex, build_scann, scann_params
 
 N, D = 2_000, 16
 K = 10

@@ -1,6 +1,5 @@
-"""tfrrl_serving/indexing.py: index build of an exported backbone, reload, and model-scored retrieval
-(DESIGN.md §6, RRL paper §IV-B) on a tiny exported model of the ``small_synthetic_prepared``
-fixture."""
+"""tfrrl_serving/indexing: index build of an exported backbone, reload, and model-scored retrieval
+(RRL paper §IV-B) on a tiny exported model of the ``small_synthetic_prepared`` fixture."""
 
 from __future__ import annotations
 
@@ -13,8 +12,10 @@ import tensorflow as tf
 
 from tfrrl import export
 
-from tfrrl_serving import indexing
-from tfrrl_serving.index import build_hnsw, build_scann
+from tfrrl_serving.ann.hnsw import build_hnsw
+from tfrrl_serving.ann.scann import build_scann
+from tfrrl_serving.indexing import build, index_set, layout, search
+from tfrrl_serving.indexing.corpus import corpus_version
 from tests.conftest import TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import CORPUS, EVAL, FeatureLookup, PreparedDataset
@@ -37,8 +38,8 @@ def indexed(small_synthetic_prepared, tmp_path_factory):
     version_dir = export.export_backbone(model, lookup, str(base))
     before = sorted(os.listdir(version_dir))
     with pytest.raises(ValueError, match="data_dir"):  # bare export_backbone records none
-        indexing.build_indexes(str(base))
-    result = indexing.build_indexes(str(base), str(small_synthetic_prepared), M=8,
+        build.build_indexes(str(base))
+    result = build.build_indexes(str(base), str(small_synthetic_prepared), M=8,
                                     ef_construction=64, num_threads=1)
     return {"data": data, "lookup": lookup, "model": model, "base": str(base),
             "version_dir": version_dir, "before": before, "result": result}
@@ -46,10 +47,11 @@ def indexed(small_synthetic_prepared, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def retriever(indexed):
-    return indexing.IndexedRetriever.load(indexed["base"])
+    return search.IndexedRetriever.load(indexed["base"])
 
 
-def _raw_users(data, n):
+def raw_users(data, n):
+    """The raw `encode_user` features of the first ``n`` eval users, one dict per user."""
     batch = {k: v.numpy() for k, v in next(iter(data.raw_dataset(EVAL, n))).items()}
     names = export.user_input_names()
     return [{name: batch[name][i] for name in names} for i in range(n)]
@@ -58,7 +60,7 @@ def _raw_users(data, n):
 def raw_score_batch(data, num_users, num_entities):
     """``num_users`` eval users and ``num_entities`` corpus entities, batched as the
     ``score_raw`` signature takes them (shared by the serving tests)."""
-    users = _raw_users(data, num_users)
+    users = raw_users(data, num_users)
     batch = {k: np.stack([u[k] for u in users]) for k in export.user_input_names()}
     entities = next(iter(data.raw_dataset(CORPUS, num_entities)))
     batch.update({k: entities[k].numpy() for k in export.entity_input_names()})
@@ -72,19 +74,19 @@ def test_layout_and_manifest(indexed):
     # The SavedModel folder is untouched; the index sits beside it; nothing temporary is left.
     assert sorted(os.listdir(indexed["version_dir"])) == indexed["before"]
     assert sorted(os.listdir(model_dir)) == sorted([str(version), f"index-{version}"])
-    assert result["index_dir"] == indexing.index_dir(indexed["base"], version)
+    assert result["index_dir"] == layout.index_dir(indexed["base"], version)
     assert not result["reused"]
-    assert indexing.latest_indexed_version(indexed["base"]) == version
+    assert layout.latest_indexed_version(indexed["base"]) == version
     n = data.num_records(CORPUS)
     manifest = json.loads(open(os.path.join(result["index_dir"], "manifest.json")).read())
     assert manifest["model_version"] == version and manifest["num_entities"] == n
     assert manifest["dim"] == 16 == manifest["dims"]["entity_repr_dim"]
-    assert manifest["corpus_version"] == indexing.corpus_version(str(data.data_dir))[0]
-    assert manifest["model_fingerprint"] == indexing.model_fingerprint(indexed["version_dir"])
+    assert manifest["corpus_version"] == corpus_version(str(data.data_dir))[0]
+    assert manifest["model_fingerprint"] == layout.model_fingerprint(indexed["version_dir"])
     assert manifest["hnsw"]["num_layers"] == 4 and manifest["hnsw"]["layer_sizes"][0] == n
     assert os.path.samefile(manifest["data_dir"], data.data_dir)
     # Entity keys = corpus order; entity_repr = the in-memory model's encode_entities.
-    loaded = indexing.load_indexes(indexed["base"])
+    loaded = index_set.load_indexes(indexed["base"])
     corpus = trainer.load_corpus(data, indexed["lookup"])
     assert loaded.entity_keys.tolist() == [k.decode() for k in corpus["entity_key"]]
     entities = {k: tf.constant(corpus[k]) for k in export.entity_input_names()}
@@ -96,8 +98,8 @@ def test_layout_and_manifest(indexed):
 
 
 def test_reload_is_identical_and_rebuild_is_reused(indexed, capsys):
-    a = indexing.load_indexes(indexed["base"])
-    b = indexing.load_indexes(indexed["base"], version=a.version)
+    a = index_set.load_indexes(indexed["base"])
+    b = index_set.load_indexes(indexed["base"], version=a.version)
     assert np.array_equal(a.entity_repr, b.entity_repr)
     # The saved graph IS the (single-threaded, hence deterministic) graph of the saved vectors.
     fresh = build_hnsw(a.entity_repr, M=8, ef_construction=64, num_layers=4, num_threads=1)
@@ -111,18 +113,19 @@ def test_reload_is_identical_and_rebuild_is_reused(indexed, capsys):
     assert np.array_equal(ids, fresh_ids)
     np.testing.assert_allclose(dist, fresh_dist, rtol=1e-6)
     # Same model, corpus and parameters: nothing is rebuilt.
-    again = indexing.build_indexes(indexed["base"], str(indexed["data"].data_dir), M=8,
+    again = build.build_indexes(indexed["base"], str(indexed["data"].data_dir), M=8,
                                    ef_construction=64, num_threads=1)
     assert again["reused"] and again["created_unix"] == indexed["result"]["created_unix"]
-    # The command line (`tfrrl index` / python -m tfrrl_serving.indexing) takes the same path.
-    assert indexing.main(["--export", indexed["base"], "--data", str(indexed["data"].data_dir),
+    # The command line (`tfrrl index` / python -m tfrrl_serving.indexing.build) takes the same
+    # path.
+    assert build.main(["--export", indexed["base"], "--data", str(indexed["data"].data_dir),
                           "--M", "8", "--ef-construction", "64", "--threads", "1"]) == 0
     assert "up to date (reused)" in capsys.readouterr().out
 
 
 def test_hnsw_with_full_beam_equals_exhaustive(indexed, retriever):
     n = retriever.num_entities
-    for user in _raw_users(indexed["data"], 4):
+    for user in raw_users(indexed["data"], 4):
         ex_keys, ex_scores, ex_stats = retriever.retrieve(user, K, mode="exhaustive")
         keys, scores, stats = retriever.retrieve(user, K, mode="hnsw", ef=n, top_n_per_layer=n)
         assert keys.tolist() == ex_keys.tolist()
@@ -140,7 +143,7 @@ def test_hnsw_with_full_beam_equals_exhaustive(indexed, retriever):
 def test_scann_mode_returns_k_valid_keys(indexed, retriever):
     corpus_keys = set(retriever.indexes.entity_keys.tolist())
     index_of = retriever.indexes.key_index()
-    for user in _raw_users(indexed["data"], 3):
+    for user in raw_users(indexed["data"], 3):
         keys, scores, stats = retriever.retrieve(user, K, mode="scann")
         assert len(keys) == K == len(set(keys.tolist())) and set(keys.tolist()) <= corpus_keys
         assert np.all(np.diff(scores) <= 0) and stats["num_score_calls"] == 2
@@ -154,7 +157,7 @@ def test_scann_mode_returns_k_valid_keys(indexed, retriever):
 
 
 def test_bad_requests_and_overwrite(indexed, retriever):
-    user = dict(_raw_users(indexed["data"], 1)[0])
+    user = dict(raw_users(indexed["data"], 1)[0])
     with pytest.raises(ValueError, match="mode"):
         retriever.retrieve(user, K, mode="brute")
     with pytest.raises(ValueError, match="unknown domain"):
@@ -169,9 +172,9 @@ def test_bad_requests_and_overwrite(indexed, retriever):
     # Other parameters for the same version: refused unless overwrite, then replaced in place.
     base, data_dir = indexed["base"], str(indexed["data"].data_dir)
     with pytest.raises(FileExistsError, match="overwrite"):
-        indexing.build_indexes(base, data_dir, M=6, ef_construction=32)
-    result = indexing.build_indexes(base, data_dir, M=6, ef_construction=32, overwrite=True)
+        build.build_indexes(base, data_dir, M=6, ef_construction=32)
+    result = build.build_indexes(base, data_dir, M=6, ef_construction=32, overwrite=True)
     assert result["build_params"]["hnsw"]["M"] == 6 and not result["reused"]
     model_dir = os.path.dirname(indexed["version_dir"])
     assert not [p for p in os.listdir(model_dir) if p.startswith(".")]
-    assert indexing.load_indexes(base).manifest["build_params"]["hnsw"]["M"] == 6
+    assert index_set.load_indexes(base).manifest["build_params"]["hnsw"]["M"] == 6

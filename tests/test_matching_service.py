@@ -1,4 +1,4 @@
-"""The matching service (tfrrl_serving/matching_server.py) over real gRPC on 127.0.0.1: answers equal
+"""The matching service (tfrrl_serving/matching) over real gRPC on 127.0.0.1: answers equal
 in-process retrieval, every bad request gets its status and the next one is served, health,
 reflection, JSON request logs, hot reload, remote scoring, `tfrrl serve` / `tfrrl query`, and the
 generated protos. The user store itself: tests/test_user_store.py."""
@@ -22,11 +22,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tfrrl_serving import indexing, matching_server, user_store
+from tfrrl_serving.indexing import build, search
+from tfrrl_serving.matching import server as matching_server
+from tfrrl_serving.matching.log import logger as matching_logger
+from tfrrl_serving.matching.requests import raw_user_from_store
+from tfrrl_serving.matching.servicer import MIN_TIME_LEFT_S, SERVICE_NAME
 from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
 from tests.conftest import REPO, run_concurrently
-from tfrrl_cli import main as cli
+from tfrrl.artifacts import prepared
 from tfrrl.data import schema
+from tfrrl_cli import main as cli
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -66,13 +71,13 @@ def _retrieve(service, **fields):
 def test_retrieve_by_id_equals_in_process_retrieval_and_by_value(service):
     server = service["server"]
     store = server.servicer.user_store
-    retriever = indexing.IndexedRetriever.load(service["export"]["base"])
+    retriever = search.IndexedRetriever.load(service["export"]["base"])
     domains = server.servicer.model.domains
     for i, uid in enumerate(store.sample_user_ids(4)):
         domain = domains[i % len(domains)]
         response = _retrieve(service, user_id=uid, domain=domain, k=15)
         stored = store.get(uid)
-        raw = matching_server.raw_user_from_store(stored, server.servicer.model)
+        raw = raw_user_from_store(stored, server.servicer.model)
         keys, scores, _ = retriever.retrieve({**raw, "domain": domain}, k=15)
         assert [ad.entity_key for ad in response.ads] == list(keys)
         np.testing.assert_allclose([ad.score for ad in response.ads], scores, rtol=1e-6)
@@ -100,7 +105,7 @@ def test_retrieve_by_id_equals_in_process_retrieval_and_by_value(service):
         assert [ad.entity_key for ad in untyped.ads] == list(keys)
     # The other modes and their search parameters reach the retriever.
     uid, domain = store.sample_user_ids(1)[0], domains[0]
-    raw = {**matching_server.raw_user_from_store(store.get(uid), server.servicer.model),
+    raw = {**raw_user_from_store(store.get(uid), server.servicer.model),
            "domain": domain}
     for mode, params in (("scann", {"num_candidates": 40}), ("exhaustive", {}),
                          ("hnsw", {"ef": 20})):
@@ -197,7 +202,7 @@ def test_bad_requests_get_clear_statuses_and_the_server_keeps_serving(service):
         assert words in err.value.details(), (what, err.value.details())
         still_serving(what)
     raw_stub = service["channel"].unary_unary(
-        f"/{matching_server.SERVICE_NAME}/Retrieve",
+        f"/{SERVICE_NAME}/Retrieve",
         response_deserializer=matching_pb2.RetrieveResponse.FromString)
     assert [a.entity_key for a in raw_stub(_wire(user_id=uid, domain=domain, k=10),
                                            timeout=60).ads] == reference
@@ -222,7 +227,7 @@ def test_a_deadline_too_short_to_meet_is_refused_before_any_model_call(service):
         with pytest.raises(grpc.RpcError) as err:
             _retrieve(service, user_id=uid, domain=servicer.model.domains[0], k=5)
     finally:
-        servicer.min_time_left_s = matching_server.MIN_TIME_LEFT_S
+        servicer.min_time_left_s = MIN_TIME_LEFT_S
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "deadline too short to start" in err.value.details()
     assert servicer.status_counts["DEADLINE_EXCEEDED"] == before.get("DEADLINE_EXCEEDED", 0) + 1
@@ -240,7 +245,7 @@ def test_unexpected_error_is_internal_with_a_request_id_and_logged(service, capl
         con.execute("INSERT OR REPLACE INTO users VALUES (?, ?)",
                     ("~damaged", json.dumps({"user_id": "~damaged", "user_gender": "F"})))
     domain = servicer.model.domains[0]
-    caplog.set_level(logging.INFO, logger=matching_server.logger.name)
+    caplog.set_level(logging.INFO, logger=matching_logger.name)
     with pytest.raises(grpc.RpcError) as err:
         _retrieve(service, user_id="~damaged", domain=domain, k=5)
     assert err.value.code() == grpc.StatusCode.INTERNAL
@@ -248,7 +253,7 @@ def test_unexpected_error_is_internal_with_a_request_id_and_logged(service, capl
     good = _retrieve(service, user_id=good_uid, domain=domain, k=5)
     assert len(good.ads) == 5
     records = [(json.loads(r.getMessage()), r) for r in caplog.records
-               if r.name == matching_server.logger.name]  # every line is JSON
+               if r.name == matching_logger.name]  # every line is JSON
     lines = [line for line, _ in records if line["event"] == "retrieve"]
     assert [(line["request_id"], bool(r.exc_info)) for line, r in records
             if line["event"] == "internal_error"] == [(request_id, True)]  # with traceback
@@ -256,7 +261,7 @@ def test_unexpected_error_is_internal_with_a_request_id_and_logged(service, capl
         ("INTERNAL", domain, 5, "user_id"), ("OK", domain, 5, "user_id")]
     assert lines[0]["request_id"] == request_id and lines[1]["request_id"] == good.request_id
     assert lines[1]["model_version"] == good.model_version and lines[1]["latency_ms"] > 0
-    assert lines[1]["method"] == f"/{matching_server.SERVICE_NAME}/Retrieve"
+    assert lines[1]["method"] == f"/{SERVICE_NAME}/Retrieve"
     stored = store.get(good_uid)
     for text in (r.getMessage() for r in caplog.records):  # no user id, profile or sequence
         assert good_uid not in text and "~damaged" not in text
@@ -265,14 +270,14 @@ def test_unexpected_error_is_internal_with_a_request_id_and_logged(service, capl
 
 def test_health_and_reflection(service):
     health = health_pb2_grpc.HealthStub(service["channel"])
-    for name in ("", matching_server.SERVICE_NAME):
+    for name in ("", SERVICE_NAME):
         status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
         assert status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(service["channel"])
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
         list_services="")]), timeout=10)
     names = {s.name for r in responses for s in r.list_services_response.service}
-    assert matching_server.SERVICE_NAME in names and "grpc.health.v1.Health" in names
+    assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
 
 
 def test_tfrrl_query_prints_the_top_k(service, capsys):
@@ -316,7 +321,7 @@ def test_hot_reload_swaps_to_a_new_indexed_version(service, tmp_path):
         (model_dir / f".tmp-{new}" / "export_manifest.json").write_text(json.dumps(manifest))
         os.rename(model_dir / f".tmp-{new}", model_dir / str(new))
         assert server.reload() is False  # a model without its index is not served
-        indexing.build_indexes(str(base), service["export"]["data_dir"], version=new, M=8,
+        build.build_indexes(str(base), service["export"]["data_dir"], version=new, M=8,
                                ef_construction=64, num_threads=1)
         # Swap under load: 4 clients keep asking across the swap; none may fail.
         stub = matching_pb2_grpc.MatchingServiceStub(grpc.insecure_channel(server.address))
@@ -378,7 +383,7 @@ def test_serve_command_line_starts_and_stops_on_sigterm(tiny_indexed_export, tmp
 
 def test_remote_scoring_through_tf_serving_gives_the_in_process_answer(service, tmp_path):
     """``tfrrl serve --tf-serving HOST:PORT``: every model call goes to the PredictionService
-    (tfrrl_serving/prediction_server.py here, TF Serving in production); same top-k and scores."""
+    (tfrrl_serving/prediction/server.py here, TF Serving in production); same top-k and scores."""
     from tfrrl_serving.tf_serving import start_server as start_prediction_service
 
     export_dir = service["export"]["base"]
@@ -413,7 +418,7 @@ def test_stored_features_keep_the_most_recent_exposures():
     stored = {"user_id": "u1", "seq_entity_id": ["item:a", "item:b", "item:c", schema.PAD_TOKEN],
               "seq_entity_type": ["item"] * 3 + [schema.PAD_TOKEN],
               "seq_category": ["c1", "c2", "c3", schema.PAD_TOKEN]}
-    raw = matching_server.raw_user_from_store(stored, SimpleNamespace(sequence_length=2))
+    raw = raw_user_from_store(stored, SimpleNamespace(sequence_length=2))
     assert raw["seq_entity_id"] == ["item:b", "item:c"]
     assert raw["seq_category"] == ["c2", "c3"]
     assert raw["user_gender"] == schema.DEFAULT_TOKEN  # a field the store lacks: its default
@@ -424,7 +429,7 @@ def test_retrieval_stops_before_the_next_model_call_once_the_caller_is_gone(serv
     before every model call; the walk ends there instead of scoring for nobody."""
     server = service["server"]
     retriever = server.servicer.model.retriever
-    raw = {**matching_server.raw_user_from_store(
+    raw = {**raw_user_from_store(
         server.servicer.user_store.get(server.servicer.user_store.sample_user_ids(1)[0]),
         server.servicer.model), "domain": server.servicer.model.domains[0]}
     _, _, stats = retriever.retrieve(raw, k=10)
@@ -435,7 +440,7 @@ def test_retrieval_stops_before_the_next_model_call_once_the_caller_is_gone(serv
         asked.append(1)
         return len(asked) > 2  # "the deadline passed" after two model calls
 
-    with pytest.raises(indexing.RetrievalStopped):
+    with pytest.raises(search.RetrievalStopped):
         retriever.retrieve(raw, k=10, should_stop=should_stop)
     assert len(asked) == 3
     keys, _, _ = retriever.retrieve(raw, k=10, should_stop=lambda: False)
@@ -463,7 +468,7 @@ def test_without_its_dataset_the_server_serves_by_value_or_a_copied_store(servic
         profile={f: stored[f"user_{f}"] for f in reference.model.profile_fields}))
     for copied_store in (False, True):
         if copied_store:
-            shutil.copy(reference.user_store.path, base / "tfrrl" / user_store.STORE_FILE)
+            shutil.copy(reference.user_store.path, base / "tfrrl" / prepared.USER_STORE_FILE)
         server = matching_server.start_server(str(base), port=0)
         try:
             with grpc.insecure_channel(server.address) as channel:

@@ -1,6 +1,6 @@
-"""tfrrl_serving/prediction_server.py + tfrrl_serving/prediction_client.py (via tfrrl_serving/tf_serving.py): the
-TF Serving PredictionService API over real gRPC on 127.0.0.1, on the session's tiny exported and
-indexed model (DESIGN.md §6, RRL §IV-B)."""
+"""tfrrl_serving/prediction (server and client, via tfrrl_serving/tf_serving.py): the TF Serving
+PredictionService API over real gRPC on 127.0.0.1, on the session's tiny exported and indexed
+model (RRL §IV-B)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,15 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_
 
 from tfrrl import export
 
-from tfrrl_serving import indexing, prediction_server
-from tfrrl_serving.prediction_client import to_tensor_proto
+from tfrrl_serving.indexing import index_set, search
+from tfrrl_serving.prediction import model_source
+from tfrrl_serving.prediction.protocol import PREDICTION_SERVICE
+from tfrrl_serving.prediction.tensors import to_tensor_proto
+from tfrrl_serving.signatures import signature_inputs
 from tfrrl_serving.tf_serving import (PredictionClient, PredictionServiceError, RemoteSavedModel,
-                                RetryPolicy, start_server)
+                                      RetryPolicy, start_server)
 from tests.conftest import REPO
-from tests.test_indexing import _raw_users, raw_score_batch
+from tests.test_indexing import raw_users, raw_score_batch
 
 MODEL = "tfrrl"
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -99,10 +102,10 @@ def test_metadata_health_and_reflection(server, client, tiny_indexed_export, ver
     assert remote.version == version
     assert sorted(remote.signatures) == sorted(export.SIGNATURES)
     for name, fn in remote.signatures.items():
-        inputs = indexing._signature_inputs(fn)
+        inputs = signature_inputs(fn)
         want = {k: (v["dtype"], v["shape"]) for k, v in manifest[name]["inputs"].items()}
         assert _spec_dict(inputs) == want, name
-    assert sorted(indexing._signature_inputs(remote.signatures["score_raw"])) == sorted(
+    assert sorted(signature_inputs(remote.signatures["score_raw"])) == sorted(
         export.user_input_names() + export.entity_input_names())
     assert sorted(remote.signatures["encode_user"].structured_outputs) == [
         "domain_index", "domain_known", "e_did", "e_tran", "seq_keys", "seq_mask"]
@@ -113,7 +116,7 @@ def test_metadata_health_and_reflection(server, client, tiny_indexed_export, ver
     assert raw.metadata["signature_def"].type_url.endswith("tensorflow.serving.SignatureDefMap")
     assert raw.model_spec.version.value == version
     assert client.health() == "SERVING"
-    assert client.health(prediction_server.PREDICTION_SERVICE) == "SERVING"
+    assert client.health(PREDICTION_SERVICE) == "SERVING"
     database = ProtoReflectionDescriptorDatabase(client.channel)
     assert {"tensorflow.serving.PredictionService", "grpc.health.v1.Health"} <= set(
         database.get_services())
@@ -141,11 +144,11 @@ def test_predict_equals_in_process_savedmodel(client, raw_batch, local_scores, v
 
 def test_remote_retriever_returns_the_in_process_top_k(tiny_indexed_export, client, version):
     base = tiny_indexed_export["base"]
-    local = indexing.IndexedRetriever.load(base)
-    indexes = indexing.load_indexes(base)
-    remote = indexing.IndexedRetriever(RemoteSavedModel(client), indexes)
+    local = search.IndexedRetriever.load(base)
+    indexes = index_set.load_indexes(base)
+    remote = search.IndexedRetriever(RemoteSavedModel(client), indexes)
     assert remote.model_version == version
-    for user in _raw_users(tiny_indexed_export["data"], 4):
+    for user in raw_users(tiny_indexed_export["data"], 4):
         for mode in ("hnsw", "exhaustive"):
             keys, scores, stats = remote.retrieve(user, 10, mode=mode)
             want_keys, want_scores, want_stats = local.retrieve(user, 10, mode=mode)
@@ -153,10 +156,10 @@ def test_remote_retriever_returns_the_in_process_top_k(tiny_indexed_export, clie
             np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
             assert stats["num_score_calls"] == want_stats["num_score_calls"]
     # A served version other than the index's is refused.
-    other = indexing.IndexSet(**{**vars(indexes), "manifest": {**indexes.manifest,
+    other = index_set.IndexSet(**{**vars(indexes), "manifest": {**indexes.manifest,
                                                               "model_version": version + 1}})
     with pytest.raises(ValueError, match=f"served model is version {version}"):
-        indexing.IndexedRetriever(RemoteSavedModel(client), other)
+        search.IndexedRetriever(RemoteSavedModel(client), other)
 
 
 def _bad_requests(raw_batch, sequence_length):
@@ -309,17 +312,17 @@ def test_client_retries_unavailable_until_the_server_is_up(server, raw_batch, ve
 
 def test_version_policies():
     def policy(text):
-        return text_format.Parse(text, prediction_server.VersionPolicy())
+        return text_format.Parse(text, model_source.VersionPolicy())
 
     available = [3, 1, 10, 7]
-    assert prediction_server.aspired_versions(policy(""), available) == [10]
-    assert prediction_server.aspired_versions(policy("latest {}"), available) == [10]
-    assert prediction_server.aspired_versions(policy("latest {num_versions: 2}"),
+    assert model_source.aspired_versions(policy(""), available) == [10]
+    assert model_source.aspired_versions(policy("latest {}"), available) == [10]
+    assert model_source.aspired_versions(policy("latest {num_versions: 2}"),
                                               available) == [7, 10]
-    assert prediction_server.aspired_versions(policy("all {}"), available) == [1, 3, 7, 10]
-    assert prediction_server.aspired_versions(policy("specific {versions: 3 versions: 4}"),
+    assert model_source.aspired_versions(policy("all {}"), available) == [1, 3, 7, 10]
+    assert model_source.aspired_versions(policy("specific {versions: 3 versions: 4}"),
                                               available) == [3]
-    assert prediction_server.aspired_versions(policy(""), []) == []
+    assert model_source.aspired_versions(policy(""), []) == []
 
 
 def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_scores,
@@ -334,7 +337,7 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
     shutil.copytree(source, model_dir / ".tmp-7")      # an export being written
     (model_dir / "index-1").mkdir()                     # an index, not a model
     (model_dir / "5").mkdir()                           # a version folder still being copied
-    assert prediction_server.version_folders(str(model_dir)) == [1]
+    assert model_source.version_folders(str(model_dir)) == [1]
 
     with start_server(str(base), port=0, poll_seconds=0.1) as srv, \
             PredictionClient(srv.address, MODEL, timeout_s=60) as c:

@@ -44,7 +44,7 @@ def test_recall_retrieval_through_the_served_index_with_a_full_beam_equals_recal
     """Eq. 27 vs Eq. 26 on the same queries: with a beam covering the corpus the model-scored
     HNSW search IS the exhaustive search, so Recall-retrieval@N = Recall-all@N of the served
     model. (A narrow beam may find more or fewer ground-truth entities: no order holds.)"""
-    from tfrrl_serving import indexing
+    from tfrrl_serving.indexing import search as indexing
 
     data = tiny_indexed_export["data"]
     queries = build_queries(data, max_queries=12, seed=0)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from tfrrl import export
-from tfrrl_serving.prediction_client import to_tensor_proto
+from tfrrl_serving.prediction.tensors import to_tensor_proto
 from tfrrl_serving.tf_serving import PredictionClient, start_server
 from tests.test_indexing import raw_score_batch
 

@@ -12,13 +12,14 @@ import pytest
 
 from tfrrl_serving import user_store
 from tests.conftest import run_concurrently
+from tfrrl.artifacts import prepared
 from tfrrl.data import schema
 
 
 def snapshot_rows(data_dir):
     """Every snapshot row of a prepared dataset, by user id (read without the store)."""
     rows = {}
-    for path in sorted((data_dir / user_store.SNAPSHOT_DIR).glob("*.jsonl")):
+    for path in sorted((data_dir / prepared.USER_SNAPSHOT_DIR).glob("*.jsonl")):
         for line in path.read_text().splitlines():
             row = json.loads(line)
             rows[row["user_id"]] = row
@@ -89,8 +90,8 @@ def test_user_store_round_trip_and_reuse(small_synthetic_prepared, tmp_path):
 
 
 def _copy_snapshot(src, dst):
-    shutil.copytree(src / user_store.SNAPSHOT_DIR, dst / user_store.SNAPSHOT_DIR)
-    return sorted((dst / user_store.SNAPSHOT_DIR).glob("*.jsonl"))[0]
+    shutil.copytree(src / prepared.USER_SNAPSHOT_DIR, dst / prepared.USER_SNAPSHOT_DIR)
+    return sorted((dst / prepared.USER_SNAPSHOT_DIR).glob("*.jsonl"))[0]
 
 
 def test_store_is_rebuilt_when_the_snapshot_changes_and_a_bad_snapshot_keeps_the_old_one(

@@ -13,8 +13,8 @@ from typing import List, Sequence, Tuple
 from tfrrl.data import synthetic  # light: numpy, no TensorFlow
 from tfrrl_cli.console import quiet_tensorflow, say
 # light: grpc + protos and numpy, no TensorFlow at import
-from tfrrl_serving.indexing import build_indexes
-from tfrrl_serving.matching_server import format_response, query, start_server
+from tfrrl_serving.matching.client import format_response, query
+from tfrrl_serving.matching.server import start_server
 
 NAME = "demo"
 HELP = "run the pipeline end to end on the synthetic default"
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Beam (~1 s, logs at import) and TensorFlow (seconds) are kept out of `tfrrl --help`.
     from beam_pipelines.run import run_prepare
+    from tfrrl_serving.indexing.build import build_indexes
 
     raw_dir = os.path.join(args.workdir, "raw")
     data_dir = os.path.join(args.workdir, "data")

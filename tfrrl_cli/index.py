@@ -1,5 +1,5 @@
 """``tfrrl index``: ScaNN and 4-layer HNSW indexes over the entity representations, written
-beside an export's SavedModel (:func:`tfrrl_serving.indexing.build_indexes`)."""
+beside an export's SavedModel (:func:`tfrrl_serving.indexing.build.build_indexes`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import time
 
 from tfrrl_cli.console import quiet_tensorflow, say
-from tfrrl_serving.indexing import build_indexes  # light: numpy, no TensorFlow at import
 
 NAME = "index"
 HELP = "ScaNN + 4-layer HNSW index beside an export"
@@ -25,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_tensorflow()
+    # The index build encodes the corpus with TensorFlow: kept out of `tfrrl --help`.
+    from tfrrl_serving.indexing.build import build_indexes
+
     start = time.time()
     result = build_indexes(args.export, args.data, args.version, name=args.name,
                            overwrite=args.overwrite, verbose=True)

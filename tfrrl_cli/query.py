@@ -1,5 +1,5 @@
 """``tfrrl query``: asks a running matching service for a user's top-k and prints it
-(the client of :mod:`tfrrl_serving.matching_server`)."""
+(the client of :mod:`tfrrl_serving.matching.client`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import time
 import grpc
 
 # light: grpc + protos, no TensorFlow at import
-from tfrrl_serving.matching_server import MODES, format_response, query
+from tfrrl_serving.indexing.search import MODES
+from tfrrl_serving.matching.client import format_response, query
 
 NAME = "query"
 HELP = "ask a running matching service for a user's top-k"

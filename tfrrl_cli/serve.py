@@ -1,5 +1,5 @@
 """``tfrrl serve``: the gRPC matching service, user in, top-k ads out
-(:mod:`tfrrl_serving.matching_server`, which owns this subcommand's flags)."""
+(:mod:`tfrrl_serving.matching.server`, which owns this subcommand's flags)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 from tfrrl_cli.console import quiet_tensorflow
 # light: grpc + protos, no TensorFlow at import
-from tfrrl_serving.matching_server import add_arguments, serve_from_args
+from tfrrl_serving.matching.server import add_arguments, serve_from_args
 
 NAME = "serve"
 HELP = "gRPC matching service: user in, top-k ads out"

@@ -1,6 +1,7 @@
-"""TF Serving gRPC for tfrrl (DESIGN.md §6): the local ``PredictionService`` server
-(tfrrl_serving/prediction_server.py) and the production client (tfrrl_serving/prediction_client.py) in one
-import.
+"""TF Serving's gRPC ``PredictionService`` for tfrrl in one import: the local server
+(:mod:`tfrrl_serving.prediction.server`), the production client
+(:mod:`tfrrl_serving.prediction.client`) and a served model as a loaded SavedModel
+(:mod:`tfrrl_serving.prediction.remote_model`). Also the command of the local server.
 
 Commands::
 
@@ -16,13 +17,15 @@ Python::
         scores = client.predict("score_raw", raw_features)["scores"]
 """
 
-from tfrrl_serving.prediction_client import (ModelMetadata, PredictionClient, PredictionServiceError,
-                                       RemoteSavedModel, RemoteSignature, RetryPolicy)
-from tfrrl_serving.prediction_server import (ModelManager, ServerHandle, ServingError, main,
-                                       start_server)
+from tfrrl_serving.prediction.client import (ModelMetadata, PredictionClient,
+                                             PredictionServiceError, RetryPolicy)
+from tfrrl_serving.prediction.remote_model import RemoteSavedModel, RemoteSignature
+from tfrrl_serving.prediction.servables import ModelManager
+from tfrrl_serving.prediction.server import ServerHandle, main, start_server
+from tfrrl_serving.status import StatusError
 
 __all__ = ["ModelManager", "ModelMetadata", "PredictionClient", "PredictionServiceError",
-           "RemoteSavedModel", "RemoteSignature", "RetryPolicy", "ServerHandle", "ServingError",
+           "RemoteSavedModel", "RemoteSignature", "RetryPolicy", "ServerHandle", "StatusError",
            "main", "start_server"]
 
 if __name__ == "__main__":

@@ -27,29 +27,30 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from tfrrl.artifacts import prepared
 from tfrrl.data import schema
 
-SNAPSHOT_DIR = "user_snapshot"
-STORE_FILE = "users.sqlite"
 # The exposure sequence of a row (the schema's E_seq lists), required in every row.
 SEQUENCE_FEATURES: Tuple[str, ...] = tuple(f.name for f in schema.example_features()
                                            if f.group == "E_seq" and f.is_sequence)
 
 
 def snapshot_files(data_dir: str) -> List[str]:
-    from tfrrl.data import fileio  # pylint: disable=import-outside-toplevel  (Beam filesystems)
+    """The snapshot's ``*.jsonl`` files; FileNotFoundError when the dataset has none."""
+    # Here, not at the top: fileio imports Beam's filesystems (the server imports this module).
+    from tfrrl.data import fileio  # pylint: disable=import-outside-toplevel  (Beam)
 
-    files = fileio.glob(fileio.join(data_dir, SNAPSHOT_DIR, "*.jsonl"))
+    files = fileio.glob(fileio.join(data_dir, prepared.USER_SNAPSHOT_DIR, "*.jsonl"))
     if not files:
         raise FileNotFoundError(
-            f"{data_dir} has no user snapshot ({SNAPSHOT_DIR}/*.jsonl): prepare it again with "
-            "this version of tfrrl")
+            f"{data_dir} has no user snapshot ({prepared.USER_SNAPSHOT_DIR}/*.jsonl): prepare "
+            "it again with this version of tfrrl")
     return files
 
 
 def snapshot_fingerprint(files: List[str]) -> str:
     """sha256 over the snapshot files' contents (names excluded: shard names may change)."""
-    from tfrrl.data import fileio  # pylint: disable=import-outside-toplevel
+    from tfrrl.data import fileio  # pylint: disable=import-outside-toplevel  (Beam)
 
     digest = hashlib.sha256()
     for path in files:
@@ -58,7 +59,7 @@ def snapshot_fingerprint(files: List[str]) -> str:
 
 
 def _rows(files: List[str]) -> Iterator[Tuple[str, str]]:
-    from tfrrl.data import fileio  # pylint: disable=import-outside-toplevel
+    from tfrrl.data import fileio  # pylint: disable=import-outside-toplevel  (Beam)
 
     for path in files:
         for number, line in enumerate(fileio.read_text(path).splitlines(), start=1):

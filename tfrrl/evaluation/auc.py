@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tfrrl.data.corpus import load_corpus
 from tfrrl.data.reader import EVAL, FeatureLookup, PreparedDataset
-from tfrrl.model.inputs import split_features
+from tfrrl.model.encoders.features import split_features
 
 
 def auc(labels: Sequence[float], scores: Sequence[float]) -> float:

@@ -41,7 +41,7 @@ from tfrrl.evaluation.text import as_bytes
 
 log = logging.getLogger(__name__)
 
-# Entity-side model inputs (the same split as tfrrl.model.inputs.split_features).
+# Entity-side model inputs (the same split as tfrrl.model.encoders.features.split_features).
 ENTITY_INPUTS: Tuple[str, ...] = tuple(f.name for f in schema.entity_features()) + (
     "entity_hash",)
 # Query-side features that are not model inputs of the user tower (kept out of Queries.features).

@@ -4,9 +4,9 @@ RRL paper §IV-B: "use the L2 distance of the items to construct a 4-layer HNSW 
 ... use model scoring and HNSW's greedy search algorithm to select the top-n results with the
 highest scores in each layer, and finally merge these top candidate sets and select the top-k".
 
-The graph (tfrrl_serving/index.py :class:`HnswGraph`) is built on entity representations with L2; the
-walk uses the MODEL as the similarity: ``score_fn(candidate_ids) -> scores`` (higher = better),
-typically a closure over one user that runs the backbone on a batch of entities.
+The graph (:class:`tfrrl_serving.ann.hnsw.HnswGraph`) is built on entity representations with
+L2; the walk uses the MODEL as the similarity: ``score_fn(candidate_ids) -> scores`` (higher =
+better), typically a closure over one user that runs the backbone on a batch of entities.
 
 Algorithm of :func:`search` (one query):
 
@@ -26,7 +26,8 @@ an entity is never scored twice, even when it is met again on a
 lower layer; "visited" is per layer, as in HNSW, the score cache is per query). Ties are broken by
 the smaller id, everywhere, so results are deterministic. With beams covering the graph
 (``ef >= N`` and ``top_n >= N``) every node reachable from the entry point is scored and the result
-is the exhaustive top-k (tfrrl_serving/index.py repairs layer-0 reachability at build time).
+is the exhaustive top-k (:func:`tfrrl_serving.ann.hnsw.build_hnsw` repairs layer-0 reachability
+at build time).
 
 :func:`search_batch` runs many queries in lock step with ONE ``score_fn_batch(query_idx, ids)``
 call per round for all of them (what a batched model server wants).
@@ -43,7 +44,8 @@ from typing import (Any, Callable, Dict, Generator, Iterator, List, Optional, Se
 
 import numpy as np
 
-from tfrrl_serving.index import HnswGraph, ScannIndex
+from tfrrl_serving.ann.hnsw import HnswGraph
+from tfrrl_serving.ann.scann import ScannIndex
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 BatchScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -292,7 +294,7 @@ def search(graph: HnswGraph, score_fn: ScoreFn, k: int, *, ef: Optional[int] = N
     """Model-scored HNSW search for one query (see the module docstring for the algorithm).
 
     Args:
-      graph: the HNSW graph (tfrrl_serving/index.py).
+      graph: the HNSW graph (:mod:`tfrrl_serving.ann.hnsw`).
       score_fn: ``score_fn(ids int64 [n]) -> scores [n]``, higher = better; called once per
         expansion round with only never-scored ids.
       k: results wanted.
@@ -372,7 +374,7 @@ def search_batch(graph: HnswGraph, score_fn_batch: BatchScoreFn, num_queries: in
 def exhaustive_search(score_fn: ScoreFn, num_entities: int, k: int, batch_size: int = 65_536
                       ) -> Tuple[np.ndarray, np.ndarray]:
     """Scores every entity (in chunks) and returns the top-k, same tie-breaking as :func:`search`
-    (Recall-all's reference, DESIGN.md §5)."""
+    (the reference of Recall-all: the model's exact top-k over the whole corpus)."""
     if num_entities < 1 or k < 1:
         raise ValueError("num_entities and k must be >= 1")
     best_ids = np.empty(0, dtype=np.int64)

@@ -1,8 +1,9 @@
-"""A production client of TF Serving's gRPC ``PredictionService`` (DESIGN.md §6, RRL §IV-B),
-and :class:`RemoteSavedModel`, which makes a served model look like ``tf.saved_model.load``'s.
+"""A production client of TF Serving's gRPC ``PredictionService`` (RRL paper §IV-B: the
+backbone scores candidates on the model server).
 
 The same client talks to the official ``tensorflow_model_server`` and to the local server of
-tfrrl_serving/prediction_server.py: it only uses the generated stubs of ``tensorflow-serving-api``.
+:mod:`tfrrl_serving.prediction.server`: it only uses the generated stubs of
+``tensorflow-serving-api``.
 
 * ``timeout_s`` is the deadline of one call, retries included (every attempt gets what is left).
 * Retries: ONLY on UNAVAILABLE (server not up yet, restarting, connection lost), at most
@@ -19,7 +20,8 @@ tfrrl_serving/prediction_server.py: it only uses the generated stubs of ``tensor
 Usage::
 
     from tfrrl_serving.tf_serving import PredictionClient, RemoteSavedModel
-    from tfrrl_serving.indexing import IndexedRetriever, load_indexes
+    from tfrrl_serving.indexing.index_set import load_indexes
+    from tfrrl_serving.indexing.search import IndexedRetriever
 
     with PredictionClient("localhost:8500", "tfrrl") as client:
         scores = client.predict("score_raw", raw_features)["scores"]         # numpy arrays
@@ -27,10 +29,8 @@ Usage::
         retriever = IndexedRetriever(model, load_indexes(EXPORT, model.version))
         keys, scores, stats = retriever.retrieve(raw_user, k=50)
 
-:class:`RemoteSavedModel` pins the version GetModelMetadata reported, so every call of one
-retriever (``encode_user``, then ``score_encoded`` on cached ``entity_repr`` rows of the index of
-THAT version) is answered by the same model even while the server swaps in a newer version; once
-the pinned version is unloaded, calls fail with NOT_FOUND instead of silently mixing versions.
+(:class:`~tfrrl_serving.prediction.remote_model.RemoteSavedModel`: a served model as a loaded
+SavedModel, pinned to one version.)
 """
 
 from __future__ import annotations
@@ -49,13 +49,10 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-DEFAULT_SIGNATURE = "serving_default"
-SIGNATURE_DEF_FIELD = "signature_def"
-DEFAULT_MAX_MESSAGE_BYTES = 256 << 20  # exhaustive scoring ships [C, R+E] float32 per call
+from tfrrl_serving.prediction.protocol import DEFAULT_MAX_MESSAGE_BYTES, SIGNATURE_DEF_FIELD
+from tfrrl_serving.prediction.tensors import to_tensor_proto
+
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
-# TF2 SavedModels list their init op among the SignatureDefs (TF Serving reports it too); it is
-# not a callable signature, and tf.saved_model.load leaves it out of ``.signatures``.
-INIT_OP_SIGNATURE_KEY = "__saved_model_init_op"
 
 
 class PredictionServiceError(Exception):
@@ -99,43 +96,6 @@ class ModelMetadata:
     name: str
     version: int
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
-
-
-# --------------------------------------------------------------------------------------------
-# tensors
-# --------------------------------------------------------------------------------------------
-
-
-def to_tensor_proto(value: Any, dtype: Optional[tf.DType] = None):
-    """A ``TensorProto`` of an array / tensor / list; with ``dtype`` (the signature's), numbers
-    of the same kind are cast like TF converts Python values (float64 → float32, int64 →
-    int32); a value of another kind keeps its dtype, for the server to reject."""
-    if isinstance(value, tf.Tensor):
-        value = value.numpy()
-    array = np.asarray(value)
-    if array.dtype.kind in "USO":
-        array = array.astype(object)
-    if dtype is not None and _same_kind(array.dtype, tf.as_dtype(dtype)):
-        return tf.make_tensor_proto(array, dtype=dtype)
-    return tf.make_tensor_proto(array)
-
-
-def _same_kind(np_dtype: np.dtype, dtype: tf.DType) -> bool:
-    if dtype == tf.string:
-        return np_dtype.kind in "USO"
-    if dtype.is_bool:
-        return np_dtype.kind == "b"
-    if dtype.is_floating:
-        return np_dtype.kind == "f"
-    if dtype.is_integer:
-        return np_dtype.kind in "iu"
-    return False
-
-
-def tensor_spec(name: str, info: meta_graph_pb2.TensorInfo) -> tf.TensorSpec:
-    """A SignatureDef ``TensorInfo`` as the ``tf.TensorSpec`` a loaded signature reports."""
-    shape = tf.TensorShape(info.tensor_shape)  # -1 dims → None, unknown_rank → None
-    return tf.TensorSpec(shape, tf.as_dtype(info.dtype), name=name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,46 +242,3 @@ class PredictionClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------------------------
-# a served model as a loaded SavedModel
-# --------------------------------------------------------------------------------------------
-
-
-class RemoteSignature:
-    """One served signature, called like a loaded SavedModel's: keyword tensors / arrays in,
-    ``{output alias: np.ndarray}`` out. ``structured_input_signature`` / ``structured_outputs``
-    are built from the SignatureDef, as ``tf.saved_model.load`` builds them."""
-
-    def __init__(self, client: PredictionClient, name: str,
-                 signature_def: meta_graph_pb2.SignatureDef):
-        self.client = client
-        self.name = name
-        self.signature_def = signature_def
-        inputs = {k: tensor_spec(k, v) for k, v in sorted(signature_def.inputs.items())}
-        self.structured_input_signature = ((), inputs)
-        self.structured_outputs = {k: tensor_spec(k, v)
-                                   for k, v in sorted(signature_def.outputs.items())}
-        self._dtypes = {k: s.dtype for k, s in inputs.items()}
-
-    def __call__(self, *args, **inputs) -> Dict[str, np.ndarray]:
-        if args:
-            raise TypeError(f"signature {self.name!r} takes keyword arguments only "
-                            f"({sorted(self._dtypes)})")
-        return self.client.predict(self.name, inputs, dtypes=self._dtypes)
-
-
-class RemoteSavedModel:
-    """A served model with the interface of ``tf.saved_model.load``'s object that serving code
-    uses: ``.signatures[name](**tensors)``; pinned to the version GetModelMetadata reports
-    (``.version``)."""
-
-    def __init__(self, client: PredictionClient, timeout_s: Optional[float] = None):
-        metadata = client.metadata(timeout_s)
-        self.version = metadata.version
-        self.client = client if client.version == metadata.version else client.with_version(
-            metadata.version)
-        self.signatures = {name: RemoteSignature(self.client, name, sig)
-                           for name, sig in sorted(metadata.signature_defs.items())
-                           if name != INIT_OP_SIGNATURE_KEY}

@@ -1,20 +1,12 @@
-"""Retrieval indexes over entity representations (DESIGN.md §6, RRL paper §IV-B).
+"""An HNSW graph over entity representations as plain numpy arrays (RRL paper §IV-B: "use the
+L2 distance of the items to construct a 4-layer HNSW graph structure").
 
-Two indexes, both built from the ``[N, d]`` float32 matrix of entity representations (row ``i`` is
-entity ``i`` of the corpus) and both independent of the model:
-
-* :class:`ScannIndex` (``build_scann``): ScaNN with squared-L2 distance (dot product on request).
-  Used by the cheap serving mode ("ANN candidates, then model re-scoring", tfrrl_serving/nann.py) and as
-  a plain vector index.
-* :class:`HnswGraph` (``build_hnsw``): a faiss ``IndexHNSWFlat`` (L2) whose graph is *extracted*
-  into plain numpy arrays, so that the model-scored search of tfrrl_serving/nann.py (NANN, the paper's
-  "model scoring + HNSW greedy search, top-n per layer, merged to top-k") can walk it with the
-  backbone as the scorer instead of the L2 distance.
-
-Both save to a directory with a ``manifest.json`` (counts, dims, parameters, caller metadata such
-as the model version and corpus version) and load back without the model. ``scann`` imports
-TensorFlow (its package ``__init__`` does), so it is imported lazily: a process that only walks an
-HNSW graph never pays for it.
+:func:`build_hnsw` builds a faiss ``IndexHNSWFlat`` (L2) and *extracts* its graph into an
+:class:`HnswGraph`, so that the model-scored search of :mod:`tfrrl_serving.ann.nann` (NANN, the
+paper's "model scoring + HNSW greedy search, top-n per layer, merged to top-k") can walk it with
+the backbone as the scorer instead of the L2 distance. The graph saves to a directory with its
+``manifest.json`` and loads back without the model (and without faiss: it is imported only to
+build, extract, or save/load the faiss index itself).
 
 faiss HNSW layout (faiss 1.15, ``faiss/impl/HNSW.h``), as read by :func:`extract_hnsw`:
 
@@ -39,269 +31,15 @@ faiss HNSW layout (faiss 1.15, ``faiss/impl/HNSW.h``), as read by :func:`extract
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import math
 import os
 import pathlib
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-PathLike = Union[str, "os.PathLike[str]"]
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
-# ScaNN rules of thumb (scann/docs/algorithms.md): brute force below 20k points, AH + rescoring
-# below 100k, partitioning (about sqrt(N) leaves) + AH + rescoring above; 2 dims per AH block.
-SCANN_BRUTE_FORCE_MAX = 20_000
-SCANN_AH_MAX = 100_000
-SCANN_MODES = ("auto", "brute_force", "ah", "tree_ah")
-SCANN_DISTANCES = ("squared_l2", "dot_product")
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _as_matrix(vectors, name: str = "vectors") -> np.ndarray:
-    x = np.asarray(vectors)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty [N, d] matrix, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"{name} must be numeric, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _write_manifest(directory: pathlib.Path, manifest: Mapping[str, Any]) -> None:
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, directory / MANIFEST)
-
-
-def read_manifest(directory: PathLike) -> Dict[str, Any]:
-    """The ``manifest.json`` of a saved index directory."""
-    path = pathlib.Path(directory) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {directory}: not a saved index directory")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------------------------
-# ScaNN
-# --------------------------------------------------------------------------------------------
-
-
-def _scann_pybind():
-    # Lazy: importing scann imports TensorFlow (scann/__init__.py).
-    from scann.scann_ops.py import scann_ops_pybind  # pylint: disable=import-outside-toplevel
-    return scann_ops_pybind
-
-
-def scann_params(num_vectors: int, num_neighbors: int = 100, mode: str = "auto",
-                 num_leaves: Optional[int] = None, num_leaves_to_search: Optional[int] = None,
-                 leaves_to_search_fraction: float = 0.1, reorder: Optional[int] = None,
-                 dims_per_block: int = 2) -> Dict[str, Any]:
-    """The ScaNN configuration :func:`build_scann` uses for a corpus of ``num_vectors``.
-
-    ``mode="auto"`` follows ScaNN's rules of thumb: brute force (exact, float32) for fewer than
-    20,000 vectors; asymmetric hashing (AH, ``dims_per_block`` = 2) + exact reordering of the best
-    ``reorder`` (default ``max(4 * num_neighbors, 400)``) below 100,000; k-means tree partitioning
-    with ``num_leaves`` ~ sqrt(N) leaves, searching ``leaves_to_search_fraction`` of them (at least
-    1), + AH + reordering above. ``mode`` forces one of ``brute_force``, ``ah``, ``tree_ah``.
-
-    Measured (100k vectors, d=32, recall@10 vs exact, 100 queries): AH with reorder 100 is the
-    bottleneck on clustered data (0.79; 1.00 with reorder 400, hence the default), and on
-    isotropic Gaussian data (the worst case for partitioning) searching 10% of the leaves gives
-    0.77, 20% gives 0.88: raise ``leaves_to_search`` (also a per-query argument of
-    :meth:`ScannIndex.search`) when recall matters more than latency.
-    """
-    if mode not in SCANN_MODES:
-        raise ValueError(f"mode must be one of {SCANN_MODES}, got {mode!r}")
-    if num_vectors < 1:
-        raise ValueError("num_vectors must be >= 1")
-    if num_neighbors < 1:
-        raise ValueError("num_neighbors must be >= 1")
-    if mode == "auto":
-        if num_vectors < SCANN_BRUTE_FORCE_MAX:
-            mode = "brute_force"
-        elif num_vectors < SCANN_AH_MAX:
-            mode = "ah"
-        else:
-            mode = "tree_ah"
-    params: Dict[str, Any] = {"mode": mode, "num_neighbors": int(num_neighbors)}
-    if mode in ("ah", "tree_ah"):
-        params["dims_per_block"] = int(dims_per_block)
-        params["reorder"] = int(min(num_vectors, reorder if reorder is not None
-                                     else max(4 * num_neighbors, 400)))
-    if mode == "tree_ah":
-        if num_leaves is not None:
-            leaves = int(num_leaves)
-        else:  # ~sqrt(N), but ScaNN merges partitions under min_partition_size (50) points
-            leaves = max(2, min(round(math.sqrt(num_vectors)), num_vectors // 50))
-        to_search = (num_leaves_to_search if num_leaves_to_search is not None
-                     else math.ceil(leaves * leaves_to_search_fraction))
-        params["num_leaves"] = leaves
-        params["num_leaves_to_search"] = int(max(1, min(leaves, to_search)))
-        params["training_sample_size"] = int(min(num_vectors, 100_000))
-    return params
-
-
-class ScannIndex:
-    """A built or loaded ScaNN searcher plus its manifest.
-
-    Ids returned by :meth:`search` are row numbers of the ``vectors`` matrix it was built from.
-    """
-
-    def __init__(self, searcher, manifest: Mapping[str, Any]):
-        self._searcher = searcher
-        self.manifest: Dict[str, Any] = dict(manifest)
-
-    @property
-    def num_vectors(self) -> int:
-        return int(self.manifest["num_vectors"])
-
-    @property
-    def dim(self) -> int:
-        return int(self.manifest["dim"])
-
-    @property
-    def distance(self) -> str:
-        return str(self.manifest["distance"])
-
-    @property
-    def params(self) -> Dict[str, Any]:
-        return dict(self.manifest["params"])
-
-    def search(self, queries, k: int, leaves_to_search: Optional[int] = None,
-               pre_reorder_num_neighbors: Optional[int] = None
-               ) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` of each query: ``(ids int64 [Q, k'], distances float32 [Q, k'])``.
-
-        ``k' = min(k, N)``. ``distances`` are ScaNN's: squared L2 (ascending) for ``squared_l2``,
-        the inner product (descending) for ``dot_product``. A single ``[d]`` query gives ``[k']``
-        arrays.
-        """
-        q = np.asarray(queries)
-        single = q.ndim == 1
-        q = _as_matrix(q[None, :] if single else q, "queries")
-        if q.shape[1] != self.dim:
-            raise ValueError(f"queries have dim {q.shape[1]}, the index has dim {self.dim}")
-        if int(k) < 1:
-            raise ValueError("k must be >= 1")
-        kk = min(int(k), self.num_vectors)  # ScaNN pads past N with garbage ids
-        pre = pre_reorder_num_neighbors
-        if pre is not None:
-            pre = max(int(pre), kk)
-        elif "reorder" in self.manifest["params"]:
-            pre = max(int(self.manifest["params"]["reorder"]), kk)
-        ids, dist = self._searcher.search_batched(q, final_num_neighbors=kk,
-                                                  pre_reorder_num_neighbors=pre,
-                                                  leaves_to_search=leaves_to_search)
-        ids = np.asarray(ids, dtype=np.int64)[:, :kk]
-        dist = np.asarray(dist, dtype=np.float32)[:, :kk]
-        return (ids[0], dist[0]) if single else (ids, dist)
-
-    def save(self, directory: PathLike) -> pathlib.Path:
-        """Writes ``directory/scann/`` (ScaNN assets, relative paths: the folder can move) and
-        ``directory/manifest.json``."""
-        root = pathlib.Path(directory)
-        artifacts = root / "scann"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        self._searcher.serialize(str(artifacts), relative_path=True)
-        _write_manifest(root, self.manifest)
-        return root
-
-    @classmethod
-    def load(cls, directory: PathLike) -> "ScannIndex":
-        root = pathlib.Path(directory)
-        manifest = read_manifest(root)
-        if manifest.get("kind") != "scann":
-            raise ValueError(f"{directory} holds a {manifest.get('kind')!r} index, not scann")
-        searcher = _scann_pybind().load_searcher(str(root / "scann"))
-        return cls(searcher, manifest)
-
-
-def build_scann(vectors, num_neighbors: int = 100, *, distance: str = "squared_l2",
-                mode: str = "auto", num_leaves: Optional[int] = None,
-                num_leaves_to_search: Optional[int] = None,
-                leaves_to_search_fraction: float = 0.1, reorder: Optional[int] = None,
-                dims_per_block: int = 2, training_threads: int = 0,
-                metadata: Optional[Mapping[str, Any]] = None) -> ScannIndex:
-    """A ScaNN index over ``vectors`` ``[N, d]`` (see :func:`scann_params` for the choices).
-
-    ``distance`` is ``squared_l2`` (default, the paper builds its graph on L2) or
-    ``dot_product`` (AH then uses anisotropic quantization, threshold 0.2). ``metadata`` (model
-    version, corpus version, ...) goes to the manifest.
-
-    The k-means tree of ``tree_ah`` is not the same from one build to the next, even with one
-    training thread, so recall at a fixed number of searched leaves varies between rebuilds of
-    the same vectors. Measured on 2,000 isotropic 16-d vectors, 40 leaves, recall@10 over 12
-    queries: 0.89-0.97 searching 24 leaves, 0.99-1.00 searching 32 (300 builds each, with 1
-    and 2 threads). Size ``num_leaves_to_search`` with that margin.
-    """
-    if distance not in SCANN_DISTANCES:
-        raise ValueError(f"distance must be one of {SCANN_DISTANCES}, got {distance!r}")
-    x = _as_matrix(vectors)
-    n, d = x.shape
-    params = scann_params(n, num_neighbors, mode, num_leaves, num_leaves_to_search,
-                          leaves_to_search_fraction, reorder, dims_per_block)
-    builder = _scann_pybind().builder(x, int(num_neighbors), distance)
-    if params["mode"] == "tree_ah":
-        builder = builder.tree(num_leaves=params["num_leaves"],
-                               num_leaves_to_search=params["num_leaves_to_search"],
-                               training_sample_size=params["training_sample_size"])
-    if params["mode"] == "brute_force":
-        builder = builder.score_brute_force()
-    else:
-        if distance == "dot_product":
-            builder = builder.score_ah(params["dims_per_block"],
-                                       anisotropic_quantization_threshold=0.2)
-        else:
-            builder = builder.score_ah(params["dims_per_block"])
-        builder = builder.reorder(params["reorder"])
-    if training_threads:
-        builder = builder.set_n_training_threads(int(training_threads))
-    searcher = builder.build()
-    manifest = {
-        "kind": "scann",
-        "format_version": FORMAT_VERSION,
-        "num_vectors": n,
-        "dim": d,
-        "distance": distance,
-        "params": params,
-        "scann_config": searcher.config(),
-        "created": _now(),
-        "metadata": dict(metadata or {}),
-    }
-    return ScannIndex(searcher, manifest)
-
-
-# --------------------------------------------------------------------------------------------
-# HNSW
-# --------------------------------------------------------------------------------------------
+from tfrrl_serving.ann.manifest import (FORMAT_VERSION, PathLike, as_matrix, read_manifest,
+                                        utc_now, write_manifest)
 
 
 @dataclasses.dataclass(eq=False)
@@ -472,12 +210,12 @@ class HnswGraph:
         os.replace(tmp, root / "graph.npz")
         manifest = dict(self.manifest)
         if self.faiss_index is not None:
-            import faiss  # pylint: disable=import-outside-toplevel
+            import faiss  # pylint: disable=import-outside-toplevel  (only to build / save / load)
             faiss.write_index(self.faiss_index, str(root / "hnsw.faiss"))
             manifest["faiss_index_file"] = "hnsw.faiss"
         else:
             manifest.pop("faiss_index_file", None)
-        _write_manifest(root, manifest)
+        write_manifest(root, manifest)
         return root
 
     @classmethod
@@ -502,7 +240,7 @@ class HnswGraph:
         if load_faiss:
             if "faiss_index_file" not in manifest:
                 raise FileNotFoundError(f"{directory} was saved without a faiss index")
-            import faiss  # pylint: disable=import-outside-toplevel
+            import faiss  # pylint: disable=import-outside-toplevel  (only to build / save / load)
             graph.faiss_index = faiss.read_index(str(root / manifest["faiss_index_file"]))
         return graph
 
@@ -523,7 +261,7 @@ def _hnsw_manifest(graph: HnswGraph, metadata: Optional[Mapping[str, Any]],
         "layer_sizes": graph.layer_sizes(),
         "levels_histogram": graph.levels_histogram(),
         "edges_per_layer": [int((a >= 0).sum()) for a in graph.adjacency],
-        "created": _now(),
+        "created": utc_now(),
         "metadata": dict(metadata or {}),
     }
     manifest.update(extra or {})
@@ -558,7 +296,7 @@ def draw_levels(num_nodes: int, M: int, num_layers: Optional[int] = None,
 def extract_hnsw(index, metadata: Optional[Mapping[str, Any]] = None,
                  extra_manifest: Optional[Mapping[str, Any]] = None) -> HnswGraph:
     """Extracts the graph of a faiss ``IndexHNSW*`` into an :class:`HnswGraph` (vectorised)."""
-    import faiss  # pylint: disable=import-outside-toplevel
+    import faiss  # pylint: disable=import-outside-toplevel  (only to build / save / load)
     hnsw = index.hnsw
     n = int(index.ntotal)
     if n == 0:
@@ -622,7 +360,7 @@ def repair_layer0_reachability(graph: HnswGraph, vectors, index=None) -> List[Tu
     faiss index is given, else exact), in a free ``-1`` slot of ``v``'s row (layer 0 gets one more
     column when the row is full). Returns the added ``(v, u)`` edges.
     """
-    x = _as_matrix(vectors)
+    x = as_matrix(vectors)
     if x.shape[0] != graph.num_nodes:
         raise ValueError(f"{x.shape[0]} vectors for a graph of {graph.num_nodes} nodes")
     reachable = reachable_from_entry(graph, 0)
@@ -677,13 +415,13 @@ def build_hnsw(vectors, M: int = 16, ef_construction: int = 200, *,
     parallel insertion is not bit-deterministic across runs). ``metadata`` goes to the manifest.
 
     ``repair_reachability`` (default on): faiss prunes links, and a few layer-0 nodes can end up
-    with no path from the entry (measured: 1 of 2,000 random vectors at M=16): such an entity
-    could never be retrieved by any walk. Each is linked from its nearest reachable node in the
-    numpy graph (layer 0 may get one extra column); the added edges are listed in the manifest
-    (``repair_edges``). The saved faiss index keeps faiss's own graph.
+    with no path from the entry (how often: see benchmarks/RESULTS.md, "ANN index parameters"):
+    such an entity could never be retrieved by any walk. Each is linked from its nearest
+    reachable node in the numpy graph (layer 0 may get one extra column); the added edges are
+    listed in the manifest (``repair_edges``). The saved faiss index keeps faiss's own graph.
     """
-    import faiss  # pylint: disable=import-outside-toplevel
-    x = _as_matrix(vectors)
+    import faiss  # pylint: disable=import-outside-toplevel  (only to build / save / load)
+    x = as_matrix(vectors)
     n, d = x.shape
     if M < 2:
         raise ValueError("M must be >= 2")
