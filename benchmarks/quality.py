@@ -56,7 +56,7 @@ def say(msg: str) -> None:
 
 
 def prepare_data(dataset: str, work: str, impressions: int) -> Dict[str, Optional[str]]:
-    from tfrrl.cli import run_prepare  # pylint: disable=import-outside-toplevel
+    from beam_pipelines.run import run_prepare  # pylint: disable=import-outside-toplevel
 
     data_dir = os.path.join(work, "data")
     raw_dir = os.path.join(work, "raw") if dataset == "synthetic" else os.path.join(

@@ -25,13 +25,11 @@ Heavy imports (TensorFlow, Beam) happen inside the sub-commands so ``tfrrl --hel
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -60,66 +58,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_prepare_config(path: Optional[str], overrides: dict):
-    """PrepareConfig from defaults ← YAML file ← command-line overrides."""
-    import yaml
-
-    from beam_pipelines.unified_link import PrepareConfig
-
-    values = {}
-    if path:
-        with open(path, encoding="utf-8") as f:
-            values.update(yaml.safe_load(f) or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(PrepareConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise SystemExit(f"unknown prepare config keys {sorted(unknown)}; known: {sorted(known)}")
-    return PrepareConfig(**values)
-
-
-def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
-                config_path: Optional[str] = None, overrides: Optional[dict] = None,
-                beam_args: Sequence[str] = (), overwrite: bool = False,
-                keep_raw: Optional[str] = None,
-                adapter_options: Optional[dict] = None) -> dict:
-    from beam_pipelines import unified_link
-
-    cfg = load_prepare_config(config_path, overrides or {})
-    tmp = None
-    raw_dir = input_dir
-    if adapter != "synthetic":
-        from beam_pipelines import adapters
-
-        raw_dir = keep_raw or tempfile.mkdtemp(prefix=f"tfrrl-{adapter}-raw-")
-        tmp = None if keep_raw else raw_dir
-        _say(f"adapter {adapter}: converting {input_dir} to the raw contract in {raw_dir}")
-        summary = adapters.convert(adapter, input_dir, raw_dir, **(adapter_options or {}))
-        brief = {k: summary[k] for k in ("impressions", "users", "entities", "duplicate_rows")
-                 if k in summary}
-        if "domains" in summary:
-            brief["domains"] = len(summary["domains"])
-        _say(f"adapter {adapter}: {json.dumps(brief, default=str)}")
-        recommended = summary.get("eval_fraction") if isinstance(summary, dict) else None
-        if recommended and not (overrides or {}).get("eval_fraction") and not config_path:
-            cfg.eval_fraction = recommended
-    try:
-        _say(f"preparing {raw_dir} → {out_dir} (Beam; "
-             f"{' '.join(beam_args) if beam_args else 'DirectRunner, multi-processing'})")
-        result = unified_link.run(raw_dir, out_dir, cfg, beam_args=list(beam_args),
-                                  overwrite=overwrite)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    _say(f"prepared in {result['seconds']:.1f}s")
-    print(unified_link.format_accounting(result["accounting"]))
-    stats = result["stats"]
-    print(f"domains |D^k| (train): {stats['domain_sizes']}")
-    print(f"corpus: {stats['corpus_size']:,} entities {stats['corpus_entity_type_counts']}")
-    print(f"split: {stats['split']}")
-    return result
-
-
 def _parse_options(pairs: Optional[List[str]]) -> dict:
     """``["num_domains=28", "min_count=1"]`` → ``{"num_domains": 28, "min_count": 1}``."""
     import yaml
@@ -134,7 +72,8 @@ def _parse_options(pairs: Optional[List[str]]) -> dict:
 
 
 def cmd_prepare(args: argparse.Namespace, beam_args: List[str]) -> int:
-    from beam_pipelines.unified_link import OutputExistsError
+    # Function-level: Beam is a heavy import, kept out of ``tfrrl --help``.
+    from beam_pipelines.run import OutputExistsError, run_prepare
 
     try:
         run_prepare(args.input, args.out, args.adapter, config_path=args.config,
@@ -307,6 +246,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace, beam_args: List[str]) -> int:
     """generate → prepare → read back → train Backbone&RRL briefly → Recall@N vs popularity →
     export → index → serve → query (prints the top-k)."""
+    from beam_pipelines.run import run_prepare  # function-level: Beam is a heavy import
     from tfrrl.data import synthetic
 
     raw_dir = os.path.join(args.workdir, "raw")
@@ -533,7 +473,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
         logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
     # Progress of the sharded link's 2N + 3 passes (long runs), shown without --verbose too.
-    logging.getLogger("beam_pipelines.sharded_link").setLevel(logging.INFO)
+    logging.getLogger("beam_pipelines.sharded").setLevel(logging.INFO)
     if args.command in ("prepare", "demo"):
         return cmd_prepare(args, extra) if args.command == "prepare" else cmd_demo(args, extra)
     if extra:
