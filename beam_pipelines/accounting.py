@@ -12,7 +12,8 @@ from beam_pipelines import counters, transforms
 from beam_pipelines.counters import IMPRESSIONS, USERS
 from tfrrl.data.link_spec import DatasetSpec
 
-LINK_UNRESOLVED, USER_SNAPSHOT = "catalog_link_unresolved", "user_snapshot"  # summary keys
+# Keys of accounting.json beside the sources.
+LINK_UNRESOLVED_KEY, USER_SNAPSHOT_KEY = "catalog_link_unresolved", "user_snapshot"
 
 
 def accounting_from_counters(counts: Mapping[str, int], spec: DatasetSpec) -> Dict[str, Any]:
@@ -40,8 +41,8 @@ def accounting_from_counters(counts: Mapping[str, int], spec: DatasetSpec) -> Di
             entry["accounted"] = accounted
             entry["balanced"] = accounted == entry["rows_read"]
         acc[source] = entry
-    acc[LINK_UNRESOLVED] = counts.get(counters.LINK_UNRESOLVED, 0)
-    acc[USER_SNAPSHOT] = counts.get(counters.USER_SNAPSHOTS, 0)
+    acc[LINK_UNRESOLVED_KEY] = counts.get(counters.LINK_UNRESOLVED, 0)
+    acc[USER_SNAPSHOT_KEY] = counts.get(counters.USER_SNAPSHOTS, 0)
     return acc
 
 
@@ -64,14 +65,14 @@ def format_accounting(acc: Mapping[str, Any]) -> str:
     for rule, n in imp["filtered"].items():
         lines.append(f"  filtered by rule {rule}: {n:,}")
     for source, entry in acc.items():
-        if source in (IMPRESSIONS, LINK_UNRESOLVED, USER_SNAPSHOT):
+        if source in (IMPRESSIONS, LINK_UNRESOLVED_KEY, USER_SNAPSHOT_KEY):
             continue
         dead = sum(entry["dead_letter"].values())
         detail = ", ".join(f"{r} {n:,}" for r, n in entry["dead_letter"].items())
         lines.append(f"{source}: read {entry['rows_read']:,}, kept {entry['kept']:,}, "
                      f"dead-letter {dead:,}" + (f" ({detail})" if detail else ""))
-    lines.append(f"user-feature snapshot: {acc.get(USER_SNAPSHOT, 0):,} users")
-    if acc.get(LINK_UNRESOLVED):
+    lines.append(f"user-feature snapshot: {acc.get(USER_SNAPSHOT_KEY, 0):,} users")
+    if acc.get(LINK_UNRESOLVED_KEY):
         lines.append(f"linked entities whose product is missing (defaults kept): "
-                     f"{acc[LINK_UNRESOLVED]:,}")
+                     f"{acc[LINK_UNRESOLVED_KEY]:,}")
     return "\n".join(lines)
