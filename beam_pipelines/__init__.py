@@ -1,0 +1,22 @@
+"""The unified entity feature link (UMES, RRL paper §IV-A) as an Apache Beam application.
+
+raw impressions + one catalog per entity type + user profiles → a prepared dataset
+(``tfrrl/artifacts/prepared.py``): train/eval tf.Examples with per-user exposure sequences, the
+entity corpus with the logQ sampling probability Q(a) (Eq. 2), vocabularies, the serving user
+snapshot, dead letters, statistics and a balanced row accounting.
+
+Modules, from the entry down:
+
+* ``run`` — the entry (``run``, ``run_prepare``): claims the output, runs a mode, checks the
+  accounting, publishes;
+* ``config`` — ``PrepareConfig``;
+* ``one_pass`` / ``sharded`` — the two modes: one pipeline, or 2N + 3 pipelines over N user
+  shards (bounded memory on the local runner); the same dataset;
+* ``stages/`` — the pieces both modes are built from, one stage per module;
+* ``transforms`` — the pure functions the stages wrap (no Beam);
+* ``raw_io``, ``packed``, ``tags``, ``dead_letters`` — raw-table readers, compact shuffle
+  values, output tag names, dead-letter routing;
+* ``runner``, ``counters``, ``accounting``, ``publish`` — running one pipeline, its counters,
+  the row accounting, and the staging/publishing of the output folder;
+* ``adapters/`` — public datasets → the raw contract.
+"""

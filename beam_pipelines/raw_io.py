@@ -1,8 +1,8 @@
 """Beam readers for the raw tables (CSV / TSV / JSONL / Parquet, local or gs://).
 
 Every reader yields dict rows on its main output and dead-letter records (with a reason) on
-``DEAD``; it counts every row it reads in the Beam counter ``<source>/rows_read`` so the row
-accounting can prove that nothing was lost.
+``DEAD``; it counts every row it reads in the Beam counter ``<source>/rows_read``
+(``beam_pipelines/counters.py``) so the row accounting can prove that nothing was lost.
 """
 
 from __future__ import annotations
@@ -10,23 +10,16 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator
 
 import apache_beam as beam
-from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
-from beam_pipelines import transforms
+from beam_pipelines import counters, transforms
+from beam_pipelines.dead_letters import reject
+from beam_pipelines.tags import DEAD
 from tfrrl.data import fileio
 
-DEAD = "dead"
-NAMESPACE = "tfrrl"
 
-
-def rows_read_counter(source: str):
-    return Metrics.counter(NAMESPACE, f"{source}/rows_read")
-
-
-def dead_counter(source: str, reason: str):
-    return Metrics.counter(NAMESPACE, f"{source}/dead/{reason}")
+def _rows_read_counter(source: str):
+    return counters.counter(counters.rows_read_name(source))
 
 
 def _read_header(pattern: str, delimiter: str):
@@ -45,7 +38,7 @@ class _ParseLine(beam.DoFn):
         self._source, self._fmt, self._header = source, fmt, header
 
     def setup(self):
-        self._read = rows_read_counter(self._source)
+        self._read = _rows_read_counter(self._source)
 
     def process(self, line: bytes) -> Iterator[Any]:
         self._read.inc()
@@ -56,9 +49,7 @@ class _ParseLine(beam.DoFn):
                 delimiter = "\t" if self._fmt == "tsv" else ","
                 yield transforms.parse_delimited_line(line, self._header, delimiter)
         except transforms.RowError as e:
-            dead_counter(self._source, e.reason).inc()
-            yield pvalue.TaggedOutput(DEAD, transforms.dead_letter(self._source, e.reason, line,
-                                                                   e.detail))
+            yield reject(self._source, e.reason, line, e.detail)
 
 
 class _CountRows(beam.DoFn):
@@ -66,7 +57,7 @@ class _CountRows(beam.DoFn):
         self._source = source
 
     def setup(self):
-        self._read = rows_read_counter(self._source)
+        self._read = _rows_read_counter(self._source)
 
     def process(self, row: Dict[str, Any]):
         self._read.inc()

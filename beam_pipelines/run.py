@@ -1,40 +1,83 @@
-"""TEMPORARY (the pipelines helper owns the real module): `tfrrl prepare`'s orchestration, moved
-unchanged out of the former ``tfrrl/cli.py`` so the command line only parses arguments."""
+"""Running the link end to end: the entry of ``tfrrl prepare``.
+
+:func:`run` turns a raw folder (the contract of ``tfrrl.data.link_spec``) into a prepared
+dataset (``tfrrl/artifacts/prepared.py``): it claims the output folder
+(``beam_pipelines/publish.py``), runs one of the two modes — ``one_pass`` (one pipeline) or
+``sharded`` (``PrepareConfig.user_shards`` > 1: one user shard at a time, the local runner's
+bounded-memory mode) — checks the row accounting (``beam_pipelines/accounting.py``), writes the
+run's records and ``_SUCCESS``, and publishes. Both modes write the same dataset.
+:func:`run_prepare` adds what the command does around it: a dataset adapter
+(``beam_pipelines/adapters``), progress lines and the printed summary.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from beam_pipelines.unified_link import OutputExistsError, PrepareConfig
+from beam_pipelines import accounting, adapters, one_pass, publish, runner, sharded
+from beam_pipelines.config import PrepareConfig, load_prepare_config
+from beam_pipelines.publish import OutputExistsError
+from tfrrl.artifacts import prepared
+from tfrrl.data import fileio, link_spec
+from tfrrl.data.link_spec import DatasetSpec
 
-__all__ = ["OutputExistsError", "PrepareConfig", "load_prepare_config", "run_prepare"]
+__all__ = ["run", "run_prepare", "load_prepare_config", "PrepareConfig", "OutputExistsError"]
+
+
+def _complete(work_dir: str, spec: DatasetSpec, counters: Dict[str, int]) -> Dict[str, Any]:
+    """Writes the run's records beside the dataset (``link_spec.yaml``, ``accounting.json``),
+    refuses an unbalanced accounting, then writes ``_SUCCESS``; returns accounting and stats."""
+    acc = accounting.accounting_from_counters(counters, spec)
+    fileio.write_text(fileio.join(work_dir, prepared.SPEC_COPY), spec.to_yaml())
+    fileio.write_text(fileio.join(work_dir, prepared.ACCOUNTING_FILE),
+                      json.dumps(acc, indent=2) + "\n")
+    stats = json.loads(fileio.read_text(fileio.join(work_dir, prepared.STATS_FILE)))
+    if not accounting.is_balanced(acc):
+        raise RuntimeError("row accounting does not balance:\n"
+                           + accounting.format_accounting(acc))
+    fileio.write_text(fileio.join(work_dir, prepared.SUCCESS_FILE), "")
+    return {"accounting": acc, "stats": stats}
+
+
+def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
+        spec: Optional[DatasetSpec] = None, beam_args: Optional[List[str]] = None,
+        overwrite: bool = False) -> Dict[str, Any]:
+    """Runs the link; returns ``{"accounting": …, "stats": …, "seconds": …}``.
+
+    Data safety (``beam_pipelines/publish.py``): a non-empty ``out_dir`` is never replaced
+    unless ``overwrite`` (else :class:`OutputExistsError`); a failed or killed run leaves no
+    dataset at ``out_dir``, and an overwritten one stays whole until the new one is complete.
+
+    ``cfg.user_shards`` > 1 runs the link as several pipelines, one user shard at a time
+    (``beam_pipelines/sharded.py``; local runners only): the same dataset, the same accounting
+    and the same data safety, with peak memory bounded by the largest shard.
+    """
+    cfg = (cfg or PrepareConfig()).validate()
+    spec = (spec or link_spec.load(raw_dir)).validate()
+    if cfg.user_shards > 1:
+        sharded.check_runner(runner.default_pipeline_options(beam_args))
+    work_dir = publish.claim_output(out_dir, overwrite)
+    start = time.time()
+    try:
+        if cfg.user_shards == 1:
+            counters = one_pass.run_one_pass(raw_dir, work_dir, spec, cfg, beam_args)
+        else:
+            counters = sharded.run_passes(raw_dir, work_dir, spec, cfg, beam_args)
+        seconds = time.time() - start
+        result = _complete(work_dir, spec, counters)
+    except BaseException:
+        publish.discard(work_dir, out_dir)
+        raise
+    publish.publish(work_dir, out_dir)
+    return dict(result, seconds=seconds)
 
 
 def _say(message: str) -> None:
     print(f"[tfrrl {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def load_prepare_config(path: Optional[str], overrides: dict):
-    """PrepareConfig from defaults ← YAML file ← command-line overrides."""
-    import yaml
-
-    from beam_pipelines.unified_link import PrepareConfig
-
-    values = {}
-    if path:
-        with open(path, encoding="utf-8") as f:
-            values.update(yaml.safe_load(f) or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(PrepareConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise SystemExit(f"unknown prepare config keys {sorted(unknown)}; known: {sorted(known)}")
-    return PrepareConfig(**values)
 
 
 def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
@@ -42,14 +85,18 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
                 beam_args: Sequence[str] = (), overwrite: bool = False,
                 keep_raw: Optional[str] = None,
                 adapter_options: Optional[dict] = None) -> dict:
-    from beam_pipelines import unified_link
+    """``tfrrl prepare``: the config (defaults ← ``config_path`` ← ``overrides``), the
+    ``adapter``'s conversion of ``input_dir`` to the raw contract (``synthetic``: already
+    raw; the converted folder is kept at ``keep_raw`` if given, else removed), :func:`run`,
+    and the accounting and split summary printed; returns :func:`run`'s result.
 
+    An adapter's recommended ``eval_fraction`` applies unless a config file or an override
+    sets one.
+    """
     cfg = load_prepare_config(config_path, overrides or {})
     tmp = None
     raw_dir = input_dir
     if adapter != "synthetic":
-        from beam_pipelines import adapters
-
         raw_dir = keep_raw or tempfile.mkdtemp(prefix=f"tfrrl-{adapter}-raw-")
         tmp = None if keep_raw else raw_dir
         _say(f"adapter {adapter}: converting {input_dir} to the raw contract in {raw_dir}")
@@ -65,13 +112,12 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
     try:
         _say(f"preparing {raw_dir} → {out_dir} (Beam; "
              f"{' '.join(beam_args) if beam_args else 'DirectRunner, multi-processing'})")
-        result = unified_link.run(raw_dir, out_dir, cfg, beam_args=list(beam_args),
-                                  overwrite=overwrite)
+        result = run(raw_dir, out_dir, cfg, beam_args=list(beam_args), overwrite=overwrite)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     _say(f"prepared in {result['seconds']:.1f}s")
-    print(unified_link.format_accounting(result["accounting"]))
+    print(accounting.format_accounting(result["accounting"]))
     stats = result["stats"]
     print(f"domains |D^k| (train): {stats['domain_sizes']}")
     print(f"corpus: {stats['corpus_size']:,} entities {stats['corpus_entity_type_counts']}")

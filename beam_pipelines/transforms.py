@@ -1,8 +1,8 @@
 """Pure functions of the unified entity feature link (UMES, RRL paper §IV-A).
 
 Everything here is plain Python on dicts so it can be unit-tested without Beam and reused by
-the single-process baseline of ``benchmarks/pipeline_throughput.py``; ``unified_link.py`` wires
-these functions into an Apache Beam pipeline.
+the single-process baseline of ``benchmarks/pipeline_throughput.py``; the modules of
+``beam_pipelines/stages`` wire these functions into an Apache Beam pipeline.
 
 A row that cannot be used raises :class:`RowError` with a machine-readable ``reason``; the
 pipeline turns it into a dead-letter record. Reasons (each counted):

@@ -1,7 +1,7 @@
 """A single-process pyarrow + numpy implementation of the unified entity feature link.
 
 This is the BASELINE of ``benchmarks/pipeline_throughput.py``: the same transform as
-``beam_pipelines/unified_link.py`` (same unified entity table, same dead-letter rules, same
+the Beam link of ``beam_pipelines/`` (same unified entity table, same dead-letter rules, same
 exposure sequences, same split, same logQ sampling probabilities, same vocabularies, same
 encoder ``schema.encode_example`` / ``schema.encode_entity``) written column-wise, so the
 benchmark compares the ENGINE, not the encoder. ``tests/test_link_baseline.py`` checks that both
@@ -36,7 +36,7 @@ Differences, on purpose (it is a benchmark baseline, not a product path):
   ``quantile_resolution`` buckets: with no ``cutoff_timestamp`` the two cutoffs may differ by a
   few timestamps (≈ 1 / quantile_resolution of the rows);
 * one output shard per split (``part-00000-of-00001``); Beam lets the runner decide. Inside
-  it the examples follow ``unified_link.ShuffleRecords``' order (hash bucket, then hash); Beam
+  it the examples follow ``stages.shuffle.ShuffleRecords``' order (hash bucket, then hash); Beam
   orders the buckets as its runner pleases.
 """
 
@@ -54,13 +54,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines import transforms, unified_link
-from beam_pipelines.unified_link import PrepareConfig
+from beam_pipelines import accounting, counters, transforms
+from beam_pipelines.config import PrepareConfig
+from beam_pipelines.counters import IMPRESSIONS, USERS
+from beam_pipelines.publish import OutputExistsError
+from beam_pipelines.stages import stats as link_stats
+from beam_pipelines.stages import vocabulary
+from beam_pipelines.stages.shuffle import record_hash
+from tfrrl.artifacts import prepared
 from tfrrl.data import fileio, link_spec, schema
 from tfrrl.data.link_spec import DatasetSpec
 
-IMPRESSIONS, USERS = unified_link.IMPRESSIONS, unified_link.USERS
-_record_hash = unified_link._record_hash  # pylint: disable=protected-access
 _DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _ENCODE_CHUNK = 65_536
 
@@ -73,7 +77,7 @@ class _Dead:
         self.records: List[Dict[str, Any]] = []
 
     def add(self, source: str, reason: str, row: Any, detail: str = "") -> None:
-        self.counters[f"{source}/dead/{reason}"] += 1
+        self.counters[counters.dead_name(source, reason)] += 1
         self.records.append(transforms.dead_letter(source, reason, row, detail))
 
 
@@ -115,7 +119,7 @@ class _Table:
                         strings_can_be_null=False, quoted_strings_can_be_null=False)))
         self.table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         self.num_rows = self.table.num_rows
-        dead.counters[f"{source}/rows_read"] += self.num_rows + len(invalid)
+        dead.counters[counters.rows_read_name(source)] += self.num_rows + len(invalid)
         for text, expected, actual in invalid:  # the details of transforms.parse_*_line
             if not text.strip():
                 dead.add(source, "empty_line", text)
@@ -413,14 +417,14 @@ def _group_starts(new_group: np.ndarray) -> np.ndarray:
 def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         spec: Optional[DatasetSpec] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Runs the link in this process; returns ``{"accounting": …, "stats": …, "seconds": …}``
-    (the shape of ``unified_link.run``) and writes the same output layout."""
+    (the shape of ``beam_pipelines.run.run``) and writes the same output layout."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     cfg = (cfg or PrepareConfig()).validate()
     spec = (spec or link_spec.load(raw_dir)).validate()
     if fileio.exists(out_dir) and fileio.glob(fileio.join(out_dir, "*")):
         if not overwrite:
-            raise unified_link.OutputExistsError(
+            raise OutputExistsError(
                 f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
         FileSystems.delete([out_dir])
     start = time.time()
@@ -586,7 +590,7 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     if spec.label == "click":
         filtered = click[rows] == 0
         is_example = ~filtered
-        dead.counters[f"{IMPRESSIONS}/filtered/not_clicked"] += int(filtered.sum())
+        dead.counters[counters.filtered_name("not_clicked")] += int(filtered.sum())
     ex_pos = np.flatnonzero(is_example)
     ex_rows = rows[ex_pos]
     if random_split:
@@ -603,8 +607,8 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     n_train = int(train_count.sum())
     prob = [transforms.sampling_probability(c, n_train, n_ent, cfg.logq_smoothing)
             for c in train_count.tolist()]
-    dead.counters[f"{IMPRESSIONS}/written/{transforms.TRAIN}"] += int((~is_eval).sum())
-    dead.counters[f"{IMPRESSIONS}/written/{transforms.EVAL}"] += int(is_eval.sum())
+    dead.counters[counters.written_name(transforms.TRAIN)] += int((~is_eval).sum())
+    dead.counters[counters.written_name(transforms.EVAL)] += int(is_eval.sum())
 
     # 8. Writes: examples, corpus, frequencies, dead letters.
     entity_parts = [entities.record(i) for i in range(n_ent)]
@@ -616,7 +620,7 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     seq_cat = np.array(entities.cols[schema.entity_feature_name("category")]
                        + [schema.PAD_TOKEN], dtype=object)
     ent_of_pos = np.append(ent[rows], pad)  # unique position → entity (m → padding)
-    for folder in (unified_link.TRAIN_DIR, unified_link.EVAL_DIR, unified_link.CORPUS_DIR):
+    for folder in prepared.SPLITS:
         tf.io.gfile.makedirs(fileio.join(out_dir, folder))
     part = "part-00000-of-00001.tfrecord"
     encoded: Dict[bool, List[bytes]] = {False: [], True: []}  # is_eval → records
@@ -648,23 +652,23 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
             example["sampling_prob"] = prob[e]
             encoded[ev].append(encode(example, L))
     # Written in the pipeline's pseudo-random order (ShuffleRecords: hash bucket, then hash).
-    for ev, folder in ((False, unified_link.TRAIN_DIR), (True, unified_link.EVAL_DIR)):
+    for ev, folder in ((False, prepared.TRAIN_DIR), (True, prepared.EVAL_DIR)):
         records = encoded.pop(ev)
-        hashes = np.fromiter((_record_hash(r) for r in records), dtype=np.uint64,
+        hashes = np.fromiter((record_hash(r) for r in records), dtype=np.uint64,
                              count=len(records))
         with tf.io.TFRecordWriter(fileio.join(out_dir, folder, part)) as w:
             for i in np.lexsort((hashes, hashes % np.uint64(buckets))).tolist():
                 w.write(records[i])
         del records
-    with tf.io.TFRecordWriter(fileio.join(out_dir, unified_link.CORPUS_DIR, part)) as w:
+    with tf.io.TFRecordWriter(fileio.join(out_dir, prepared.CORPUS_DIR, part)) as w:
         for i, record in enumerate(entity_parts):
             w.write(schema.encode_entity(dict(record, sampling_prob=prob[i],
                                               train_count=int(train_count[i]))))
-    fileio.write_text(fileio.join(out_dir, unified_link.FREQUENCY_FILE),
+    fileio.write_text(fileio.join(out_dir, prepared.FREQUENCY_FILE),
                       "entity_id\ttrain_count\tsampling_prob\n" + "".join(
                           f"{k}\t{c}\t{p:.9g}\n"
                           for k, c, p in zip(entities.key, train_count.tolist(), prob)))
-    fileio.write_text(fileio.join(out_dir, unified_link.DEAD_LETTER_DIR,
+    fileio.write_text(fileio.join(out_dir, prepared.DEAD_LETTER_DIR,
                                   "part-00000-of-00001.jsonl"),
                       "".join(json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n"
                               for d in dead.records))
@@ -682,8 +686,8 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
             snap = dict(user_parts[users[lo]])
             snap.update(transforms.exposure_sequence(history, L))
             snapshot_lines.append(json.dumps(snap, sort_keys=True, ensure_ascii=False) + "\n")
-    dead.counters[f"{unified_link.USERS}/snapshot"] += len(snapshot_lines)
-    fileio.write_text(fileio.join(out_dir, unified_link.USER_SNAPSHOT_DIR,
+    dead.counters[counters.USER_SNAPSHOTS] += len(snapshot_lines)
+    fileio.write_text(fileio.join(out_dir, prepared.USER_SNAPSHOT_DIR,
                                   "part-00000-of-00001.jsonl"), "".join(snapshot_lines))
 
     # Vocabularies from the TRAIN split only.
@@ -705,12 +709,11 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         for token, c in pairs:
             if c and token != schema.DEFAULT_TOKEN:
                 bucket[token] = bucket.get(token, 0) + c
-    min_freq = unified_link._vocabulary_min_frequency(cfg)  # pylint: disable=protected-access
+    min_freq = vocabulary.vocabulary_min_frequency(cfg)
     vocab_sizes = {}
     for name, mf in min_freq.items():
         tokens = transforms.build_vocabulary(counts.get(name, {}).items(), mf)
-        fileio.write_text(fileio.join(out_dir, unified_link.VOCAB_DIR, f"{name}.txt"),
-                          "".join(tok.replace("\n", " ") + "\n" for tok in tokens))
+        vocabulary.write_vocabulary_file(out_dir, name, tokens)
         vocab_sizes[name] = len(tokens)
 
     # Stats (the pipeline's own writer) and accounting.
@@ -726,19 +729,19 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
             split_stats[(split_name, "entity_type", e_type)] += c
         split_stats[(split_name, "total", "")] += int(mask.sum())
     totals = {"train": n_train, "corpus": n_ent, "smoothing": cfg.logq_smoothing}
-    unified_link._write_stats(  # pylint: disable=protected-access
-        None, out_dir, spec, cfg, dict(split_stats), dict(collections.Counter(entities.type)),
-        vocab_sizes, cutoff, totals)
+    link_stats.write_stats_file(out_dir, link_stats.stats_document(
+        spec, cfg, dict(split_stats), dict(collections.Counter(entities.type)), vocab_sizes,
+        cutoff, totals))
     if unresolved:
-        dead.counters["catalog/link_unresolved"] += unresolved
+        dead.counters[counters.LINK_UNRESOLVED] += unresolved
     seconds = time.time() - start
-    acc = unified_link.accounting_from_counters(dead.counters, spec)
-    fileio.write_text(fileio.join(out_dir, unified_link.SPEC_COPY), spec.to_yaml())
-    fileio.write_text(fileio.join(out_dir, unified_link.ACCOUNTING_FILE),
+    acc = accounting.accounting_from_counters(dead.counters, spec)
+    fileio.write_text(fileio.join(out_dir, prepared.SPEC_COPY), spec.to_yaml())
+    fileio.write_text(fileio.join(out_dir, prepared.ACCOUNTING_FILE),
                       json.dumps(acc, indent=2) + "\n")
-    stats = json.loads(fileio.read_text(fileio.join(out_dir, unified_link.STATS_FILE)))
-    if not acc[IMPRESSIONS]["balanced"]:
+    stats = json.loads(fileio.read_text(fileio.join(out_dir, prepared.STATS_FILE)))
+    if not accounting.is_balanced(acc):
         raise RuntimeError("row accounting does not balance:\n"
-                           + unified_link.format_accounting(acc))
-    fileio.write_text(fileio.join(out_dir, unified_link.SUCCESS_FILE), "")
+                           + accounting.format_accounting(acc))
+    fileio.write_text(fileio.join(out_dir, prepared.SUCCESS_FILE), "")
     return {"accounting": acc, "stats": stats, "seconds": seconds}

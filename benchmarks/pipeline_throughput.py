@@ -6,19 +6,19 @@
 
 1. generates ``--impressions`` synthetic impressions (``tfrrl.data.synthetic``, seed 0) in a
    temporary folder (removed at the end unless ``--keep``);
-2. runs ``beam_pipelines.unified_link.run`` with its defaults (DirectRunner in multi-processing
+2. runs ``beam_pipelines.run.run`` with its defaults (DirectRunner in multi-processing
    mode, one worker process) and ``benchmarks.link_baseline.run`` (pyarrow +
    numpy in one process, one core) on it, each in a FRESH Python process (so memory is
    attributable and neither warms the other's caches), alternating the order when repeated;
    (``--beam-workers N`` adds ``--direct_num_workers=N``; the cores reported for Beam are the
-   EFFECTIVE ``direct_num_workers`` of the options ``unified_link.default_pipeline_options``
-   builds);
+   EFFECTIVE ``direct_num_workers`` of the options
+   ``beam_pipelines.runner.default_pipeline_options`` builds);
 3. prints rows/s of each, the cores each used, the ratio
    ``(Beam rows/s ÷ Beam cores) ÷ baseline rows/s`` against the target (≥ 0.5) with PASS/MISS,
    and the peak resident memory of each.
 
 ``--user-shards 1 4`` runs the Beam link once per value of ``PrepareConfig.user_shards`` (the
-sharded mode of ``beam_pipelines/sharded_link.py``), each in its own fresh process like the
+sharded mode of ``beam_pipelines/sharded.py``), each in its own fresh process like the
 others, and ends with a side-by-side table of their seconds and peak RSS (the ratio above uses
 the first value). ``--skip-baseline`` leaves the baseline out.
 
@@ -76,16 +76,17 @@ def _worker(engine: str, raw: str, out: str, result_path: str, beam_args: List[s
             user_shards: int = 1) -> None:
     import psutil  # pylint: disable=import-outside-toplevel
 
-    from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
+    from beam_pipelines import run as link  # pylint: disable=import-outside-toplevel
     from benchmarks import link_baseline  # pylint: disable=import-outside-toplevel
+    from tfrrl.artifacts import prepared  # pylint: disable=import-outside-toplevel
 
-    cfg = unified_link.PrepareConfig(user_shards=user_shards)
+    cfg = link.PrepareConfig(user_shards=user_shards)
     rss_before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     error = None
     try:
         if engine == "beam":
-            result = unified_link.run(raw, out, cfg, beam_args=beam_args)
+            result = link.run(raw, out, cfg, beam_args=beam_args)
         else:
             result = link_baseline.run(raw, out, cfg)
     except RuntimeError as e:  # run() checks the accounting AFTER the pipeline finished
@@ -93,9 +94,9 @@ def _worker(engine: str, raw: str, out: str, result_path: str, beam_args: List[s
             raise
         error = str(e)
         result = {
-            "accounting": json.loads(open(os.path.join(out, unified_link.ACCOUNTING_FILE),
+            "accounting": json.loads(open(os.path.join(out, prepared.ACCOUNTING_FILE),
                                           encoding="utf-8").read()),
-            "stats": json.loads(open(os.path.join(out, unified_link.STATS_FILE),
+            "stats": json.loads(open(os.path.join(out, prepared.STATS_FILE),
                                      encoding="utf-8").read()),
             "seconds": time.perf_counter() - t0}
     wall = time.perf_counter() - t0
@@ -128,7 +129,7 @@ def _worker(engine: str, raw: str, out: str, result_path: str, beam_args: List[s
         summary["records_written"] = {
             split: sum(1 for path in tf.io.gfile.glob(os.path.join(out, split, "*.tfrecord"))
                        for _ in tf.data.TFRecordDataset(path))
-            for split in (unified_link.TRAIN_DIR, unified_link.EVAL_DIR)}
+            for split in (prepared.TRAIN_DIR, prepared.EVAL_DIR)}
     with open(result_path, "w", encoding="utf-8") as f:
         json.dump(summary, f)
 
@@ -235,12 +236,12 @@ def _mib(n: float) -> str:
 
 
 def _beam_cores(beam_args: List[str]) -> int:
-    """``direct_num_workers`` of the options ``unified_link.run`` builds from ``beam_args``."""
+    """``direct_num_workers`` of the options the link's runs build from ``beam_args``."""
     from apache_beam.options.pipeline_options import DirectOptions  # pylint: disable=C0415
 
-    from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
+    from beam_pipelines import runner  # pylint: disable=import-outside-toplevel
 
-    options = unified_link.default_pipeline_options(beam_args)
+    options = runner.default_pipeline_options(beam_args)
     return int(options.view_as(DirectOptions).direct_num_workers or 1)
 
 
@@ -255,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="seconds between memory samples of the process trees")
     ap.add_argument("--beam-workers", type=int,
                     help="pass --direct_num_workers=N to the Beam link (default: no Beam flag "
-                         "at all, i.e. unified_link's own defaults)")
+                         "at all, i.e. the link's own defaults)")
     ap.add_argument("--user-shards", type=int, nargs="+", default=[1], metavar="N",
                     help="run the Beam link once per value of PrepareConfig.user_shards "
                          "(e.g. 1 4: one pass vs 4 user shards, side by side)")
@@ -287,7 +288,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         beam_args = ([f"--direct_num_workers={args.beam_workers}"]
                      if args.beam_workers is not None else [])
         cores = {"beam": _beam_cores(beam_args), "baseline": 1}
-        print(f"Beam link: unified_link.run(..., beam_args={beam_args}) → "
+        print(f"Beam link: beam_pipelines.run.run(..., beam_args={beam_args}) → "
               f"direct_num_workers = {cores['beam']} (os.cpu_count() = {os.cpu_count()})",
               flush=True)
         names = [_run_name("beam", k) for k in dict.fromkeys(args.user_shards)]

@@ -21,7 +21,7 @@ Protocol (no tuning on the test split):
 * test metrics: Recall-all@N (Eq. 26, exhaustive scoring of the whole corpus, tfrrl/evaluation/
   recall.py) on the same ``--max-queries`` (user, domain) queries for every run; its macro
   average over domains ("avg" in the paper) is the table's number; AUC / gAUC on eval
-  impressions with 20 uniform negatives each (tfrrl/evaluation/metrics.py);
+  impressions with 20 uniform negatives each (tfrrl/evaluation/auc.py);
 * the table: mean ± std over seeds, relative change of the mean vs DNN (if run); rows
   ``popularity`` (per-domain most frequent TRAIN entities) and, on synthetic, ``oracle`` (the
   generator's true scores, tfrrl/data/oracle.py, ranked over the generator's catalog: the
@@ -102,7 +102,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
 
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
-    from tfrrl.evaluation import metrics, recall  # pylint: disable=import-outside-toplevel
+    from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
     from tfrrl.model.baselines import count_parameters  # pylint: disable=import-outside-toplevel
     from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
 
@@ -117,16 +117,16 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
     train_s = time.time() - start
     data = PreparedDataset(data_dir)
-    result = recall.evaluate_model(model, data, lookup, NS, queries=queries,
+    result = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
                                    corpus_chunk=1024)["model"]
-    scored = metrics.scored_impressions(model, data, num_negatives=20, max_rows=3000, seed=seed)
+    scored = evaluation.scored_impressions(model, data, num_negatives=20, max_rows=3000, seed=seed)
     entry = {"config": config_name, "seed": seed, "train_seconds": round(train_s, 1),
              "epochs_run": len(history.get("loss", [])),
              "best_val_loss": float(min(history.get("val_loss", [float("nan")]))),
              "parameters_backbone": count_parameters(model.backbone),
              "recall": result,
-             "auc": metrics.auc(scored["labels"], scored["scores"]),
-             "gauc": metrics.gauc(scored["users"], scored["labels"], scored["scores"])}
+             "auc": evaluation.auc(scored["labels"], scored["scores"]),
+             "gauc": evaluation.gauc(scored["users"], scored["labels"], scored["scores"])}
     if config_name in ("backbone", "backbone_rrl") and seed == args.first_seed:
         reps, doms = shared_representations(model, data)
         np.savez(os.path.join(out, f"e_s_{config_name}.npz"), reps=reps, domains=doms)
@@ -295,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paths = prepare_data(args.dataset, out, args.impressions)
 
     from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel
-    from tfrrl.evaluation import recall  # pylint: disable=import-outside-toplevel
+    from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
 
     results_path = os.path.join(out, "results.json")
     results: List[Dict] = []
@@ -315,7 +315,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 setattr(args, key, stored.get("args", {}).get(key, getattr(args, key)))
     data = PreparedDataset(paths["data"])
     lookup = FeatureLookup.from_dataset(data)
-    queries = recall.build_queries(data, lookup, args.max_queries, seed=0)
+    queries = evaluation.build_queries(data, lookup, args.max_queries, seed=0)
     ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
     say(f"{len(queries)} test queries, corpus {queries.corpus_size:,}; N = {ns}")
     if args.single:
@@ -345,9 +345,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(results_path, "w", encoding="utf-8") as f:
             json.dump({"dataset": args.dataset, "args": vars(args), "runs": results}, f,
                       indent=2, default=float)
-    from tfrrl.evaluation.recall import popularity_topn  # pylint: disable=import-outside-toplevel
+    from tfrrl.evaluation.references import popularity_topn  # pylint: disable=import-outside-toplevel
 
-    references = {"popularity": recall.recall_report(
+    references = {"popularity": evaluation.recall_report(
         popularity_topn(data, None, queries, max(ns)), queries, ns)}
     if args.dataset == "synthetic" and paths.get("raw"):
         say("oracle ceiling: scoring the generator's catalog with its true log-probabilities")
@@ -359,9 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "validation split carved from TRAIN")
     table = write_table(results, {k: v["macro"] for k, v in references.items()}, ns, out,
                         header)
-    from tfrrl.training.trainer import domain_sizes_in_vocabulary_order  # pylint: disable=import-outside-toplevel
 
-    separation = plot_shared_representation(out, domain_sizes_in_vocabulary_order(data)[0])
+    separation = plot_shared_representation(out, data.domains_in_vocabulary_order())
     notes = ""
     if separation:
         notes = ("\nFig. 6 (shared_representation.png), E_s of eval positive pairs, first seed: "

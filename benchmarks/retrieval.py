@@ -19,7 +19,7 @@ exhaustive model scoring.
     stand-in for the backbone, independent of training; not aligned with L2); with ``--export`` the
     real exported backbone and its corpus through :class:`tfrrl_serving.indexing.search.IndexedRetriever`
     (``encode_user`` once per query, one ``score_encoded`` call per round, cached
-    ``entity_repr``) and the eval queries / ground truth of ``tfrrl.evaluation.recall``.
+    ``entity_repr``) and the eval queries / ground truth of ``tfrrl.evaluation.queries``.
     Per ``ef`` of the sweep: Recall-retrieval@N / Recall-all@N (Eq. 26 with the HNSW top-N
     resp. the exhaustive top-N, each averaged over queries, then the ratio), the overlap of the
     two top-N lists (recall of the exhaustive top-N, per query averaged), fraction of the corpus
@@ -404,7 +404,7 @@ def print_b(res: Dict[str, Any], args, title: str) -> bool:
 
 def raw_query_features(data, queries, names: Sequence[str]) -> List[Dict[str, np.ndarray]]:
     """Raw user features of each query: the eval row (user, domain, timestamp) it was built from
-    (``recall.build_queries`` keeps the ids, not the raw strings)."""
+    (``build_queries`` keeps the ids, not the raw strings)."""
     from tfrrl.data.reader import EVAL  # pylint: disable=import-outside-toplevel
 
     want = {(bytes(u), str(d), int(t)): i for i, (u, d, t) in
@@ -426,12 +426,12 @@ def raw_query_features(data, queries, names: Sequence[str]) -> List[Dict[str, np
 def part_b_export(args) -> Dict[str, Any]:
     from tfrrl_serving.indexing.search import IndexedRetriever  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
-    from tfrrl.evaluation import recall  # pylint: disable=import-outside-toplevel
+    from tfrrl.evaluation.queries import build_queries  # pylint: disable=import-outside-toplevel
 
     retriever = IndexedRetriever.load(args.export, name=args.name)
     manifest = retriever.indexes.manifest
     data = PreparedDataset(args.data or manifest["data_dir"])
-    queries = recall.build_queries(data, max_queries=args.b_queries, seed=args.seed)
+    queries = build_queries(data, max_queries=args.b_queries, seed=args.seed)
     keys = [k.decode("utf-8") for k in queries.corpus["entity_key"]]
     if keys != retriever.indexes.entity_keys.tolist():
         raise RuntimeError("the index's entity order differs from the dataset corpus: "
@@ -468,7 +468,7 @@ def part_b_export(args) -> Dict[str, Any]:
     return {"n": n, "ns": ns, "rows": rows, "layers": retriever.indexes.hnsw.layer_sizes(),
             "scorer": f"exported backbone version {retriever.indexes.version} "
                       "(encode_user once, score_encoded per round)",
-            "queries": len(raw), "ground_truth": "eval split (tfrrl.evaluation.recall)"}
+            "queries": len(raw), "ground_truth": "eval split (tfrrl.evaluation.queries)"}
 
 
 # --------------------------------------------------------------------------------------------

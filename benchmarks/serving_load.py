@@ -166,7 +166,7 @@ def build_small_setup(work: str, impressions: int = 20_000) -> Dict[str, str]:
     """20k synthetic impressions → prepared data → tiny random-weight model → export + index."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
+    from beam_pipelines.run import PrepareConfig, run  # pylint: disable=import-outside-toplevel
     from tfrrl import export
     from tfrrl_serving.indexing import build as indexing  # pylint: disable=import-outside-toplevel
     from tfrrl import config  # pylint: disable=import-outside-toplevel
@@ -178,7 +178,7 @@ def build_small_setup(work: str, impressions: int = 20_000) -> Dict[str, str]:
     say(f"setup: {impressions:,} synthetic impressions → prepare → tiny model → export → index")
     synthetic.generate(synthetic.SyntheticConfig(impressions=impressions, seed=0), raw,
                        verbose=False)
-    unified_link.run(raw, data_dir, unified_link.PrepareConfig(sequence_length=10),
+    run(raw, data_dir, PrepareConfig(sequence_length=10),
                      beam_args=["--direct_running_mode=in_memory"])
     data = PreparedDataset(data_dir)
     lookup = FeatureLookup.from_dataset(data)

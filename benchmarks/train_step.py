@@ -10,7 +10,7 @@ prepared dataset, and prints the examples/s of each and the ratio
 
 * Data: ``--data DIR`` (a prepared dataset) or, by default, ``--impressions`` synthetic impressions
   (``tfrrl.data.synthetic.generate``, seed 0) prepared by the Beam link
-  (``beam_pipelines.unified_link.run``, DirectRunner) into a temporary folder, removed at the end
+  (``beam_pipelines.run.run``, DirectRunner) into a temporary folder, removed at the end
   unless ``--keep`` (then pass it to ``--data`` next time and skip the 1–2 min prepare).
 * What one step costs: ``model.train_function(iterator)``, the very ``tf.function`` (Keras'
   ``multi_step_on_iterator`` → ``train_step``) that ``model.fit`` calls once per step, on an
@@ -109,7 +109,7 @@ class _Heartbeat:
 
 def prepare_synthetic(impressions: int, workdir: str, seed: int = 0) -> str:
     """generate → Beam prepare into ``workdir``; returns the prepared folder."""
-    from beam_pipelines import unified_link  # pylint: disable=import-outside-toplevel
+    from beam_pipelines.run import PrepareConfig, run  # pylint: disable=import-outside-toplevel
     from tfrrl.data import synthetic  # pylint: disable=import-outside-toplevel
 
     raw_dir, data_dir = os.path.join(workdir, "raw"), os.path.join(workdir, "data")
@@ -120,7 +120,7 @@ def prepare_synthetic(impressions: int, workdir: str, seed: int = 0) -> str:
     _say(f"generated in {time.time() - t0:.1f}s; preparing → {data_dir} "
          f"(Beam DirectRunner, takes ~1–2 min)")
     with _Heartbeat("Beam prepare"):
-        result = unified_link.run(raw_dir, data_dir, unified_link.PrepareConfig())
+        result = run(raw_dir, data_dir, PrepareConfig())
     imp = result["accounting"]["impressions"]
     _say(f"prepared in {result['seconds']:.1f}s: {imp['train']:,} train / {imp['eval']:,} eval "
          f"examples, corpus {result['stats']['corpus_size']:,} entities")

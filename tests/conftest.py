@@ -54,7 +54,7 @@ def write_hand_built_raw(root: pathlib.Path, impressions: List[List]) -> pathlib
 @pytest.fixture(scope="session")
 def hand_built_prepared(tmp_path_factory) -> Dict:
     """The hand-built raw rows through the Beam link (in-memory runner), shared by tests."""
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import PrepareConfig, run
 
     root = tmp_path_factory.mktemp("hand_raw")
     rows = [
@@ -72,8 +72,8 @@ def hand_built_prepared(tmp_path_factory) -> Dict:
     ]
     write_hand_built_raw(root, rows)
     out = tmp_path_factory.mktemp("hand_prepared") / "data"
-    cfg = unified_link.PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400)
-    result = unified_link.run(str(root), str(out), cfg, beam_args=IN_MEMORY)
+    cfg = PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400)
+    result = run(str(root), str(out), cfg, beam_args=IN_MEMORY)
     return {"raw": root, "out": out, "result": result, "rows": rows}
 
 
@@ -103,14 +103,14 @@ def read_records(folder: pathlib.Path) -> List[Dict]:
 @pytest.fixture(scope="session")
 def small_synthetic_prepared(tmp_path_factory) -> pathlib.Path:
     """20k synthetic impressions through the Beam link (in-memory runner), built once."""
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import PrepareConfig, run
     from tfrrl.data import synthetic
 
     root = tmp_path_factory.mktemp("small_synthetic")
     synthetic.generate(synthetic.SyntheticConfig(impressions=20_000, seed=0), str(root / "raw"),
                        verbose=False)
-    unified_link.run(str(root / "raw"), str(root / "data"),
-                     unified_link.PrepareConfig(sequence_length=10), beam_args=IN_MEMORY)
+    run(str(root / "raw"), str(root / "data"), PrepareConfig(sequence_length=10),
+        beam_args=IN_MEMORY)
     return root / "data"
 
 

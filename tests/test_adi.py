@@ -419,7 +419,7 @@ def test_rrl_modules_on_adi_are_a_config_error(data):
 
 def test_adi_trains_with_self_training_and_scores_through_recall(small_synthetic_prepared,
                                                                  tmp_path):
-    from tfrrl.evaluation import recall
+    from tfrrl import evaluation
 
     exp = config.load_experiment(None, ADI + SELF_TRAINING + [
         "train.epochs=2", "train.steps_per_epoch=3", "train.eval_steps=2"])
@@ -435,13 +435,13 @@ def test_adi_trains_with_self_training_and_scores_through_recall(small_synthetic
     norm = model.backbone.specific[0].norms[0]
     assert np.abs(norm.moving_mean.numpy()).sum() > 0
     data = PreparedDataset(str(small_synthetic_prepared))
-    result = recall.evaluate_model(model, data, ns=(10, 50), max_queries=40, corpus_chunk=512)
+    result = evaluation.evaluate_model(model, data, ns=(10, 50), max_queries=40, corpus_chunk=512)
     assert 0.0 <= result["model"]["macro"]["recall@50"] <= 1.0
     # Inference scores are deterministic (running statistics, no batch dependence): the same
     # user scored alone or within a batch gets the same scores.
-    queries = recall.build_queries(data, FeatureLookup.from_dataset(data), 8, 0)
-    full = recall.model_topn(model, queries, None, 5, query_chunk=8, return_scores=True)
-    one = recall.model_topn(model, queries, None, 5, query_chunk=1, return_scores=True)
+    queries = evaluation.build_queries(data, FeatureLookup.from_dataset(data), 8, 0)
+    full = evaluation.model_topn(model, queries, None, 5, query_chunk=8, return_scores=True)
+    one = evaluation.model_topn(model, queries, None, 5, query_chunk=1, return_scores=True)
     np.testing.assert_allclose(full[1], one[1], rtol=1e-4, atol=1e-5)
 
 

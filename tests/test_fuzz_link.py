@@ -108,15 +108,14 @@ def _write_raw(root, fmt, rng):
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_malformed_rows_go_to_dead_letter_and_every_good_row_is_written(tmp_path, fmt):
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import PrepareConfig, run
 
     rng = random.Random(42)
     spec, good, expected = _write_raw(tmp_path / "raw", fmt, rng)
     (tmp_path / "raw" / "link_spec.yaml").write_text(spec.to_yaml())
     out = tmp_path / "out"
-    result = unified_link.run(str(tmp_path / "raw"), str(out),
-                              unified_link.PrepareConfig(sequence_length=4),
-                              beam_args=IN_MEMORY)
+    result = run(str(tmp_path / "raw"), str(out), PrepareConfig(sequence_length=4),
+                 beam_args=IN_MEMORY)
     acc = result["accounting"]["impressions"]
     assert acc["rows_read"] == N_GOOD + N_BAD and acc["balanced"]
     assert acc["train"] + acc["eval"] == N_GOOD

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfrrl import export
+from tfrrl.data.corpus import load_corpus
 
 from tfrrl_serving.ann.hnsw import build_hnsw
 from tfrrl_serving.ann.scann import build_scann
@@ -87,7 +88,7 @@ def test_layout_and_manifest(indexed):
     assert os.path.samefile(manifest["data_dir"], data.data_dir)
     # Entity keys = corpus order; entity_repr = the in-memory model's encode_entities.
     loaded = index_set.load_indexes(indexed["base"])
-    corpus = trainer.load_corpus(data, indexed["lookup"])
+    corpus = load_corpus(data, indexed["lookup"])
     assert loaded.entity_keys.tolist() == [k.decode() for k in corpus["entity_key"]]
     entities = {k: tf.constant(corpus[k]) for k in export.entity_input_names()}
     expected = indexed["model"].encode_entities(entities)["target"].numpy()

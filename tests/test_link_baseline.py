@@ -14,9 +14,11 @@ from typing import Dict, List
 
 import pytest
 
-from beam_pipelines import unified_link
+from beam_pipelines.run import PrepareConfig, run
+from beam_pipelines.stages.shuffle import record_hash
 from benchmarks import link_baseline
 from tests.conftest import IN_MEMORY, read_records, write_csv, write_hand_built_raw
+from tfrrl.artifacts import prepared
 from tfrrl.data import link_spec
 
 
@@ -36,7 +38,7 @@ def _assert_same_records(beam: List[Dict], base: List[Dict], what: str) -> None:
 
 def _dead_letters(out: pathlib.Path) -> collections.Counter:
     dead = collections.Counter()
-    for path in (out / unified_link.DEAD_LETTER_DIR).glob("*.jsonl"):
+    for path in (out / prepared.DEAD_LETTER_DIR).glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             dead[line] += 1
     return dead
@@ -44,39 +46,39 @@ def _dead_letters(out: pathlib.Path) -> collections.Counter:
 
 def _assert_same_outputs(beam_out: pathlib.Path, base_out: pathlib.Path, beam_result: Dict,
                          base_result: Dict) -> None:
-    for split in (unified_link.TRAIN_DIR, unified_link.EVAL_DIR):
+    for split in (prepared.TRAIN_DIR, prepared.EVAL_DIR):
         _assert_same_records(read_records(beam_out / split), read_records(base_out / split),
                              split)
     train_eval = (read_records(beam_out / "train") + read_records(beam_out / "eval"))
     assert train_eval, "nothing to compare"
-    _assert_same_records(read_records(beam_out / unified_link.CORPUS_DIR),
-                         read_records(base_out / unified_link.CORPUS_DIR), "corpus")
-    beam_vocab = sorted(p.name for p in (beam_out / unified_link.VOCAB_DIR).iterdir())
-    assert beam_vocab == sorted(p.name for p in (base_out / unified_link.VOCAB_DIR).iterdir())
+    _assert_same_records(read_records(beam_out / prepared.CORPUS_DIR),
+                         read_records(base_out / prepared.CORPUS_DIR), "corpus")
+    beam_vocab = sorted(p.name for p in (beam_out / prepared.VOCAB_DIR).iterdir())
+    assert beam_vocab == sorted(p.name for p in (base_out / prepared.VOCAB_DIR).iterdir())
     for name in beam_vocab:  # same tokens in the same order (the ids)
-        assert ((beam_out / unified_link.VOCAB_DIR / name).read_text()
-                == (base_out / unified_link.VOCAB_DIR / name).read_text()), name
+        assert ((beam_out / prepared.VOCAB_DIR / name).read_text()
+                == (base_out / prepared.VOCAB_DIR / name).read_text()), name
     assert base_result["accounting"] == beam_result["accounting"]
     assert base_result["stats"] == beam_result["stats"]
-    freq = [set((o / unified_link.FREQUENCY_FILE).read_text().splitlines())
+    freq = [set((o / prepared.FREQUENCY_FILE).read_text().splitlines())
             for o in (beam_out, base_out)]
     assert freq[0] == freq[1]
     assert _dead_letters(base_out) == _dead_letters(beam_out)
-    snapshots = [sorted(line for f in sorted((o / unified_link.USER_SNAPSHOT_DIR).glob("*.jsonl"))
+    snapshots = [sorted(line for f in sorted((o / prepared.USER_SNAPSHOT_DIR).glob("*.jsonl"))
                         for line in f.read_text(encoding="utf-8").splitlines())
                  for o in (beam_out, base_out)]
     assert snapshots[0] and snapshots[0] == snapshots[1]
 
 
-def _run_both(raw: pathlib.Path, tmp_path: pathlib.Path, cfg: unified_link.PrepareConfig):
+def _run_both(raw: pathlib.Path, tmp_path: pathlib.Path, cfg: PrepareConfig):
     beam_out, base_out = tmp_path / "beam", tmp_path / "base"
-    beam_result = unified_link.run(str(raw), str(beam_out), cfg, beam_args=IN_MEMORY)
+    beam_result = run(str(raw), str(beam_out), cfg, beam_args=IN_MEMORY)
     base_result = link_baseline.run(str(raw), str(base_out), cfg)
     return beam_out, base_out, beam_result, base_result
 
 
 def test_hand_built_rows_give_the_same_records(hand_built_prepared, tmp_path):
-    cfg = unified_link.PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400)
+    cfg = PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400)
     base_out = tmp_path / "base"
     base_result = link_baseline.run(str(hand_built_prepared["raw"]), str(base_out), cfg)
     _assert_same_outputs(hand_built_prepared["out"], base_out, hand_built_prepared["result"],
@@ -127,7 +129,7 @@ def test_edge_cases_give_the_same_records_and_dead_letters(tmp_path):
     spec.label = "click"
     (raw / link_spec.SPEC_FILENAME).write_text(spec.to_yaml(), encoding="utf-8")
 
-    cfg = unified_link.PrepareConfig(sequence_length=2, min_frequency=1, cutoff_timestamp=450)
+    cfg = PrepareConfig(sequence_length=2, min_frequency=1, cutoff_timestamp=450)
     beam_out, base_out, beam_result, base_result = _run_both(raw, tmp_path, cfg)
     _assert_same_outputs(beam_out, base_out, beam_result, base_result)
     dead = base_result["accounting"]["impressions"]["dead_letter"]
@@ -143,7 +145,7 @@ def test_synthetic_impressions_give_the_same_records(tmp_path):
     summary = synthetic.generate(synthetic.SyntheticConfig(impressions=5_000, seed=0), str(raw),
                                  verbose=False)
     cutoff = summary["start_time"] + int(0.9 * (summary["end_time"] - summary["start_time"]))
-    cfg = unified_link.PrepareConfig(cutoff_timestamp=cutoff)
+    cfg = PrepareConfig(cutoff_timestamp=cutoff)
     beam_out, base_out, beam_result, base_result = _run_both(raw, tmp_path, cfg)
     _assert_same_outputs(beam_out, base_out, beam_result, base_result)
     assert base_result["stats"]["num_train"] > 0 and base_result["stats"]["num_eval"] > 0
@@ -152,7 +154,7 @@ def test_synthetic_impressions_give_the_same_records(tmp_path):
 
     raw_records = [bytes(r) for path in sorted((base_out / "train").glob("*.tfrecord"))
                    for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
-    hashes = [unified_link._record_hash(r) for r in raw_records]  # pylint: disable=W0212
+    hashes = [record_hash(r) for r in raw_records]
     buckets = cfg.shuffle_buckets
     assert [(h % buckets, h) for h in hashes] == sorted((h % buckets, h) for h in hashes)
 
@@ -170,7 +172,7 @@ def test_no_users_no_timestamps_and_a_type_without_catalog(tmp_path):
     spec.impressions.columns = dict(spec.impressions.columns, timestamp=None)
     spec.entity_types["coupon"] = link_spec.EntityTypeSpec()  # no catalog: ids → defaults
     (raw / link_spec.SPEC_FILENAME).write_text(spec.validate().to_yaml(), encoding="utf-8")
-    cfg = unified_link.PrepareConfig(sequence_length=4, min_frequency=1, eval_fraction=0.3)
+    cfg = PrepareConfig(sequence_length=4, min_frequency=1, eval_fraction=0.3)
     beam_out, base_out, beam_result, base_result = _run_both(raw, tmp_path, cfg)
     _assert_same_outputs(beam_out, base_out, beam_result, base_result)
     assert base_result["stats"]["split"]["kind"] == "random"

@@ -82,7 +82,7 @@ def test_critics_are_updated_only_by_their_own_optimizer(data):
 
 @pytest.mark.parametrize("overrides", [[], RRL_ON], ids=["backbone", "backbone_rrl"])
 def test_training_lowers_eval_loss_and_beats_popularity(data, overrides, tmp_path):
-    from tfrrl.evaluation import recall
+    from tfrrl import evaluation
 
     exp = config.load_experiment(None, TINY_MODEL + overrides + [
         "train.epochs=4", "train.early_stopping_patience=4"])
@@ -91,8 +91,8 @@ def test_training_lowers_eval_loss_and_beats_popularity(data, overrides, tmp_pat
     assert min(val[1:]) < val[0] - 0.05, val
     assert (tmp_path / "run" / "model.weights.h5").exists()
     assert (tmp_path / "run" / "steps.csv").exists()
-    result = recall.evaluate_model(model, data, ns=(50,), max_queries=400, seed=0)
-    print(recall.format_report(result))
+    result = evaluation.evaluate_model(model, data, ns=(50,), max_queries=400, seed=0)
+    print(evaluation.format_report(result))
     ours, popularity = result["model"]["macro"]["recall@50"], \
         result["popularity"]["macro"]["recall@50"]
     assert ours > popularity, (ours, popularity)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tests.conftest import TINY_MODEL
 from tfrrl import config
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
-from tfrrl.evaluation import recall
+from tfrrl import evaluation
 from tfrrl.model.backbones import budget
 from tfrrl.model.encoders import embedding_sets
 from tfrrl.model.encoders.features import split_features
@@ -65,8 +65,8 @@ def test_trains_with_finite_losses_and_scores_through_recall(data, backbone):
     own = model(next(iter(data.dataset("eval", 8))))
     np.testing.assert_allclose(own.numpy(), np.diag(out["scores"].numpy()), rtol=1e-4, atol=1e-5)
     # The evaluation path (exhaustive top-N through encode_users / encode_entities / score_pairs).
-    queries = recall.build_queries(data, max_queries=6)
-    top = recall.model_topn(model, queries, None, 5, query_chunk=4, corpus_chunk=64)
+    queries = evaluation.build_queries(data, max_queries=6)
+    top = evaluation.model_topn(model, queries, None, 5, query_chunk=4, corpus_chunk=64)
     assert top.shape == (len(queries.ground_truth), 5)
 
 

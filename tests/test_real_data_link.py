@@ -18,15 +18,16 @@ def _require(name):
 def test_ciao_all_284k_rows_through_the_link(tmp_path):
     """Every Ciao row (28 categories, no k-core) goes through; the accounting balances."""
     _require("ciao")
-    from beam_pipelines import adapters, unified_link
+    from beam_pipelines import adapters
+    from beam_pipelines.accounting import format_accounting
+    from beam_pipelines.run import PrepareConfig, run
 
     summary = adapters.convert("ciao", str(SHARED_DATA / "ciao"), str(tmp_path / "raw"),
                                num_domains=28, min_count=1)
     assert summary["impressions"] == 284_086
-    result = unified_link.run(str(tmp_path / "raw"), str(tmp_path / "out"),
-                              unified_link.PrepareConfig(eval_fraction=0.1),
-                              beam_args=IN_MEMORY)
-    print(unified_link.format_accounting(result["accounting"]))
+    result = run(str(tmp_path / "raw"), str(tmp_path / "out"), PrepareConfig(eval_fraction=0.1),
+                 beam_args=IN_MEMORY)
+    print(format_accounting(result["accounting"]))
     imp = result["accounting"]["impressions"]
     assert imp["rows_read"] == 284_086 and imp["balanced"]
     # The only losses are the exact duplicates the adapter itself counts.
@@ -44,16 +45,16 @@ def test_ciao_all_284k_rows_through_the_link(tmp_path):
 def test_ciao_protocol_and_movielens_click_rule(tmp_path):
     _require("ciao")
     _require("ml-100k")
-    from beam_pipelines import adapters, unified_link
+    from beam_pipelines import adapters
+    from beam_pipelines.run import run
 
     adapters.convert("ciao", str(SHARED_DATA / "ciao"), str(tmp_path / "ciao_raw"))
-    ciao = unified_link.run(str(tmp_path / "ciao_raw"), str(tmp_path / "ciao"),
-                            beam_args=IN_MEMORY)
+    ciao = run(str(tmp_path / "ciao_raw"), str(tmp_path / "ciao"), beam_args=IN_MEMORY)
     assert ciao["accounting"]["impressions"]["rows_read"] == 67_230
     assert len(ciao["stats"]["domains"]) == 5 and ciao["stats"]["corpus_size"] == 4_822
 
     adapters.convert("ml100k", str(SHARED_DATA / "ml-100k"), str(tmp_path / "ml_raw"))
-    ml = unified_link.run(str(tmp_path / "ml_raw"), str(tmp_path / "ml"), beam_args=IN_MEMORY)
+    ml = run(str(tmp_path / "ml_raw"), str(tmp_path / "ml"), beam_args=IN_MEMORY)
     imp = ml["accounting"]["impressions"]
     assert imp["rows_read"] == 100_000 and imp["balanced"]
     assert imp["filtered"] == {"not_clicked": 100_000 - 55_375}
@@ -64,11 +65,12 @@ def test_ciao_protocol_and_movielens_click_rule(tmp_path):
 
 def test_douban_three_entity_types_random_split(tmp_path):
     _require("douban-sample")
-    from beam_pipelines import adapters, unified_link
+    from beam_pipelines import adapters
+    from beam_pipelines.run import PrepareConfig, run
 
     adapters.convert("douban", str(SHARED_DATA / "douban-sample"), str(tmp_path / "raw"))
-    result = unified_link.run(str(tmp_path / "raw"), str(tmp_path / "out"),
-                              unified_link.PrepareConfig(seed=3), beam_args=IN_MEMORY)
+    result = run(str(tmp_path / "raw"), str(tmp_path / "out"), PrepareConfig(seed=3),
+                 beam_args=IN_MEMORY)
     stats = result["stats"]
     assert stats["split"]["kind"] == "random"
     assert set(stats["corpus_entity_type_counts"]) == {"book", "music", "movie"}

@@ -66,7 +66,7 @@ def _spec():
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory) -> Dict:
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import PrepareConfig, run
     from tfrrl.data import synthetic
 
     root = tmp_path_factory.mktemp("sharded")
@@ -74,11 +74,11 @@ def both(tmp_path_factory) -> Dict:
     synthetic.generate(synthetic.SyntheticConfig(impressions=2_000, seed=3), str(raw),
                        verbose=False)
     _spoil(raw)
-    cfg = unified_link.PrepareConfig(sequence_length=5)
-    one = unified_link.run(str(raw), str(root / "one"), cfg, spec=_spec(), beam_args=IN_MEMORY)
-    sharded_cfg = unified_link.PrepareConfig(sequence_length=5, user_shards=N_SHARDS)
-    sharded = unified_link.run(str(raw), str(root / "sharded"), sharded_cfg, spec=_spec(),
-                               beam_args=IN_MEMORY)
+    cfg = PrepareConfig(sequence_length=5)
+    one = run(str(raw), str(root / "one"), cfg, spec=_spec(), beam_args=IN_MEMORY)
+    sharded_cfg = PrepareConfig(sequence_length=5, user_shards=N_SHARDS)
+    sharded = run(str(raw), str(root / "sharded"), sharded_cfg, spec=_spec(),
+                  beam_args=IN_MEMORY)
     return {"root": root, "raw": raw, "one": root / "one", "sharded": root / "sharded",
             "one_result": one, "sharded_result": sharded}
 
@@ -179,20 +179,18 @@ def test_accounting_balances_with_each_bad_row_once(both):
 def test_published_like_one_pass(both):
     sharded = both["sharded"]
     assert (sharded / "_SUCCESS").exists()
-    from beam_pipelines import sharded_link
+    from beam_pipelines import sharded as sharded_mode
 
-    assert not (sharded / sharded_link.STAGING_DIR).exists()
+    assert not (sharded / sharded_mode.STAGING_DIR).exists()
     assert sorted(os.listdir(both["root"])) == ["one", "raw", "sharded"]  # no staging left
 
 
 def test_more_shards_than_users(hand_built_prepared, tmp_path):
     """The hand-built rows (3 users: shards 0, 4, 1 of 5) leave two shards empty."""
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import PrepareConfig, run
 
-    cfg = unified_link.PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400,
-                                     user_shards=5)
-    unified_link.run(str(hand_built_prepared["raw"]), str(tmp_path / "out"), cfg,
-                     beam_args=IN_MEMORY)
+    cfg = PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400, user_shards=5)
+    run(str(hand_built_prepared["raw"]), str(tmp_path / "out"), cfg, beam_args=IN_MEMORY)
     one = hand_built_prepared["out"]
     for split in ("train", "eval", "corpus"):
         assert _serialized(tmp_path / "out" / split) == _serialized(one / split), split
@@ -201,22 +199,20 @@ def test_more_shards_than_users(hand_built_prepared, tmp_path):
 
 
 def test_refuses_a_distributed_runner(hand_built_prepared, tmp_path):
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import PrepareConfig, run
 
     with pytest.raises(ValueError, match="user_shards > 1 is the local runner"):
-        unified_link.run(str(hand_built_prepared["raw"]), str(tmp_path / "out"),
-                         unified_link.PrepareConfig(user_shards=2),
-                         beam_args=["--runner=DataflowRunner"])
+        run(str(hand_built_prepared["raw"]), str(tmp_path / "out"), PrepareConfig(user_shards=2),
+            beam_args=["--runner=DataflowRunner"])
     assert not (tmp_path / "out").exists()
 
 
 def test_refuses_to_overwrite(both):
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import OutputExistsError, PrepareConfig, run
 
-    with pytest.raises(unified_link.OutputExistsError):
-        unified_link.run(str(both["raw"]), str(both["sharded"]),
-                         unified_link.PrepareConfig(user_shards=N_SHARDS), spec=_spec(),
-                         beam_args=IN_MEMORY)
+    with pytest.raises(OutputExistsError):
+        run(str(both["raw"]), str(both["sharded"]), PrepareConfig(user_shards=N_SHARDS),
+            spec=_spec(), beam_args=IN_MEMORY)
 
 
 def test_crash_in_a_late_pass_publishes_nothing(hand_built_prepared, tmp_path, monkeypatch):
@@ -224,27 +220,28 @@ def test_crash_in_a_late_pass_publishes_nothing(hand_built_prepared, tmp_path, m
     leaves no output and no staging; with --overwrite the old dataset stays as it was."""
     import apache_beam as beam
 
-    from beam_pipelines import sharded_link, unified_link
+    from beam_pipelines import sharded
+    from beam_pipelines.run import PrepareConfig, run
 
-    real = sharded_link.build_finalize_pass
+    real = sharded.build_finalize_pass
 
     def crashing(p, out_dir, layout, shard, cfg):
         real(p, out_dir, layout, shard, cfg)
         if shard == layout.num_shards - 1:
             _ = p | "Crash" >> beam.Create([0]) | "Boom" >> beam.Map(_boom)
 
-    monkeypatch.setattr(sharded_link, "build_finalize_pass", crashing)
+    monkeypatch.setattr(sharded, "build_finalize_pass", crashing)
     raw = str(hand_built_prepared["raw"])
-    cfg = unified_link.PrepareConfig(sequence_length=3, cutoff_timestamp=400, user_shards=2)
+    cfg = PrepareConfig(sequence_length=3, cutoff_timestamp=400, user_shards=2)
     fresh = tmp_path / "fresh" / "out"
     with pytest.raises(Exception, match="injected crash"):
-        unified_link.run(raw, str(fresh), cfg, beam_args=IN_MEMORY)
+        run(raw, str(fresh), cfg, beam_args=IN_MEMORY)
     assert not fresh.exists() and os.listdir(fresh.parent) == []
     old = tmp_path / "old"
     shutil.copytree(hand_built_prepared["out"], old)
     before = {str(p.relative_to(old)): p.read_bytes() for p in old.rglob("*") if p.is_file()}
     with pytest.raises(Exception, match="injected crash"):
-        unified_link.run(raw, str(old), cfg, beam_args=IN_MEMORY, overwrite=True)
+        run(raw, str(old), cfg, beam_args=IN_MEMORY, overwrite=True)
     assert {str(p.relative_to(old)): p.read_bytes()
             for p in old.rglob("*") if p.is_file()} == before
     assert sorted(os.listdir(tmp_path)) == ["fresh", "old"]

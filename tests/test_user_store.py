@@ -56,15 +56,15 @@ def test_snapshot_is_each_users_profile_and_last_exposures(hand_built_prepared):
 def test_snapshot_pads_a_short_history_to_L(tmp_path):
     """A user with fewer than L exposures: the sequence is padded on the right, like the
     trainer's (schema.pad_sequence); rows are the schema's names only."""
-    from beam_pipelines import unified_link
+    from beam_pipelines.run import PrepareConfig, run
     from tests.conftest import IN_MEMORY, write_hand_built_raw
 
     rows = [["u1", "i1", "item", "d0", "100", "1"], ["u1", "i2", "item", "d0", "110", "1"],
             ["u2", "i1", "item", "d0", "120", "1"], ["u2", "v1", "video", "d1", "90", "1"]]
     write_hand_built_raw(tmp_path / "raw", rows)
-    unified_link.run(str(tmp_path / "raw"), str(tmp_path / "data"),
-                     unified_link.PrepareConfig(sequence_length=4, min_frequency=1,
-                                                cutoff_timestamp=115), beam_args=IN_MEMORY)
+    run(str(tmp_path / "raw"), str(tmp_path / "data"),
+        PrepareConfig(sequence_length=4, min_frequency=1, cutoff_timestamp=115),
+        beam_args=IN_MEMORY)
     snap = snapshot_rows(tmp_path / "data")
     assert snap["u1"]["seq_entity_id"] == ["item:i1", "item:i2", "", ""]
     assert snap["u2"]["seq_entity_id"] == ["video:v1", "item:i1", "", ""]  # time order

@@ -61,7 +61,7 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
         logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
     # Progress of the sharded link's 2N + 3 passes (long runs), shown without --verbose too.
-    logging.getLogger("beam_pipelines.sharded_link").setLevel(logging.INFO)
+    logging.getLogger("beam_pipelines.sharded").setLevel(logging.INFO)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

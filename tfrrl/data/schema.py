@@ -227,7 +227,7 @@ def _encode(features: Sequence[Feature], values: Mapping[str, Any]) -> bytes:
             fmap[f.name].float_list.value.extend(float(s) for s in seq)
     # Map fields (the feature map) serialize in hash order unless asked otherwise: the same
     # example would give other bytes in another process, and the link's hash-based write order
-    # (beam_pipelines/unified_link.py ShuffleRecords) would not be reproducible.
+    # (the link's record shuffle, ShuffleRecords) would not be reproducible.
     return example.SerializeToString(deterministic=True)
 
 

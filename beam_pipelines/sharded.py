@@ -1,11 +1,12 @@
-"""User-hash sharded mode of the unified link: bounded memory on Beam's local runner.
+"""The user-hash sharded mode: the link as 2N + 3 pipelines, for bounded memory on Beam's local
+runner.
 
 Why: Beam's Python local runner (the FnApiRunner behind the DirectRunner) keeps every shuffle in
-memory, so the one-pass link's peak RSS grows with the input: about 1.05 GB + 5.8 KB per
-impression (benchmarks/RESULTS.md), 60 GB for 10M impressions. Every impression-sized step of
-the link is per user (the per-user assembly) or per example (Finalize, the write-order
-shuffle); only corpus-sized state (entities, train counts per entity, vocabularies) is global.
-With ``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 3 pipelines, one after
+memory, so the one-pass link's peak RSS grows linearly with the input (see
+benchmarks/RESULTS.md, "Beam link memory"). Every impression-sized step of the link is per
+user (the per-user assembly) or per example (Finalize, the write-order shuffle); only
+corpus-sized state (entities, train counts per entity, vocabularies) is global. With
+``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 3 pipelines, one after
 another, each holding at most ONE user shard (the users whose id hashes to i mod N,
 ``transforms.user_shard``: blake2b, the same in every process and run):
 
@@ -29,16 +30,17 @@ summarize (1×)     staged vocabulary counts and split     vocab/*.txt, stats.js
                    stats of all shards
 =================  =====================================  ===============================
 
-Every pass is built from the pieces of the one-pass pipeline (``unified_link.read_catalog``,
-``assemble_users``, ``entity_probabilities``, ``finalize_examples``, ``write_*``), so the
-DoFns, labels and rules are the same. The intermediates are packed tuples (``packed.py``) in
-TFRecord files under ``<work dir>/_user_shards/``, deleted before the dataset is published;
-the run's staging, rename, ``_SUCCESS`` and ``--overwrite`` rules are ``unified_link.run``'s.
+Every pass is built from the pieces of the one-pass pipeline (``beam_pipelines/stages``:
+``read_catalog``, ``assemble_users``, ``entity_probabilities``, ``finalize_examples``, the
+writers), so the DoFns, labels and rules are the same. The intermediates are packed tuples
+(``packed.py``) in TFRecord files under ``<work dir>/_user_shards/``, deleted before the dataset
+is published; the run's staging, rename, ``_SUCCESS`` and ``--overwrite`` rules are those of
+``beam_pipelines/run.py``, the same for both modes.
 
 The same dataset as one pass:
 
 * cutoff: the partition pass computes it with the one-pass transform
-  (``unified_link.split_cutoff``, Beam's approximate quantile) over the same parsed impressions,
+  (``stages.split.split_cutoff``, Beam's approximate quantile) over the same parsed impressions,
   read by the same transforms from the same files, and the shards use it as a fixed cutoff.
   Beam's quantile is exact (independent of element order) up to 18 × 15,259 ≈ 274k timestamps
   at ``quantile_resolution`` 1000; above that its buffer collapses follow the arrival order,
@@ -60,11 +62,9 @@ and the per-user group, plus the catalog; finalize[i] holds shard i's examples t
 write-order shuffle, plus the corpus-sized side input; merge and summarize are corpus- and
 vocabulary-sized. So peak ≈ fixed cost + (per-impression cost × the largest shard's
 impressions) + corpus-sized state; user hashing balances the shards to within a few percent
-once users are many (a single very active user still lands in one shard). Measured on
-synthetic data (README, "Runners"): 200k impressions peak at 2,509 MiB in one pass and at
-1,405 MiB with N = 4, and the finalize passes hold the peak. A fit gives about 1.1 GB + 3.9 KB
-× the largest shard's impressions + 0.3 KB × all impressions. Each pass costs about 3 s of
-runner start-up, and the staged data is written and read once more.
+once users are many (a single very active user still lands in one shard). Each pass pays the
+runner's start-up, and the staged data is written and read once more. Measured peaks, the fitted
+costs and the start-up time: benchmarks/RESULTS.md, "Beam link memory".
 
 Runners: only the local DirectRunner. A distributed runner (Dataflow, Flink, Spark) already
 spills and distributes its shuffles, so N passes would only multiply job start-ups and reads;
@@ -77,18 +77,27 @@ import collections
 import dataclasses
 import json
 import logging
-import os
-import shutil
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipelines import packed, transforms
-from beam_pipelines import unified_link as ul
+from beam_pipelines import packed, runner, transforms
+from beam_pipelines.config import PrepareConfig
+from beam_pipelines.dead_letters import write_dead_letters
+from beam_pipelines.publish import delete_folder
+from beam_pipelines.stages import outputs
+from beam_pipelines.stages.assembly import assemble_users
+from beam_pipelines.stages.catalog import read_catalog
+from beam_pipelines.stages.finalize import finalize_examples
+from beam_pipelines.stages.impressions import impression_user, read_impressions
+from beam_pipelines.stages.probabilities import entity_probabilities
+from beam_pipelines.stages.profiles import read_profiles
+from beam_pipelines.stages.split import split_cutoff
+from beam_pipelines.stages.stats import CounterSum, corpus_type_counts
+from beam_pipelines.tags import CORPUS, STATS, TRAIN_COUNT, USER_SNAPSHOT, VOCAB
 from tfrrl.data import fileio, link_spec
 from tfrrl.data.link_spec import DatasetSpec
 
@@ -108,13 +117,11 @@ ENTITIES = "entities"  # (entity key, (entity, Q(a))), once
 VOCAB_COUNTS = "vocab_counts"  # ((vocabulary, token), TRAIN count within the shard), per shard
 SPLIT_STATS = "split_stats"  # {(split, kind, value): n} of the shard, per shard
 
-_USER = transforms.IMPRESSION_FIELDS.index("user_id")
-
 
 def check_runner(options: PipelineOptions) -> None:
     """Refuses ``user_shards`` > 1 on a distributed runner (see the module docstring)."""
-    runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) else type(runner).__name__
+    configured = options.view_as(StandardOptions).runner
+    name = configured if isinstance(configured, str) else type(configured).__name__
     if name not in LOCAL_RUNNERS:
         raise ValueError(
             f"user_shards > 1 is the local runner's bounded-memory mode; {name} spills and "
@@ -197,10 +204,6 @@ def _profile_user(kv) -> str:
     return kv[0]
 
 
-def _impression_user(imp) -> str:
-    return imp[_USER]
-
-
 def _write_json(_, path: str, **values) -> None:
     fileio.write_text(path, json.dumps(values, sort_keys=True) + "\n")
 
@@ -221,43 +224,43 @@ def _first_copy(key: str, copies) -> tuple:
 # The passes.
 
 def build_partition_pass(p: beam.Pipeline, raw_dir: str, out_dir: str, layout: Layout,
-                         spec: DatasetSpec, cfg: ul.PrepareConfig) -> None:
+                         spec: DatasetSpec, cfg: PrepareConfig) -> None:
     """Reads every raw table once: the unified catalog, profiles and parsed impressions by user
     shard, and the split cutoff go to staging; the raw tables' dead letters to the output."""
     dead: List[beam.PCollection] = []
-    _ = ul.read_catalog(p, raw_dir, spec, dead) | "Stage[catalog]" >> _Stage(
+    _ = read_catalog(p, raw_dir, spec, dead) | "Stage[catalog]" >> _Stage(
         layout.prefix(CATALOG))
-    _stage_by_user(ul.read_profiles(p, raw_dir, spec, dead), _profile_user, layout, PROFILES)
-    imps = ul.read_impressions(p, raw_dir, spec, dead)
-    _stage_by_user(imps, _impression_user, layout, IMPRESSIONS)
-    _ = ul.split_cutoff(p, imps, spec, cfg) | "StageCutoff" >> beam.Map(
+    _stage_by_user(read_profiles(p, raw_dir, spec, dead), _profile_user, layout, PROFILES)
+    imps = read_impressions(p, raw_dir, spec, dead)
+    _stage_by_user(imps, impression_user, layout, IMPRESSIONS)
+    _ = split_cutoff(p, imps, spec, cfg) | "StageCutoff" >> beam.Map(
         lambda c: _write_json(None, layout.cutoff_file, cutoff=c))
-    ul.write_dead_letters(p, dead, out_dir, layout.output_prefix(None))
+    write_dead_letters(p, dead, out_dir, layout.output_prefix(None))
 
 
 def build_assemble_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
-                        spec: DatasetSpec, cfg: ul.PrepareConfig, cutoff: Optional[int]) -> None:
+                        spec: DatasetSpec, cfg: PrepareConfig, cutoff: Optional[int]) -> None:
     """Per-user assembly of one shard (entity join, sequences, label rule, split)."""
     dead: List[beam.PCollection] = []
     catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
     profiles = p | "Unstage[profiles]" >> _Unstage(layout.pattern(PROFILES, shard))
     imps = p | "Unstage[impressions]" >> _Unstage(layout.pattern(IMPRESSIONS, shard))
     fixed_cutoff = p | "FixedCutoff" >> beam.Create([cutoff])
-    joined, assembled = ul.assemble_users(catalog, profiles, imps, fixed_cutoff, spec, cfg, dead)
+    joined, assembled = assemble_users(catalog, profiles, imps, fixed_cutoff, spec, cfg, dead)
     _ = assembled.examples | "Stage[examples]" >> _Stage(layout.prefix(EXAMPLES, shard))
-    _ = (assembled[ul.TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
+    _ = (assembled[TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
          | "Stage[train_counts]" >> _Stage(layout.prefix(TRAIN_COUNTS, shard)))
     # Catalog entities are staged once (partition pass); only the defaults of catalog-less types
     # depend on the impressions a shard saw.
-    _ = (joined[ul.CORPUS]
+    _ = (joined[CORPUS]
          | "CatalogLess" >> beam.Filter(_is_catalog_less, _catalog_less_types(spec))
          | "Stage[catalog_less]" >> _Stage(layout.prefix(CATALOG_LESS, shard)))
-    ul.write_user_snapshot(assembled[ul.USER_SNAPSHOT], out_dir, layout.output_prefix(shard))
-    ul.write_dead_letters(p, dead, out_dir, layout.output_prefix(shard))
+    outputs.write_user_snapshot(assembled[USER_SNAPSHOT], out_dir, layout.output_prefix(shard))
+    write_dead_letters(p, dead, out_dir, layout.output_prefix(shard))
 
 
 def build_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
-                     cfg: ul.PrepareConfig) -> None:
+                     cfg: PrepareConfig) -> None:
     """Corpus-sized: train counts summed over shards → Q(a); corpus/ and entity_frequency.tsv;
     the entity features + Q(a) staged for the finalize passes."""
     catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
@@ -266,10 +269,10 @@ def build_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
                     | "OneCopy" >> beam.MapTuple(_first_copy))
     corpus = (catalog, catalog_less) | "Corpus" >> beam.Flatten()
     counts = p | "Unstage[train_counts]" >> _Unstage(layout.every_shard(TRAIN_COUNTS))
-    per_entity, totals = ul.entity_probabilities(p, corpus, counts, cfg)
-    ul.write_corpus(per_entity, out_dir, cfg)
+    per_entity, totals = entity_probabilities(p, corpus, counts, cfg)
+    outputs.write_corpus(per_entity, out_dir, cfg)
     _ = per_entity.entities | "Stage[entities]" >> _Stage(layout.prefix(ENTITIES))
-    corpus_types = ul.corpus_type_counts(per_entity[ul.CORPUS])
+    corpus_types = corpus_type_counts(per_entity[CORPUS])
     _ = (p | "MergeSeed" >> beam.Create([None])
          | "StageMerge" >> beam.Map(
              lambda _, t, c: _write_json(None, layout.merge_file, totals=t, corpus_types=c),
@@ -277,25 +280,25 @@ def build_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
 
 
 def build_finalize_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
-                        cfg: ul.PrepareConfig) -> None:
+                        cfg: PrepareConfig) -> None:
     """One shard's examples → tf.Examples (entity features + Q(a) from a side input) → the
     write-order shuffle within the shard → train/ and eval/; partial vocabulary counts and
     split statistics to staging."""
     entities = p | "Unstage[entities]" >> _Unstage(layout.pattern(ENTITIES))
     examples = p | "Unstage[examples]" >> _Unstage(layout.pattern(EXAMPLES, shard))
-    final = ul.finalize_examples(examples, entities, cfg)
-    ul.write_examples(final, out_dir, cfg, layout.output_prefix(shard))
-    _ = (final[ul.VOCAB] | "VocabPartial" >> beam.CombinePerKey(sum)
+    final = finalize_examples(examples, entities, cfg)
+    outputs.write_examples(final, out_dir, cfg, layout.output_prefix(shard))
+    _ = (final[VOCAB] | "VocabPartial" >> beam.CombinePerKey(sum)
          | "Stage[vocab_counts]" >> _Stage(layout.prefix(VOCAB_COUNTS, shard)))
-    _ = (final[ul.STATS] | "StatsPartial" >> beam.CombineGlobally(ul.CounterSum())
+    _ = (final[STATS] | "StatsPartial" >> beam.CombineGlobally(CounterSum())
          | "Stage[split_stats]" >> _Stage(layout.prefix(SPLIT_STATS, shard)))
 
 
 def build_summary_pass(p: beam.Pipeline, out_dir: str, layout: Layout, spec: DatasetSpec,
-                       cfg: ul.PrepareConfig, cutoff: Optional[int],
+                       cfg: PrepareConfig, cutoff: Optional[int],
                        merged: Dict[str, Any]) -> None:
     """vocab/*.txt (minimum frequency on the summed TRAIN counts) and stats.json."""
-    ul.write_vocabularies_and_stats(
+    outputs.write_vocabularies_and_stats(
         p,
         p | "Unstage[vocab_counts]" >> _Unstage(layout.every_shard(VOCAB_COUNTS)),
         p | "Unstage[split_stats]" >> _Unstage(layout.every_shard(SPLIT_STATS)),
@@ -313,20 +316,16 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 
 def _remove_staging(root: str) -> None:
-    """Deletes the staging folder, locally or on an object store (where only a trailing "/"
-    makes Beam's delete recursive). A failure is logged, not raised: it must not hide the error
-    of a failed pass, and a leftover folder is harmless (no reader looks into it; a local work
-    dir is deleted or renamed as a whole anyway)."""
+    """Deletes the staging folder, locally or on an object store. A failure is logged, not
+    raised: it must not hide the error of a failed pass, and a leftover folder is harmless (no
+    reader looks into it; a local work dir is deleted or renamed as a whole anyway)."""
     try:
-        if "://" in root:
-            FileSystems.delete([root.rstrip("/") + "/"])
-        elif os.path.exists(root):
-            shutil.rmtree(root)
+        delete_folder(root)
     except Exception as e:  # pylint: disable=broad-except
         log.warning("could not delete the staging folder %s: %s", root, e)
 
 
-def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: ul.PrepareConfig,
+def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: PrepareConfig,
                beam_args: Optional[List[str]] = None) -> Dict[str, int]:
     """Runs the 2N + 3 pipelines of the sharded link into ``work_dir``; returns the sum of
     their counters (what one pass would have counted). The staging folder is removed at the end,
@@ -338,11 +337,7 @@ def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: ul.PrepareCo
 
     def execute(name: str, build: Callable[..., None], *args) -> None:
         start = time.time()
-        p = beam.Pipeline(options=ul.default_pipeline_options(beam_args))
-        build(p, *args)
-        result = p.run()
-        result.wait_until_finish()
-        counters.update(ul.pipeline_counters(result))
+        counters.update(runner.run_pipeline(build, beam_args, *args))
         done[0] += 1
         log.info("user shards: pass %d/%d (%s) done in %.1fs", done[0], 2 * n + 3, name,
                  time.time() - start)
