@@ -28,7 +28,7 @@ from tfrrl.data.link_spec import DatasetSpec
 __all__ = ["run", "run_prepare", "load_prepare_config", "PrepareConfig", "OutputExistsError"]
 
 
-def _complete(work_dir: str, spec: DatasetSpec, counters: Dict[str, int]) -> Dict[str, Any]:
+def complete_dataset(work_dir: str, spec: DatasetSpec, counters: Dict[str, int]) -> Dict[str, Any]:
     """Writes the run's records beside the dataset (``link_spec.yaml``, ``accounting.json``),
     refuses an unbalanced accounting, then writes ``_SUCCESS``; returns accounting and stats."""
     acc = accounting.accounting_from_counters(counters, spec)
@@ -68,7 +68,7 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         else:
             counters = sharded.run_passes(raw_dir, work_dir, spec, cfg, beam_args)
         seconds = time.time() - start
-        result = _complete(work_dir, spec, counters)
+        result = complete_dataset(work_dir, spec, counters)
     except BaseException:
         publish.discard(work_dir, out_dir)
         raise

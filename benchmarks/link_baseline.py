@@ -54,10 +54,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines import accounting, counters, transforms
+from beam_pipelines import counters, transforms
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.counters import IMPRESSIONS, USERS
 from beam_pipelines.publish import OutputExistsError
+from beam_pipelines.run import complete_dataset
 from beam_pipelines.stages import stats as link_stats
 from beam_pipelines.stages import vocabulary
 from beam_pipelines.stages.shuffle import record_hash
@@ -735,13 +736,4 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     if unresolved:
         dead.counters[counters.LINK_UNRESOLVED] += unresolved
     seconds = time.time() - start
-    acc = accounting.accounting_from_counters(dead.counters, spec)
-    fileio.write_text(fileio.join(out_dir, prepared.SPEC_COPY), spec.to_yaml())
-    fileio.write_text(fileio.join(out_dir, prepared.ACCOUNTING_FILE),
-                      json.dumps(acc, indent=2) + "\n")
-    stats = json.loads(fileio.read_text(fileio.join(out_dir, prepared.STATS_FILE)))
-    if not accounting.is_balanced(acc):
-        raise RuntimeError("row accounting does not balance:\n"
-                           + accounting.format_accounting(acc))
-    fileio.write_text(fileio.join(out_dir, prepared.SUCCESS_FILE), "")
-    return {"accounting": acc, "stats": stats, "seconds": seconds}
+    return {**complete_dataset(out_dir, spec, dead.counters), "seconds": seconds}

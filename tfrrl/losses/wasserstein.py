@@ -67,7 +67,7 @@ layers are linear ``Dense(projection_dim)``; critics are MLPs ``critic_units`` (
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf

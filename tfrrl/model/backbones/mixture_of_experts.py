@@ -91,17 +91,13 @@ class MixtureOfExperts(MultiBranchLayer):
         return {"scores": tower_scores(self.towers, mixed, domain_index, training)}
 
 
-@register_backbone("mmoe")
-def make_mmoe(config, num_domains: int) -> MixtureOfExperts:
-    c = config
-    return MixtureOfExperts(num_domains, c.num_experts, c.expert_units, c.tower_units,
-                            gate="softmax", k=c.dselect_k, gamma=c.dselect_gamma,
-                            dropout=c.dropout, name="backbone")
-
-
+# Decorators apply bottom-up: registered as mmoe, then dselect_k.
 @register_backbone("dselect_k")
-def make_dselect_k(config, num_domains: int) -> MixtureOfExperts:
+@register_backbone("mmoe")
+def make_mixture_of_experts(config, num_domains: int) -> MixtureOfExperts:
+    """MMoE's softmax gates for ``backbone: mmoe``, DSelect-k's for ``backbone: dselect_k``."""
     c = config
     return MixtureOfExperts(num_domains, c.num_experts, c.expert_units, c.tower_units,
-                            gate="dselect", k=c.dselect_k, gamma=c.dselect_gamma,
-                            dropout=c.dropout, name="backbone")
+                            gate="softmax" if c.backbone == "mmoe" else "dselect",
+                            k=c.dselect_k, gamma=c.dselect_gamma, dropout=c.dropout,
+                            name="backbone")
