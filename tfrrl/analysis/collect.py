@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.data.schema import FIRST_DOMAIN_ID
+from tfrrl.model.scorer import scorer_of
 
 Progress = Callable[[str], None]
 
@@ -60,8 +61,7 @@ def embedding_tables(model: keras.Model, names: Optional[Sequence[str]] = None
     unknown name raises, listing the known ones)."""
     tables: Dict[str, np.ndarray] = {}
     seen = set()
-    shared = getattr(model, "embeddings", None)
-    for vocab, layer in sorted(getattr(shared, "tables", {}).items()):
+    for vocab, layer in sorted(scorer_of(model).embeddings.tables.items()):
         tables[vocab] = np.asarray(layer.embeddings.numpy())
         seen.add(id(layer))
     others = {}
@@ -83,7 +83,7 @@ def entity_id_tables(tables: Dict[str, np.ndarray], model: keras.Model
     """The tables of ``tables`` indexed by the entity_id vocabulary: the shared ``entity_id``
     table and any other ``…entity_id`` table with as many rows (e.g. the per-set copies of a
     multi-embedding backbone)."""
-    shared = getattr(getattr(model, "embeddings", None), "tables", {}).get("entity_id")
+    shared = scorer_of(model).embeddings.tables.get("entity_id")
     if shared is None:
         return {}
     rows = int(shared.input_dim)

@@ -40,7 +40,7 @@ import tensorflow as tf
 from tfrrl.artifacts.export_folder import INDEX_OUTPUT
 from tfrrl.data import schema
 from tfrrl.model.encoders.features import USER_CATEGORICAL
-from tfrrl.model.scorer import Scorer
+from tfrrl.model.scorer import scorer_of
 
 SIGNATURES = ("encode_entities", "encode_user", "score_encoded", "score_candidates",
               "score_raw", "serving_default")
@@ -89,14 +89,6 @@ def serving_variables(model) -> List[tf.Variable]:
     """Every variable of the scorer of ``model`` (a :class:`~tfrrl.model.matching.MatchingModel`
     or a :class:`~tfrrl.model.scorer.Scorer`) — exactly what an export holds."""
     return scorer_of(model).serving_variables()
-
-
-def scorer_of(model) -> Scorer:
-    """The :class:`~tfrrl.model.scorer.Scorer` of a trained model, or ``model`` if it is one."""
-    scorer = model if isinstance(model, Scorer) else getattr(model, "scorer", None)
-    if not isinstance(scorer, Scorer):
-        raise TypeError(f"expected a MatchingModel or a Scorer, got {type(model).__name__}")
-    return scorer
 
 
 class VocabularyTables:

@@ -138,3 +138,11 @@ class Scorer(SublayerContainer):
         users, entities = split_features(features)
         return self.score_own_pairs(self.encode_users(users, training),
                                     self.encode_entities(entities, training), training)
+
+
+def scorer_of(model) -> Scorer:
+    """The :class:`~tfrrl.model.scorer.Scorer` of a trained model, or ``model`` if it is one."""
+    scorer = model if isinstance(model, Scorer) else getattr(model, "scorer", None)
+    if not isinstance(scorer, Scorer):
+        raise TypeError(f"expected a MatchingModel or a Scorer, got {type(model).__name__}")
+    return scorer
