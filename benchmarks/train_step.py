@@ -76,6 +76,13 @@ if REPO not in sys.path:
 TARGET_RATIO = 1.3
 BACKBONE_CONFIG = os.path.join(REPO, "configs", "synthetic", "backbone.yaml")
 RRL_CONFIG = os.path.join(REPO, "configs", "synthetic", "backbone_rrl.yaml")
+DNN_CONFIG = os.path.join(REPO, "configs", "synthetic", "dnn.yaml")
+SPEED_TARGET = 4.0
+# --speed: each architecture on the reference path and with each lever added (cumulative).
+SPEED_MODELS = (("Backbone", BACKBONE_CONFIG), ("Backbone&RRL", RRL_CONFIG), ("DNN", DNN_CONFIG))
+SPEED_LEVERS = (("reference", ["model.pair_blocks=false", "model.compute_dtype=float32"]),
+                ("+blocks", ["model.pair_blocks=true", "model.compute_dtype=float32"]),
+                ("+blocks+bf16", ["model.pair_blocks=true", "model.compute_dtype=bfloat16"]))
 
 
 def _say(message: str) -> None:
@@ -209,6 +216,66 @@ def _input_dataset(data, batch_size: int, args: argparse.Namespace):
     return once.repeat()
 
 
+def build_models(specs: Sequence[Tuple[str, str, List[str]]], data) -> list:
+    """[(name, experiment, model)] for [(name, config path, overrides)], built like `tfrrl
+    train`, on the same prepared dataset."""
+    models = []
+    for name, path, overrides in specs:
+        t0 = time.time()
+        exp, model = build(path, overrides, data)
+        n_params = sum(int(v.numpy().size) for v in model.trainable_variables)
+        _say(f"built {name} ({os.path.relpath(path, REPO)}"
+             f"{' ' + ' '.join(overrides) if overrides else ''}) in {time.time() - t0:.1f}s:"
+             f" {n_params:,} trainable parameters, batch {exp.train.batch_size} + "
+             f"{exp.train.num_negatives} sampled negatives")
+        models.append((name, exp, model))
+    return models
+
+
+def time_models(models, dataset, args: argparse.Namespace):
+    """Warm-up, then ``--rounds`` alternating blocks of ``--steps`` / rounds steps per model;
+    returns (wall seconds per step per block, CPU seconds per step per block, block, rounds)."""
+    batch = models[0][1].train.batch_size
+    iterators = {}
+    for name, _, model in models:
+        it = iter(dataset)
+        t0 = time.perf_counter()
+        _logs_to_floats(model.train_function(it))
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(args.warmup - 1):
+            logs = model.train_function(it)
+        if args.warmup > 1:
+            _logs_to_floats(logs)
+        rest = (time.perf_counter() - t0) / max(1, args.warmup - 1)
+        _say(f"warm-up {name}: first step (tracing) {first:.1f}s, then {rest * 1e3:.0f} ms/step"
+             f" over {args.warmup - 1} steps (not counted)")
+        iterators[name] = it
+
+    rounds = max(1, args.rounds)
+    block = max(1, args.steps // rounds)
+    times: Dict[str, List[float]] = {name: [] for name, _, _ in models}
+    cpu: Dict[str, List[float]] = {name: [] for name, _, _ in models}
+    _say(f"timing {rounds} rounds × {block} steps per model, alternating order "
+         f"(input: {args.input})")
+    for r in range(rounds):
+        order = models if r % 2 == 0 else models[::-1]
+        line = []
+        for name, _, model in order:
+            it = iterators[name]
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(block):
+                logs = model.train_function(it)
+            _logs_to_floats(logs)  # synchronise before stopping the clock
+            dt = (time.perf_counter() - t0) / block
+            times[name].append(dt)
+            cpu[name].append((time.process_time() - c0) / block)
+            line.append(f"{name} {batch / dt:,.0f} ex/s ({dt * 1e3:.0f} ms/step, "
+                        f"CPU {cpu[name][-1] * 1e3:.0f} ms)")
+        _say(f"round {r + 1}/{rounds}: " + ", ".join(line))
+    return times, cpu, block, rounds
+
+
 def run_throughput(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
@@ -219,60 +286,14 @@ def run_throughput(args: argparse.Namespace) -> int:
     specs = [(n, p, o + list(args.set)) for n, p, o in specs]
     with _DataDir(args) as data_dir:
         data = PreparedDataset(data_dir)
-        models = []
-        for name, path, overrides in specs:
-            t0 = time.time()
-            exp, model = build(path, overrides, data)
-            n_params = sum(int(v.numpy().size) for v in model.trainable_variables)
-            _say(f"built {name} ({os.path.relpath(path, REPO)}"
-                 f"{' ' + ' '.join(overrides) if overrides else ''}) in {time.time() - t0:.1f}s:"
-                 f" {n_params:,} trainable parameters, batch {exp.train.batch_size} + "
-                 f"{exp.train.num_negatives} sampled negatives")
-            models.append((name, exp, model))
+        models = build_models(specs, data)
         batch_sizes = {exp.train.batch_size for _, exp, _ in models}
         if len(batch_sizes) != 1:
             raise SystemExit(f"the configs use different batch sizes {sorted(batch_sizes)}")
         batch = batch_sizes.pop()
         dataset = _input_dataset(data, batch, args)
 
-        iterators = {}
-        for name, _, model in models:
-            it = iter(dataset)
-            t0 = time.perf_counter()
-            _logs_to_floats(model.train_function(it))
-            first = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for _ in range(args.warmup - 1):
-                logs = model.train_function(it)
-            if args.warmup > 1:
-                _logs_to_floats(logs)
-            rest = (time.perf_counter() - t0) / max(1, args.warmup - 1)
-            _say(f"warm-up {name}: first step (tracing) {first:.1f}s, then {rest * 1e3:.0f} ms/step"
-                 f" over {args.warmup - 1} steps (not counted)")
-            iterators[name] = it
-
-        rounds = max(1, args.rounds)
-        block = max(1, args.steps // rounds)
-        times: Dict[str, List[float]] = {name: [] for name, _, _ in models}
-        cpu: Dict[str, List[float]] = {name: [] for name, _, _ in models}
-        _say(f"timing {rounds} rounds × {block} steps per model, alternating order "
-             f"(input: {args.input})")
-        for r in range(rounds):
-            order = models if r % 2 == 0 else models[::-1]
-            line = []
-            for name, _, model in order:
-                it = iterators[name]
-                t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(block):
-                    logs = model.train_function(it)
-                _logs_to_floats(logs)  # synchronise before stopping the clock
-                dt = (time.perf_counter() - t0) / block
-                times[name].append(dt)
-                cpu[name].append((time.process_time() - c0) / block)
-                line.append(f"{name} {batch / dt:,.0f} ex/s ({dt * 1e3:.0f} ms/step, "
-                            f"CPU {cpu[name][-1] * 1e3:.0f} ms)")
-            _say(f"round {r + 1}/{rounds}: " + ", ".join(line))
-
+        times, cpu, block, rounds = time_models(models, dataset, args)
     print()
     print(f"train step throughput: {block * rounds} timed steps per model "
           f"({rounds} alternating rounds × {block}), batch {batch}, "
@@ -299,6 +320,108 @@ def run_throughput(args: argparse.Namespace) -> int:
     print(f"step_time(Backbone&RRL) / step_time(Backbone) = {ratio:.2f} "
           f"(median of per-round paired ratios {paired:.2f}; CPU-time ratio {cpu_ratio:.2f}); "
           f"target ≤ {TARGET_RATIO}: {verdict}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Speed mode (issue 16): the reference path against the fast levers, per architecture.
+
+def dense_flops_per_step(exp, num_domains: int, sequence_length: int) -> float:
+    """An estimate of the FLOPs of one training step of the REFERENCE path: the pair-level
+    Dense layers and the target attention, 2 FLOPs per multiply-add, forward + backward ≈ 3 ×
+    forward, over B × C pairs (C = B in-batch + N sampled). Per pair: the shared and one
+    specific expert on D = 3R + E inputs and one tower on the gate's 3h (Backbone), or one tower
+    on D + E (DNN); the attention's logits and weighted sum (2·L·R). The per-user and
+    per-entity encoders and the RRL heads (positives only) are left out: a lower bound."""
+    m, t = exp.model, exp.train
+    d = 3 * m.representation_dim + m.embedding_dim
+
+    def chain(width, units):
+        macs = 0
+        for u in units:
+            macs += width * u
+            width = u
+        return macs
+
+    if m.backbone == "rrl":
+        h = m.expert_units[-1]
+        per_pair = (2 * chain(d, m.expert_units) + chain(3 * h, list(m.tower_units) + [1])
+                    + 2 * h)  # gate fusion
+    elif m.backbone == "dnn":
+        per_pair = chain(d + m.embedding_dim, list(m.expert_units) + list(m.tower_units) + [1])
+    else:
+        raise ValueError(f"no FLOP model for backbone {m.backbone!r}")
+    per_pair += 2 * sequence_length * m.representation_dim
+    pairs = t.batch_size * (t.batch_size + t.num_negatives)
+    return 3 * 2 * per_pair * pairs
+
+
+def measured_matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of ``repeats`` [size × size] · [size × size] matmuls in ``dtype`` on
+    this machine with every core (oneDNN): the practical peak the step is compared with."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    a = tf.random.normal([size, size], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    mm = tf.function(lambda x: tf.reduce_sum(tf.cast(tf.matmul(x, x), tf.float32)))
+    mm(a).numpy()
+    best = min(_timed(lambda: mm(a).numpy()) for _ in range(repeats))
+    return 2 * size ** 3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    """Every architecture of SPEED_MODELS on each lever of SPEED_LEVERS, alternating, on the
+    same cached batches; prints examples/s, the step-time ratio of each lever to the reference
+    and the fraction of the measured bf16 matmul peak."""
+    _quiet_tensorflow()
+    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
+
+    archs = [a for a in SPEED_MODELS if not args.arch or a[0] in args.arch]
+    specs = [(f"{arch} {lever}", path, overrides + list(args.set))
+             for arch, path in archs for lever, overrides in SPEED_LEVERS]
+    with _DataDir(args) as data_dir:
+        data = PreparedDataset(data_dir)
+        models = build_models(specs, data)
+        batch = models[0][1].train.batch_size
+        dataset = _input_dataset(data, batch, args)
+        times, cpu, block, rounds = time_models(models, dataset, args)
+        peaks = {d: measured_matmul_peak(d) for d in ("float32", "bfloat16")}
+        num_domains, seq = models[0][2].num_domains, data.sequence_length
+    print()
+    print(f"speed levers (issue 16): {block * rounds} timed steps per model ({rounds} "
+          f"alternating rounds × {block}), batch {batch}, input {args.input}; "
+          f"{os.cpu_count()} cores")
+    print(f"measured matmul peak (2048², best of 5): float32 {peaks['float32'] / 1e9:,.0f} "
+          f"GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:,.0f} GFLOP/s")
+    width = max(len(n) for n, _, _ in models)
+    for arch, _ in archs:
+        ref = statistics.median(times[f"{arch} reference"])
+        ref_cpu = statistics.median(cpu[f"{arch} reference"])
+        exp = next(e for n, e, _ in models if n == f"{arch} reference")
+        flops = dense_flops_per_step(exp, num_domains, seq)
+        for lever, _ in SPEED_LEVERS:
+            name = f"{arch} {lever}"
+            med = statistics.median(times[name])
+            paired = statistics.median(r / t for r, t in zip(times[f"{arch} reference"],
+                                                              times[name]))
+            peak = peaks["bfloat16" if "bf16" in lever else "float32"]
+            print(f"  {name:<{width}}  {batch / med:>8,.0f} examples/s  {med * 1e3:7.1f} "
+                  f"ms/step  speed-up × {ref / med:.2f} (paired {paired:.2f}; CPU × "
+                  f"{ref_cpu / statistics.median(cpu[name]):.2f})  "
+                  f"{flops / med / 1e9:,.0f} GFLOP/s = {flops / med / peak:.1%} of the "
+                  f"{'bf16' if 'bf16' in lever else 'fp32'} matmul peak")
+        best = ref / statistics.median(times[f"{arch} {SPEED_LEVERS[-1][0]}"])
+        if arch == "Backbone&RRL":
+            print(f"  → Backbone&RRL speed-up × {best:.2f}; target ≥ {SPEED_TARGET}: "
+                  f"{'PASS' if best >= SPEED_TARGET else 'MISS'}")
+    print("(GFLOP/s: the reference path's pair-level Dense + attention FLOPs "
+          "(dense_flops_per_step) / step time: the same work, done faster)")
     return 0
 
 
@@ -421,7 +544,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="soak mode: N train steps of Backbone&RRL, NaN/Inf check "
                              "(default N: 2000)")
     parser.add_argument("--log-every", type=int, default=100, help="soak progress interval")
+    parser.add_argument("--speed", action="store_true",
+                        help="speed mode: the reference path vs the fast levers (pair blocks, "
+                             "bf16) for Backbone, Backbone&RRL and DNN, side by side")
+    parser.add_argument("--arch", action="append", default=[],
+                        help="--speed: only these architectures (Backbone, Backbone&RRL, DNN)")
     args = parser.parse_args(argv)
+    if args.speed:
+        return run_speed(args)
     if args.soak_steps is not None:
         return run_soak(args)
     return run_throughput(args)

@@ -29,8 +29,21 @@ class ModelConfig:
     ple_levels: int = 1  # ple: extraction levels
     ple_specific_experts: int = 1  # ple: experts per domain and level
     ple_shared_experts: int = 1  # ple: shared experts per level
+    # Speed switches of the scorer (exact or measured; benchmarks/train_step.py):
+    # pair_blocks: the backbone's first Dense layers act on r's blocks — the candidate's once per
+    # candidate, the user's once per user, only E_att per pair (tfrrl.model.pairs; exact up to
+    # summation order); false = materialise r [B, C, D] first (the reference path).
+    pair_blocks: bool = True
+    # float32 | bfloat16 (Keras' mixed_bfloat16: bfloat16 math in the encoders and the backbone,
+    # float32 variables; scores, losses, logQ and the RRL modules stay float32).
+    compute_dtype: str = "float32"
     rrl: RRLConfig = dataclasses.field(default_factory=RRLConfig)
     adi: ADIConfig = dataclasses.field(default_factory=ADIConfig)  # backbone: adi
     # backbone: multi_embedding | stem | ame | crocodile (tfrrl.model.backbones.multi_embedding)
     multi_embedding: MultiEmbeddingConfig = dataclasses.field(
         default_factory=MultiEmbeddingConfig)
+
+    def __post_init__(self):
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"model.compute_dtype must be float32 or bfloat16, got "
+                             f"{self.compute_dtype!r}")

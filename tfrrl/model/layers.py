@@ -3,7 +3,8 @@ layer whose weights all live in sub-layers."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import keras
 from keras import layers
@@ -28,3 +29,22 @@ class SublayerContainer(layers.Layer):
 
     def build(self, input_shape=None):
         self.built = True
+
+
+COMPUTE_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def compute_dtype(name: str) -> Iterator[str]:
+    """Layers created inside compute in ``name`` (``float32``, or ``bfloat16``: Keras'
+    ``mixed_bfloat16`` policy — bfloat16 math, float32 variables); yields the policy name."""
+    if name not in COMPUTE_POLICIES:
+        raise ValueError(f"model.compute_dtype must be one of {sorted(COMPUTE_POLICIES)}, got "
+                         f"{name!r}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(COMPUTE_POLICIES[name])
+    try:
+        yield COMPUTE_POLICIES[name]
+    finally:
+        keras.config.set_dtype_policy(previous)
+

@@ -18,17 +18,25 @@ from typing import Dict, List, Mapping
 import tensorflow as tf
 
 from tfrrl.data import schema
-from tfrrl.model.backbones import make_backbone
+from tfrrl.model.backbones import backbone_spec, make_backbone
+from tfrrl.model.backbones.registry import PAIR_BLOCKS
 from tfrrl.model.encoders import embedding_sets
 from tfrrl.model.encoders.features import split_features
 from tfrrl.model.encoders.input_stack import build_input_stack
-from tfrrl.model.layers import SublayerContainer
+from tfrrl.model.layers import SublayerContainer, compute_dtype
+from tfrrl.model.pairs import ENTITY, PAIR, USER, PairParts
 
 
 def domain_index(domain_ids: tf.Tensor, num_domains: int) -> tf.Tensor:
     """Domain vocabulary id → expert index k ∈ [0, K) (Alg. 1's routing)."""
     return tf.clip_by_value(tf.cast(domain_ids, tf.int32) - schema.FIRST_DOMAIN_ID, 0,
                             num_domains - 1)
+
+
+def as_float32(values: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """The floating tensors of ``values`` in float32 (the scorer's boundary: whatever it
+    computes in, it hands out float32), the others as they are."""
+    return {k: tf.cast(v, tf.float32) if v.dtype.is_floating else v for k, v in values.items()}
 
 
 class Scorer(SublayerContainer):
@@ -45,16 +53,20 @@ class Scorer(SublayerContainer):
 
     def __init__(self, config, vocabulary_sizes: Mapping[str, int], sequence_length: int,
                  num_domains: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_domains = int(num_domains)
-        dims = embedding_sets.set_dims(config, self.num_domains)
-        (self.embeddings, self.ad_network, self.user_transformer,
-         self.target_attention) = build_input_stack(vocabulary_sizes, dims[0][0], dims[0][1],
-                                                    config, sequence_length)
-        self.input_sets = embedding_sets.EmbeddingSets(
-            dims, vocabulary_sizes, config, sequence_length, embedding_sets.prior_dim(config),
-            name="input_sets")
-        self.backbone = make_backbone(config, self.num_domains)
+        with compute_dtype(config.compute_dtype) as policy:
+            super().__init__(dtype=policy, **kwargs)
+            self.num_domains = int(num_domains)
+            dims = embedding_sets.set_dims(config, self.num_domains)
+            (self.embeddings, self.ad_network, self.user_transformer,
+             self.target_attention) = build_input_stack(vocabulary_sizes, dims[0][0],
+                                                        dims[0][1], config, sequence_length)
+            self.input_sets = embedding_sets.EmbeddingSets(
+                dims, vocabulary_sizes, config, sequence_length,
+                embedding_sets.prior_dim(config), name="input_sets")
+            self.backbone = make_backbone(config, self.num_domains)
+        # The backbone's first layers act on r's blocks when it can take them (single set).
+        self.pair_blocks = bool(config.pair_blocks and not self.input_sets.active
+                                and PAIR_BLOCKS in backbone_spec(config.backbone).capabilities)
         self.build()  # its sub-layers build on first use
 
     def serving_variables(self) -> List[tf.Variable]:
@@ -76,7 +88,7 @@ class Scorer(SublayerContainer):
                else self.user_transformer(users, training=training))
         enc["e_did"] = self.embeddings.embed("domain", users["domain"])
         enc["domain_index"] = domain_index(users["domain"], self.num_domains)
-        return enc
+        return as_float32(enc)
 
     def encode_entities(self, entities: Mapping[str, tf.Tensor], training: bool = False
                         ) -> Dict[str, tf.Tensor]:
@@ -84,10 +96,10 @@ class Scorer(SublayerContainer):
         ``entity_repr``), once per entity."""
         del training  # the ad network has no dropout
         if self.input_sets.active:
-            return self.input_sets.encode_entities(self, entities)
+            return as_float32(self.input_sets.encode_entities(self, entities))
         enc = self.ad_network(entities)
         enc["target"] = tf.concat([enc["e_uee"], enc["e_aid"]], axis=-1)
-        return enc
+        return as_float32(enc)
 
     def with_domain(self, users: Mapping[str, tf.Tensor], domains: tf.Tensor
                     ) -> Dict[str, tf.Tensor]:
@@ -112,6 +124,16 @@ class Scorer(SublayerContainer):
         return tf.concat([spread(entities["e_uee"][None]), spread(users["e_tran"][:, None]),
                           e_att, spread(entities["e_aid"][None])], axis=-1)
 
+    def pair_parts(self, users, entities) -> PairParts:
+        """R of every pair as its blocks (tfrrl.model.pairs): E_uee and E_aid per candidate
+        (``target`` = [E_uee, E_aid]), E_tran per user, only E_att per pair."""
+        e_att = self.target_attention(entities["target"], users["seq_keys"], users["seq_mask"],
+                                      pairwise=True)
+        r_uee, r_aid = int(entities["e_uee"].shape[-1]), int(entities["e_aid"].shape[-1])
+        layout = ((ENTITY, r_uee), (USER, int(users["e_tran"].shape[-1])),
+                  (PAIR, int(e_att.shape[-1])), (ENTITY, r_aid))
+        return PairParts(entities["target"], users["e_tran"], e_att, layout)
+
     def own_pair_representations(self, users, entities) -> tf.Tensor:
         """R of each user with its own entity (row b of both): [B, 1, D]."""
         if self.input_sets.active:
@@ -124,14 +146,16 @@ class Scorer(SublayerContainer):
     def score_pairs(self, users, entities, training: bool = False) -> Dict[str, tf.Tensor]:
         """Backbone outputs for every (encoded user, encoded candidate) pair: ``scores``
         [B, C] (and the backbone's extra outputs, e.g. E_s / E_d of the hybrid experts)."""
-        r = self.pair_representations(users, entities)
-        return self.backbone(r, users["domain_index"], users["e_did"], training=training)
+        r = (self.pair_parts(users, entities).as_inputs() if self.pair_blocks
+             else self.pair_representations(users, entities))
+        return as_float32(self.backbone(r, users["domain_index"], users["e_did"],
+                                        training=training))
 
     def score_own_pairs(self, users, entities, training: bool = False) -> tf.Tensor:
         """Backbone score of each user with its own entity (row b of both): [B]."""
         r = self.own_pair_representations(users, entities)
-        return self.backbone(r, users["domain_index"], users["e_did"],
-                             training=training)["scores"][:, 0]
+        return tf.cast(self.backbone(r, users["domain_index"], users["e_did"],
+                                     training=training)["scores"][:, 0], tf.float32)
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Score of each example's own (user, entity) pair: [B]."""

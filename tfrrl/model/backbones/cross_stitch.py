@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.backbones.registry import register_backbone
+from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
+from tfrrl.model.pairs import as_pair, dense_on
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
@@ -34,16 +35,16 @@ class CrossStitch(MultiBranchLayer):
         self.towers = domain_towers(K, tower_units)
 
     def call(self, r, domain_index, e_did, training=False):
-        hs = [r] * len(self.towers)
+        hs = [as_pair(r)] * len(self.towers)
         for i, alpha in enumerate(self.stitches):
-            hs = [self.columns[k][i](h) for k, h in enumerate(hs)]
+            hs = [dense_on(self.columns[k][i], h) for k, h in enumerate(hs)]
             stacked = tf.stack(hs, axis=-2)  # [B, C, K, u]
             mixed = tf.einsum("kj,bcju->bcku", alpha, stacked)
             hs = tf.unstack(mixed, axis=-2)
         return {"scores": tower_scores(self.towers, hs, domain_index, training)}
 
 
-@register_backbone("cross_stitch")
+@register_backbone("cross_stitch", capabilities=(PAIR_BLOCKS,))
 def make_cross_stitch(config, num_domains: int) -> CrossStitch:
     c = config
     return CrossStitch(num_domains, c.expert_units, c.tower_units, name="backbone")

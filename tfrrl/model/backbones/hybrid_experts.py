@@ -19,9 +19,10 @@ import tensorflow as tf
 from keras import layers
 
 from tfrrl.model.backbones.concat_gate import ConcatGate
-from tfrrl.model.backbones.registry import RRL_LOSSES, register_backbone
+from tfrrl.model.backbones.registry import PAIR_BLOCKS, RRL_LOSSES, register_backbone
 from tfrrl.model.backbones.routing import route_by_domain
 from tfrrl.model.layers import mlp
+from tfrrl.model.pairs import PairParts, apply_mlp, as_pair
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
@@ -50,19 +51,30 @@ class HybridExpertBackbone(layers.Layer):
 
     def call(self, r: tf.Tensor, domain_index: tf.Tensor, e_did: tf.Tensor,
              training: bool = False) -> Dict[str, tf.Tensor]:
-        """r [B, C, D], domain_index [B] in [0, K), e_did [B, m] → scores [B, C], E_s, E_d."""
-        e_s = self.shared_expert(r, training=training)
+        """r [B, C, D] (or its blocks, tfrrl.model.pairs), domain_index [B] in [0, K), e_did
+        [B, m] → scores [B, C], E_s, E_d."""
+        r = as_pair(r)
+        e_s = apply_mlp(self.shared_expert, r, training)
+        # Routing partitions the users' rows: r's per-user and per-pair blocks, never the
+        # candidates' (shared by every row).
+        routed = (r.user, r.pair) if isinstance(r, PairParts) else (r,)
+
+        def rows_of(r_k_parts):
+            if isinstance(r, PairParts):
+                return PairParts(r.entity, r_k_parts[0], r_k_parts[1], r.layout)
+            return r_k_parts[0]
 
         def domain(k):  # Alg. 1: R^k = R · 1{y_id = k} through expert, gate and tower k
-            def run(r_k, e_s_k, did_k):
-                e_d_k = self.specific_experts[k](r_k, training=training)
+            def run(*args):
+                r_k, e_s_k, did_k = rows_of(args[:len(routed)]), args[-2], args[-1]
+                e_d_k = apply_mlp(self.specific_experts[k], r_k, training)
                 # The gate weights depend on the domain only (Eq. 8): broadcast over candidates.
                 fused = self.gates[k](e_s_k, e_d_k, did_k[:, None, :])
                 return tf.squeeze(self.towers[k](fused, training=training), -1), e_d_k
             return run
 
         scores, e_d = route_by_domain([domain(k) for k in range(self.num_domains)],
-                                      domain_index, r, e_s, e_did)
+                                      domain_index, *routed, e_s, e_did)
         return {"scores": scores, "e_s": e_s, "e_d": e_d}
 
     def get_config(self):
@@ -71,7 +83,7 @@ class HybridExpertBackbone(layers.Layer):
                 "dropout": self.dropout}
 
 
-@register_backbone("rrl", capabilities=(RRL_LOSSES,))
+@register_backbone("rrl", capabilities=(RRL_LOSSES, PAIR_BLOCKS))
 def make_hybrid_experts(config, num_domains: int) -> HybridExpertBackbone:
     c = config
     return HybridExpertBackbone(num_domains, c.expert_units, c.tower_units, c.dropout,

@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.backbones.registry import register_backbone
+from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
 from tfrrl.model.layers import mlp
+from tfrrl.model.pairs import apply_mlp, as_pair, dense_on
 
 
 def smooth_step(t: tf.Tensor, gamma: float) -> tf.Tensor:
@@ -78,11 +79,12 @@ class MixtureOfExperts(MultiBranchLayer):
     def expert_weights(self, r: tf.Tensor, d: int) -> tf.Tensor:
         """Domain d's weights over the experts: [B, C, E] (softmax) or [E] (DSelect-k)."""
         if self.gate == "softmax":
-            return self.gates[d](r)
+            return dense_on(self.gates[d], r)
         return dselect_weights(self.selectors[d], self.mixes[d], self.codes, self.gamma)
 
     def call(self, r, domain_index, e_did, training=False):
-        experts = tf.stack([e(r, training=training) for e in self.experts], axis=-2)
+        r = as_pair(r)
+        experts = tf.stack([apply_mlp(e, r, training) for e in self.experts], axis=-2)
         mixed = []
         for d in range(len(self.towers)):
             w = self.expert_weights(r, d)
@@ -92,8 +94,8 @@ class MixtureOfExperts(MultiBranchLayer):
 
 
 # Decorators apply bottom-up: registered as mmoe, then dselect_k.
-@register_backbone("dselect_k")
-@register_backbone("mmoe")
+@register_backbone("dselect_k", capabilities=(PAIR_BLOCKS,))
+@register_backbone("mmoe", capabilities=(PAIR_BLOCKS,))
 def make_mixture_of_experts(config, num_domains: int) -> MixtureOfExperts:
     """MMoE's softmax gates for ``backbone: mmoe``, DSelect-k's for ``backbone: dselect_k``."""
     c = config

@@ -11,9 +11,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.backbones.registry import register_backbone
+from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
 from tfrrl.model.layers import mlp
+from tfrrl.model.pairs import apply_mlp, as_pair, dense_on
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
@@ -44,25 +45,26 @@ class ProgressiveLayeredExtraction(MultiBranchLayer):
 
     def call(self, r, domain_index, e_did, training=False):
         K = len(self.towers)
+        r = as_pair(r)
         inputs, shared_in = [r] * K, r
         for lv in range(len(self.shared)):
-            shared_out = [e(shared_in, training=training) for e in self.shared[lv]]
+            shared_out = [apply_mlp(e, shared_in, training) for e in self.shared[lv]]
             outs = []
             all_specific = []
             for d in range(K):
-                own = [e(inputs[d], training=training) for e in self.specific[lv][d]]
+                own = [apply_mlp(e, inputs[d], training) for e in self.specific[lv][d]]
                 all_specific += own
-                w = self.domain_gates[lv][d](inputs[d])  # [B, C, S + P]
+                w = dense_on(self.domain_gates[lv][d], inputs[d])  # [B, C, S + P]
                 outs.append(tf.einsum("bce,bceu->bcu", w, tf.stack(own + shared_out, -2)))
             if lv < len(self.shared_gates):
-                w = self.shared_gates[lv](shared_in)
+                w = dense_on(self.shared_gates[lv], shared_in)
                 shared_in = tf.einsum("bce,bceu->bcu", w, tf.stack(all_specific + shared_out,
                                                                       -2))
             inputs = outs
         return {"scores": tower_scores(self.towers, inputs, domain_index, training)}
 
 
-@register_backbone("ple")
+@register_backbone("ple", capabilities=(PAIR_BLOCKS,))
 def make_ple(config, num_domains: int) -> ProgressiveLayeredExtraction:
     c = config
     return ProgressiveLayeredExtraction(num_domains, c.ple_levels, c.ple_specific_experts,

@@ -12,7 +12,9 @@ only in this layer. Adding one is one module with a factory and one decorator::
 
 Capabilities declare which training-only losses may act on a backbone's outputs:
 ``"rrl_losses"`` (the RRL modules need its shared / specific representations ``e_s`` / ``e_d``,
-§III-D) and ``"disentanglement"`` (its ``expert_outputs`` come from separate embedding sets).
+§III-D), ``"disentanglement"`` (its ``expert_outputs`` come from separate embedding sets) and
+``"pair_blocks"`` (it also takes r as its blocks, :mod:`tfrrl.model.pairs`, so its first Dense
+layers run per user and per candidate instead of per pair).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from tfrrl.model.encoders import embedding_sets
 
 RRL_LOSSES = "rrl_losses"
 DISENTANGLEMENT = "disentanglement"
-CAPABILITIES = (RRL_LOSSES, DISENTANGLEMENT)
+PAIR_BLOCKS = "pair_blocks"
+CAPABILITIES = (RRL_LOSSES, DISENTANGLEMENT, PAIR_BLOCKS)
 
 BackboneFactory = Callable[[Any, int], layers.Layer]
 

@@ -7,9 +7,10 @@ from typing import Sequence
 
 import keras
 
-from tfrrl.model.backbones.registry import register_backbone
+from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
 from tfrrl.model.layers import mlp
+from tfrrl.model.pairs import apply_mlp, as_pair
 
 
 @keras.saving.register_keras_serializable(package="tfrrl")
@@ -23,12 +24,12 @@ class SharedBottom(MultiBranchLayer):
         self.towers = domain_towers(num_domains, tower_units)
 
     def call(self, r, domain_index, e_did, training=False):
-        h = self.bottom(r, training=training)
+        h = apply_mlp(self.bottom, as_pair(r), training)
         return {"scores": tower_scores(self.towers, [h] * len(self.towers), domain_index,
                                         training)}
 
 
-@register_backbone("shared_bottom")
+@register_backbone("shared_bottom", capabilities=(PAIR_BLOCKS,))
 def make_shared_bottom(config, num_domains: int) -> SharedBottom:
     c = config
     return SharedBottom(num_domains, c.expert_units, c.tower_units, c.dropout, name="backbone")

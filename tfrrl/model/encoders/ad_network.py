@@ -24,8 +24,8 @@ class AdNetwork(SublayerContainer):
     def call(self, entities: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         parts = [self.embeddings.embed(name, entities[name]) for name in ENTITY_CATEGORICAL]
         parts.append(self.embeddings.embed("entity_type", entities["entity_type"]))
-        numeric = [tf.math.log1p(tf.maximum(tf.cast(entities[n], tf.float32), 0.0))[..., None]
-                   for n in ENTITY_NUMERIC]
+        numeric = [tf.cast(tf.math.log1p(tf.maximum(tf.cast(entities[n], tf.float32), 0.0)),
+                           self.compute_dtype)[..., None] for n in ENTITY_NUMERIC]
         e_uee = self.net(tf.concat(parts + numeric, axis=-1))
         e_aid = self.embeddings.embed("entity_id", entities["entity_id"])
         return {"e_uee": e_uee, "e_aid": e_aid}

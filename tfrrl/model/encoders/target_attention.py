@@ -35,7 +35,7 @@ class TargetAttention(SublayerContainer):
         else:
             logits = tf.einsum("bd,bld->bl", q, k) * scale
             mask = seq_mask
-        logits = tf.where(mask, logits, tf.fill(tf.shape(logits), -1e9))
+        logits = tf.where(mask, logits, tf.fill(tf.shape(logits), tf.cast(-1e9, logits.dtype)))
         weights = tf.nn.softmax(logits, axis=-1)
         # Users with an empty history attend to nothing: E_att = 0.
         weights *= tf.cast(tf.reduce_any(mask, axis=-1, keepdims=True), weights.dtype)
