@@ -332,7 +332,8 @@ def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = 
     data_dir = trainer.run_data_dir(run_dir, data_dir)
     data = PreparedDataset(data_dir)
     lookup = FeatureLookup.from_dataset(data)
-    model = trainer.load_run(run_dir, data_dir)
+    # Served scores are float32 whatever the run trained in (the variables are float32 anyway).
+    model = trainer.load_run(run_dir, data_dir, overrides=["model.compute_dtype=float32"])
     return export_backbone(model, lookup, out_dir, name=name, version=version,
                            extra_manifest={"run_dir": os.path.abspath(run_dir),
                                            "data_dir": os.path.abspath(data_dir)})

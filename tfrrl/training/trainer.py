@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -236,12 +236,16 @@ def run_data_dir(run_dir: str, data_dir: Optional[str] = None) -> str:
     return data_dir or run_folder.data_dir_of(run_dir)
 
 
-def load_run(run_dir: str, data_dir: Optional[str] = None) -> MatchingModel:
-    """Rebuilds a trained model from its run folder (config.yaml + model.weights.h5)."""
+def load_run(run_dir: str, data_dir: Optional[str] = None,
+             overrides: Sequence[str] = ()) -> MatchingModel:
+    """Rebuilds a trained model from its run folder (config.yaml + model.weights.h5);
+    ``overrides`` change settings that leave the variables as they are (e.g.
+    ``model.compute_dtype=float32``)."""
     from tfrrl import config as config_lib
 
     data_dir = run_data_dir(run_dir, data_dir)
-    exp = config_lib.load_experiment(run_folder.path(run_dir, run_folder.CONFIG_FILE))
+    exp = config_lib.load_experiment(run_folder.path(run_dir, run_folder.CONFIG_FILE),
+                                     list(overrides))
     model = build_model(exp, PreparedDataset(data_dir))
     weights = run_folder.path(run_dir, run_folder.WEIGHTS_FILE)
     if not os.path.exists(weights):
