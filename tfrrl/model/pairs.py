@@ -88,14 +88,15 @@ class PairParts:
         return PairParts(self.entity, fn(self.user), fn(self.pair), self.layout)
 
 
-def kernel_rows(layout: Sequence[Tuple[str, int]], kind: str) -> tf.Tensor:
-    """Row indices of a [D, H] kernel that multiply the blocks of ``kind``, in layout order."""
-    rows, offset = [], 0
+def kernel_block(kernel: tf.Tensor, layout: Sequence[Tuple[str, int]], kind: str) -> tf.Tensor:
+    """The rows of a [D, H] kernel that multiply the blocks of ``kind``, in layout order
+    (static slices: their gradient is a dense block, no gather)."""
+    pieces, offset = [], 0
     for k, width in layout:
         if k == kind:
-            rows.extend(range(offset, offset + width))
+            pieces.append(kernel[offset:offset + width])
         offset += width
-    return tf.constant(rows, tf.int32)
+    return pieces[0] if len(pieces) == 1 else tf.concat(pieces, axis=0)
 
 
 def pair_dense(layer: layers.Dense, parts: PairParts) -> tf.Tensor:
@@ -106,7 +107,7 @@ def pair_dense(layer: layers.Dense, parts: PairParts) -> tf.Tensor:
 
     def term(x, kind):
         return tf.matmul(tf.cast(x, layer.compute_dtype),
-                         tf.gather(kernel, kernel_rows(parts.layout, kind)))
+                         kernel_block(kernel, parts.layout, kind))
 
     out = (tf.reshape(term(tf.reshape(parts.pair, [-1, parts.pair.shape[-1]]), PAIR),
                       tf.concat([tf.shape(parts.pair)[:2], [layer.units]], 0))
