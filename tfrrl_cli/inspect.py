@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from tfrrl.artifacts import prepared
+from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow
 
 NAME = "inspect"
@@ -18,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    prepared.check_prepared(args.data)
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
     quiet_tensorflow()
     # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
     from tfrrl.data.reader import PreparedDataset
