@@ -80,6 +80,9 @@ def from_dict(cls: Type[T], values: Mapping[str, Any], path: str = "") -> T:
             f.default
         if dataclasses.is_dataclass(default):
             kwargs[name] = from_dict(type(default), value or {}, f"{path}{name}.")
+        elif isinstance(value, Mapping):
+            raise ConfigError(f"{path}{name} is a value, not a section: set it as "
+                              f"{path}{name}=VALUE")
         elif isinstance(default, tuple) and value is not None:
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{path}{name} must be a list, e.g. [64, 32]; got {value!r}")
