@@ -233,9 +233,10 @@ def entity_section(sources: RunSources) -> str:
     per_type = document["per_entity_type"]
     types = sorted({t for values in per_type.values() for t in values})
     parts.append("<p>Recall@N of each entity type's ground truth:</p>")
-    parts.append(table(["N"] + [esc(t) for t in types],
-                       [[esc(key)] + [num("per_entity_type", key, t) if t in values else ""
-                                      for t in types] for key, values in per_type.items()]))
+    rows = [[f"<code>{esc(key)}</code>"]  # the JSON key, recall@N
+            + [num("per_entity_type", key, t) if t in values else "" for t in types]
+            for key, values in per_type.items()]
+    parts.append(table(["N"] + [esc(t) for t in types], rows))
     fairness = document.get("fairness")
     if fairness:
         f_types = sorted({t for per in fairness["domains"].values() for t in per})
@@ -280,7 +281,7 @@ def export_section(sources: RunSources) -> str:
     if "num_parameters" in manifest:
         rows.append(["parameters served", num("num_parameters")])
     if "tensorflow_version" in manifest:
-        rows.append(["TensorFlow", esc(manifest["tensorflow_version"])])
+        rows.append(["TensorFlow", f"<code>{esc(manifest['tensorflow_version'])}</code>"])
     parts.append(table(["", ""], rows))
     return "".join(parts)
 
