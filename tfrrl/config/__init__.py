@@ -16,7 +16,8 @@ from tfrrl.config.train import TrainConfig
 
 __all__ = [
     "ADIConfig", "ConfigError", "ConfigNotFoundError", "DEFAULT_CONFIG_DIR",
-    "DISENTANGLEMENT_LOSSES", "DisentanglementConfig", "ExperimentConfig", "ModelConfig", "MultiEmbeddingConfig", "RRLConfig", "SelfTrainingConfig",
+    "DISENTANGLEMENT_LOSSES", "DisentanglementConfig", "ExperimentConfig", "ModelConfig",
+    "MultiEmbeddingConfig", "RRLConfig", "SelfTrainingConfig",
     "TrainConfig", "apply_overrides", "from_dict", "list_experiments", "load_experiment",
     "load_yaml_tree", "named_experiments", "resolve_experiment",
 ]

@@ -23,6 +23,7 @@ import html
 import json
 import math
 import os
+import re
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 from tfrrl.artifacts import run_folder
@@ -102,7 +103,8 @@ def image(png: Optional[bytes], alt: str) -> str:
 
 
 def note(text: str) -> str:
-    return f'<p class="note">{text}</p>'
+    """A grey remark; `backquoted` parts (commands, files) become ``<code>``."""
+    return f'<p class="note">{re.sub(r"`([^`]+)`", r"<code>\1</code>", text)}</p>'
 
 
 # --------------------------------------------------------------------------------------------
