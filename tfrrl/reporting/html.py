@@ -104,7 +104,8 @@ def image(png: Optional[bytes], alt: str) -> str:
 
 def note(text: str) -> str:
     """A grey remark; `backquoted` parts (commands, files) become ``<code>``."""
-    return f'<p class="note">{re.sub(r"`([^`]+)`", r"<code>\1</code>", text)}</p>'
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return f'<p class="note">{text}</p>'
 
 
 # --------------------------------------------------------------------------------------------
