@@ -5,6 +5,7 @@ top-N (tfrrl/evaluation/topn.py). A fake clock drives every time-dependent figur
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 
@@ -131,6 +132,23 @@ def test_an_error_inside_the_context_claims_no_done():
     assert "done" not in out.getvalue()
 
 
+def test_activity_and_heartbeat_keep_a_log_alive_while_no_unit_ends():
+    out = io.StringIO()
+    progress = Progress("train", 10, "steps", stream=out, terminal=False, interval=0.05,
+                        heartbeat=True, wall=lambda: "10:00:00")
+    progress.set_activity("first step (tracing the model)")
+    time.sleep(0.5)  # no update at all: the heartbeat writes the lines (every 0.05 s)
+    progress.close(summary=False)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert lines[0] == ("[tfrrl 10:00:00] train: 0/10 steps (0%), ? steps/s, first step "
+                        "(tracing the model)")
+    written = len(out.getvalue())
+    time.sleep(0.2)
+    assert len(out.getvalue()) == written  # closed: the heartbeat has stopped
+    assert progress._heartbeat is not None and not progress._heartbeat.is_alive()
+
+
 def test_steps_number_each_step_with_the_elapsed_time():
     clock, said = FakeClock(), []
     steps = Steps("export", 3, said.append, clock=clock)
@@ -149,13 +167,16 @@ def test_training_progress_counts_steps_over_epochs_and_prints_each_epoch():
 
     clock, out = FakeClock(), io.StringIO()
     callback = TrainingProgress(total_steps=6, epochs=2, stream=out, terminal=False,
-                                interval=30.0, clock=clock, wall=lambda: "10:00:00")
+                                interval=30.0, heartbeat=False, clock=clock,
+                                wall=lambda: "10:00:00")
+    assert callback.progress.activity == TrainingProgress.STARTING
     callback.on_epoch_begin(0)
     for batch in range(3):
         clock.now += 10
         callback.on_train_batch_end(batch, {"loss": 2.0 - batch * 0.5})
     callback.on_test_begin()
     callback.on_test_batch_end(0)
+    assert callback.progress.activity == "validating: 1 batches"
     callback.on_test_end()
     callback.on_epoch_end(0, {"loss": 1.5, "ce_loss": 1.25, "val_loss": 1.75,
                               "uwl_weight_dal_shared": 0.5})

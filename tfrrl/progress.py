@@ -14,14 +14,18 @@ reports it in one of two ways, chosen by where the output goes:
       [tfrrl 12:01:13] train: done, 300 steps in 1:13 (4.1 steps/s), loss 7.2011
 
 The rate is the mean since the reporter started (``done - start`` over the elapsed time); the ETA
-is the work left at that rate. ``values`` (e.g. ``loss=7.48``) are shown as they were last given.
-Pure standard library: any stage may report through it.
+is the work left at that rate. ``values`` (e.g. ``loss=7.48``) are shown as they were last given;
+an ``activity`` (e.g. ``validating: 57 batches``) says what happens between two counted units.
+With ``heartbeat``, a log file also gets its line every ``interval`` seconds while no unit ends
+(a first step that traces the model, a validation pass): a daemon thread writes it, under the
+same lock as every other line. Pure standard library: any stage may report through it.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+import threading
 import time
 from typing import Callable, Dict, Optional, TextIO
 
@@ -62,14 +66,16 @@ class Progress:
 
     ``stream`` defaults to ``sys.stdout`` at construction; ``terminal`` defaults to whether it is
     a TTY. ``prefix`` starts every log line (``[prefix HH:MM:SS]``, as the ``tfrrl`` command's
-    own lines). ``clock`` (monotonic seconds) and ``wall`` (the time of day for the prefix) are
-    injectable for tests. Use it as a context manager, or call :meth:`close`.
+    own lines). ``heartbeat``: keep writing the log line every ``interval`` seconds while no
+    update comes (log files only). ``clock`` (monotonic seconds) and ``wall`` (the time of day
+    for the prefix) are injectable for tests. Use it as a context manager, or call
+    :meth:`close`.
     """
 
     def __init__(self, label: str, total: Optional[int] = None, unit: str = "", *,
                  stream: Optional[TextIO] = None, terminal: Optional[bool] = None,
                  interval: float = DEFAULT_INTERVAL, redraw: float = DEFAULT_REDRAW,
-                 prefix: str = "tfrrl", start: int = 0,
+                 prefix: str = "tfrrl", start: int = 0, heartbeat: bool = False,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], str] = lambda: time.strftime("%H:%M:%S")):
         self.label = label
@@ -85,11 +91,19 @@ class Progress:
         self.start = int(start)
         self.done = int(start)
         self.values: Dict[str, float] = {}
+        self.activity: Optional[str] = None
         self.started_at = clock()
         self._last_report = self.started_at
         self._drawn_width = 0
         self.closed = False
         self.lines_written = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._heartbeat: Optional[threading.Thread] = None
+        if heartbeat and not self.terminal:
+            self._heartbeat = threading.Thread(target=self._beat, name=f"progress-{label}",
+                                               daemon=True)
+            self._heartbeat.start()
 
     # -- counting ----------------------------------------------------------------------------
     def advance(self, count: int = 1, **values: float) -> None:
@@ -98,13 +112,31 @@ class Progress:
 
     def update(self, done: int, **values: float) -> None:
         """``done`` units done in all (from the start of the work, not of this reporter)."""
-        self.done = int(done)
-        self.values.update({k: float(v) for k, v in values.items()})
-        now = self.clock()
-        wait = self.redraw if self.terminal else self.interval
-        if now - self._last_report >= wait:
-            self._last_report = now
-            self._emit(self.status_text(now), final=False)
+        with self._lock:
+            self.done = int(done)
+            self.values.update({k: float(v) for k, v in values.items()})
+        self._report_if_due()
+
+    def set_activity(self, text: Optional[str]) -> None:
+        """What happens now between counted units (None: nothing to say), shown in the next
+        report."""
+        with self._lock:
+            self.activity = text
+        self._report_if_due()
+
+    def _report_if_due(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            now = self.clock()
+            wait = self.redraw if self.terminal else self.interval
+            if now - self._last_report >= wait:
+                self._last_report = now
+                self._emit(self.status_text(now), final=False)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, max(self.interval / 4, 0.01))):
+            self._report_if_due()
 
     # -- figures -----------------------------------------------------------------------------
     def rate(self, now: Optional[float] = None) -> Optional[float]:
@@ -151,6 +183,8 @@ class Progress:
             parts.append(self._rate_text(rate))
             if self.values:
                 parts.append(self._values_text(" · "))
+            if self.activity:
+                parts.append(self.activity)
             if eta is not None:
                 parts.append(f"ETA {format_duration(eta)}")
             return f"{head} " + " · ".join(parts)
@@ -160,6 +194,8 @@ class Progress:
         parts = [text, self._rate_text(rate)]
         if self.values:
             parts.append(self._values_text(", "))
+        if self.activity:
+            parts.append(self.activity)
         if eta is not None:
             parts.append(f"ETA {format_duration(eta)}")
         return ", ".join(parts)
@@ -193,13 +229,18 @@ class Progress:
     def pause(self) -> None:
         """Ends the bar's line on a terminal (another report may draw below it; the next update
         draws a new bar). Nothing happens in a log file."""
-        if self.terminal and self._drawn_width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn_width = 0
+        with self._lock:
+            if self.terminal and self._drawn_width:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._drawn_width = 0
 
     def message(self, text: str) -> None:
         """A line of its own (e.g. an epoch's summary) that does not break the bar."""
+        with self._lock:
+            self._message(text)
+
+    def _message(self, text: str) -> None:
         if self.terminal and self._drawn_width:
             self.stream.write("\r" + " " * self._drawn_width + "\r")
             self._drawn_width = 0
@@ -214,6 +255,13 @@ class Progress:
 
     def close(self, summary: bool = True) -> None:
         """Ends the report: the bar's last state (terminal), then the summary line."""
+        self._stop.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join(timeout=5)
+        with self._lock:
+            self._close(summary)
+
+    def _close(self, summary: bool) -> None:
         if self.closed:
             return
         self.closed = True

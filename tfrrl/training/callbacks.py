@@ -163,27 +163,30 @@ class TrainingBackup(keras.callbacks.Callback):
 class TrainingProgress(keras.callbacks.Callback):
     """What ``fit`` shows a person (instead of Keras' own output, ``fit(verbose=0)``), through
     :class:`tfrrl.progress.Progress`: on a terminal a bar over the whole run (step, rate, loss,
-    ETA), in a log file a line every ``interval`` seconds; after each epoch one line with its
-    losses (``epoch_metrics`` and their ``val_`` twins), and a count of the validation batches
-    while they run (only visible when validation is slow).
+    ETA), in a log file a line every ``interval`` seconds — kept up by a heartbeat while no
+    step ends (the first step, which traces the model; a validation pass, whose batches it
+    counts); after each epoch one line with its losses (``epoch_metrics`` and their ``val_``
+    twins).
 
     Steps count over the whole run: ``total_steps`` = epochs × steps per epoch, ``start_step``
     the steps a resumed run had already done. One instance serves every ``fit`` call of a run
     (a resume may need two); :meth:`close` ends the report.
     """
 
+    STARTING = "first step (tracing the model)"
+
     def __init__(self, total_steps: int, epochs: int, start_step: int = 0, *,
                  stream: Optional[TextIO] = None, terminal: Optional[bool] = None,
-                 interval: float = DEFAULT_INTERVAL,
+                 interval: float = DEFAULT_INTERVAL, heartbeat: bool = True,
                  epoch_metrics: Sequence[str] = ("loss", "ce_loss"), **progress_options):
         super().__init__()
         self.epochs = int(epochs)
         self.epoch_metrics = tuple(epoch_metrics)
-        self._options = dict(stream=stream, terminal=terminal, interval=interval,
-                             **progress_options)
         self.progress = Progress("train", total_steps, "steps", start=start_step,
-                                 **self._options)
-        self._validation: Optional[Progress] = None
+                                 stream=stream, terminal=terminal, interval=interval,
+                                 heartbeat=heartbeat, **progress_options)
+        self.progress.set_activity(self.STARTING)
+        self._validation_batches = 0
         self._epoch_started = self.progress.clock()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -191,20 +194,20 @@ class TrainingProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
+        if self.progress.activity:
+            self.progress.activity = None
         self.progress.advance(1, **({"loss": float(loss)} if loss is not None else {}))
 
     def on_test_begin(self, logs=None):
-        self.progress.pause()
-        self._validation = Progress("validation", None, "batches", **self._options)
+        self._validation_batches = 0
+        self.progress.set_activity("validating")
 
     def on_test_batch_end(self, batch, logs=None):
-        if self._validation is not None:
-            self._validation.advance(1)
+        self._validation_batches += 1
+        self.progress.set_activity(f"validating: {self._validation_batches:,} batches")
 
     def on_test_end(self, logs=None):
-        if self._validation is not None:
-            self._validation.close(summary=False)
-            self._validation = None
+        self.progress.set_activity(None)
 
     def epoch_summary(self, epoch: int, logs: Dict[str, float]) -> str:
         """``epoch 2/12 (1:13): loss 7.4844, ce_loss 6.2519, val_loss 7.1637, …``."""
@@ -219,6 +222,4 @@ class TrainingProgress(keras.callbacks.Callback):
 
     def close(self, summary: bool = True) -> None:
         """Ends the report; ``summary`` False (training failed) claims no "done"."""
-        if self._validation is not None:
-            self._validation.close(summary=False)
         self.progress.close(summary=summary)
