@@ -143,3 +143,31 @@ def test_os_errors_are_the_users_only_for_the_paths_they_gave(tmp_path):
     from tfrrl.errors import UserError
 
     assert console.user_error_message(UserError("two\n  lines"), args) == "two lines"
+
+
+NOISY_BLOCK = r"""
+import os, sys
+from tfrrl_cli import console
+console.configure_tensorflow_logging(verbose=False)
+with console.tensorflow_noise_dropped():
+    os.write(2, b"kept 1\n")
+    os.write(2, b"W0000 00:00:1.2 1169 op_level_cost_estimator.cc:699] Error in PredictCost() "
+                b"for the op: op: \"Softmax\"\n")
+    print("kept 2", file=sys.stderr, flush=True)
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written "
+                b"to STDERR\n")
+print("after", file=sys.stderr)
+"""
+
+
+def test_noise_is_dropped_from_a_captured_block_and_the_rest_kept_in_order():
+    """C++ writes to descriptor 2 directly: the block captures the descriptor itself (in a
+    process of its own, whose stderr is a real descriptor)."""
+    env = {k: v for k, v in os.environ.items() if k != console.TF_LOG_LEVEL}
+    proc = subprocess.run([sys.executable, "-c", NOISY_BLOCK], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stderr == "kept 1\nkept 2\nafter\n"
+    env[console.TF_LOG_LEVEL] = "0"  # the user's own level: nothing is filtered
+    proc = subprocess.run([sys.executable, "-c", NOISY_BLOCK], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert "PredictCost" in proc.stderr and "InitializeLog" in proc.stderr

@@ -117,6 +117,13 @@ class Progress:
             self.values.update({k: float(v) for k, v in values.items()})
         self._report_if_due()
 
+    def restart(self, start: int) -> None:
+        """Counts from ``start`` (units done before, e.g. by an interrupted run) and measures
+        the rate from now: the work so far (a set-up) was not the counted work."""
+        with self._lock:
+            self.start = self.done = int(start)
+            self.started_at = self.clock()
+
     def set_activity(self, text: Optional[str]) -> None:
         """What happens now between counted units (None: nothing to say), shown in the next
         report."""

@@ -12,6 +12,13 @@ is an error-level log and ``CUDA_VISIBLE_DEVICES=""`` does not prevent it, so
 and writes back every captured line but that noise. Level 2 keeps TensorFlow's later warnings
 out and its errors in.
 
+Later, TensorFlow's graph optimizer logs through absl, which ``TF_CPP_MIN_LOG_LEVEL`` does not
+govern (even at 3): the first call of a served signature prints ``W0000 …
+op_level_cost_estimator.cc … Error in PredictCost() for the op: "Softmax" …`` (a cost estimate
+it could not make; nothing fails) after ``WARNING: All log messages before absl::InitializeLog()
+is called are written to STDERR``. :func:`tensorflow_noise_dropped` captures descriptor 2 around
+such a step and writes back everything else.
+
 With ``--verbose``, or when the user has set ``TF_CPP_MIN_LOG_LEVEL`` themselves, nothing is
 set or filtered: TensorFlow logs as the user asked.
 """
@@ -19,28 +26,31 @@ set or filtered: TensorFlow logs as the user asked.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import re
 import sys
 import tempfile
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from tfrrl.errors import UserError
 
 TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LEVEL = "2"  # 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR (TF's C++ logging)
-# TensorFlow's start-up lines on a machine without a GPU (they say nothing wrong).
+# TensorFlow's start-up lines on a machine without a GPU, and the graph optimizer's cost
+# estimates (they say nothing wrong).
 STARTUP_NOISE = re.compile(
     r"cuInit|cuda_platform\.cc|cudart_stub\.cc|Could not find cuda drivers|oneDNN custom "
     r"operations|cpu_feature_guard\.cc|rebuild TensorFlow with the appropriate compiler flags|"
     r"To enable the following instructions|Unable to register cu(DNN|FFT|BLAS) factory|"
-    r"computation placer already registered|TF-TRT Warning|absl::InitializeLog\(\)")
+    r"computation placer already registered|TF-TRT Warning|absl::InitializeLog\(\)|"
+    r"op_level_cost_estimator\.cc:\d+\] Error in PredictCost\(\)")
 
 
 class _State:
-    """Whether this process filters TensorFlow's start-up noise (decided by
+    """Whether this process filters TensorFlow's noise (decided by
     :func:`configure_tensorflow_logging`, before TensorFlow is imported)."""
 
     filter_startup = False
@@ -66,21 +76,20 @@ def drop_startup_noise(lines: Iterable[str]) -> list:
     return [line for line in lines if not STARTUP_NOISE.search(line)]
 
 
-def quiet_tensorflow() -> None:
-    """Imports TensorFlow and creates its devices now, dropping the start-up noise (see the
-    module docstring) when :func:`configure_tensorflow_logging` chose to (the first call only).
-    Every subcommand that uses TensorFlow calls it first."""
+@contextlib.contextmanager
+def tensorflow_noise_dropped() -> Iterator[None]:
+    """Within the block, descriptor 2 (C++ and Python alike) goes to a temporary file; at its
+    end every captured line but TensorFlow's noise (:data:`STARTUP_NOISE`) is written back, in
+    order. Nothing is captured unless :func:`configure_tensorflow_logging` chose to filter."""
     if not _State.filter_startup:
-        import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-            tf.config.list_physical_devices()  # creates the platforms: the cuInit call
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -91,7 +100,16 @@ def quiet_tensorflow() -> None:
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
-    _State.filter_startup = False  # done: later imports are no-ops
+
+
+def quiet_tensorflow() -> None:
+    """Imports TensorFlow and creates its devices now, dropping the start-up noise (see the
+    module docstring) when :func:`configure_tensorflow_logging` chose to. Every subcommand
+    that uses TensorFlow calls it first."""
+    with tensorflow_noise_dropped():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+        tf.config.list_physical_devices()  # creates the platforms: the cuInit call
 
 
 # --------------------------------------------------------------------------------------------

@@ -189,6 +189,12 @@ class TrainingProgress(keras.callbacks.Callback):
         self._validation_batches = 0
         self._epoch_started = self.progress.clock()
 
+    def resume_from(self, start_step: int) -> None:
+        """The model is built: count from ``start_step`` (the steps a resumed run had done),
+        the rate from now."""
+        self.progress.restart(start_step)
+        self.progress.set_activity(self.STARTING)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = self.progress.clock()
 

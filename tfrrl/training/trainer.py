@@ -178,12 +178,36 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     run_folder.write_json(out_dir, run_folder.RUN_INFO,
                           {"data_dir": os.path.abspath(data_dir), "experiment": exp.name})
     data = PreparedDataset(data_dir)
+    total_epochs = epochs or exp.train.epochs
+    steps = steps_per_epoch(data, exp)
+    # From here on a log file hears from the run every ~30 s, while the model is built too.
+    progress = TrainingProgress(total_epochs * steps, total_epochs) if verbose else None
+    try:
+        model, hist, backup = _build_and_fit(exp, data, out_dir, strategy, total_epochs, steps,
+                                             resume, progress)
+    except BaseException:
+        if progress:
+            progress.close(summary=False)
+        raise
+    if progress:
+        progress.close()
+    model.save_weights(run_folder.path(out_dir, run_folder.WEIGHTS_FILE))
+    run_folder.write_json(out_dir, run_folder.HISTORY_FILE, hist)
+    backup.finish()
+    return model, hist
+
+
+def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, strategy,
+                   total_epochs: int, steps: int, resume: bool,
+                   progress: Optional[TrainingProgress]):
+    """:func:`train` after its set-up: the model, the backup it may resume from, the callbacks
+    and the ``fit`` calls; returns (model, history dict, the backup)."""
+    if progress:
+        progress.progress.set_activity("building the model")
     with strategy.scope():
         model = build_model(exp, data)
     _, eval_ds = make_datasets(data, exp)
     eval_ds = distribution.shard_by_data(eval_ds)
-    total_epochs = epochs or exp.train.epochs
-    steps = steps_per_epoch(data, exp)
     backup_dir = run_folder.path(out_dir, run_folder.BACKUP_DIR)
     if not resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
@@ -193,8 +217,8 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     if start_step:
         print(f"resuming from the backup at step {start_step} (epoch {start_step // steps + 1}, "
               f"batch {start_step % steps} of {steps}) in {backup_dir}", flush=True)
-    progress = TrainingProgress(total_epochs * steps, total_epochs, start_step) if verbose \
-        else None
+    if progress:
+        progress.resume_from(start_step)
     callbacks = [
         *([progress] if progress else []),
         keras.callbacks.TensorBoard(run_folder.path(out_dir, run_folder.LOGS_DIR),
@@ -218,31 +242,21 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
             run_folder.checkpoint_path(out_dir, run_folder.EPOCH_WEIGHTS),
             save_weights_only=True, save_freq="epoch"))
     hist: Dict[str, List[float]] = {}
-    try:
-        for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(
-                start_step, steps, total_epochs):
-            stream = distribution.shard_by_data(train_stream(data, exp, first_step))
-            history = model.fit(stream, validation_data=eval_ds,
-                                initial_epoch=initial_epoch, epochs=end_epoch,
-                                steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=0,
-                                shuffle=False)  # the tf.data pipeline shuffles
-            for k, v in history.history.items():
-                hist.setdefault(k, []).extend(float(x) for x in v)
-            if model.stop_training:  # early stopping
-                if progress:
-                    progress.progress.message("early stopping: "
-                                              f"{exp.train.monitor} stopped improving")
-                break
-    except BaseException:
-        if progress:
-            progress.close(summary=False)
-        raise
-    if progress:
-        progress.close()
-    model.save_weights(run_folder.path(out_dir, run_folder.WEIGHTS_FILE))
-    run_folder.write_json(out_dir, run_folder.HISTORY_FILE, hist)
-    backup.finish()
-    return model, hist
+    for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(
+            start_step, steps, total_epochs):
+        stream = distribution.shard_by_data(train_stream(data, exp, first_step))
+        history = model.fit(stream, validation_data=eval_ds,
+                            initial_epoch=initial_epoch, epochs=end_epoch,
+                            steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=0,
+                            shuffle=False)  # the tf.data pipeline shuffles
+        for k, v in history.history.items():
+            hist.setdefault(k, []).extend(float(x) for x in v)
+        if model.stop_training:  # early stopping
+            if progress:
+                progress.progress.message(f"early stopping: {exp.train.monitor} stopped "
+                                          "improving")
+            break
+    return model, hist, backup
 
 
 def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[str] = None,
