@@ -42,9 +42,9 @@ CONFIG_TEXT = "name: hand_run\nmodel:\n  embedding_dim: 8\ntrain:\n  batch_size:
 @pytest.fixture()
 def hand_run(tmp_path):
     """RUN/ (config, run.json, history, steps.csv, recall.json, evaluation.json), DATA/ (stats,
-    accounting) and EXPORT/tfrrl/7 (manifest), all written here."""
+    accounting) and EXPORT/tfrrl/1796414750 (manifest), all written here."""
     data, run, export = tmp_path / "data", tmp_path / "run", tmp_path / "export"
-    for folder in (data, run, export / "tfrrl" / "7"):
+    for folder in (data, run, export / "tfrrl" / "1796414750"):
         folder.mkdir(parents=True)
     files = {
         "stats.json": {"num_train": 17999, "num_eval": 2001, "corpus_size": 1234,
@@ -93,11 +93,11 @@ def hand_run(tmp_path):
                          "nonfinite_steps"])
         writer.writerows([[10, 2.6, 2.1, 0.9, 0.5, 0], [20, 2.0, 1.6, 0.7, 0.55, 0],
                           [30, 1.3, 1.0, 0.5, 0.6, 0]])
-    manifest = {"model_name": "tfrrl", "version": 7, "num_parameters": 12345,
+    manifest = {"model_name": "tfrrl", "version": 1796414750, "num_parameters": 12345,
                 "signatures": {"serving_default": {}, "encode_entities": {}},
                 "domains": ["d0", "d1"], "tensorflow_version": "2.20.0"}
-    (export / "tfrrl" / "7" / "export_manifest.json").write_text(json.dumps(manifest),
-                                                                 encoding="utf-8")
+    (export / "tfrrl" / "1796414750" / "export_manifest.json").write_text(
+        json.dumps(manifest), encoding="utf-8")
     documents = {**files, **run_files, "export_manifest.json": manifest}
     return {"run": run, "export": export, "data": data, "documents": documents}
 
@@ -141,8 +141,11 @@ class Page(html.parser.HTMLParser):
             self.free_text.append(data)
 
 
-def expected_text(value) -> str:
-    """How the page must show a JSON value (worked out here, not by the page's code)."""
+def expected_text(value, form=None) -> str:
+    """How the page must show a JSON value (worked out here, not by the page's code): an
+    identifier as it is, a count with thousands separators, a float with 4 decimals."""
+    if form == "id":
+        return str(value)
     if isinstance(value, int):
         return f"{value:,}"
     return "n/a" if math.isnan(value) else f"{value:.4f}"
@@ -172,7 +175,7 @@ def test_every_number_is_the_runs_json_and_nothing_else_is_a_number(hand_run):
     assert page.numbers, "no numbers found"
     for number in page.numbers:
         value = value_at(documents, number)
-        assert number["text"] == expected_text(value), number
+        assert number["text"] == expected_text(value, number.get("data-format")), number
         assert number["title"] == repr(value), number
     shown = {(n["data-source"], tuple(json.loads(n["data-path"]))) for n in page.numbers}
     must = {("evaluation.json", ("auc",)), ("evaluation.json", ("gauc",)),
@@ -197,6 +200,9 @@ def test_every_number_is_the_runs_json_and_nothing_else_is_a_number(hand_run):
     assert must <= shown, sorted(must - shown)
     assert ("recall.json", ("model", "macro", "recall@10")) not in shown  # evaluation.json won
     assert expected_text(float("nan")) in [n["text"] for n in page.numbers]  # gAUC
+    texts = {json.loads(n["data-path"])[0]: n["text"] for n in page.numbers
+             if n["data-source"] == "export_manifest.json"}
+    assert texts == {"version": "1796414750", "num_parameters": "12,345"}
 
     free = " ".join(page.free_text)
     assert STANDALONE_NUMBER.findall(free) == [], free
@@ -226,7 +232,8 @@ def test_without_an_evaluation_the_training_recall_is_shown(hand_run, tmp_path):
     assert "recall.json" in sources and "evaluation.json" not in sources
     assert "export_manifest.json" not in sources
     for number in page.numbers:
-        assert number["text"] == expected_text(value_at(hand_run["documents"], number))
+        assert number["text"] == expected_text(value_at(hand_run["documents"], number),
+                                               number.get("data-format"))
     text = out.read_text(encoding="utf-8")
     assert "Warm and cold queries</h2><p class=\"note\">not measured" in text
 

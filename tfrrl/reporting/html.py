@@ -10,7 +10,8 @@ the analysis figures. A section whose source is missing says which command write
 ``<span class="num" data-source="FILE" data-path='["key", …]' title="REPR">TEXT</span>``: the
 source file (:mod:`tfrrl.reporting.sources`), the path of keys / list indices to the value in
 it, the exact value, and the text (:func:`format_number`: integers with thousands separators,
-floats with 4 decimals, ``n/a`` for NaN). Numbers that are not data — figure and equation
+floats with 4 decimals, ``n/a`` for NaN; an identifier such as an export version as it is, with
+``data-format="id"``). Numbers that are not data — figure and equation
 references of the paper — are ``<span class="ref">``; the configuration is ``config.yaml``
 verbatim in a ``<pre>``. Nothing is computed on the page, so checking it against the JSON is
 mechanical (``tests/test_report.py`` does).
@@ -43,6 +44,7 @@ th { background: #f4f4f4; }
 .note { color: #666; font-size: 0.9em; }
 pre { background: #f7f7f7; padding: 0.8em; font-size: 0.85em; overflow-x: auto; }
 img { max-width: 100%; border: 1px solid #eee; }
+table.kv td { text-align: left; } table.kv td:last-child { text-align: right; }
 """
 
 
@@ -73,10 +75,17 @@ class Numbers:
         self.document = document
 
     def __call__(self, *path: Any) -> str:
+        return self._span(path, format_number(lookup(self.document, path)), "")
+
+    def identifier(self, *path: Any) -> str:
+        """A number that names something (an export version): shown as it is."""
+        return self._span(path, str(lookup(self.document, path)), ' data-format="id"')
+
+    def _span(self, path: Sequence[Any], text: str, extra: str) -> str:
         value = lookup(self.document, path)
         return (f'<span class="num" data-source="{html.escape(self.source)}" '
-                f"data-path='{html.escape(json.dumps(list(path)), quote=True)}' "
-                f'title="{html.escape(repr(value))}">{format_number(value)}</span>')
+                f"data-path='{html.escape(json.dumps(list(path)), quote=True)}'{extra} "
+                f'title="{html.escape(repr(value))}">{text}</span>')
 
 
 def esc(text: Any) -> str:
@@ -93,6 +102,12 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def kv_table(rows: Iterable[Sequence[str]]) -> str:
+    """A two-column table of labelled values (no header)."""
+    body = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 
 def image(png: Optional[bytes], alt: str) -> str:
@@ -260,7 +275,7 @@ def auc_section(sources: RunSources) -> str:
         parts.append(note("not measured: run `tfrrl evaluate --run RUN` (evaluation.json)"))
         return "".join(parts)
     num = Numbers(EVALUATION, document)
-    parts.append(table(["metric", "value"], [["AUC", num("auc")], ["gAUC", num("gauc")]]))
+    parts.append(kv_table([["AUC", num("auc")], ["gAUC", num("gauc")]]))
     parts.append(note("Eval impressions against uniform corpus negatives; gAUC = per-user AUC "
                       "weighted by the user's impressions."))
     return "".join(parts)
@@ -278,14 +293,14 @@ def export_section(sources: RunSources) -> str:
     num = Numbers(EXPORT_MANIFEST, manifest)
     rows = [["SavedModel", f"<code>{esc(sources.export_version_dir)}</code>"],
             ["model name", esc(manifest.get("model_name", ""))],
-            ["version", num("version")],
+            ["version", num.identifier("version")],
             ["signatures", esc(", ".join(sorted(manifest.get("signatures", {}))))],
             ["domains", esc(", ".join(manifest.get("domains", [])))]]
     if "num_parameters" in manifest:
         rows.append(["parameters served", num("num_parameters")])
     if "tensorflow_version" in manifest:
         rows.append(["TensorFlow", f"<code>{esc(manifest['tensorflow_version'])}</code>"])
-    parts.append(table(["", ""], rows))
+    parts.append(kv_table(rows))
     return "".join(parts)
 
 
@@ -306,7 +321,7 @@ def data_section(sources: RunSources) -> str:
             (("num_train", "training examples"), ("num_eval", "eval examples"),
              ("corpus_size", "corpus entities"), ("sequence_length", "sequence length"))
             if key in stats]
-    parts.append(table(["", ""], rows))
+    parts.append(kv_table(rows))
     if "domain_sizes" in stats:
         evals = stats.get("eval_domain_sizes", {})
         parts.append(table(["domain", "train", "eval"], [
@@ -329,8 +344,7 @@ def data_section(sources: RunSources) -> str:
                 ["eval", acc("impressions", "eval")]]
         rows += [[f"dead letter: {esc(r)}", acc("impressions", "dead_letter", r)] for r in dead]
         rows += [[f"filtered: {esc(r)}", acc("impressions", "filtered", r)] for r in filtered]
-        parts.append("<p>Impressions, as the link accounted for them:</p>"
-                     + table(["", ""], rows))
+        parts.append("<p>Impressions, as the link accounted for them:</p>" + kv_table(rows))
     return "".join(parts)
 
 
