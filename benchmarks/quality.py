@@ -45,6 +45,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from tfrrl.progress import Progress
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ("dnn", "shared_bottom", "mmoe", "ple", "backbone", "backbone_dal",
                    "backbone_mvwdl", "backbone_rrl")
@@ -333,6 +335,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     todo = [] if args.report_only else [
         (s, name) for s in range(args.first_seed, args.first_seed + args.seeds)
         for name in configs if (name, s) not in done]
+    # Runs done / to do with the ETA at the mean time per run so far, one line after each run
+    # (the runs' own output fills the log in between: no terminal bar).
+    runs = Progress("runs", len(todo), "runs", terminal=False, interval=0.0, prefix="quality")
+    if done and todo:
+        say(f"{len(done)} runs already in {results_path}; {len(todo)} to do")
     for k, (s, name) in enumerate(todo, 1):
         say(f"run {k}/{len(todo)} of this invocation: {name}, seed {s}")
         if args.in_process:
@@ -345,6 +352,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(results_path, "w", encoding="utf-8") as f:
             json.dump({"dataset": args.dataset, "args": vars(args), "runs": results}, f,
                       indent=2, default=float)
+        runs.advance(1)
+    if todo:
+        runs.close()
     from tfrrl.evaluation.references import popularity_topn  # pylint: disable=import-outside-toplevel
 
     references = {"popularity": evaluation.recall_report(

@@ -45,5 +45,45 @@ def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
         assert sum(v["truth_share"] for v in shares.values()) == pytest.approx(1.0)
     assert 0.0 <= result["auc"] <= 1.0 and 0.0 <= result["gauc"] <= 1.0
     assert result["retrieval"]["num_queries"] == result["model"]["num_queries"]
+    groups = result["warm_cold"]
+    assert groups["warm"]["num_queries"] + groups["cold"]["num_queries"] == \
+        result["model"]["num_queries"]
     text = format_evaluation(result)
     assert "Recall-retrieval@N" in text and "entity fairness @20" in text
+
+
+def test_warm_and_cold_queries_by_hand():
+    """Cold = no exposure before the query (an all-padding sequence); recall of each group.
+
+    Queries (domain, sequence ids, G): q0 (d0, [0 0], {1}) cold, q1 (d0, [3 0], {2, 3}) warm,
+    q2 (d1, [0 0], {4}) cold, q3 (d1, [4 5], {0}) warm. Model top-2: q0 [1 0], q1 [2 4],
+    q2 [0 1], q3 [3 0]; popularity top-2: [0 1] for every query.
+    Cold, model: d0 q0 @1 = 1, @2 = 1; d1 q2 0, 0 → macro @1 = 0.5, @2 = 0.5.
+    Cold, popularity: q0 @1 0, @2 1; q2 0, 0 → macro 0, 0.5.
+    Warm, model: q1 @1 = 1/2, @2 = 1/2; q3 @1 0, @2 1 → macro 0.25, 0.75.
+    Warm, popularity: q1 0, 0; q3 1, 1 → macro 0.5, 0.5.
+    """
+    import numpy as np
+
+    from tfrrl.evaluation.queries import Queries
+    from tfrrl.evaluation.report import cold_queries, subset_queries, warm_cold_report
+
+    queries = Queries(domains=np.asarray(["d0", "d0", "d1", "d1"], object),
+                      ground_truth=[np.asarray(g) for g in ([1], [2, 3], [4], [0])],
+                      corpus_size=5, user_ids=np.asarray([b"u0", b"u1", b"u2", b"u3"]),
+                      features={"seq_entity_id": np.asarray([[0, 0], [3, 0], [0, 0], [4, 5]])},
+                      domain_names=["d0", "d1"])
+    assert cold_queries(queries).tolist() == [True, False, True, False]
+    part = subset_queries(queries, np.asarray([False, True, False, True]))
+    assert part.user_ids.tolist() == [b"u1", b"u3"] and len(part) == 2
+    assert [g.tolist() for g in part.ground_truth] == [[2, 3], [0]]
+    model_top = np.asarray([[1, 0], [2, 4], [0, 1], [3, 0]])
+    pop_top = np.asarray([[0, 1]] * 4)
+    report = warm_cold_report(model_top, pop_top, queries, (1, 2))
+    assert report["cold"]["num_queries"] == report["warm"]["num_queries"] == 2
+    assert report["cold"]["model"]["macro"] == {"recall@1": 0.5, "recall@2": 0.5}
+    assert report["cold"]["popularity"]["macro"] == {"recall@1": 0.0, "recall@2": 0.5}
+    assert report["warm"]["model"]["macro"] == {"recall@1": 0.25, "recall@2": 0.75}
+    assert report["warm"]["popularity"]["macro"] == {"recall@1": 0.5, "recall@2": 0.5}
+    none_cold = warm_cold_report(model_top[[1, 3]], pop_top[[1, 3]], part, (1, 2))
+    assert none_cold["cold"] == {"num_queries": 0}

@@ -10,7 +10,8 @@ import json
 import os
 from typing import List, Optional
 
-from tfrrl.artifacts import run_folder
+from tfrrl.artifacts import prepared, run_folder
+from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow, say
 
 NAME = "analyze"
@@ -45,12 +46,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip checkpoints/epoch{N}.weights.h5 (IA over training)")
 
 
-def comma_floats(text: Optional[str]) -> Optional[List[float]]:
-    """``"5,20,100"`` → ``[5.0, 20.0, 100.0]``; None for an absent or empty flag."""
-    return [float(x) for x in text.split(",") if x.strip()] if text else None
+def comma_floats(text: Optional[str], flag: str = "--bucket-edges"
+                 ) -> Optional[List[float]]:
+    """``"5,20,100"`` → ``[5.0, 20.0, 100.0]``; None for an absent or empty flag; a
+    :class:`UserError` naming ``flag`` for anything else."""
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated numbers, e.g. 5,20,100; got {text!r}"
+                        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
+    # What the user typed is checked first, before TensorFlow's seconds of import.
+    run_folder.check_run_folder(args.run)
+    run_folder.require(args.run, run_folder.WEIGHTS_FILE,
+                       f"is {args.run} a finished training run?")
+    prepared.check_prepared(args.data or run_folder.data_dir_of(args.run))
+    bucket_edges = comma_floats(args.bucket_edges)
+    if args.max_examples < 1 or args.buckets < 1:
+        raise UserError("--max-examples and --buckets must be at least 1")
     quiet_tensorflow()
     # TensorFlow and matplotlib take seconds to import: kept out of `tfrrl --help`.
     from tfrrl.analysis import report
@@ -61,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     tables = [t for t in args.tables.split(",") if t] if args.tables else None
     result = report.analyze_run(
         args.run, args.data, tables=tables, max_examples=args.max_examples,
-        bucket_edges=comma_floats(args.bucket_edges), num_buckets=args.buckets,
+        bucket_edges=bucket_edges, num_buckets=args.buckets,
         conflict_key=args.conflict_key, top_percentile=args.tau_top_percentile,
         bottom_percentile=args.tau_bottom_percentile, tau_t=args.tau_t, tau_b=args.tau_b,
         checkpoints=not args.no_checkpoints, progress=say)

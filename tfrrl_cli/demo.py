@@ -1,6 +1,7 @@
 """``tfrrl demo``: every stage once on the synthetic default — generate → prepare → read back →
-train Backbone&RRL briefly → Recall@N vs popularity → export → index → serve → query (prints
-the top-k)."""
+train Backbone&RRL briefly → evaluate (Recall@N vs popularity, entity types, warm/cold, AUC) →
+export → index → serve → query (prints the top-k) → the run's HTML report, whose path it prints
+last."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ import shutil
 import sys
 from typing import List, Sequence, Tuple
 
+from tfrrl.artifacts import run_folder
 from tfrrl.data import synthetic  # light: numpy, no TensorFlow
-from tfrrl_cli.console import quiet_tensorflow, say
+from tfrrl.errors import UserError
+from tfrrl_cli.console import quiet_tensorflow, say, tensorflow_noise_dropped
 # light: grpc + protos and numpy, no TensorFlow at import
 from tfrrl_serving.matching.client import format_response, query
 from tfrrl_serving.matching.server import start_server
 
 NAME = "demo"
 HELP = "run the pipeline end to end on the synthetic default"
-STEPS = 7
+STEPS = 8
+# What a demo folder holds: only such a folder (or an empty one) is replaced by a new demo.
+MARKER = ".tfrrl-demo"
+DEMO_ENTRIES = {MARKER, "raw", "data", "run_backbone_rrl", "export"}
+EVAL_QUERIES = 1000
 # Backbone&RRL (Table IV's last row, configs/synthetic/backbone_rrl.yaml) over the built-in
 # defaults, which equal configs/common.yaml: every RRL module on.
 RRL_OVERRIDES = ("name=demo_backbone_rrl", "model.rrl.dal=true", "model.rrl.mvwdl=true",
@@ -33,22 +40,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=300)
 
 
+def clear_workdir(workdir: str) -> None:
+    """Removes a previous demo's ``workdir`` (one holding only :data:`DEMO_ENTRIES`) or an empty
+    one, then marks the new one; a :class:`UserError` for any other existing path, which is
+    never deleted."""
+    if os.path.lexists(workdir):
+        if not os.path.isdir(workdir) or os.path.islink(workdir):
+            raise UserError(f"--workdir {workdir} exists and is not a folder: choose another")
+        entries = set(os.listdir(workdir))
+        if entries - DEMO_ENTRIES:
+            raise UserError(f"--workdir {workdir} holds files that are not a previous demo's "
+                            f"({', '.join(sorted(entries - DEMO_ENTRIES)[:3])}…): choose an "
+                            "empty or new folder")
+        shutil.rmtree(workdir)
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, MARKER), "w", encoding="utf-8") as f:
+        f.write("written by `tfrrl demo`: a new demo replaces this folder\n")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.impressions < 1 or args.epochs < 1 or args.steps_per_epoch < 1:
+        raise UserError("--impressions, --epochs and --steps-per-epoch must be at least 1")
+    clear_workdir(args.workdir)
+    quiet_tensorflow()
     # Beam (~1 s, logs at import) and TensorFlow (seconds) are kept out of `tfrrl --help`.
     from beam_pipelines.run import run_prepare
     from tfrrl_serving.indexing.build import build_indexes
 
     raw_dir = os.path.join(args.workdir, "raw")
     data_dir = os.path.join(args.workdir, "data")
-    if os.path.exists(args.workdir):
-        shutil.rmtree(args.workdir)
     say(f"[1/{STEPS}] generate {args.impressions:,} impressions → {raw_dir}")
     synthetic.generate(synthetic.SyntheticConfig(impressions=args.impressions, seed=args.seed),
                        raw_dir)
     say(f"[2/{STEPS}] prepare → {data_dir}")
     result = run_prepare(raw_dir, data_dir, beam_args=args.beam_args)
     say(f"[3/{STEPS}] read back through the tf.data reader")
-    quiet_tensorflow()
     from tfrrl.data.reader import PreparedDataset
 
     data = PreparedDataset(data_dir)
@@ -60,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if counts["train"] != acc["train"] or counts["eval"] != acc["eval"]:
         print("error: records on disk differ from the accounting", file=sys.stderr)
         return 1
-    from tfrrl import config, export
+    from tfrrl import config, evaluation, export
+    from tfrrl.reporting import write_report
     from tfrrl.training import trainer
 
     run_dir = os.path.join(args.workdir, "run_backbone_rrl")
@@ -68,16 +95,33 @@ def run(args: argparse.Namespace) -> int:
                                         f"train.steps_per_epoch={args.steps_per_epoch}"])
     say(f"[4/{STEPS}] train {exp.name} for {args.epochs} epoch(s) of {args.steps_per_epoch} "
         f"steps → {run_dir}; evaluate")
-    model, _ = trainer.train(exp, data_dir, run_dir, verbose=2)
-    print(trainer.recall_vs_popularity(model, data_dir, run_dir, max_queries=1000))
+    model, _ = trainer.train(exp, data_dir, run_dir)
+    say(f"evaluate on up to {EVAL_QUERIES:,} eval queries")
+    result = evaluation.evaluation_report(model, data, (50, 100, 200), EVAL_QUERIES,
+                                          progress=True)
+    print(evaluation.format_evaluation(result))
+    run_folder.write_json(run_dir, run_folder.EVALUATION_FILE, result, default=float)
 
     export_dir = os.path.join(args.workdir, "export")
     say(f"[5/{STEPS}] export the backbone (TF Serving layout) → {export_dir}")
-    version_dir = export.export_run(run_dir, data_dir, export_dir)
+    version_dir = export.export_run(run_dir, data_dir, export_dir, progress=say)
     print(f"SavedModel: {version_dir}")
     say(f"[6/{STEPS}] index: ScaNN + 4-layer HNSW over the entity representations")
     build_indexes(export_dir, data_dir)
     say(f"[7/{STEPS}] serve (gRPC on 127.0.0.1) and query")
+    with tensorflow_noise_dropped():  # the graph optimizer's first-call cost estimates
+        serve_and_query(export_dir, data_dir, data)
+    say(f"[8/{STEPS}] the run's report (HTML, opens from disk)")
+    report = os.path.abspath(write_report(run_dir, export_dir))
+    say(f"demo finished; data in {data_dir}, run in {run_dir}, export in {export_dir}. "
+        f"Serve it with: tfrrl serve --export {export_dir}")
+    say(f"report: {report}")
+    return 0
+
+
+def serve_and_query(export_dir: str, data_dir: str, data) -> None:
+    """Starts the matching service on a free loopback port, asks it for the top-10 of a few
+    eval users (as ``tfrrl query`` would) and prints them; stops it."""
     server = start_server(export_dir, port=0, data_dir=data_dir)
     try:
         store = server.servicer.user_store
@@ -90,9 +134,6 @@ def run(args: argparse.Namespace) -> int:
             print(format_response(query(server.address, domain, 10, user)))
     finally:
         server.stop(grace=1.0)
-    say(f"demo finished; data in {data_dir}, run in {run_dir}, export in {export_dir}. "
-        f"Serve it with: tfrrl serve --export {export_dir}")
-    return 0
 
 
 def eval_queries(data, domains: Sequence[str], store, n: int = 2) -> List[Tuple[str, str]]:

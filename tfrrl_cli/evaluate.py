@@ -5,8 +5,11 @@ fairness, AUC/gAUC and, with ``--export``, Recall-retrieval@N through the served
 from __future__ import annotations
 
 import argparse
+import os
+from typing import Tuple
 
-from tfrrl.artifacts import run_folder
+from tfrrl.artifacts import prepared, run_folder
+from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow, say
 
 NAME = "evaluate"
@@ -26,24 +29,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "type)")
 
 
+def parse_ns(text: str) -> Tuple[int, ...]:
+    """``"50,100,200"`` → ``(50, 100, 200)``; a :class:`UserError` for anything else."""
+    try:
+        ns = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise UserError(f"--ns takes comma-separated whole numbers, e.g. 50,100,200; got "
+                        f"{text!r}") from None
+    if not ns or min(ns) < 1:
+        raise UserError(f"--ns needs at least one N ≥ 1, got {text!r}")
+    return ns
+
+
 def run(args: argparse.Namespace) -> int:
+    # What the user typed is checked first, before TensorFlow's seconds of import.
+    run_folder.check_run_folder(args.run)
+    data_dir = prepared.check_prepared(args.data or run_folder.data_dir_of(args.run))
+    ns = parse_ns(args.ns)
+    if args.export and not os.path.isdir(args.export):
+        raise UserError(f"export folder {args.export} does not exist: run `tfrrl export` and "
+                        "`tfrrl index` first, or leave --export out")
     quiet_tensorflow()
-    # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
     from tfrrl import evaluation
     from tfrrl.data.reader import PreparedDataset
     from tfrrl.training import trainer
     from tfrrl_serving.indexing.search import IndexedRetriever
 
-    data_dir = trainer.run_data_dir(args.run, args.data)
+    say(f"evaluating {args.run} on {data_dir}")
     model = trainer.load_run(args.run, data_dir)
-    ns = tuple(int(n) for n in args.ns.split(","))
     # Recall-retrieval@N through the export's HNSW index, built here (the library takes any
     # retriever).
     retriever = IndexedRetriever.load(args.export) if args.export else None
     result = evaluation.evaluation_report(model, PreparedDataset(data_dir), ns,
                                           args.max_queries or None, retriever=retriever,
-                                          fairness_n=args.fairness_n)
+                                          fairness_n=args.fairness_n, progress=True)
     print(evaluation.format_evaluation(result))
     path = run_folder.write_json(args.run, run_folder.EVALUATION_FILE, result, default=float)
-    say(f"wrote {path}")
+    say(f"wrote {path}; a page of it: tfrrl report --run {args.run}")
     return 0

@@ -7,7 +7,7 @@ import argparse
 import os
 import time
 
-from tfrrl.artifacts import export_folder
+from tfrrl.artifacts import export_folder, prepared, run_folder
 from tfrrl_cli.console import quiet_tensorflow, say
 
 NAME = "export"
@@ -24,12 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # What the user typed is checked first, before TensorFlow's seconds of import.
+    run_folder.check_run_folder(args.run)
+    run_folder.require(args.run, run_folder.WEIGHTS_FILE,
+                       f"is {args.run} a finished training run?")
+    prepared.check_prepared(args.data or run_folder.data_dir_of(args.run))
     quiet_tensorflow()
-    # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
     from tfrrl import export
 
     start = time.time()
-    path = export.export_run(args.run, args.data, args.out, name=args.name, version=args.version)
+    path = export.export_run(args.run, args.data, args.out, name=args.name, version=args.version,
+                             progress=say)
     say(f"exported {path} in {time.time() - start:.1f}s; TF Serving config "
         f"{os.path.join(args.out, export_folder.MODELS_CONFIG)}, instructions "
         f"{os.path.join(args.out, export_folder.README)}")

@@ -8,6 +8,7 @@ import json
 import time
 
 from tfrrl.data import synthetic  # light: numpy, no TensorFlow
+from tfrrl.errors import UserError
 from tfrrl_cli.console import say
 
 NAME = "generate"
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.impressions < 1 or args.domains < 1:
+        raise UserError(f"--impressions and --domains must be at least 1, got "
+                        f"{args.impressions} and {args.domains}")
     config = synthetic.SyntheticConfig(impressions=args.impressions, seed=args.seed,
                                        num_domains=args.domains)
     say(f"generating {args.impressions:,} synthetic impressions into {args.out}")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
+from tfrrl.artifacts import prepared
+from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow, say
 
 NAME = "index"
@@ -23,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # What the user typed is checked first, before TensorFlow's seconds of import.
+    if not os.path.isdir(os.path.join(args.export, args.name)):
+        raise UserError(f"{args.export} is not an export folder (no {args.name}/ in it): run "
+                        "`tfrrl export --run RUN --out EXPORT` and pass EXPORT")
+    if args.data:
+        prepared.check_prepared(args.data)
     quiet_tensorflow()
     # The index build encodes the corpus with TensorFlow: kept out of `tfrrl --help`.
     from tfrrl_serving.indexing.build import build_indexes

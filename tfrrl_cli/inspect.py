@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+import numpy as np
+
+from tfrrl.artifacts import prepared
+from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow
 
 NAME = "inspect"
@@ -18,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    prepared.check_prepared(args.data)
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
     quiet_tensorflow()
     # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
     from tfrrl.data.reader import PreparedDataset
@@ -29,11 +37,20 @@ def run(args: argparse.Namespace) -> int:
             for i in range(int(batch[next(iter(batch))].shape[0])):
                 print(f"--- {args.split} record {i}")
                 for name, value in batch.items():
-                    v = value[i].numpy()
-                    v = [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] \
-                        if v.ndim else (v.decode() if isinstance(v, bytes) else v.item())
-                    id_value = id_batch[name][i].numpy().tolist()
-                    suffix = f"  → ids {id_value}" if id_value != value[i].numpy().tolist() \
-                        else ""
-                    print(f"  {name}: {v}{suffix}")
+                    raw = plain(value[i].numpy())
+                    id_value = plain(id_batch[name][i].numpy())
+                    suffix = f"  → ids {id_value}" if id_value != raw else ""
+                    print(f"  {name}: {raw}{suffix}")
     return 0
+
+
+def plain(value: Any) -> Any:
+    """A parsed feature value as Python: text for bytes, lists for arrays (a scalar string
+    feature comes out of ``.numpy()`` as ``bytes``, not as an array)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return [plain(x) for x in value.tolist()] if value.ndim else plain(value.item())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    run_folder.check_run_folder(args.run)
+    run_folder.require(args.run, run_folder.STEPS_FILE, "was the run trained with `tfrrl train`?")
     # matplotlib and the trainer's callbacks (TensorFlow) are slow to import: kept out of
     # `tfrrl --help`.
     from tfrrl.plots.uwl import plot_uwl

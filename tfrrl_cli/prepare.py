@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from typing import List, Optional
 
 import yaml
 
 from beam_pipelines.adapters import ADAPTERS  # light: no Beam at import
+from tfrrl.errors import UserError
 
 NAME = "prepare"
 HELP = "Beam link: raw logs → TFRecords, vocab, stats"
@@ -45,12 +46,21 @@ def parse_adapter_options(pairs: Optional[List[str]]) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--adapter-option expects KEY=VALUE, got {pair!r}")
+            raise UserError(f"--adapter-option expects KEY=VALUE, e.g. num_domains=28; got "
+                            f"{pair!r}")
         options[key.replace("-", "_")] = yaml.safe_load(value)
     return options
 
 
 def run(args: argparse.Namespace) -> int:
+    # What the user typed is checked first, before Beam's import and pipeline construction.
+    if "://" not in args.input and not os.path.exists(args.input):
+        raise UserError(f"--input {args.input} does not exist: pass a raw folder (tfrrl "
+                        "generate, or your data with a link_spec.yaml) or an adapter's source")
+    if args.config and not os.path.isfile(args.config):
+        raise UserError(f"--config {args.config} not found: pass a YAML of PrepareConfig fields "
+                        "(e.g. configs/prepare/default.yaml)")
+    adapter_options = parse_adapter_options(args.adapter_option)
     # Beam takes ~1 s to import and logs at import: kept out of `tfrrl --help`.
     from beam_pipelines.run import OutputExistsError, run_prepare
 
@@ -61,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
                                "eval_fraction": args.eval_fraction, "seed": args.seed,
                                "user_shards": args.user_shards},
                     beam_args=args.beam_args, overwrite=args.overwrite, keep_raw=args.keep_raw,
-                    adapter_options=parse_adapter_options(args.adapter_option))
-    except OutputExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+                    adapter_options=adapter_options)
+    except OutputExistsError as err:  # the pipelines' own type: the message says --overwrite
+        raise UserError(str(err)) from err
     return 0

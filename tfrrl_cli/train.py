@@ -4,8 +4,9 @@ then reports Recall@N against popularity."""
 from __future__ import annotations
 
 import argparse
-import sys
 
+from tfrrl.artifacts import prepared
+from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow, say
 
 NAME = "train"
@@ -27,22 +28,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_tensorflow()
-    # TensorFlow takes seconds to import: kept out of `tfrrl --help`.
-    from tfrrl import config
-    from tfrrl.training import trainer
+    # What the user typed is checked first, before TensorFlow's seconds of import.
+    from tfrrl import config  # light: dataclasses and YAML
 
     exp = config.load_experiment(args.config, args.set or [])
+    prepared.check_prepared(args.data)
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.recall_queries < 1:
+        raise UserError(f"--recall-queries must be at least 1, got {args.recall_queries}")
+    quiet_tensorflow()
+    from tfrrl.training import trainer
+
     say(f"training {exp.name} on {args.data} → {args.out}")
-    model, history = trainer.train(exp, args.data, args.out, epochs=args.epochs,
-                                   verbose=1 if sys.stdout.isatty() else 2,
-                                   resume=not args.no_resume)
-    val = history.get("val_loss", [])
-    if val:
-        print(f"eval loss per epoch: {', '.join(f'{v:.4f}' for v in val)}")
+    model, _ = trainer.train(exp, args.data, args.out, epochs=args.epochs,
+                             resume=not args.no_resume)
     if not args.no_recall:
-        report = trainer.recall_vs_popularity(model, args.data, args.out,
-                                              max_queries=args.recall_queries)
-        print(report)
-    say(f"run saved in {args.out}")
+        say(f"Recall@N against popularity on up to {args.recall_queries:,} eval queries")
+        print(trainer.recall_vs_popularity(model, args.data, args.out,
+                                           max_queries=args.recall_queries, progress=True))
+    say(f"run saved in {args.out}; a page of it: tfrrl report --run {args.out}")
     return 0

@@ -29,6 +29,7 @@ from tfrrl.analysis import collect, diversity, spectrum
 from tfrrl.artifacts import run_folder
 from tfrrl.artifacts.run_folder import ANALYSIS_FILE
 from tfrrl.data.reader import PreparedDataset
+from tfrrl.progress import format_duration
 from tfrrl.training import trainer
 
 
@@ -195,8 +196,14 @@ def analyze_run(run_dir: str, data_dir: Optional[str] = None, *,
         if not found:
             say("no checkpoints/epoch{N}.weights.h5 (train with "
                 "train.save_epoch_checkpoints=true for IA over training)")
-        for epoch, path in found:
-            say(f"checkpoint epoch {epoch} ({len(found)} in all): {os.path.basename(path)}")
+        started = time.time()
+        for k, (epoch, path) in enumerate(found):
+            eta = ""
+            if k:  # the time left at the mean time per checkpoint so far
+                each = (time.time() - started) / k
+                eta = f", ETA {format_duration(each * (len(found) - k))}"
+            say(f"checkpoint {k + 1}/{len(found)} (epoch {epoch}, "
+                f"{os.path.basename(path)}){eta}")
             model.load_weights(path)
             part = analyze_model(model, data, with_diversity=False, **options)
             experts = part["experts"]

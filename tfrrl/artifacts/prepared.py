@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from tfrrl.errors import UserError
+
 TRAIN_DIR, EVAL_DIR, CORPUS_DIR = "train", "eval", "corpus"
 SPLITS = (TRAIN_DIR, EVAL_DIR, CORPUS_DIR)
 VOCAB_DIR, DEAD_LETTER_DIR = "vocab", "dead_letter"
@@ -50,3 +52,26 @@ def user_snapshot_dir(data_dir: str) -> str:
 
 def user_store_path(data_dir: str) -> str:
     return os.path.join(data_dir, USER_STORE_FILE)
+
+
+class PreparedDatasetError(UserError, FileNotFoundError):
+    """The folder the user gave is not a (complete) prepared dataset."""
+
+
+def check_prepared(data_dir: str) -> str:
+    """``data_dir`` if it holds a complete prepared dataset (``stats.json`` and ``_SUCCESS``);
+    a :class:`PreparedDatasetError` saying what to run otherwise. Local folders only (a
+    ``gs://`` path is returned unchecked: its reader checks it). Cheap: call it before heavy
+    work."""
+    if "://" in data_dir:
+        return data_dir
+    if not os.path.isdir(data_dir):
+        raise PreparedDatasetError(f"prepared dataset {data_dir} does not exist: run `tfrrl "
+                                   "prepare --input RAW --out DATA` and pass DATA")
+    if not os.path.exists(stats_path(data_dir)):
+        raise PreparedDatasetError(f"{data_dir} is not a prepared dataset (no {STATS_FILE}): "
+                                   "run `tfrrl prepare` and pass its --out folder")
+    if not os.path.exists(success_path(data_dir)):
+        raise PreparedDatasetError(f"{data_dir} is incomplete (no {SUCCESS_FILE} marker): "
+                                   "re-run `tfrrl prepare`")
+    return data_dir

@@ -9,11 +9,16 @@ An experiment YAML has three sections, each optional::
 ``base:`` names another YAML (relative to the file) whose values this one overrides, so each
 Table IV ablation is a few lines on top of a shared base. Command-line overrides use dotted keys:
 ``--set model.rrl.uwl=false --set train.learning_rate=3e-4``.
+
+Every mistake in what the user wrote — a file or experiment name that does not exist, a YAML
+syntax error, an unknown key, a value a config rejects — raises :class:`ConfigError` (a
+:class:`~tfrrl.errors.UserError`), whose message names the key or file and what to do.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
@@ -21,8 +26,17 @@ import yaml
 
 from tfrrl.config.model import ModelConfig
 from tfrrl.config.train import TrainConfig
+from tfrrl.errors import UserError
 
 T = TypeVar("T")
+
+
+class ConfigError(UserError, ValueError):
+    """An experiment the user wrote is wrong: unknown key, bad value, bad override, bad YAML."""
+
+
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """The experiment YAML (or named experiment) the user gave does not exist."""
 
 
 @dataclasses.dataclass
@@ -49,10 +63,16 @@ def _plain(value: Any) -> Any:
 def from_dict(cls: Type[T], values: Mapping[str, Any], path: str = "") -> T:
     """Builds dataclass ``cls`` from a nested mapping, rejecting unknown keys."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path.rstrip('.') or cls.__name__} must be a mapping of keys, got "
+                          f"{values!r}")
     unknown = set(values) - set(fields)
     if unknown:
-        raise ValueError(f"unknown config keys at {path or cls.__name__}: {sorted(unknown)}; "
-                         f"known: {sorted(fields)}")
+        close = sorted({m for k in unknown for m in difflib.get_close_matches(str(k), fields, 1)})
+        hint = f" (did you mean {', '.join(path + m for m in close)}?)" if close else ""
+        where = path.rstrip(".") or cls.__name__
+        raise ConfigError(f"unknown config keys at {where}: {sorted(unknown)}{hint}; known: "
+                          f"{sorted(fields)}")
     kwargs = {}
     for name, value in values.items():
         f = fields[name]
@@ -60,11 +80,21 @@ def from_dict(cls: Type[T], values: Mapping[str, Any], path: str = "") -> T:
             f.default
         if dataclasses.is_dataclass(default):
             kwargs[name] = from_dict(type(default), value or {}, f"{path}{name}.")
+        elif isinstance(value, Mapping):
+            raise ConfigError(f"{path}{name} is a value, not a section: set it as "
+                              f"{path}{name}=VALUE")
         elif isinstance(default, tuple) and value is not None:
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{path}{name} must be a list, e.g. [64, 32]; got {value!r}")
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a config's own check of its values
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from err
 
 
 def _deep_merge(base: Dict[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:
@@ -77,8 +107,17 @@ def _deep_merge(base: Dict[str, Any], override: Mapping[str, Any]) -> Dict[str, 
 
 def load_yaml_tree(path: str) -> Dict[str, Any]:
     """A YAML file merged over its ``base:`` chain."""
+    if not os.path.isfile(path):
+        raise ConfigNotFoundError(f"config file {path} not found")
     with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+        try:
+            values = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}"
+                              ) from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping (name:, model:, train:), got "
+                          f"{type(values).__name__}")
     base = values.pop("base", None)
     if base:
         values = _deep_merge(load_yaml_tree(os.path.join(os.path.dirname(path), base)), values)
@@ -89,13 +128,18 @@ def apply_overrides(values: Dict[str, Any], overrides: Sequence[str]) -> Dict[st
     """``["model.rrl.uwl=false"]`` → nested update (values parsed as YAML scalars)."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must be KEY=VALUE")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must be KEY=VALUE, e.g. train.epochs=2")
         node = values
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is a value, not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML") from err
     return values
 
 
@@ -125,8 +169,8 @@ def resolve_experiment(name_or_path: str, config_dir: str = DEFAULT_CONFIG_DIR) 
     if name_or_path in registry:
         return registry[name_or_path]
     known = ", ".join(sorted(registry)[:8]) + (", …" if len(registry) > 8 else "")
-    raise FileNotFoundError(f"experiment {name_or_path!r} is neither a YAML file nor a named "
-                            f"experiment of {config_dir}/ ({known or 'none found'})")
+    raise ConfigNotFoundError(f"experiment {name_or_path!r} is neither a YAML file nor a named "
+                              f"experiment of {config_dir}/ ({known or 'none found'})")
 
 
 def load_experiment(path: Optional[str] = None,

@@ -25,13 +25,31 @@ from typing import Any, Dict, List, Mapping, Optional
 import yaml
 
 from tfrrl.data import schema
+from tfrrl.errors import UserError
 
 SPEC_FILENAME = "link_spec.yaml"
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 
 
-class LinkSpecError(ValueError):
-    """The link spec is inconsistent (unknown unified field, bad format, …)."""
+class LinkSpecError(UserError, ValueError):
+    """The link spec is wrong (YAML syntax, unknown key or unified field, bad format, …): a
+    mistake in the user's ``link_spec.yaml``, reported on one line by the command line."""
+
+
+def _build(what: str, cls, values: Any):
+    """``cls(**values)`` for one section of the spec; a missing, unknown or mistyped key is a
+    :class:`LinkSpecError` naming the section and the keys it takes."""
+    known = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(values, Mapping):
+        raise LinkSpecError(f"{what} must be a mapping with keys {known}, got {values!r}")
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise LinkSpecError(f"{what}: unknown keys {unknown}; known: {known}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise LinkSpecError(f"{what}: missing keys {missing}")
+    return cls(**values)
 
 
 @dataclasses.dataclass
@@ -173,23 +191,34 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DatasetSpec":
+        if not isinstance(d, Mapping):
+            raise LinkSpecError(f"a link spec is a mapping (impressions:, entity_types:, …), "
+                                f"got {type(d).__name__}")
         d = dict(d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise LinkSpecError(f"unknown keys in link spec: {sorted(unknown)}")
-        imp = ImpressionsSpec(**d.pop("impressions"))
+            raise LinkSpecError(f"unknown keys in link spec: {sorted(unknown)}; known: "
+                                f"{[f.name for f in dataclasses.fields(cls)]}")
+        for required in ("impressions", "entity_types"):
+            if not d.get(required):
+                raise LinkSpecError(f"the link spec needs an {required!r} section")
+        imp = _build("impressions", ImpressionsSpec, d.pop("impressions"))
         users = d.pop("users", None)
         entity_types = {}
-        for name, et in (d.pop("entity_types") or {}).items():
-            et = dict(et or {})
-            link = et.pop("link", None)
-            entity_types[name] = EntityTypeSpec(
-                link=EntityLink(**link) if link else None, **et
-            )
+        entity_map = d.pop("entity_types")
+        if not isinstance(entity_map, Mapping):
+            raise LinkSpecError("entity_types must map each entity type name to its catalog")
+        for name, et in entity_map.items():
+            et = dict(et) if isinstance(et, Mapping) else ({} if et is None else et)
+            link = et.pop("link", None) if isinstance(et, dict) else None
+            if isinstance(et, dict):
+                et["link"] = _build(f"entity type {name!r} link", EntityLink, link) \
+                    if link else None
+            entity_types[name] = _build(f"entity type {name!r}", EntityTypeSpec, et)
         return cls(
             impressions=imp,
             entity_types=entity_types,
-            users=UsersSpec(**users) if users else None,
+            users=_build("users", UsersSpec, users) if users else None,
             **d,
         ).validate()
 
@@ -198,7 +227,11 @@ class DatasetSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> "DatasetSpec":
-        return cls.from_dict(yaml.safe_load(text))
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise LinkSpecError(f"not valid YAML: {' '.join(str(err).split())}") from err
+        return cls.from_dict(values)
 
     @classmethod
     def synthetic_default(cls) -> "DatasetSpec":
@@ -256,7 +289,10 @@ def load(raw_dir: str) -> DatasetSpec:
     path = resolve_path(raw_dir, SPEC_FILENAME)
     if not fileio.exists(path):
         return DatasetSpec.synthetic_default()
-    return DatasetSpec.from_yaml(fileio.read_text(path))
+    try:
+        return DatasetSpec.from_yaml(fileio.read_text(path))
+    except LinkSpecError as err:
+        raise LinkSpecError(f"{path}: {err}") from err
 
 
 def entity_key(entity_type: str, entity_id: str) -> str:

@@ -27,11 +27,13 @@ class PreparedDataset:
         self.data_dir = data_dir
         stats_path = prepared.stats_path(data_dir)
         if not tf.io.gfile.exists(stats_path):
-            raise FileNotFoundError(f"{data_dir} is not a prepared dataset (no "
-                                    f"{prepared.STATS_FILE}); run `tfrrl prepare`")
+            raise prepared.PreparedDatasetError(
+                f"{data_dir} is not a prepared dataset (no {prepared.STATS_FILE}): run "
+                "`tfrrl prepare` and pass its --out folder")
         if not tf.io.gfile.exists(prepared.success_path(data_dir)):
-            raise RuntimeError(f"{data_dir} is incomplete (no {prepared.SUCCESS_FILE} marker): "
-                               "re-run prepare")
+            raise prepared.PreparedDatasetError(
+                f"{data_dir} is incomplete (no {prepared.SUCCESS_FILE} marker): re-run "
+                "`tfrrl prepare`")
         with tf.io.gfile.GFile(stats_path) as f:
             self.stats: Dict = json.load(f)
         self.sequence_length: int = int(self.stats["sequence_length"])
@@ -40,7 +42,8 @@ class PreparedDataset:
     def files(self, split: str) -> List[str]:
         files = sorted(tf.io.gfile.glob(prepared.split_pattern(self.data_dir, split)))
         if not files:
-            raise FileNotFoundError(f"no TFRecords for split {split!r} in {self.data_dir}")
+            raise prepared.PreparedDatasetError(
+                f"no TFRecords for split {split!r} in {self.data_dir}: re-run `tfrrl prepare`")
         return files
 
     def vocabulary_path(self, name: str) -> str:

@@ -4,15 +4,23 @@
 * :func:`evaluate_model` — Recall-all@N (Eq. 26) of the model and of the popularity baseline on
   the same queries;
 * :func:`evaluation_report` — that, plus Recall@N per entity type, the entity-fairness report,
-  AUC / gAUC and, given a :class:`~tfrrl.evaluation.retrieval.Retriever`, Recall-retrieval@N
-  (Eq. 27) of the served model on the same queries;
+  Recall@N of warm and cold queries, AUC / gAUC and, given a
+  :class:`~tfrrl.evaluation.retrieval.Retriever`, Recall-retrieval@N (Eq. 27) of the served model
+  on the same queries;
 * :func:`format_evaluation` — the text ``tfrrl evaluate`` prints.
+
+The model's exhaustive top-N is computed once per report (the costly part: every query against
+the whole corpus); with ``progress`` it reports the queries scored (:mod:`tfrrl.progress`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
+from tfrrl.data import schema
 from tfrrl.data.corpus import ENTITY_KEY
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
 from tfrrl.evaluation.auc import auc, gauc, scored_impressions
@@ -23,26 +31,36 @@ from tfrrl.evaluation.references import popularity_topn
 from tfrrl.evaluation.retrieval import Retriever, retrieval_topn
 from tfrrl.evaluation.text import entity_type
 from tfrrl.evaluation.topn import PairScoringModel, model_topn
+from tfrrl.progress import Progress
 
 PROTOCOL = ("one query per (user, domain) with eval rows; features of the user's earliest eval "
             "example in the domain; G = corpus indices of all the user's eval entities in the "
             "domain; exhaustive scoring of the whole corpus; ties → lower corpus index; empty G "
             "excluded; macro = mean over domains, micro = mean over queries")
+WARM_COLD = ("cold = a query whose exposure sequence is empty (the user had no exposure, in any "
+             "domain, before the start of their test period in the domain); warm = the others")
 
 
-def evaluate_model(model: PairScoringModel, data: PreparedDataset,
-                   lookup: Optional[FeatureLookup] = None, ns: Sequence[int] = DEFAULT_NS,
-                   max_queries: Optional[int] = None, *, seed: int = 0, query_chunk: int = 256,
-                   corpus_chunk: int = 4096, queries: Optional[Queries] = None
-                   ) -> Dict[str, Any]:
-    """Recall-all@N of ``model`` and of the popularity baseline on the same queries."""
-    lookup = lookup or FeatureLookup.from_dataset(data)
-    if queries is None:
-        queries = build_queries(data, lookup, max_queries, seed)
+def _scored_topn(model: PairScoringModel, queries: Queries, n: int, query_chunk: int,
+                 corpus_chunk: int, progress: bool) -> np.ndarray:
+    """The model's exhaustive top-``n`` of every query, with a progress report of the queries
+    scored when ``progress``."""
+    if not progress:
+        return model_topn(model, queries, None, n, query_chunk, corpus_chunk)
+    with Progress("scoring", len(queries), "queries") as reporter:
+        return model_topn(model, queries, None, n, query_chunk, corpus_chunk,
+                          on_queries_scored=reporter.update)
+
+
+def _model_and_popularity(model: PairScoringModel, data: PreparedDataset, queries: Queries,
+                          ns: Sequence[int], max_queries: Optional[int], seed: int,
+                          query_chunk: int, corpus_chunk: int, progress: bool
+                          ) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
+    """(the Recall-all@N result, the model's top-N, popularity's top-N) on ``queries``."""
     n_max = max(int(n) for n in ns)
-    model_top = model_topn(model, queries, None, n_max, query_chunk, corpus_chunk)
+    model_top = _scored_topn(model, queries, n_max, query_chunk, corpus_chunk, progress)
     pop_top = popularity_topn(data, None, queries, n_max)
-    return {
+    result = {
         "protocol": PROTOCOL,
         "max_queries": max_queries,
         "seed": seed,
@@ -51,20 +69,77 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
         "model": recall_report(model_top, queries, ns),
         "popularity": recall_report(pop_top, queries, ns),
     }
+    return result, model_top, pop_top
+
+
+def evaluate_model(model: PairScoringModel, data: PreparedDataset,
+                   lookup: Optional[FeatureLookup] = None, ns: Sequence[int] = DEFAULT_NS,
+                   max_queries: Optional[int] = None, *, seed: int = 0, query_chunk: int = 256,
+                   corpus_chunk: int = 4096, queries: Optional[Queries] = None,
+                   progress: bool = False) -> Dict[str, Any]:
+    """Recall-all@N of ``model`` and of the popularity baseline on the same queries
+    (``progress``: report the queries scored on stdout)."""
+    lookup = lookup or FeatureLookup.from_dataset(data)
+    if queries is None:
+        queries = build_queries(data, lookup, max_queries, seed)
+    result, _, _ = _model_and_popularity(model, data, queries, ns, max_queries, seed,
+                                         query_chunk, corpus_chunk, progress)
+    return result
+
+
+def cold_queries(queries: Queries) -> np.ndarray:
+    """bool [Q]: the queries whose exposure sequence is empty (:data:`WARM_COLD`)."""
+    seq = np.asarray(queries.features["seq_entity_id"])
+    return np.all(seq.reshape(len(queries), -1) == schema.PAD_ID, axis=1)
+
+
+def subset_queries(queries: Queries, keep: np.ndarray) -> Queries:
+    """The queries where ``keep`` (bool [Q]) is true, every per-query field sliced alike."""
+    rows = np.flatnonzero(keep)
+    sliced = {
+        "domains": queries.domains[rows],
+        "ground_truth": [queries.ground_truth[i] for i in rows],
+        "user_ids": None if queries.user_ids is None else queries.user_ids[rows],
+        "timestamps": None if queries.timestamps is None else queries.timestamps[rows],
+        "features": {k: v[rows] for k, v in queries.features.items()},
+        "raw_features": {k: v[rows] for k, v in queries.raw_features.items()},
+    }
+    return dataclasses.replace(queries, **sliced)
+
+
+def warm_cold_report(model_top: np.ndarray, pop_top: np.ndarray, queries: Queries,
+                     ns: Sequence[int]) -> Dict[str, Any]:
+    """Recall-all@N of the model and of popularity on the warm and on the cold queries
+    (:data:`WARM_COLD`); a group without queries has ``num_queries`` 0 only."""
+    cold = cold_queries(queries)
+    out: Dict[str, Any] = {"definition": WARM_COLD}
+    for name, keep in (("warm", ~cold), ("cold", cold)):
+        if not keep.any():
+            out[name] = {"num_queries": 0}
+            continue
+        part = subset_queries(queries, keep)
+        out[name] = {"num_queries": int(keep.sum()),
+                     "model": recall_report(model_top[keep], part, ns),
+                     "popularity": recall_report(pop_top[keep], part, ns)}
+    return out
 
 
 def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
                       max_queries: Optional[int] = None, retriever: Optional[Retriever] = None,
-                      seed: int = 0, fairness_n: int = 100) -> Dict[str, Any]:
+                      seed: int = 0, fairness_n: int = 100, progress: bool = False
+                      ) -> Dict[str, Any]:
     """``tfrrl evaluate``: Recall-all@N of the model and of popularity, plus Recall@N per entity
-    type, the entity-fairness report at ``fairness_n``, AUC / gAUC, and — with a ``retriever``
-    (e.g. the HNSW index of the model's export) — Recall-retrieval@N of the served model on the
-    same queries (Eq. 27)."""
+    type, the entity-fairness report at ``fairness_n``, Recall@N of warm and cold queries,
+    AUC / gAUC, and — with a ``retriever`` (e.g. the HNSW index of the model's export) —
+    Recall-retrieval@N of the served model on the same queries (Eq. 27). ``progress``: report
+    the queries scored on stdout."""
     lookup = FeatureLookup.from_dataset(data)
     queries = build_queries(data, lookup, max_queries, seed)
     n_max = max(int(n) for n in ns)
-    result = evaluate_model(model, data, lookup, ns, queries=queries, corpus_chunk=1024)
-    top = model_topn(model, queries, None, min(n_max, queries.corpus_size), 256, 1024)
+    # One exhaustive top-N serves every section (its width is min(n_max, corpus size)).
+    result, top, pop_top = _model_and_popularity(model, data, queries, ns, max_queries, seed,
+                                                 256, 1024, progress)
+    result["warm_cold"] = warm_cold_report(top, pop_top, queries, ns)
     types = [entity_type(k) for k in queries.corpus[ENTITY_KEY]]
     n_f = min(fairness_n, queries.corpus_size)
     result["per_entity_type"] = {recall_key(n): recall_by_entity_type(
@@ -94,6 +169,13 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
             f"{t} {v['top_share']:.3f}/{v['truth_share']:.3f}" for t, v in per_type.items()))
     lines.append(f"AUC {result['auc']:.4f}, gAUC {result['gauc']:.4f} (eval impressions vs 20 "
                  "uniform corpus negatives each)")
+    for name in ("warm", "cold"):
+        group = result.get("warm_cold", {}).get(name, {})
+        if group.get("num_queries"):
+            model_macro, pop_macro = group["model"]["macro"], group["popularity"]["macro"]
+            lines.append(f"{name} queries ({group['num_queries']}), model/popularity: " + ", ".join(
+                f"@{n} {model_macro[recall_key(n)]:.4f}/{pop_macro[recall_key(n)]:.4f}"
+                for n in group["model"]["ns"]))
     if "retrieval" in result:
         ret, full = result["retrieval"]["macro"], result["model"]["macro"]
         lines.append("Recall-retrieval@N (served model, HNSW index) vs Recall-all@N: " + ", ".join(

@@ -59,7 +59,8 @@ def _best(scores: np.ndarray, index: np.ndarray, n: int) -> Tuple[np.ndarray, np
 
 
 def topn_indices(score_fn: ScoreFn, num_queries: int, corpus_size: int, n: int,
-                 query_chunk: int = 256, corpus_chunk: int = 4096, return_scores: bool = False):
+                 query_chunk: int = 256, corpus_chunk: int = 4096, return_scores: bool = False,
+                 on_queries_scored: Optional[Callable[[int], None]] = None):
     """Exhaustive top-``n`` corpus indices per query, scored block by block.
 
     ``score_fn(q0, q1, c0, c1)`` returns the scores of queries ``[q0, q1)`` × corpus entities
@@ -70,6 +71,9 @@ def topn_indices(score_fn: ScoreFn, num_queries: int, corpus_size: int, n: int,
     Ties: higher score first, then the LOWER corpus index; NaN counts as −inf. The result is
     therefore independent of the chunk sizes (bit-identical to scoring everything at once,
     given the same scores). ``n`` larger than the corpus gives the whole corpus, ranked.
+
+    ``on_queries_scored(done)`` (e.g. :meth:`tfrrl.progress.Progress.update`) is called after
+    each query chunk with the number of queries scored so far.
 
     Returns int64 ``[num_queries, min(n, corpus_size)]`` (and the matching scores if asked).
     """
@@ -98,6 +102,8 @@ def topn_indices(score_fn: ScoreFn, num_queries: int, corpus_size: int, n: int,
                                    np.concatenate([best_i, index], axis=1), n_eff)
         out_s.append(best_s)
         out_i.append(best_i)
+        if on_queries_scored is not None:
+            on_queries_scored(q1)
     if out_i:
         dtype = np.result_type(*[s.dtype for s in out_s])
         indices = np.concatenate(out_i)
@@ -111,14 +117,15 @@ def topn_indices(score_fn: ScoreFn, num_queries: int, corpus_size: int, n: int,
 def model_topn(model: PairScoringModel, queries: Queries,
                corpus: Optional[Mapping[str, np.ndarray]], n: int, query_chunk: int = 256,
                corpus_chunk: int = 4096, *, cache_entities: bool = True,
-               return_scores: bool = False):
+               return_scores: bool = False,
+               on_queries_scored: Optional[Callable[[int], None]] = None):
     """Exhaustive top-``n`` of a model (:class:`PairScoringModel`) per query.
 
     ``encode_users`` runs once per query chunk, ``encode_entities`` once per corpus chunk (its
     output is cached across query chunks when ``cache_entities``, about
     corpus × 2 · representation_dim floats; otherwise re-encoded per query chunk), and only
-    ``score_pairs`` runs per block. ``corpus`` defaults to ``queries.corpus``. Tie-breaking as
-    :func:`topn_indices`.
+    ``score_pairs`` runs per block. ``corpus`` defaults to ``queries.corpus``. Tie-breaking and
+    ``on_queries_scored`` as :func:`topn_indices`.
     """
     corpus = queries.corpus if corpus is None else corpus
     if corpus is None:
@@ -149,5 +156,5 @@ def model_topn(model: PairScoringModel, queries: Queries,
         return scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
 
     return topn_indices(score_fn, len(queries), corpus_size, n, query_chunk, corpus_chunk,
-                        return_scores=return_scores)
+                        return_scores=return_scores, on_queries_scored=on_queries_scored)
 

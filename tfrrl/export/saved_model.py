@@ -35,7 +35,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -44,6 +44,7 @@ from tfrrl.artifacts import export_folder
 from tfrrl.artifacts.export_folder import INDEX_OUTPUT, MANIFEST, MODELS_CONFIG
 from tfrrl.data import schema
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
+from tfrrl.progress import Steps
 from tfrrl.export.signatures import (BackboneServingModule, ServingScorer, VocabularyTables,
                                      entity_input_names, user_input_names)
 from tfrrl.training import trainer
@@ -209,7 +210,8 @@ def _serving_image_tag() -> str:
 # --------------------------------------------------------------------------------------------
 def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
                     version: Optional[int] = None, config_base_path: Optional[str] = None,
-                    extra_manifest: Optional[Mapping] = None) -> str:
+                    extra_manifest: Optional[Mapping] = None,
+                    steps: Optional[Steps] = None) -> str:
     """Exports the scorer of ``model`` (a MatchingModel or a Scorer) to
     ``<base_dir>/<name>/<version>``; returns it.
 
@@ -217,7 +219,10 @@ def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
     vocabularies become assets). ``version`` defaults to :func:`next_version`; an existing
     version is never overwritten. ``config_base_path`` is the model's base path written into
     ``<base_dir>/models.config`` (default ``/models/<name>``, the official image's mount point).
+    ``steps``: a :class:`~tfrrl.progress.Steps` reporter told of the three steps here (tracing,
+    writing the SavedModel, the serving files).
     """
+    steps = steps or Steps("export", 3, None)
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name.startswith("."):
         raise ValueError(f"invalid model name {name!r}")
     model_dir = os.path.join(base_dir, name)
@@ -247,9 +252,11 @@ def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
         for vocab in files:  # the same ids as the training lookup, or no export
             if tables.lookups[vocab].vocabulary_size() != lookup.vocabulary_size(vocab):
                 raise ValueError(f"vocabulary {vocab!r}: asset table size differs from lookup")
+        steps("tracing the serving signatures")
         scorer = ServingScorer(model, tables, sequence_length)
         signatures = scorer.signatures()
         module = BackboneServingModule(scorer)
+        steps(f"writing the SavedModel {final_dir}")
         tf.saved_model.save(module, tmp_dir, signatures=signatures)
         domains = list(lookup.vocabularies["domain"][schema.FIRST_DOMAIN_ID - 2:])
         manifest = {
@@ -293,6 +300,7 @@ def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
         raise
     finally:
         shutil.rmtree(vocab_dir, ignore_errors=True)
+    steps(f"{MODELS_CONFIG} and README beside it")
     write_serving_files(base_dir, manifest,
                         {name: config_base_path or f"/models/{name}"})
     return final_dir
@@ -325,15 +333,20 @@ def latest_version_dir(export_dir: str, name: str = "tfrrl") -> str:
 
 
 def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = "tfrrl",
-               version: Optional[int] = None) -> str:
+               version: Optional[int] = None,
+               progress: Optional[Callable[[str], None]] = None) -> str:
     """``tfrrl export``: rebuilds a trained run (config.yaml + weights) and exports it.
 
-    ``data_dir`` None = the prepared dataset the run was trained on (``run.json``)."""
+    ``data_dir`` None = the prepared dataset the run was trained on (``run.json``).
+    ``progress``: called with one line per step (``export [k/4] …``)."""
+    steps = Steps("export", 4, progress)
     data_dir = trainer.run_data_dir(run_dir, data_dir)
+    steps(f"rebuilding the trained model of {run_dir}")
     data = PreparedDataset(data_dir)
     lookup = FeatureLookup.from_dataset(data)
     # Served scores are float32 whatever the run trained in (the variables are float32 anyway).
     model = trainer.load_run(run_dir, data_dir, overrides=["model.compute_dtype=float32"])
     return export_backbone(model, lookup, out_dir, name=name, version=version,
                            extra_manifest={"run_dir": os.path.abspath(run_dir),
-                                           "data_dir": os.path.abspath(data_dir)})
+                                           "data_dir": os.path.abspath(data_dir)},
+                           steps=steps)

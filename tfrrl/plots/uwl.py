@@ -7,6 +7,11 @@ import os
 from typing import Dict, List
 
 from tfrrl.artifacts import run_folder
+from tfrrl.errors import UserError
+
+
+class NoUWLWeightsError(UserError, ValueError):
+    """The run has no learned UWL weights to plot (trained without ``model.rrl.uwl``)."""
 
 
 def read_steps(run_dir: str) -> Dict[str, List[float]]:
@@ -28,7 +33,8 @@ def plot_uwl(run_dir: str, out_png: str) -> List[str]:
     steps = read_steps(run_dir)
     names = sorted(k for k in steps if k.startswith("uwl_weight_"))
     if not names:
-        raise ValueError(f"{run_dir} has no UWL weights: train a config with model.rrl.uwl=true")
+        raise NoUWLWeightsError(f"{run_dir} has no UWL weights: train a config with "
+                                "model.rrl.uwl=true")
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in names:
         ax.plot(steps["step"], steps[name], label=name[len("uwl_weight_"):])

@@ -1,5 +1,5 @@
-"""Training callbacks: per-step metric log (losses and UWL weights, the paper's Fig. 5) and the
-non-finite step guard."""
+"""Training callbacks: per-step metric log (losses and UWL weights, the paper's Fig. 5), the
+non-finite step guard, the fault-tolerant backup and the progress report of ``fit``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Dict, Optional, Sequence, TextIO
 
 import keras
 
 from tfrrl.artifacts.run_folder import BACKUP_STATE, STEPS_FILE
+from tfrrl.progress import DEFAULT_INTERVAL, Progress, format_duration, format_value
 
 
 class StepLogger(keras.callbacks.Callback):
@@ -157,3 +158,74 @@ class TrainingBackup(keras.callbacks.Callback):
     def finish(self) -> None:
         """The run completed: its backup is no longer needed."""
         shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """What ``fit`` shows a person (instead of Keras' own output, ``fit(verbose=0)``), through
+    :class:`tfrrl.progress.Progress`: on a terminal a bar over the whole run (step, rate, loss,
+    ETA), in a log file a line every ``interval`` seconds — kept up by a heartbeat while no
+    step ends (the first step, which traces the model; a validation pass, whose batches it
+    counts); after each epoch one line with its losses (``epoch_metrics`` and their ``val_``
+    twins).
+
+    Steps count over the whole run: ``total_steps`` = epochs × steps per epoch, ``start_step``
+    the steps a resumed run had already done. One instance serves every ``fit`` call of a run
+    (a resume may need two); :meth:`close` ends the report.
+    """
+
+    STARTING = "first step (tracing the model)"
+
+    def __init__(self, total_steps: int, epochs: int, start_step: int = 0, *,
+                 stream: Optional[TextIO] = None, terminal: Optional[bool] = None,
+                 interval: float = DEFAULT_INTERVAL, heartbeat: bool = True,
+                 epoch_metrics: Sequence[str] = ("loss", "ce_loss"), **progress_options):
+        super().__init__()
+        self.epochs = int(epochs)
+        self.epoch_metrics = tuple(epoch_metrics)
+        self.progress = Progress("train", total_steps, "steps", start=start_step,
+                                 stream=stream, terminal=terminal, interval=interval,
+                                 heartbeat=heartbeat, **progress_options)
+        self.progress.set_activity(self.STARTING)
+        self._validation_batches = 0
+        self._epoch_started = self.progress.clock()
+
+    def resume_from(self, start_step: int) -> None:
+        """The model is built: count from ``start_step`` (the steps a resumed run had done),
+        the rate from now."""
+        self.progress.restart(start_step)
+        self.progress.set_activity(self.STARTING)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = self.progress.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.progress.activity:
+            self.progress.activity = None
+        self.progress.advance(1, **({"loss": float(loss)} if loss is not None else {}))
+
+    def on_test_begin(self, logs=None):
+        self._validation_batches = 0
+        self.progress.set_activity("validating")
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._validation_batches += 1
+        self.progress.set_activity(f"validating: {self._validation_batches:,} batches")
+
+    def on_test_end(self, logs=None):
+        self.progress.set_activity(None)
+
+    def epoch_summary(self, epoch: int, logs: Dict[str, float]) -> str:
+        """``epoch 2/12 (1:13): loss 7.4844, ce_loss 6.2519, val_loss 7.1637, …``."""
+        names = [m for m in self.epoch_metrics if m in logs]
+        names += [f"val_{m}" for m in self.epoch_metrics if f"val_{m}" in logs]
+        took = format_duration(self.progress.clock() - self._epoch_started)
+        values = ", ".join(f"{n} {format_value(float(logs[n]))}" for n in names)
+        return f"epoch {epoch + 1}/{self.epochs} ({took})" + (f": {values}" if values else "")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.message(self.epoch_summary(epoch, logs or {}))
+
+    def close(self, summary: bool = True) -> None:
+        """Ends the report; ``summary`` False (training failed) claims no "done"."""
+        self.progress.close(summary=summary)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrrl.artifacts import run_folder
-from tfrrl.config import ExperimentConfig
+from tfrrl.config import ConfigError, ExperimentConfig
 from tfrrl.data.corpus import load_corpus
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.evaluation.recall import format_report
@@ -31,7 +31,8 @@ from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
 from tfrrl.model.matching import MatchingModel
 from tfrrl.training import distribution
-from tfrrl.training.callbacks import NonFiniteGuard, StepLogger, TrainingBackup
+from tfrrl.training.callbacks import (NonFiniteGuard, StepLogger, TrainingBackup,
+                                     TrainingProgress)
 from tfrrl.training.self_training import PseudoFractionSchedule
 
 def _in_validation(example) -> tf.Tensor:
@@ -80,9 +81,17 @@ def build_model(exp: ExperimentConfig, data: PreparedDataset,
                 lookup: Optional[FeatureLookup] = None) -> MatchingModel:
     lookup = lookup or FeatureLookup.from_dataset(data)
     _, sizes = data.domain_sizes_in_vocabulary_order()
-    model = MatchingModel(exp.model, exp.train,
-                          vocabulary_sizes_from_lookup(lookup),
-                          data.sequence_length, sizes, name=exp.name.replace("-", "_"))
+    try:
+        model = MatchingModel(exp.model, exp.train,
+                              vocabulary_sizes_from_lookup(lookup),
+                              data.sequence_length, sizes, name=exp.name.replace("-", "_"))
+    except ValueError as err:
+        # The backbone registry and the model's modules check the combination of settings
+        # (e.g. RRL losses on a backbone without E_s / E_d); a message naming a `model.`
+        # setting is the user's configuration to change.
+        if "model." in str(err):
+            raise ConfigError(str(err)) from err
+        raise
     model.set_corpus(load_corpus(data, lookup))
     model.compile(optimizer=keras.optimizers.Adam(exp.train.learning_rate))
     # Build every layer once on a real batch so weights exist before fit/load.
@@ -97,7 +106,8 @@ def steps_per_epoch(data: PreparedDataset, exp: ExperimentConfig) -> int:
     kept = data.num_records(TRAIN) * (1.0 - exp.train.validation_fraction)
     steps = exp.train.steps_per_epoch or int(kept) // exp.train.batch_size
     if steps < 1:
-        raise ValueError(f"fewer training examples than one batch of {exp.train.batch_size}")
+        raise ConfigError(f"fewer training examples ({int(kept):,}) than one batch of "
+                          f"{exp.train.batch_size}: lower train.batch_size")
     return int(steps)
 
 
@@ -148,6 +158,10 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
           epochs: Optional[int] = None, verbose: int = 1, resume: bool = True):
     """Trains ``exp`` on a prepared dataset; returns (model, history dict).
 
+    ``verbose`` 0 = silent; otherwise progress on stdout through :class:`TrainingProgress` (a
+    bar on a terminal, a line every ~30 s in a log file: step, rate, loss, ETA; one line per
+    epoch with its losses) instead of Keras' own output.
+
     Fault tolerance: every ``train.backup_every_steps`` steps and at each epoch end the full
     training state is backed up under ``<out_dir>/backup/`` (:class:`TrainingBackup`). Running
     the same command again after a crash or kill resumes from there (``resume=False`` starts
@@ -164,12 +178,36 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     run_folder.write_json(out_dir, run_folder.RUN_INFO,
                           {"data_dir": os.path.abspath(data_dir), "experiment": exp.name})
     data = PreparedDataset(data_dir)
+    total_epochs = epochs or exp.train.epochs
+    steps = steps_per_epoch(data, exp)
+    # From here on a log file hears from the run every ~30 s, while the model is built too.
+    progress = TrainingProgress(total_epochs * steps, total_epochs) if verbose else None
+    try:
+        model, hist, backup = _build_and_fit(exp, data, out_dir, strategy, total_epochs, steps,
+                                             resume, progress)
+    except BaseException:
+        if progress:
+            progress.close(summary=False)
+        raise
+    if progress:
+        progress.close()
+    model.save_weights(run_folder.path(out_dir, run_folder.WEIGHTS_FILE))
+    run_folder.write_json(out_dir, run_folder.HISTORY_FILE, hist)
+    backup.finish()
+    return model, hist
+
+
+def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, strategy,
+                   total_epochs: int, steps: int, resume: bool,
+                   progress: Optional[TrainingProgress]):
+    """:func:`train` after its set-up: the model, the backup it may resume from, the callbacks
+    and the ``fit`` calls; returns (model, history dict, the backup)."""
+    if progress:
+        progress.progress.set_activity("building the model")
     with strategy.scope():
         model = build_model(exp, data)
     _, eval_ds = make_datasets(data, exp)
     eval_ds = distribution.shard_by_data(eval_ds)
-    total_epochs = epochs or exp.train.epochs
-    steps = steps_per_epoch(data, exp)
     backup_dir = run_folder.path(out_dir, run_folder.BACKUP_DIR)
     if not resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
@@ -179,7 +217,10 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     if start_step:
         print(f"resuming from the backup at step {start_step} (epoch {start_step // steps + 1}, "
               f"batch {start_step % steps} of {steps}) in {backup_dir}", flush=True)
+    if progress:
+        progress.resume_from(start_step)
     callbacks = [
+        *([progress] if progress else []),
         keras.callbacks.TensorBoard(run_folder.path(out_dir, run_folder.LOGS_DIR),
                                     update_freq=20),
         StepLogger(out_dir, every=10, start_step=start_step),
@@ -201,31 +242,32 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
             run_folder.checkpoint_path(out_dir, run_folder.EPOCH_WEIGHTS),
             save_weights_only=True, save_freq="epoch"))
     hist: Dict[str, List[float]] = {}
-    for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(start_step, steps,
-                                                                          total_epochs):
+    for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(
+            start_step, steps, total_epochs):
         stream = distribution.shard_by_data(train_stream(data, exp, first_step))
         history = model.fit(stream, validation_data=eval_ds,
                             initial_epoch=initial_epoch, epochs=end_epoch,
-                            steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=verbose,
+                            steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=0,
                             shuffle=False)  # the tf.data pipeline shuffles
         for k, v in history.history.items():
             hist.setdefault(k, []).extend(float(x) for x in v)
         if model.stop_training:  # early stopping
+            if progress:
+                progress.progress.message(f"early stopping: {exp.train.monitor} stopped "
+                                          "improving")
             break
-    model.save_weights(run_folder.path(out_dir, run_folder.WEIGHTS_FILE))
-    run_folder.write_json(out_dir, run_folder.HISTORY_FILE, hist)
-    backup.finish()
-    return model, hist
+    return model, hist, backup
 
 
 def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[str] = None,
                          ns=(50, 100, 200), max_queries: Optional[int] = 2000,
-                         seed: int = 0) -> str:
+                         seed: int = 0, progress: bool = False) -> str:
     """Recall-all@N (Eq. 26) of the model next to the per-domain popularity baseline; writes
-    ``recall.json`` into the run folder and returns the printed table."""
+    ``recall.json`` into the run folder and returns the printed table (``progress``: report the
+    queries scored)."""
     data = PreparedDataset(data_dir)
     result = evaluate_model(model, data, ns=ns, max_queries=max_queries, seed=seed,
-                            corpus_chunk=1024)
+                            corpus_chunk=1024, progress=progress)
     if out_dir:
         run_folder.write_json(out_dir, run_folder.RECALL_FILE, result, default=float)
     return format_report(result)
@@ -243,13 +285,13 @@ def load_run(run_dir: str, data_dir: Optional[str] = None,
     ``model.compute_dtype=float32``)."""
     from tfrrl import config as config_lib
 
+    run_folder.check_run_folder(run_dir)
     data_dir = run_data_dir(run_dir, data_dir)
     exp = config_lib.load_experiment(run_folder.path(run_dir, run_folder.CONFIG_FILE),
                                      list(overrides))
     model = build_model(exp, PreparedDataset(data_dir))
-    weights = run_folder.path(run_dir, run_folder.WEIGHTS_FILE)
-    if not os.path.exists(weights):
-        raise FileNotFoundError(f"{weights} not found: is {run_dir} a finished training run?")
+    weights = run_folder.require(run_dir, run_folder.WEIGHTS_FILE,
+                                 f"is {run_dir} a finished training run?")
     # The weights file carries the optimizers' state too: build them so it loads cleanly.
     model.build_optimizers()
     model.load_weights(weights)
