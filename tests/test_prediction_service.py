@@ -409,15 +409,16 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
 
 
 def test_command_line_server(tiny_indexed_export, raw_batch, local_scores, version, tmp_path):
-    """``python -m tfrrl_serving.tf_serving`` with tensorflow_model_server's flags, stopped by
-    SIGTERM."""
+    """``python -m tfrrl_serving.tf_serving`` with tensorflow_model_server's flags (and ours:
+    a request limit, no reflection), stopped by SIGTERM."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     model_dir = os.path.join(tiny_indexed_export["base"], MODEL)
     with open(tmp_path / "server.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tfrrl_serving.tf_serving", "--port", "0", "--model_name", MODEL,
-             "--model_base_path", model_dir, "--file_system_poll_wait_seconds", "0"],
+             "--model_base_path", model_dir, "--file_system_poll_wait_seconds", "0",
+             "--max_batch_size", "5", "--no_reflection"],
             cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     killer = threading.Timer(120, proc.kill)
     killer.start()
@@ -431,6 +432,16 @@ def test_command_line_server(tiny_indexed_export, raw_batch, local_scores, versi
             assert c.metadata().version == version
             np.testing.assert_allclose(c.predict("score_raw", raw_batch)["scores"],
                                        local_scores, rtol=1e-5, atol=1e-5)
+            # --max_batch_size 5: 5 candidates pass (above), 6 are refused at once.
+            six = {k: (np.concatenate([v, v[:1]]) if k in export.entity_input_names() else v)
+                   for k, v in raw_batch.items()}
+            with pytest.raises(PredictionServiceError) as err:
+                c.predict("score_raw", six)
+            assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "batch of 6; the limit is 5 (--max_batch_size)" in err.value.details
+            with pytest.raises(grpc.RpcError) as err:  # --no_reflection
+                ProtoReflectionDescriptorDatabase(c.channel).get_services()
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
