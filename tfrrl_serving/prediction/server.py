@@ -26,8 +26,14 @@ the input and what was expected; a TensorFlow runtime error keeps its own code
 (:mod:`tfrrl_serving.prediction.requests`).
 
 Models and versions: :mod:`tfrrl_serving.prediction.model_source` (what to serve) and
-:mod:`tfrrl_serving.prediction.servables` (loading, atomic swaps). With polling
-(``poll_seconds`` / ``--file_system_poll_wait_seconds``) this server reloads in the background.
+:mod:`tfrrl_serving.prediction.servables` (loading, warm-up before the swap:
+:mod:`tfrrl_serving.prediction.warmup`). With polling (``poll_seconds`` /
+``--file_system_poll_wait_seconds``) this server reloads in the background.
+
+Requests are bounded before anything is allocated (:mod:`tfrrl_serving.prediction.limits`:
+``--max_elements_per_input``, ``--max_total_elements``, ``--max_batch_size``). Transport
+(:mod:`tfrrl_serving.transport`): loopback by default, ``--tls_cert`` / ``--tls_key`` (mutual
+with ``--tls_client_ca``), ``--no_reflection``; start-up mistakes print one line, exit code 2.
 
 Usage (flags named like ``tensorflow_model_server``'s)::
 
