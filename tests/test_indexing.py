@@ -226,8 +226,9 @@ def test_the_next_export_or_index_removes_stale_temporary_folders(indexed, tmp_p
     running = model_dir / ".tmp-index-124-live"
     running.mkdir()
     caplog.set_level(logging.WARNING)
-    result = build.build_indexes(indexed["base"], M=8, ef_construction=64, num_threads=1,
-                                 data_dir=indexed["result"]["data_dir"])
+    hnsw = index_set.load_indexes(indexed["base"]).manifest["build_params"]["hnsw"]
+    result = build.build_indexes(indexed["base"], M=hnsw["M"], ef_construction=hnsw[
+        "ef_construction"], num_threads=1, data_dir=indexed["result"]["data_dir"])
     assert result["reused"]  # nothing rebuilt, but the leftovers are gone
     assert not killed_index.exists() and not killed_swap.exists() and running.exists()
     running.rmdir()
