@@ -116,14 +116,20 @@ def test_bad_versions_are_quarantined_under_load_and_the_last_good_one_keeps_ser
         assert len(response.ads) == 5 and np.all(np.isfinite([a.score for a in response.ads]))
         return response.model_version
 
+    def handled(version):  # rejected, or (what validation prevents) swapped in
+        return lambda: (server.model_version != old
+                        or version in getattr(server.reloader, "rejected", ()))
+
     load = BackgroundLoad(call).start()
     try:
         publish(staging, served, corrupt)
-        wait_until(lambda: corrupt in server.reloader.rejected, what="the checksum rejection")
+        wait_until(handled(corrupt), what="the checksum rejection")
+        load.wait_for(20)
+        assert server.model_version == old and not load.failures, load.failures[:3]
         publish(staging, served, nan)
-        wait_until(lambda: nan in server.reloader.rejected, what="the warm-up rejection")
+        wait_until(handled(nan), what="the warm-up rejection")
         load.wait_for(20)  # more polls and requests on the last good version
-        assert server.model_version == old
+        assert server.model_version == old and not load.failures, load.failures[:3]
         health = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=10).status
         assert health == health_pb2.HealthCheckResponse.SERVING

@@ -25,12 +25,13 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from tfrrl.artifacts.export_folder import INDEX_MANIFEST, SAVED_MODEL
+from tfrrl.errors import UserError
 from tfrrl_serving.errors import ExportNotFoundError, NoValidVersionError
 from tfrrl_serving.indexing.layout import index_dir, indexed_versions, model_versions
 from tfrrl_serving.matching.log import event_line, logger
 from tfrrl_serving.matching.model import ModelContext, VersionNotServed, load_model
 from tfrrl_serving.matching.servicer import MatchingServicer
-from tfrrl_serving.matching.validation import warm_up
+from tfrrl_serving.matching.validation import VersionRejected, warm_up
 from tfrrl_serving.status import shown
 from tfrrl_serving.transport import ClientTLS
 
@@ -140,9 +141,19 @@ class ModelReloader:
         TF Serving scoring: the version it serves); :class:`NoValidVersionError` when none
         does."""
         if self.tf_serving:
-            model = load_model(self.export_dir, self.name, tf_serving=self.tf_serving,
-                               tf_serving_tls=self.tf_serving_tls)
-            warm_up(model)
+            try:
+                model = load_model(self.export_dir, self.name, tf_serving=self.tf_serving,
+                                   tf_serving_tls=self.tf_serving_tls)
+                warm_up(model)
+            except UserError:
+                raise
+            except FileNotFoundError as err:  # TF Serving's version has no index here
+                raise ExportNotFoundError(f"{shown(str(err), 300, quote=False)}") from None
+            except (ValueError, VersionRejected) as err:
+                raise NoValidVersionError(
+                    f"the version TF Serving at {self.tf_serving} serves failed validation "
+                    f"({shown(f'{type(err).__name__}: {err}', 500, quote=False)}): export and "
+                    "index it again") from None
             return model
         with self._lock:
             for version in self._candidates():
