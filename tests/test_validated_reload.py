@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from tfrrl.artifacts.export_folder import ENTITY_REPR, INDEX_CHECKSUMS, INDEX_MANIFEST
 from tfrrl_serving.indexing.build import build_indexes
@@ -27,7 +28,11 @@ from tfrrl_serving.indexing.index_set import load_indexes
 from tfrrl_serving.matching import server as matching_server
 from tfrrl_serving.matching.log import logger as matching_logger
 from tfrrl_serving.matching.reload import ModelReloader
+from tfrrl_serving.prediction.servables import load_servable
 from tfrrl_serving.prediction.servables import logger as servables_logger
+from tfrrl_serving.prediction.tensors import to_tensor_proto
+from tfrrl_serving.prediction.warmup import (WARMUP_FILE, WarmUpFailed, replay_warmup_file,
+                                             warm_up_servable)
 from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
 from tfrrl_serving.tf_serving import PredictionClient, start_server
 from tests.background_load import BackgroundLoad, wait_until
@@ -226,3 +231,35 @@ def test_prediction_service_warms_up_a_new_version_before_the_swap(tiny_indexed_
     assert len(records) >= 3
     assert [bool(r.exc_info) for r in records[:3]] == [True, False, False]
     assert "non-finite values" in records[0].getMessage()
+
+
+def test_a_tf_serving_warmup_file_is_replayed_instead_of_the_probe(tiny_indexed_export, tmp_path):
+    """A version with ``assets.extra/tf_serving_warmup_requests`` (TFRecords of PredictionLog,
+    TF Serving's format): its Predict requests are what the warm-up runs — one good record
+    passes; a record the model answers with an error (an Inf price, refused in the graph) fails
+    the version."""
+    version_dir = tmp_path / "1"
+    shutil.copytree(tiny_indexed_export["version_dir"], version_dir)
+    batch = raw_score_batch(tiny_indexed_export["data"], 2, 3)
+
+    def warmup_file(inputs):
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+            name=MODEL, signature_name="score_raw"))
+        for k, v in inputs.items():
+            request.inputs[k].CopyFrom(to_tensor_proto(v))
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request))
+        path = version_dir / WARMUP_FILE
+        path.parent.mkdir(exist_ok=True)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            writer.write(log.SerializeToString())
+        return str(path)
+
+    servable = load_servable(MODEL, str(version_dir))
+    assert replay_warmup_file(servable, warmup_file(batch)) == 1
+    warm_up_servable(servable)  # finds the file and passes
+    price = batch["entity_price"].copy()
+    price[0] = np.inf
+    warmup_file({**batch, "entity_price": price})
+    with pytest.raises(WarmUpFailed, match="entity_price must be finite"):
+        warm_up_servable(servable)
