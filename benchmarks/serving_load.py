@@ -294,13 +294,14 @@ def matching_calls(address: str, export_dir: str, k: int, mode: str, timeout_s: 
     import grpc  # pylint: disable=import-outside-toplevel
 
     from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc  # pylint: disable=import-outside-toplevel
+    from tfrrl.artifacts.export_folder import parse_version  # pylint: disable=import-outside-toplevel
     from tfrrl.artifacts.prepared import USER_STORE_FILE as STORE_FILE  # pylint: disable=import-outside-toplevel
     from tfrrl_serving.user_store import UserStore  # pylint: disable=import-outside-toplevel
 
     store = UserStore(os.path.join(export_dir, "tfrrl", STORE_FILE))
     user_ids = store.sample_user_ids(500)
     manifest_dir = os.path.join(export_dir, "tfrrl")
-    version = max(int(v) for v in os.listdir(manifest_dir) if v.isdigit())
+    version = max(v for v in map(parse_version, os.listdir(manifest_dir)) if v is not None)
     with open(os.path.join(manifest_dir, str(version), "export_manifest.json"),
               encoding="utf-8") as f:
         domains = json.load(f)["domains"]

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pathlib
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfrrl import export
+from tfrrl.artifacts import export_folder
 from tfrrl.data.corpus import load_corpus
 
 from tfrrl_serving.ann.hnsw import build_hnsw
@@ -179,3 +183,60 @@ def test_bad_requests_and_overwrite(indexed, retriever):
     model_dir = os.path.dirname(indexed["version_dir"])
     assert not [p for p in os.listdir(model_dir) if p.startswith(".")]
     assert index_set.load_indexes(base).manifest["build_params"]["hnsw"]["M"] == 6
+
+
+def test_stale_temporary_folders_by_hand(tmp_path):
+    """A ``.tmp-*`` / ``.old-*`` folder is stale when nothing under it was written for an hour:
+    its newest mtime (here a file inside, 1000 s newer than the folder) decides."""
+    model_dir = tmp_path / "tfrrl"
+    (model_dir / ".tmp-index-5-ab").mkdir(parents=True)
+    (model_dir / ".tmp-index-5-ab" / "entity_repr.npy").write_bytes(b"x")
+    (model_dir / ".old-index-4-cd").mkdir()
+    (model_dir / "7").mkdir()  # a version: never touched
+    t0 = 1_000_000.0
+    os.utime(model_dir / ".tmp-index-5-ab", (t0, t0))
+    os.utime(model_dir / ".tmp-index-5-ab" / "entity_repr.npy", (t0 + 1000, t0 + 1000))
+    for name in (".old-index-4-cd", "7"):
+        os.utime(model_dir / name, (t0, t0))
+    stale = export_folder.stale_temporary_folders
+    # At t0 + 3600 only the .old folder (last write t0) is an hour old; at t0 + 4600 both.
+    assert stale(str(model_dir), 3600, now=t0 + 3599) == []
+    assert stale(str(model_dir), 3600, now=t0 + 3600) == [str(model_dir / ".old-index-4-cd")]
+    assert stale(str(model_dir), 3600, now=t0 + 4600) == [
+        str(model_dir / ".old-index-4-cd"), str(model_dir / ".tmp-index-5-ab")]
+    assert stale(str(tmp_path / "missing")) == []
+
+
+def test_the_next_export_or_index_removes_stale_temporary_folders(indexed, tmp_path, caplog):
+    """What a killed `tfrrl export` / `tfrrl index` left (2 h old) is removed by the next run,
+    with a log line; a fresh one (a writer may be running) and anything else stay."""
+    two_hours_ago = time.time() - 7200
+
+    def leftover(model_dir, name):
+        path = model_dir / name
+        path.mkdir(parents=True)
+        (path / "saved_model.pb").write_bytes(b"half written")
+        for p in (path / "saved_model.pb", path):
+            os.utime(p, (two_hours_ago, two_hours_ago))
+        return path
+
+    model_dir = pathlib.Path(indexed["base"]) / "tfrrl"
+    killed_index = leftover(model_dir, ".tmp-index-123-dead")
+    killed_swap = leftover(model_dir, ".old-index-123-dead")
+    running = model_dir / ".tmp-index-124-live"
+    running.mkdir()
+    caplog.set_level(logging.WARNING)
+    hnsw = index_set.load_indexes(indexed["base"]).manifest["build_params"]["hnsw"]
+    result = build.build_indexes(indexed["base"], M=hnsw["M"], ef_construction=hnsw[
+        "ef_construction"], num_threads=1, data_dir=indexed["result"]["data_dir"])
+    assert result["reused"]  # nothing rebuilt, but the leftovers are gone
+    assert not killed_index.exists() and not killed_swap.exists() and running.exists()
+    running.rmdir()
+    logged = [r.getMessage() for r in caplog.records if "stale temporary folder" in r.getMessage()]
+    assert sorted(logged) == sorted(f"removed {p}: a stale temporary folder left by an "
+                                    "interrupted `tfrrl export` or `tfrrl index`"
+                                    for p in (killed_index, killed_swap))
+    other = tmp_path / "export"
+    killed_export = leftover(other / "tfrrl", ".tmp-5-dead")
+    export.export_backbone(indexed["model"], indexed["lookup"], str(other), version=6)
+    assert not killed_export.exists() and (other / "tfrrl" / "6" / "saved_model.pb").is_file()

@@ -9,7 +9,9 @@ import filecmp
 import json
 import logging
 import os
+import pathlib
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from tfrrl_serving.matching.log import logger as matching_logger
 from tfrrl_serving.matching.requests import raw_user_from_store
 from tfrrl_serving.matching.servicer import MIN_TIME_LEFT_S, SERVICE_NAME
 from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
+from tfrrl_serving.user_store import UserStore
 from tests.conftest import REPO, run_concurrently
 from tfrrl.artifacts import prepared
 from tfrrl.data import schema
@@ -358,27 +361,62 @@ def test_hot_reload_swaps_to_a_new_indexed_version(service, tmp_path):
         server.stop(grace=None)
 
 
-def test_serve_command_line_starts_and_stops_on_sigterm(tiny_indexed_export, tmp_path):
+def test_serve_command_line_starts_logs_at_the_default_level_and_stops_on_sigterm(
+        tiny_indexed_export, tmp_path):
+    """``tfrrl serve`` without -v: one JSON line per request, and the serving / shutdown /
+    stopped events, on stderr (before, the root logger's WARNING level swallowed them all)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfrrl_cli", "serve", "--export", tiny_indexed_export["base"],
          "--port", "0", "--user-store", str(tmp_path / "users.sqlite"), "--poll-seconds", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     try:
-        line = ""
+        line, before = "", []
         for line in proc.stdout:
             if line.startswith("MatchingService on "):
                 break
+            before.append(line)
         assert line.startswith("MatchingService on "), line
         address = line.split()[2].rstrip(":")
         channel = grpc.insecure_channel(address)
         status = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=30).status
         assert status == health_pb2.HealthCheckResponse.SERVING
+        uid = UserStore(str(tmp_path / "users.sqlite")).sample_user_ids(1)[0]
+        domain = json.loads((pathlib.Path(tiny_indexed_export["version_dir"])
+                             / "export_manifest.json").read_text())["domains"][0]
+        response = matching_pb2_grpc.MatchingServiceStub(channel).Retrieve(
+            matching_pb2.RetrieveRequest(user_id=uid, domain=domain, k=3), timeout=30)
         channel.close()
     finally:
         proc.terminate()
         assert proc.wait(60) == 0
+    events = [json.loads(x) for x in before + proc.stdout.read().splitlines()
+              if x.startswith('{"event"')]
+    proc.stdout.close()
+    assert [e["event"] for e in events] == ["serving", "retrieve", "shutdown", "stopped"]
+    assert events[0]["address"] == address and events[0]["tls"] is False
+    assert events[1]["status"] == "OK" and events[1]["request_id"] == response.request_id
+    assert events[2]["signal"] == signal.SIGTERM
+
+
+def test_no_request_log_keeps_the_other_events(service, caplog):
+    """``--no-request-log`` (the servicer's ``log_requests``): no line per request."""
+    servicer = service["server"].servicer
+    uid = servicer.user_store.sample_user_ids(1)[0]
+    caplog.set_level(logging.INFO, logger=matching_logger.name)
+    servicer.log_requests = False
+    try:
+        _retrieve(service, user_id=uid, domain=servicer.model.domains[0], k=3)
+    finally:
+        servicer.log_requests = True
+    assert not [r for r in caplog.records if r.name == matching_logger.name]
+    _retrieve(service, user_id=uid, domain=servicer.model.domains[0], k=3)
+    assert [json.loads(r.getMessage())["event"] for r in caplog.records
+            if r.name == matching_logger.name] == ["retrieve"]
+    args = cli.build_parser().parse_args(["serve", "--export", "x", "--no-request-log"])
+    assert args.no_request_log and not cli.build_parser().parse_args(
+        ["serve", "--export", "x"]).no_request_log
 
 
 def test_remote_scoring_through_tf_serving_gives_the_in_process_answer(service, tmp_path):
@@ -518,3 +556,46 @@ def test_bad_and_good_requests_from_concurrent_clients(service):
     run_concurrently(client, 4, timeout=120)
     assert not problems
     assert servicer.status_counts.get("INTERNAL", 0) == internal_before
+
+
+def test_error_messages_cut_the_values_they_echo(service):
+    """A 20 KB user id / domain / entity key / mode: the status is still NOT_FOUND or
+    INVALID_ARGUMENT (an echo of the whole value would exceed gRPC's ~8 KB metadata limit and
+    reach the client as RESOURCE_EXHAUSTED), with the value cut to 64 characters: its repr of
+    20,002 characters (quotes included) shows 64 and "…(+19938 chars)"."""
+    servicer = service["server"].servicer
+    domain, huge = servicer.model.domains[0], "x" * 20_000
+    uid = servicer.user_store.sample_user_ids(1)[0]
+    exposure = matching_pb2.Exposure(entity_key=huge)
+    for fields, code, words in (
+            (dict(user_id=huge, domain=domain, k=5), grpc.StatusCode.NOT_FOUND,
+             "unknown user_id 'xxx"),
+            (dict(user_id=uid, domain=huge, k=5), INVALID, "unknown domain 'xxx"),
+            (dict(user_id=uid, domain=domain, k=5, mode=huge), INVALID, "mode must be one of"),
+            (dict(domain=domain, k=5, features=matching_pb2.UserFeatures(exposures=[exposure])),
+             INVALID, "exposures[0].entity_key 'xxx")):
+        with pytest.raises(grpc.RpcError) as err:
+            _retrieve(service, **fields)
+        assert err.value.code() == code, err.value.details()[:200]
+        details = err.value.details()
+        assert words in details and "…(+19938 chars)" in details and len(details) < 400
+
+
+def test_a_version_folder_named_with_a_unicode_digit_is_not_a_version(service, tmp_path):
+    """``1796401000²``: ``str.isdigit`` is true and ``int`` fails; every reader uses the one rule
+    (tfrrl.artifacts.export_folder.parse_version, ASCII digits), so the server starts, serves the
+    real version and reloads without error."""
+    base = tmp_path / "export"
+    shutil.copytree(service["export"]["base"], base)
+    model_dir = base / "tfrrl"
+    version = service["server"].model_version
+    shutil.copytree(model_dir / str(version), model_dir / "1796401000\u00b2")
+    shutil.copytree(model_dir / f"index-{version}", model_dir / "index-1796401000\u00b2")
+    assert "1796401000\u00b2".isdigit()
+    server = matching_server.start_server(str(base), port=0,
+                                          user_store=str(tmp_path / "users.sqlite"))
+    try:
+        assert server.model_version == version
+        assert server.reload() is False
+    finally:
+        server.stop(grace=None)

@@ -245,9 +245,9 @@ def test_malformed_tensors_and_metadata_fields(server, client, raw_batch, local_
         proto.tensor_shape.dim[0].size = 1 << 40
 
     err = predict(shape_lies)
-    assert err.code() == INVALID and "tensor parsing error" in err.details()
+    assert err.code() == INVALID and "3 values for a shape of 2 elements" in err.details()
     err = predict(shape_huge)
-    assert err.code() == INVALID and "elements" in err.details()
+    assert err.code() == INVALID and "carries no values" in err.details()
     err = predict(shape_pads)  # ... so 4 user ids meet 3 users' other features in the graph
     assert err.code() == INVALID and "score_raw" in err.details()
     assert "Graph execution error" not in err.details()
@@ -409,15 +409,16 @@ def test_version_policy_and_hot_reload(tiny_indexed_export, raw_batch, local_sco
 
 
 def test_command_line_server(tiny_indexed_export, raw_batch, local_scores, version, tmp_path):
-    """``python -m tfrrl_serving.tf_serving`` with tensorflow_model_server's flags, stopped by
-    SIGTERM."""
+    """``python -m tfrrl_serving.tf_serving`` with tensorflow_model_server's flags (and ours:
+    a request limit, no reflection), stopped by SIGTERM."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     model_dir = os.path.join(tiny_indexed_export["base"], MODEL)
     with open(tmp_path / "server.log", "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tfrrl_serving.tf_serving", "--port", "0", "--model_name", MODEL,
-             "--model_base_path", model_dir, "--file_system_poll_wait_seconds", "0"],
+             "--model_base_path", model_dir, "--file_system_poll_wait_seconds", "0",
+             "--max_batch_size", "5", "--no_reflection"],
             cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     killer = threading.Timer(120, proc.kill)
     killer.start()
@@ -431,6 +432,16 @@ def test_command_line_server(tiny_indexed_export, raw_batch, local_scores, versi
             assert c.metadata().version == version
             np.testing.assert_allclose(c.predict("score_raw", raw_batch)["scores"],
                                        local_scores, rtol=1e-5, atol=1e-5)
+            # --max_batch_size 5: 5 candidates pass (above), 6 are refused at once.
+            six = {k: (np.concatenate([v, v[:1]]) if k in export.entity_input_names() else v)
+                   for k, v in raw_batch.items()}
+            with pytest.raises(PredictionServiceError) as err:
+                c.predict("score_raw", six)
+            assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "batch of 6; the limit is 5 (--max_batch_size)" in err.value.details
+            with pytest.raises(grpc.RpcError) as err:  # --no_reflection
+                ProtoReflectionDescriptorDatabase(c.channel).get_services()
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
@@ -438,3 +449,81 @@ def test_command_line_server(tiny_indexed_export, raw_batch, local_scores, versi
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
+
+
+# --------------------------------------------------------------------------------------------
+# checks inside the graph, and what error messages echo
+
+
+def test_score_encoded_checks_domain_index_and_finite_inputs_in_the_graph(
+        client, raw_batch, tiny_indexed_export):
+    """Stock Assert / CheckNumerics ops of the export (tfrrl/export/signatures.py), so TF Serving
+    answers the same: an encoded domain_index outside [0, K) is INVALID_ARGUMENT (it was clipped
+    to a real expert and answered OK), and a NaN / Inf input is INVALID_ARGUMENT (it was answered
+    OK with NaN scores)."""
+    num_domains = export.read_manifest(tiny_indexed_export["version_dir"])["num_domains"]
+    users = {k: raw_batch[k] for k in export.user_input_names()}
+    encoded = client.predict("encode_user", users)
+    entity_repr = index_set.load_indexes(tiny_indexed_export["base"]).entity_repr[:4]
+    inputs = {k: encoded[k] for k in export.ENCODED_USER_INPUTS}
+    inputs["entity_repr"] = entity_repr
+    reference = client.predict("score_encoded", inputs)["scores"]
+    assert reference.shape == (3, 4) and np.all(np.isfinite(reference))
+    for k in range(num_domains):  # every exported expert is valid
+        client.predict("score_encoded", {**inputs, "domain_index": np.full(3, k, np.int32)})
+    loaded = tf.saved_model.load(tiny_indexed_export["version_dir"]).signatures["score_encoded"]
+    for bad in (-1, num_domains, 7, 2**31 - 1):
+        domain_index = inputs["domain_index"].copy()
+        domain_index[1] = bad
+        with pytest.raises(PredictionServiceError) as err:
+            client.predict("score_encoded", {**inputs, "domain_index": domain_index})
+        assert err.value.code == INVALID, (bad, err.value.details)
+        assert f"domain_index must be in [0, {num_domains})" in err.value.details
+        with pytest.raises(tf.errors.InvalidArgumentError):  # the SavedModel itself
+            loaded(**{k: tf.constant(v) for k, v in {**inputs,
+                                                       "domain_index": domain_index}.items()})
+    for name, value in (("entity_repr", np.inf), ("e_tran", np.nan), ("seq_keys", -np.inf)):
+        broken = inputs[name].copy()
+        broken.reshape(-1)[0] = value
+        with pytest.raises(PredictionServiceError) as err:
+            client.predict("score_encoded", {**inputs, name: broken})
+        assert err.value.code == INVALID and f"{name} must be finite" in err.value.details
+    numeric = next(k for k in export.entity_input_names() if raw_batch[k].dtype.kind == "f")
+    broken = raw_batch[numeric].copy()
+    broken[0] = np.inf
+    with pytest.raises(PredictionServiceError) as err:
+        client.predict("score_raw", {**raw_batch, numeric: broken})
+    assert err.value.code == INVALID and f"{numeric} must be finite" in err.value.details
+
+
+def test_error_messages_cut_the_names_they_echo(server, raw_batch):
+    """20 KB model, signature, label, input and output names: the TF Serving status comes back
+    (not RESOURCE_EXHAUSTED from gRPC's metadata limit), the name cut to 64 characters."""
+    huge = "x" * 20_000
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(
+        server.address))
+
+    def predict(mutate):
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+            name=MODEL, signature_name="score_raw"))
+        for k, v in raw_batch.items():
+            request.inputs[k].CopyFrom(to_tensor_proto(v))
+        mutate(request)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(request, timeout=30)
+        return err.value.code(), err.value.details()
+
+    cases = [
+        (lambda r: setattr(r.model_spec, "name", huge), NOT_FOUND, "Servable not found"),
+        (lambda r: setattr(r.model_spec, "signature_name", huge), INVALID,
+         "Serving signature key"),
+        (lambda r: setattr(r.model_spec, "version_label", huge), INVALID,
+         "Unrecognized servable version label"),
+        (lambda r: r.inputs[huge].CopyFrom(to_tensor_proto(np.zeros(3, np.float32))), INVALID,
+         "input tensor alias not found"),
+        (lambda r: r.output_filter.append(huge), INVALID, "output tensor alias not found"),
+    ]
+    for mutate, code, words in cases:
+        got, details = predict(mutate)
+        assert got == code and words in details, (got, details[:200])
+        assert "chars)" in details and len(details) < 600, details[:200]

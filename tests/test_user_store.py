@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import threading
 
 import pytest
@@ -145,3 +146,20 @@ def test_one_store_is_shared_by_many_threads(small_synthetic_prepared, tmp_path)
 
     run_concurrently(reader, 8, timeout=60)
     assert not errors
+
+
+def test_a_store_path_with_uri_characters_opens_read_only(small_synthetic_prepared, tmp_path):
+    """``#``, ``?`` and ``%`` in the ``--user-store`` path are escaped in the read-only SQLite URI
+    (unescaped, ``#`` started the URI's fragment: SQLite opened a truncated path read-write,
+    creating a stray empty file, and found no table)."""
+    folder = tmp_path / "stores #1 ?a=b %20"
+    path = str(folder / "users.sqlite")
+    store = user_store.open_user_store(str(small_synthetic_prepared), path)
+    uid = store.sample_user_ids(1)[0]
+    assert store.get(uid)["user_id"] == uid
+    assert sorted(os.listdir(tmp_path)) == ["stores #1 ?a=b %20"]  # no stray file beside it
+    assert os.listdir(folder) == ["users.sqlite"]
+    assert user_store.read_only_uri(path) == (
+        f"file:{tmp_path}/stores%20%231%20%3Fa%3Db%20%2520/users.sqlite?mode=ro")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # still read-only
+        store._connection().execute("DELETE FROM users")  # pylint: disable=protected-access

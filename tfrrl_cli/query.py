@@ -12,6 +12,7 @@ import grpc
 # light: grpc + protos, no TensorFlow at import
 from tfrrl_serving.indexing.search import MODES
 from tfrrl_serving.matching.client import format_response, query
+from tfrrl_serving.transport import add_client_arguments, check_port, client_tls_from_args
 
 NAME = "query"
 HELP = "ask a running matching service for a user's top-k"
@@ -28,14 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ef", type=int, default=0, help="hnsw beam width (0 = server default)")
     parser.add_argument("--num-candidates", type=int, default=0,
                         help="scann: entities scored (0 = server default)")
+    add_client_arguments(parser, "--tls-", "the matching service")
 
 
 def run(args: argparse.Namespace) -> int:
-    target = f"{args.host}:{args.port}"
+    """Prints the top-k; exit code 1 on a non-OK status. A port out of range or incomplete TLS
+    flags raise :class:`tfrrl.errors.UserError` (one line, exit code 2)."""
+    target = f"{args.host}:{check_port(args.port)}"
+    tls = client_tls_from_args(args)
     start = time.perf_counter()
     try:
         response = query(target, args.domain, args.k, args.user, mode=args.mode or "",
-                         timeout_s=args.timeout, ef=args.ef, num_candidates=args.num_candidates)
+                         timeout_s=args.timeout, ef=args.ef, num_candidates=args.num_candidates,
+                         tls=tls)
     except grpc.RpcError as err:
         print(f"error {err.code().name}: {err.details()}", file=sys.stderr)
         return 1

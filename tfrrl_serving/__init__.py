@@ -13,6 +13,8 @@ Serving's PredictionService that the model may be scored on.
 * :mod:`~tfrrl_serving.user_store` — the user-feature snapshot in SQLite, for requests by id;
 * :mod:`~tfrrl_serving.signatures` — a SavedModel signature's inputs, local or served;
 * :mod:`~tfrrl_serving.status` — a request answered with a gRPC status (both services);
+* :mod:`~tfrrl_serving.transport` — ports, TLS and channels of both servers and their clients;
+* :mod:`~tfrrl_serving.errors` — start-up mistakes, as :class:`tfrrl.errors.UserError`;
 * ``protos/`` — the matching service's wire API (``tfrrl.serving.v1``).
 
 It reads the library's artifacts (:mod:`tfrrl.artifacts.export_folder`,

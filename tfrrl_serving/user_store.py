@@ -13,7 +13,7 @@ is written under a temporary name and renamed, so a reader never opens a half-bu
 
 :class:`UserStore` is read-only and safe to share between the server's threads: one
 connection per thread (SQLite connections must not be used concurrently), opened with the
-read-only URI flag.
+read-only URI flag (:func:`read_only_uri`, the path escaped).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -117,6 +118,13 @@ def build_user_store(data_dir: str, path: str) -> Dict[str, Any]:
     return meta
 
 
+def read_only_uri(path: str) -> str:
+    """The SQLite URI that opens ``path`` read-only: the path percent-escaped, so ``#``, ``?``
+    or ``%`` in it are part of the file name (unescaped, ``#`` would start the URI's fragment
+    and SQLite would open a truncated path)."""
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+
+
 class UserStore:
     """Read-only look-ups of a built store; one SQLite connection per thread."""
 
@@ -131,7 +139,7 @@ class UserStore:
     def _connection(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=True)
+            con = sqlite3.connect(read_only_uri(self.path), uri=True, check_same_thread=True)
             self._local.con = con
         return con
 

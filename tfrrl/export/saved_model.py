@@ -11,7 +11,8 @@ Layout written under ``base_dir``::
 
 A version folder is written under a hidden temporary name (``.tmp-…``, which TF Serving's version
 poller ignores: it only loads integer names) and renamed into place once complete, so a
-half-written version is never visible.
+half-written version is never visible. Stale ``.tmp-…`` folders of a killed export are removed by
+the next one (:func:`tfrrl.artifacts.export_folder.remove_stale_temporary_folders`).
 
 What is exported: the :class:`~tfrrl.model.scorer.Scorer` of a trained
 :class:`~tfrrl.model.matching.MatchingModel` — shared embeddings, ad network, user transformer,
@@ -29,6 +30,7 @@ The signatures and the SavedModel root are :mod:`tfrrl.export.signatures`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -227,6 +229,11 @@ def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
         raise ValueError(f"invalid model name {name!r}")
     model_dir = os.path.join(base_dir, name)
     tf.io.gfile.makedirs(model_dir)
+    if _is_local(model_dir):  # a killed export / index left these; the log says so
+        for path in export_folder.remove_stale_temporary_folders(model_dir):
+            logging.getLogger(__name__).warning(
+                "removed %s: a stale temporary folder left by an interrupted `tfrrl export` "
+                "or `tfrrl index`", path)
     version = next_version(model_dir) if version is None else int(version)
     if version < 0:
         raise ValueError("version must be >= 0")

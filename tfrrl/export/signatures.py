@@ -29,6 +29,13 @@ representation: the retrieval index is built from it (L2 / HNSW graph over ``ent
 and per request only runs ``encode_user`` (once) and ``score_encoded`` (per candidate batch).
 A user's domain picks the expert/tower; an unknown domain string is routed to expert 0 like in
 training, and reported by ``domain_known = 0`` so a server can reject the request.
+
+Inputs are checked inside the graph with stock ops (Assert, CheckNumerics), so TF Serving
+answers INVALID_ARGUMENT exactly like the local server: features of one request must share one
+batch size (:func:`same_batch`), an encoded ``domain_index`` must name an exported expert
+(:func:`domain_in_range`: 0 <= k < K), and float features (the encodings, ``entity_repr``, the
+raw numeric entity fields) must be finite (:func:`all_finite`) — a NaN or Inf would otherwise
+come back as a NaN score with OK.
 """
 from __future__ import annotations
 
@@ -163,6 +170,29 @@ def same_batch(features: Mapping[str, tf.Tensor], what: str) -> Dict[str, tf.Ten
         return {k: tf.identity(v) for k, v in features.items()}
 
 
+def domain_in_range(domain_index: tf.Tensor, num_domains: int) -> tf.Tensor:
+    """``domain_index`` behind a graph-side check that every entry names an exported expert,
+    ``0 <= k < num_domains`` (stock Assert ops: INVALID_ARGUMENT on TF Serving too). Clipping
+    instead would answer an out-of-range index with another domain's real-looking scores."""
+    message = (f"domain_index must be in [0, {num_domains}) (the exported domains' experts; "
+               "encode_user gives it)")
+    checks = [tf.debugging.assert_greater_equal(domain_index, tf.constant(0, tf.int32),
+                                                message=message),
+              tf.debugging.assert_less(domain_index, tf.constant(num_domains, tf.int32),
+                                       message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(domain_index)
+
+
+def all_finite(features: Mapping[str, tf.Tensor], names: Sequence[str], what: str
+               ) -> Dict[str, tf.Tensor]:
+    """``features`` with the float ones among ``names`` behind a CheckNumerics op each
+    (INVALID_ARGUMENT "… must be finite" for a NaN or Inf), the others unchanged."""
+    return {k: (tf.debugging.assert_all_finite(v, f"{what} {k} must be finite (no NaN / Inf)")
+                if k in names and v.dtype.is_floating else v)
+            for k, v in features.items()}
+
+
 class ServingScorer:
     """The signature bodies over a :class:`~tfrrl.model.scorer.Scorer` (the exported object) and
     the vocabulary tables: raw features → ids → the scorer's own encoders and pair scoring, so
@@ -185,6 +215,7 @@ class ServingScorer:
 
     def _entities(self, raw):
         raw = same_batch({k: raw[k] for k in entity_input_names()}, "entity")
+        raw = all_finite(raw, list(raw), "entity feature")
         ids = self.tables(raw)
         return self.scorer.encode_entities(ids)
 
@@ -197,9 +228,10 @@ class ServingScorer:
 
     def _encoded_users(self, inputs):
         inputs = same_batch({k: inputs[k] for k in ENCODED_USER_INPUTS}, "encoded user")
+        inputs = all_finite(inputs, ENCODED_USER_INPUTS, "encoded user input")
         return {"e_tran": inputs["e_tran"], "seq_keys": inputs["seq_keys"],
                 "seq_mask": inputs["seq_mask"] > 0.5,
-                "domain_index": tf.clip_by_value(inputs["domain_index"], 0, self.num_domains - 1),
+                "domain_index": domain_in_range(inputs["domain_index"], self.num_domains),
                 "e_did": inputs["e_did"]}
 
     def _scores(self, users, entities):
@@ -218,7 +250,9 @@ class ServingScorer:
                 "e_did": enc["e_did"], "domain_known": enc["domain_known"]}
 
     def _score_encoded(self, inputs):
-        entities = self.scorer.input_sets.entities_from_repr(inputs[INDEX_OUTPUT])
+        entity_repr = tf.debugging.assert_all_finite(
+            inputs[INDEX_OUTPUT], f"{INDEX_OUTPUT} must be finite (no NaN / Inf)")
+        entities = self.scorer.input_sets.entities_from_repr(entity_repr)
         return self._scores(self._encoded_users(inputs), entities)
 
     def _score_candidates(self, inputs):

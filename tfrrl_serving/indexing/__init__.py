@@ -8,6 +8,8 @@ version (``tfrrl index``), searched online with the model as the scorer.
 * :mod:`~tfrrl_serving.indexing.build` — offline:
   :func:`~tfrrl_serving.indexing.build.build_indexes` writes and atomically publishes
   ``index-<version>/`` with its manifest;
+* :mod:`~tfrrl_serving.indexing.checksums` — the sha256 of every index file, written into the
+  manifest and verified on load;
 * :mod:`~tfrrl_serving.indexing.index_set` — a published index loaded and checked
   (:func:`~tfrrl_serving.indexing.index_set.load_indexes`);
 * :mod:`~tfrrl_serving.indexing.search` — online:

@@ -16,7 +16,9 @@ Layout (next to the model's versions, never inside one; :mod:`tfrrl_serving.inde
     <export_dir>/<name>/<version>/            the SavedModel, left untouched
     <export_dir>/<name>/index-<version>/      its index
         manifest.json      model version + SavedModel fingerprint, corpus version (sha256 of the
-                           corpus TFRecords), data_dir, dims, counts, build parameters, timings
+                           corpus TFRecords), data_dir, dims, counts, build parameters, timings,
+                           and the sha256 of every other file of the folder (``checksums``,
+                           :mod:`tfrrl_serving.indexing.checksums`; verified on load)
         entity_keys.txt    corpus entity keys (``entity_id``, ``<type>:<id>``), one per line:
                            line i = index id i = row i of entity_repr.npy
         entity_repr.npy    float32 [N, R+E], the cached ``encode_entities`` output that
@@ -36,6 +38,9 @@ Why this layout:
   reader never sees a half-written index. Replacing an index (``overwrite=True``, e.g. after the
   corpus changed) renames the old folder away and the new one in: between the two renames the
   version briefly has NO index (a poller then keeps serving what it has), never a mixed one.
+* A ``.tmp-*`` / ``.old-*`` folder left by a build that was killed half-way is removed by the
+  next build once it is stale
+  (:func:`tfrrl.artifacts.export_folder.remove_stale_temporary_folders`), with a log line.
 * Building again with the same model fingerprint, corpus version and build parameters returns
   the existing index (``reused: True``) instead of rebuilding.
 
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -58,14 +64,18 @@ import numpy as np
 import tensorflow as tf
 
 from tfrrl import export
-from tfrrl.artifacts.export_folder import (ENTITY_KEYS, ENTITY_REPR, HNSW_DIR, INDEX_FORMAT,
-                                           INDEX_MANIFEST, INDEX_OUTPUT, INDEX_PREFIX,
-                                           INDEX_SIGNATURE, MANIFEST, SCANN_DIR)
+from tfrrl.artifacts.export_folder import (ENTITY_KEYS, ENTITY_REPR, HNSW_DIR, INDEX_CHECKSUMS,
+                                           INDEX_FORMAT, INDEX_MANIFEST, INDEX_OUTPUT,
+                                           INDEX_PREFIX, INDEX_SIGNATURE, MANIFEST, SCANN_DIR,
+                                           remove_stale_temporary_folders)
 from tfrrl_serving.ann.hnsw import build_hnsw
 from tfrrl_serving.ann.scann import build_scann
+from tfrrl_serving.indexing.checksums import index_checksums
 from tfrrl_serving.indexing.corpus import corpus_version, encode_corpus
 from tfrrl_serving.indexing.layout import (check_entity_keys, index_dir, model_fingerprint,
                                            model_version_dir, write_entity_keys)
+
+logger = logging.getLogger(__name__)
 
 
 def build_indexes(export_dir: str, data_dir: Optional[str] = None, version: Optional[int] = None,
@@ -103,6 +113,9 @@ def build_indexes(export_dir: str, data_dir: Optional[str] = None, version: Opti
                        "num_layers": int(num_layers), "seed": int(seed)},
               "scann": {"distance": "squared_l2", "num_neighbors": int(scann_num_neighbors)}}
     final = pathlib.Path(index_dir(export_dir, version, name))
+    for path in remove_stale_temporary_folders(str(final.parent)):
+        logger.warning("removed %s: a stale temporary folder left by an interrupted "
+                       "`tfrrl export` or `tfrrl index`", path)
     if (final / INDEX_MANIFEST).is_file():
         old = json.loads((final / INDEX_MANIFEST).read_text(encoding="utf-8"))
         if (old.get("corpus_version") == corpus_hash
@@ -182,6 +195,7 @@ def build_indexes(export_dir: str, data_dir: Optional[str] = None, version: Opti
                           "scann": round(scann_s, 3)},
             "tensorflow_version": tf.__version__,
             "created_unix": int(time.time()),
+            INDEX_CHECKSUMS: index_checksums(tmp),  # every file above, before the manifest
         }
         manifest["timings_s"]["total"] = round(time.time() - start, 3)
         (tmp / INDEX_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",

@@ -1,6 +1,8 @@
 """A published index loaded for serving (:func:`load_indexes`): entity keys, the cached entity
 representations, the HNSW graph and the ScaNN index of one model version, checked against the
-index manifest (:mod:`tfrrl_serving.indexing.build` writes it).
+index manifest (:mod:`tfrrl_serving.indexing.build` writes it): every file against its recorded
+sha256 (:mod:`tfrrl_serving.indexing.checksums`), the parts against the manifest's counts, dims
+and versions, and the representations for NaN / Inf.
 
 numpy only at import: ScaNN (which imports TensorFlow) loads with the index.
 """
@@ -17,6 +19,7 @@ import numpy as np
 from tfrrl.artifacts.export_folder import INDEX_FORMAT, INDEX_MANIFEST
 from tfrrl_serving.ann.hnsw import HnswGraph
 from tfrrl_serving.ann.scann import ScannIndex
+from tfrrl_serving.indexing.checksums import verify_index_checksums
 from tfrrl_serving.indexing.layout import index_dir, latest_indexed_version, read_entity_keys
 
 
@@ -30,6 +33,7 @@ class IndexSet:
     entity_repr: np.ndarray  # float32 [N, D]
     hnsw: HnswGraph
     scann: Optional[ScannIndex]
+    checksums_verified: bool = False  # False: not asked, or built before checksums existed
 
     @property
     def version(self) -> int:
@@ -44,9 +48,11 @@ class IndexSet:
 
 
 def load_indexes(export_dir: str, version: Optional[int] = None, name: str = "tfrrl", *,
-                 load_scann: bool = True, mmap: bool = False) -> IndexSet:
+                 load_scann: bool = True, mmap: bool = False, verify: bool = True) -> IndexSet:
     """Loads ``index-<version>`` (default: :func:`latest_indexed_version`) and checks that its
-    parts agree with the manifest (counts, dims, model and corpus versions)."""
+    parts agree with the manifest (counts, dims, model and corpus versions) and that the
+    representations are finite. ``verify``: first check every file against the sha256 the
+    manifest records (:class:`~tfrrl_serving.indexing.checksums.IndexIntegrityError`)."""
     if version is None:
         version = latest_indexed_version(export_dir, name)
     root = pathlib.Path(index_dir(export_dir, version, name))
@@ -56,6 +62,7 @@ def load_indexes(export_dir: str, version: Optional[int] = None, name: str = "tf
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != INDEX_FORMAT:
         raise ValueError(f"{root}: unknown index format {manifest.get('format')!r}")
+    verified = verify_index_checksums(root, manifest) if verify else False
     keys = read_entity_keys(root / manifest["files"]["entity_keys"])
     reprs = np.load(root / manifest["files"]["entity_repr"], mmap_mode="r" if mmap else None)
     graph = HnswGraph.load(root / manifest["hnsw"]["dir"])
@@ -66,6 +73,8 @@ def load_indexes(export_dir: str, version: Optional[int] = None, name: str = "tf
         problems.append(f"{len(keys)} keys")
     if reprs.shape != (n, dim):
         problems.append(f"entity_repr {reprs.shape}")
+    elif not np.all(np.isfinite(reprs)):
+        problems.append(f"{int(np.sum(~np.isfinite(reprs)))} NaN / Inf values in entity_repr")
     if graph.num_nodes != n:
         problems.append(f"HNSW {graph.num_nodes} nodes")
     if scann is not None and (scann.num_vectors != n or scann.dim != dim):
@@ -79,5 +88,6 @@ def load_indexes(export_dir: str, version: Optional[int] = None, name: str = "tf
     if problems:
         raise ValueError(f"{root}: manifest says {n} x {dim} for model {manifest['model_version']}"
                          f" / corpus {manifest['corpus_version']}, but: {'; '.join(problems)}")
-    return IndexSet(directory=str(root), manifest=manifest, entity_keys=keys,
+    return IndexSet(directory=str(root), manifest=manifest, checksums_verified=verified,
+                    entity_keys=keys,
                     entity_repr=reprs, hnsw=graph, scann=scann)

@@ -1,21 +1,22 @@
-"""The matching service's client (``tfrrl query``): one ``Retrieve`` by user id, and the answer
-as a table."""
+"""The matching service's client (``tfrrl query``): one ``Retrieve`` by user id (plaintext, or
+TLS with :class:`tfrrl_serving.transport.ClientTLS`), and the answer as a table."""
 
 from __future__ import annotations
 
-import grpc
+from typing import Optional
 
 from tfrrl_serving.protos import matching_pb2, matching_pb2_grpc
+from tfrrl_serving.transport import ClientTLS, open_channel
 
 
 def query(target: str, domain: str, k: int, user_id: str, *, mode: str = "",
-          timeout_s: float = 10.0, ef: int = 0, num_candidates: int = 0
-          ) -> matching_pb2.RetrieveResponse:
+          timeout_s: float = 10.0, ef: int = 0, num_candidates: int = 0,
+          tls: Optional[ClientTLS] = None) -> matching_pb2.RetrieveResponse:
     """One Retrieve by user id (0 / "" = the server's defaults); raises grpc.RpcError on a
     non-OK status."""
     request = matching_pb2.RetrieveRequest(domain=domain, k=k, user_id=user_id, mode=mode,
                                            ef=ef, num_candidates=num_candidates)
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, tls) as channel:
         return matching_pb2_grpc.MatchingServiceStub(channel).Retrieve(request,
                                                                        timeout=timeout_s)
 

@@ -13,8 +13,14 @@ from typing import List, Optional
 
 from tfrrl.artifacts.export_folder import ASSETS_DIR
 from tfrrl.data import schema
+from tfrrl_serving.errors import ModelConfigError, TFServingUnreachableError
 from tfrrl_serving.indexing.index_set import load_indexes
 from tfrrl_serving.indexing.search import IndexedRetriever
+from tfrrl_serving.transport import ClientTLS
+
+
+class VersionNotServed(Exception):
+    """TF Serving does not (yet) serve the version asked for: not a fault of the version."""
 
 
 def read_vocabulary(version_dir: str, name: str) -> List[str]:
@@ -44,16 +50,37 @@ class ModelContext:
 
 
 def load_model(export_dir: str, name: str = "tfrrl", version: Optional[int] = None,
-               tf_serving: Optional[str] = None, timeout_s: float = 10.0) -> ModelContext:
-    """The newest indexed version (or ``version``): in-process, or scored by TF Serving."""
+               tf_serving: Optional[str] = None, timeout_s: float = 10.0,
+               tf_serving_tls: Optional[ClientTLS] = None) -> ModelContext:
+    """The newest indexed version (or ``version``): in-process, or scored by TF Serving
+    (``tf_serving_tls``: over TLS). Its index is verified on load (checksums, finite values:
+    :func:`~tfrrl_serving.indexing.index_set.load_indexes`)."""
     if tf_serving:
         # Here, not at the top: the TF Serving client imports TensorFlow (module docstring).
         # pylint: disable=import-outside-toplevel
-        from tfrrl_serving.prediction.client import PredictionClient
+        import grpc
+
+        from tfrrl_serving.prediction.client import PredictionClient, PredictionServiceError
         from tfrrl_serving.prediction.remote_model import RemoteSavedModel
 
-        client = PredictionClient(tf_serving, name, version, timeout_s=timeout_s)
-        remote = RemoteSavedModel(client)
+        credentials = tf_serving_tls.credentials() if tf_serving_tls is not None else None
+        client = PredictionClient(tf_serving, name, version, timeout_s=timeout_s,
+                                  credentials=credentials)
+        try:
+            remote = RemoteSavedModel(client)
+        except PredictionServiceError as err:
+            client.close()
+            if err.code == grpc.StatusCode.NOT_FOUND and version is not None:
+                raise VersionNotServed(f"TF Serving at {tf_serving} does not serve version "
+                                       f"{version} of {name!r} (yet)") from None
+            if err.code == grpc.StatusCode.NOT_FOUND:
+                raise ModelConfigError(f"TF Serving at {tf_serving} does not serve a model "
+                                       f"named {name!r}: check --name") from None
+            if err.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise TFServingUnreachableError(
+                    f"TF Serving at {tf_serving} does not answer ({err.code.name} after "
+                    f"{err.attempts} attempts): start it, or fix --tf-serving") from None
+            raise
         indexes = load_indexes(export_dir, remote.version, name)
         retriever = IndexedRetriever(remote, indexes)
     else:

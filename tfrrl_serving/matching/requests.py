@@ -22,7 +22,7 @@ from tfrrl.data import link_spec, schema
 from tfrrl_serving.indexing.search import MODES
 from tfrrl_serving.matching.model import ModelContext
 from tfrrl_serving.protos import matching_pb2
-from tfrrl_serving.status import StatusError, invalid_argument
+from tfrrl_serving.status import MAX_SHOWN_CHARS, StatusError, invalid_argument, shown
 from tfrrl_serving.user_store import UserStore
 
 
@@ -85,7 +85,8 @@ def raw_user_from_features(features: matching_pb2.UserFeatures, model: ModelCont
                                f"{L} (most recent last: send the last ones)")
     unknown = sorted(set(features.profile) - set(model.profile_fields))
     if unknown:
-        raise invalid_argument(f"features.profile has unknown fields {unknown}; known: "
+        raise invalid_argument(f"features.profile has unknown fields "
+                               f"{shown(unknown, MAX_SHOWN_CHARS * 2)}; known: "
                                f"{model.profile_fields}")
     types = [exposure_type(i, e, model) for i, e in enumerate(features.exposures)]
     raw: Dict[str, Any] = {"user_id": features.user_id or schema.DEFAULT_TOKEN}
@@ -107,13 +108,13 @@ def exposure_type(i: int, exposure: matching_pb2.Exposure, model: ModelContext) 
         raise invalid_argument(f"features.exposures[{i}].entity_key is empty")
     key_type, entity_id = link_spec.split_entity_key(exposure.entity_key)
     if not entity_id or key_type not in model.entity_types:
-        raise invalid_argument(f"features.exposures[{i}].entity_key {exposure.entity_key!r} "
-                               f"is not '<entity type>:<id>' with a type in "
-                               f"{model.entity_types}")
+        raise invalid_argument(f"features.exposures[{i}].entity_key "
+                               f"{shown(exposure.entity_key)} is not '<entity type>:<id>' with "
+                               f"a type in {model.entity_types}")
     if exposure.entity_type and exposure.entity_type != key_type:
         raise invalid_argument(f"features.exposures[{i}].entity_type "
-                               f"{exposure.entity_type!r} disagrees with its entity_key "
-                               f"{exposure.entity_key!r}")
+                               f"{shown(exposure.entity_type)} disagrees with its entity_key "
+                               f"{shown(exposure.entity_key)}")
     return key_type
 
 
@@ -155,7 +156,7 @@ def raw_user(request: matching_pb2.RetrieveRequest, model: ModelContext,
     stored = user_store.get(request.user_id)
     if stored is None:
         raise StatusError(grpc.StatusCode.NOT_FOUND,
-                          f"unknown user_id {request.user_id!r} (not in the user-feature "
+                          f"unknown user_id {shown(request.user_id)} (not in the user-feature "
                           "snapshot): send the user's features instead")
     return raw_user_from_store(stored, model)
 
@@ -167,14 +168,16 @@ def retrieval_options(request: matching_pb2.RetrieveRequest, model: ModelContext
     if not request.domain:
         raise invalid_argument("domain is missing")
     if request.domain not in model.domains:
-        raise invalid_argument(f"unknown domain {request.domain!r}; known: {model.domains}")
+        raise invalid_argument(f"unknown domain {shown(request.domain)}; known: "
+                               f"{model.domains}")
     cap = min(max_k, model.num_entities)
     if request.k < 1 or request.k > cap:
         raise invalid_argument(f"k must be in [1, {cap}] (max_k {max_k}, corpus "
                                f"{model.num_entities} entities), got {request.k}")
     mode = request.mode or default_mode
     if mode not in MODES:
-        raise invalid_argument(f"mode must be one of {list(MODES)}, got {request.mode!r}")
+        raise invalid_argument(f"mode must be one of {list(MODES)}, got "
+                               f"{shown(request.mode)}")
     if request.ef < 0:
         raise invalid_argument(f"ef must be >= 0 (0 = server default), got {request.ef}")
     if request.num_candidates < 0:

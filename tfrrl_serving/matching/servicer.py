@@ -11,8 +11,10 @@ the HNSW graph over the entity representations is walked with the backbone as th
   before any model call, and a retrieval stops before its next model call once the client is
   gone (deadline spent: DEADLINE_EXCEEDED; cancelled: CANCELLED).
 * One JSON log line per request (:mod:`tfrrl_serving.matching.log`: request id, domain, k,
-  mode, status, latency, model version, entities scored; never the user's features).
-* Errors: INVALID_ARGUMENT (the message names the field), NOT_FOUND (unknown user id),
+  mode, status, latency, model version, entities scored; never the user's features), unless
+  ``log_requests`` is off (``tfrrl serve --no-request-log``).
+* Errors: INVALID_ARGUMENT (the message names the field; an echoed value is cut to 64
+  characters, :func:`tfrrl_serving.status.shown`), NOT_FOUND (unknown user id),
   FAILED_PRECONDITION (by id without a store), DEADLINE_EXCEEDED, INTERNAL (with the request id;
   the log has the traceback). A bad request never affects the next one.
 """
@@ -46,7 +48,7 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
 
     def __init__(self, model: ModelContext, user_store: Optional[UserStore], *,
                  max_k: int = DEFAULT_MAX_K, default_mode: str = "hnsw",
-                 default_ef: Optional[int] = None):
+                 default_ef: Optional[int] = None, log_requests: bool = True):
         if default_mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.model = model
@@ -54,6 +56,8 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
         self.max_k = int(max_k)
         self.default_mode = default_mode
         self.default_ef = default_ef
+        self.log_requests = bool(log_requests)  # one JSON line per request (internal errors
+        # are logged either way)
         # Less than this left of a request's deadline: answer DEADLINE_EXCEEDED at once rather
         # than compute a top-k the client will no longer read.
         self.min_time_left_s = MIN_TIME_LEFT_S
@@ -112,6 +116,8 @@ class MatchingServicer(matching_pb2_grpc.MatchingServiceServicer):
         latency_ms = (time.perf_counter() - start) * 1e3
         with self._lock:
             self.status_counts[code.name] = self.status_counts.get(code.name, 0) + 1
+        if not self.log_requests:
+            return response
         logger.info(event_line(
             "retrieve", method=f"/{SERVICE_NAME}/Retrieve",
             request_id=request_id, status=code.name,

@@ -14,8 +14,11 @@ client. ``python -m tfrrl_serving.tf_serving`` starts the server.
   disk, version policies;
 * :mod:`~tfrrl_serving.prediction.servables` — loaded versions and the manager that swaps new
   ones in atomically;
+* :mod:`~tfrrl_serving.prediction.warmup` — the warm-up a new version passes before the swap;
+* :mod:`~tfrrl_serving.prediction.limits` — declared shapes checked against the bytes present
+  and the per-request limits, before any allocation;
 * :mod:`~tfrrl_serving.prediction.requests` — checks and conversions of one ``Predict``;
 * :mod:`~tfrrl_serving.prediction.servicer` — the gRPC servicer;
-* :mod:`~tfrrl_serving.prediction.server` — lifecycle (health, reflection, version polling,
-  graceful stop) and the command line.
+* :mod:`~tfrrl_serving.prediction.server` — lifecycle (health, reflection, TLS, version
+  polling, graceful stop) and the command line.
 """

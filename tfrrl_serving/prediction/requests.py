@@ -10,71 +10,73 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from tfrrl_serving.prediction.protocol import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE
+from tfrrl_serving.prediction.limits import RequestLimits, check_inputs
+from tfrrl_serving.prediction.protocol import DEFAULT_SIGNATURE
 from tfrrl_serving.prediction.servables import Servable, Signature
-from tfrrl_serving.status import StatusError, invalid_argument
+from tfrrl_serving.status import MAX_SHOWN_CHARS, StatusError, invalid_argument, shown
 
 # gRPC and TF share the canonical status code numbers (google.rpc.Code).
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
 
 
 def _shape_string(shape) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def _dtype_name(enum: int) -> str:
+    try:
+        return tf.dtypes.as_dtype(enum).name
+    except TypeError:
+        return f"DT_INVALID ({enum})"
+
+
 def signature_of(servable: Servable, signature_name: str) -> Signature:
     name = signature_name or DEFAULT_SIGNATURE
     if name not in servable.signatures:
-        raise invalid_argument(f'Serving signature key "{name}" not found; model '
-                               f"{servable.name} version {servable.version} has "
+        raise invalid_argument(f'Serving signature key "{shown(name, quote=False)}" not found; '
+                               f"model {servable.name} version {servable.version} has "
                                f"{sorted(servable.signatures)}")
     return servable.signatures[name]
 
 
-def _declared_elements(proto) -> int:
-    dims = [d.size for d in proto.tensor_shape.dim]
-    if any(d < 0 for d in dims):
-        raise ValueError(f"negative dimension in shape {dims}")
-    return int(np.prod(dims, dtype=np.float64)) if dims else 1
-
-
 def request_arrays(signature_name: str, signature: Signature, inputs: Mapping[str, Any],
-                   max_elements: int = DEFAULT_MAX_MESSAGE_BYTES) -> Dict[str, np.ndarray]:
+                   limits: RequestLimits = RequestLimits()) -> Dict[str, np.ndarray]:
     """``TensorProto`` inputs → arrays, checked against the signature's input specs: every
     input present, none extra, exact dtype, compatible rank and static dimensions.
 
-    ``max_elements`` bounds the declared shape: a proto may declare a shape without content
-    (zero-filled, or one value broadcast), and a huge one must not exhaust the server's memory."""
+    Every declared shape is checked against the bytes present and against ``limits``
+    (:mod:`tfrrl_serving.prediction.limits`) before any input is converted: a proto may declare
+    a shape its content does not fill, and a huge one must not exhaust the server's memory."""
     specs = signature.inputs
     extra = sorted(set(inputs) - set(specs))
     if extra:
         raise invalid_argument(f"input tensor alias not found in signature: "
-                               f"{', '.join(extra)}. Inputs expected to be in the set "
-                               f"{{{', '.join(sorted(specs))}}}.")
+                               f"{shown(', '.join(extra), MAX_SHOWN_CHARS * 2, quote=False)}. "
+                               f"Inputs expected to be in the set {{{', '.join(sorted(specs))}}}.")
     missing = sorted(set(specs) - set(inputs))
     if missing:
         raise invalid_argument(f"input size does not match signature {signature_name!r}: "
                                f"missing input(s) {missing}; it takes {sorted(specs)}")
-    arrays = {}
     for name, spec in specs.items():
         proto = inputs[name]
         if proto.dtype != spec.dtype.as_datatype_enum:
-            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
+            got = _dtype_name(proto.dtype)
             raise invalid_argument(f"input {name!r} of signature {signature_name!r} has dtype "
                                    f"{got}, expected {spec.dtype.name}")
-        try:
-            declared = _declared_elements(proto)
-            if declared > max_elements:
-                raise ValueError(f"it declares {declared} elements (limit {max_elements})")
-            value = tf.make_ndarray(proto)
-        except Exception as e:  # pylint: disable=broad-except  (malformed content)
-            raise invalid_argument(f"tensor parsing error: {name}: {e}") from None
-        if not spec.shape.is_compatible_with(value.shape):
+    shapes = check_inputs(inputs, limits)
+    arrays = {}
+    for name, spec in specs.items():
+        if not spec.shape.is_compatible_with(shapes[name]):
             raise invalid_argument(f"input {name!r} of signature {signature_name!r} has shape "
-                                   f"{_shape_string(value.shape)} (rank {value.ndim}), expected "
-                                   f"{_shape_string(spec.shape.as_list())} "
+                                   f"{_shape_string(shapes[name])} (rank {len(shapes[name])}), "
+                                   f"expected {_shape_string(spec.shape.as_list())} "
                                    f"(rank {spec.shape.rank})")
-        arrays[name] = value
+        try:
+            arrays[name] = tf.make_ndarray(inputs[name])
+        except Exception as e:  # pylint: disable=broad-except  (malformed content)
+            raise invalid_argument(f"tensor parsing error: {name}: "
+                                   f"{shown(str(e), 200, quote=False)}") from None
     return arrays
 
 
@@ -86,11 +88,13 @@ def output_aliases(signature_name: str, signature: Signature,
     unknown = sorted(set(output_filter) - set(signature.outputs))
     if unknown:
         raise invalid_argument(f"output tensor alias not found in signature "
-                               f"{signature_name!r}: {', '.join(unknown)}. Outputs expected to "
-                               f"be in the set {{{', '.join(signature.outputs)}}}.")
+                               f"{signature_name!r}: "
+                               f"{shown(', '.join(unknown), MAX_SHOWN_CHARS * 2, quote=False)}. "
+                               f"Outputs expected to be in the set "
+                               f"{{{', '.join(signature.outputs)}}}.")
     if len(set(output_filter)) != len(output_filter):
         raise invalid_argument(f"duplicate output tensor alias in output_filter "
-                               f"{list(output_filter)}")
+                               f"{shown(list(output_filter), MAX_SHOWN_CHARS * 2)}")
     return list(output_filter)
 
 
@@ -103,7 +107,8 @@ def run_signature(signature_name: str, signature: Signature, arrays: Mapping[str
     except tf.errors.OpError as e:
         code = _GRPC_CODES.get(e.error_code, grpc.StatusCode.UNKNOWN)
         raise StatusError(code, f"signature {signature_name!r}: "
-                                f"{op_error_summary(e.message or str(e))}") from None
+                                f"{shown(op_error_summary(e.message or str(e)), 500, quote=False)}"
+                          ) from None
     return {alias: outputs[alias].numpy() for alias in aliases}
 
 

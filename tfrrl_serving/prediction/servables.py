@@ -1,11 +1,13 @@
 """Loaded model versions (servables) and the :class:`ModelManager` that loads newly aspired
 versions and swaps them in atomically (TF Serving's manager, in miniature).
 
-A new version is loaded completely (every signature) before it is swapped in; a request in
-flight keeps the servable it started with, so a reload never fails a request. A version that
-fails to load is logged and retried on the next reloads (at most ``max_load_retries`` times)
-while the loaded one keeps serving. When every version folder disappears the loaded one keeps
-serving (TF Serving would unload it).
+A new version is loaded completely (every signature) and warmed up (``warm_up``, e.g.
+:func:`tfrrl_serving.prediction.warmup.warm_up_servable`: every call must succeed with finite
+outputs) before it is swapped in; a request in flight keeps the servable it started with, so a
+reload never fails a request. A version that fails to load or to warm up is never served: it is
+logged (with its traceback the first time, one line after) and retried on the next reloads (at
+most ``max_load_retries`` times) while the loaded one keeps serving. When every version folder
+disappears the loaded one keeps serving (TF Serving would unload it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import tensorflow as tf
@@ -27,7 +29,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfrrl.artifacts.export_folder import SAVED_MODEL
 from tfrrl_serving.prediction.model_source import aspired_versions, version_folders
 from tfrrl_serving.signatures import signature_inputs
-from tfrrl_serving.status import StatusError, invalid_argument
+from tfrrl_serving.status import StatusError, invalid_argument, shown
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +79,11 @@ def load_servable(name: str, version_dir: str) -> Servable:
 
 
 def _request_string(spec: model_pb2.ModelSpec) -> str:
-    """TF Serving's ``ServableRequest::DebugString``."""
+    """TF Serving's ``ServableRequest::DebugString`` (a long model name cut)."""
+    name = shown(spec.name, quote=False)
     if spec.WhichOneof("version_choice") == "version":
-        return f"Specific({spec.name}, {spec.version.value})"
-    return f"Latest({spec.name})"
+        return f"Specific({name}, {spec.version.value})"
+    return f"Latest({name})"
 
 
 class ModelManager:
@@ -93,13 +96,15 @@ class ModelManager:
 
     def __init__(self, configs: Sequence[model_server_config_pb2.ModelConfig],
                  max_load_retries: int = 5,
-                 loader: Callable[[str, str], Servable] = load_servable):
+                 loader: Callable[[str, str], Servable] = load_servable,
+                 warm_up: Optional[Callable[[Servable], None]] = None):
         names = [c.name for c in configs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate model names in the config: {names}")
         self.configs = {c.name: c for c in configs}
         self.max_load_retries = int(max_load_retries)
         self._loader = loader
+        self._warm_up = warm_up
         self._served: Dict[str, Dict[int, Servable]] = {n: {} for n in names}
         self._failures: Dict[Tuple[str, int], int] = collections.Counter()
         self._reload_lock = threading.Lock()  # one reload at a time; readers never wait
@@ -129,13 +134,22 @@ class ModelManager:
             path = os.path.join(config.base_path, str(version))
             try:
                 start = time.time()
-                new[version] = self._loader(name, path)
-                logger.info("model %s: loaded version %d in %.1fs", name, version,
-                            time.time() - start)
-            except Exception:  # pylint: disable=broad-except  (a bad version never stops serving)
+                servable = self._loader(name, path)
+                if self._warm_up is not None:
+                    self._warm_up(servable)
+                new[version] = servable
+                logger.info("model %s: loaded and warmed up version %d in %.1fs", name,
+                            version, time.time() - start)
+            except Exception as err:  # pylint: disable=broad-except  (never stops serving)
                 self._failures[(name, version)] += 1
-                logger.exception("model %s: loading version %d failed (attempt %d)", name,
-                                 version, self._failures[(name, version)])
+                attempt = self._failures[(name, version)]
+                serving = sorted(current) or "nothing"
+                if attempt == 1:
+                    logger.exception("model %s: version %d rejected (still serving %s): %s",
+                                     name, version, serving, shown(str(err), 500, quote=False))
+                else:
+                    logger.warning("model %s: version %d rejected again (attempt %d of %d)",
+                                   name, version, attempt, self.max_load_retries + 1)
         if new and set(new) != set(current):
             self._served = {**self._served, name: new}
             logger.info("model %s: serving version(s) %s", name, sorted(new))
@@ -161,7 +175,7 @@ class ModelManager:
             labels = self.configs[spec.name].version_labels
             if spec.version_label not in labels:
                 raise invalid_argument("Unrecognized servable version label: "
-                                       f"{spec.version_label}")
+                                       f"{shown(spec.version_label, quote=False)}")
             version = labels[spec.version_label]
         elif choice == "version":
             version = spec.version.value

@@ -26,8 +26,14 @@ the input and what was expected; a TensorFlow runtime error keeps its own code
 (:mod:`tfrrl_serving.prediction.requests`).
 
 Models and versions: :mod:`tfrrl_serving.prediction.model_source` (what to serve) and
-:mod:`tfrrl_serving.prediction.servables` (loading, atomic swaps). With polling
-(``poll_seconds`` / ``--file_system_poll_wait_seconds``) this server reloads in the background.
+:mod:`tfrrl_serving.prediction.servables` (loading, warm-up before the swap:
+:mod:`tfrrl_serving.prediction.warmup`). With polling (``poll_seconds`` /
+``--file_system_poll_wait_seconds``) this server reloads in the background.
+
+Requests are bounded before anything is allocated (:mod:`tfrrl_serving.prediction.limits`:
+``--max_elements_per_input``, ``--max_total_elements``, ``--max_batch_size``). Transport
+(:mod:`tfrrl_serving.transport`): loopback by default, ``--tls_cert`` / ``--tls_key`` (mutual
+with ``--tls_client_ca``), ``--no_reflection``; start-up mistakes print one line, exit code 2.
 
 Usage (flags named like ``tensorflow_model_server``'s)::
 
@@ -52,20 +58,29 @@ import argparse
 import concurrent.futures
 import logging
 import signal
+import sys
 import threading
 from typing import Optional, Sequence
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool
+import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, inference_pb2,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
+from tfrrl.errors import UserError
+from tfrrl_serving.errors import ExportNotFoundError, ModelConfigError
+from tfrrl_serving.prediction.limits import RequestLimits
 from tfrrl_serving.prediction.model_source import resolve_model_configs
 from tfrrl_serving.prediction.protocol import DEFAULT_MAX_MESSAGE_BYTES, PREDICTION_SERVICE
 from tfrrl_serving.prediction.servables import ModelManager
 from tfrrl_serving.prediction.servicer import PredictionServicer
+from tfrrl_serving.prediction.warmup import warm_up_servable
+from tfrrl_serving.status import shown
+from tfrrl_serving.transport import ServerTLS, add_server_arguments, bind, check_port, \
+    server_tls_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +136,15 @@ class ServerHandle:
             self._poller.start()
 
     def _poll(self, seconds: float) -> None:
+        failing = False
         while not self._stop.wait(seconds):
             try:
                 self.manager.reload()
+                failing = False
             except Exception:  # pylint: disable=broad-except  (the poller must survive)
-                logger.exception("version poll failed")
+                if not failing:  # once until a poll succeeds again
+                    logger.exception("version poll failed")
+                failing = True
 
     def stop(self, grace: Optional[float] = 1.0) -> None:
         """Health goes NOT_SERVING, the poller stops, in-flight requests get ``grace`` s."""
@@ -149,49 +168,62 @@ def start_server(base_dir: Optional[str] = None, port: int = 0, *, host: str = "
                  model_name: Optional[str] = None, model_config_file: Optional[str] = None,
                  poll_seconds: Optional[float] = None, max_workers: int = 8,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_load_retries: int = 5,
+                 limits: RequestLimits = RequestLimits(), tls: Optional[ServerTLS] = None,
+                 reflection_enabled: bool = True,
                  manager: Optional[ModelManager] = None) -> ServerHandle:
-    """Loads every model (all signatures), then serves them on ``host:port`` (0 = a free port).
+    """Loads and warms up every model (all signatures), then serves them on ``host:port`` (0 =
+    a free port).
 
     ``base_dir``: a ``tfrrl export`` folder (its ``models.config``) or one model's base path;
     ``model_config_file`` instead of it; see :func:`resolve_model_configs`. ``poll_seconds``:
-    look for new versions that often (None = never). ``manager``: an already loaded
+    look for new versions that often (None = never). ``limits``: how big one Predict may be
+    (:mod:`tfrrl_serving.prediction.limits`). ``tls``: serve TLS (mutual with a client CA).
+    ``reflection_enabled``: register gRPC server reflection. ``manager``: an already loaded
     :class:`ModelManager` to serve instead (e.g. to restart on a port without reloading).
-    Raises FileNotFoundError when a model has no loadable version, OSError when the port is
-    taken (SO_REUSEPORT is off, so two servers never share a port silently).
+
+    Start-up mistakes raise :class:`tfrrl.errors.UserError` subclasses with a one-line message
+    (:mod:`tfrrl_serving.errors`): an out-of-range or taken port, a model config that does not
+    parse or names no model, a model without a loadable version.
     """
+    port = check_port(port)
     if manager is None:
-        manager = ModelManager(resolve_model_configs(base_dir, model_name, model_config_file),
-                               max_load_retries=max_load_retries)
+        try:
+            configs = resolve_model_configs(base_dir, model_name, model_config_file)
+        except (ValueError, text_format.ParseError, tf.errors.OpError, OSError) as err:
+            raise ModelConfigError(f"bad model config: {shown(str(err), 300, quote=False)}"
+                                   ) from None
+        manager = ModelManager(configs, max_load_retries=max_load_retries,
+                               warm_up=warm_up_servable)
         served = manager.reload()
         empty = [n for n, v in served.items() if not v]
         if empty:
             paths = [manager.configs[n].base_path for n in empty]
-            raise FileNotFoundError(f"no loadable version of model(s) {empty} under {paths} "
-                                    f"(failed loads: {manager.load_failures() or 'none'}; "
-                                    "see the log)")
+            failures = manager.load_failures()
+            raise ExportNotFoundError(
+                f"no servable version of model(s) {empty} under {paths}: "
+                + (f"every version failed to load or warm up ({sorted(failures)}; see the log)"
+                   if failures else "export one with `tfrrl export`, or fix the path"))
     options = [("grpc.max_receive_message_length", int(max_message_bytes)),
                ("grpc.max_send_message_length", int(max_message_bytes)),
                ("grpc.so_reuseport", 0)]
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(
         max_workers=max_workers, thread_name_prefix="tf-serving"), options=options)
-    servicer = PredictionServicer(manager, max_elements=max_message_bytes)
+    servicer = PredictionServicer(manager, limits)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    register_prediction_service_descriptor()
-    reflection.enable_server_reflection(
-        (PREDICTION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
-    try:
-        bound = server.add_insecure_port(f"{host}:{int(port)}")
-    except RuntimeError as e:
-        raise OSError(f"cannot bind {host}:{port}: {e}") from None
-    if not bound:
-        raise OSError(f"cannot bind {host}:{port}")
+    if reflection_enabled:
+        register_prediction_service_descriptor()
+        reflection.enable_server_reflection(
+            (PREDICTION_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+    bound = bind(server, host, port, tls)
     server.start()
     for service in ("", PREDICTION_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("serving %s on %s:%d", manager.served_versions(), host, bound)
+    logger.info("serving %s on %s:%d (%s)", manager.served_versions(), host, bound,
+                "TLS" + (", mutual" if tls and tls.client_ca_file else "") if tls
+                else "plaintext")
     return ServerHandle(server, bound, host, manager, servicer, health_servicer, poll_seconds)
 
 
@@ -201,7 +233,10 @@ def start_server(base_dir: Optional[str] = None, port: int = 0, *, host: str = "
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m tfrrl_serving.tf_serving``: a local ``tensorflow_model_server`` (gRPC only)."""
+    """``python -m tfrrl_serving.tf_serving``: a local ``tensorflow_model_server`` (gRPC only).
+
+    A start-up mistake (a missing export, a bad model config, a port out of range or in use,
+    incomplete TLS flags) prints one line and exits with code 2."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free one)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -216,16 +251,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--grpc_max_threads", type=int, default=8)
     parser.add_argument("--max_message_bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES)
     parser.add_argument("--max_num_load_retries", type=int, default=5)
+    defaults = RequestLimits()
+    parser.add_argument("--max_elements_per_input", type=int,
+                        default=defaults.max_elements_per_input,
+                        help="elements one Predict input may declare (RESOURCE_EXHAUSTED above)")
+    parser.add_argument("--max_total_elements", type=int, default=defaults.max_total_elements,
+                        help="elements all inputs of one Predict may declare together")
+    parser.add_argument("--max_batch_size", type=int, default=defaults.max_batch_size,
+                        help="first dimension (users or candidates) of any Predict input")
+    add_server_arguments(parser, sep="_")
     args = parser.parse_args(argv)
     if bool(args.model_base_path) == bool(args.model_config_file):
         parser.error("give exactly one of --model_base_path and --model_config_file")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    handle = start_server(args.model_base_path, args.port, host=args.host,
-                          model_name=args.model_name, model_config_file=args.model_config_file,
-                          poll_seconds=args.file_system_poll_wait_seconds or None,
-                          max_workers=args.grpc_max_threads,
-                          max_message_bytes=args.max_message_bytes,
-                          max_load_retries=args.max_num_load_retries)
+    try:
+        limits = RequestLimits(args.max_elements_per_input, args.max_total_elements,
+                               args.max_batch_size)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        handle = start_server(args.model_base_path, args.port, host=args.host,
+                              model_name=args.model_name,
+                              model_config_file=args.model_config_file,
+                              poll_seconds=args.file_system_poll_wait_seconds or None,
+                              max_workers=args.grpc_max_threads,
+                              max_message_bytes=args.max_message_bytes,
+                              max_load_retries=args.max_num_load_retries, limits=limits,
+                              tls=server_tls_from_args(args, sep="_"),
+                              reflection_enabled=not args.no_reflection)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
     print(f"PredictionService on {handle.address}: {handle.manager.served_versions()}",
           flush=True)
 

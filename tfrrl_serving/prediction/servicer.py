@@ -15,12 +15,12 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, model_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from tfrrl_serving.prediction.protocol import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SIGNATURE,
-                                               SIGNATURE_DEF_FIELD)
+from tfrrl_serving.prediction.limits import RequestLimits
+from tfrrl_serving.prediction.protocol import DEFAULT_SIGNATURE, SIGNATURE_DEF_FIELD
 from tfrrl_serving.prediction.requests import (output_aliases, request_arrays, run_signature,
                                                signature_of)
 from tfrrl_serving.prediction.servables import ModelManager, Servable
-from tfrrl_serving.status import StatusError, invalid_argument
+from tfrrl_serving.status import StatusError, invalid_argument, shown
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``Predict`` and ``GetModelMetadata`` over a :class:`ModelManager`.
 
     ``request_counts``: ``{(method, status code name): count}`` of answered requests (what TF
-    Serving's ``:tensorflow:serving:request_count`` monitors)."""
+    Serving's ``:tensorflow:serving:request_count`` monitors). ``limits``: how big one request
+    may be (:mod:`tfrrl_serving.prediction.limits`)."""
 
-    def __init__(self, manager: ModelManager, max_elements: int = DEFAULT_MAX_MESSAGE_BYTES):
+    def __init__(self, manager: ModelManager, limits: RequestLimits = RequestLimits()):
         self.manager = manager
-        self.max_elements = int(max_elements)
+        self.limits = limits
         self.request_counts: collections.Counter = collections.Counter()
         self._counts_lock = threading.Lock()
 
@@ -48,7 +49,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             logger.exception("%s failed", method)
             response, code = empty, grpc.StatusCode.INTERNAL
             context.set_code(code)
-            context.set_details(f"{method} internal error: {type(e).__name__}: {e}")
+            context.set_details(f"{method} internal error: {type(e).__name__}: "
+                                f"{shown(str(e), 200, quote=False)}")
         with self._counts_lock:
             self.request_counts[(method, code.name)] += 1
         return response
@@ -65,7 +67,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         servable = self.manager.servable(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = signature_of(servable, signature_name)
-        arrays = request_arrays(signature_name, signature, request.inputs, self.max_elements)
+        arrays = request_arrays(signature_name, signature, request.inputs, self.limits)
         aliases = output_aliases(signature_name, signature, request.output_filter)
         outputs = run_signature(signature_name, signature, arrays, aliases)
         response = predict_pb2.PredictResponse()
@@ -82,7 +84,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                                    "metadata_field")
         unsupported = [f for f in fields if f != SIGNATURE_DEF_FIELD]
         if unsupported:
-            raise invalid_argument(f"Metadata field {unsupported[0]} is not supported")
+            raise invalid_argument(f"Metadata field {shown(unsupported[0], quote=False)} is not "
+                                   "supported")
         servable = self.manager.servable(request.model_spec)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in servable.signature_defs.items():
