@@ -28,7 +28,7 @@ def _one_line(err: BaseException) -> str:
     return message
 
 
-def test_ports_out_of_range_are_refused_before_anything_is_loaded(tmp_path):
+def test_ports_out_of_range_are_refused_before_anything_is_loaded(tmp_path, capsys):
     # gRPC alone would listen on 99999 - 65536 = 34463, and on 65535 for -1.
     for port in (99999, -1, 65536):
         with pytest.raises(errors.PortError) as err:
@@ -41,8 +41,10 @@ def test_ports_out_of_range_are_refused_before_anything_is_loaded(tmp_path):
         matching_server.start_server(missing, port=99999)
     with pytest.raises(errors.PortError):
         start_server(missing, port=-1)
-    with pytest.raises(errors.PortError, match="--port 99999 is out of range"):
-        cli.main(["query", "--user", "u", "--domain", "d", "--port", "99999"])
+    # The command line prints the PortError as one line and exits 2 (tfrrl_cli.main).
+    assert cli.main(["query", "--user", "u", "--domain", "d", "--port", "99999"]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and "--port 99999 is out of range" in err_lines[0]
 
 
 def _listening_socket():
