@@ -107,19 +107,19 @@ _LIST_WRITER = {_STRING: _string_list, _FLOAT: _float_list, _INT64: _int64_list}
 
 
 def _same_bytes_when_equal(kind: int, v: Any) -> bool:
-    """Whether every value equal to ``v`` (and of its type) encodes to the same bytes, so the
+    """Whether every scalar equal to ``v`` (and of its type) encodes to the same bytes, so the
     entry can be cached under ``v``. Not so for 0.0 and -0.0 (equal, other float bits), nor for
-    string sequences holding non-strings (1 == True, but bytes(numpy.int64(1)) != bytes(1))."""
+    a list value (unhashable), nor for a non-string in a string feature (bytes() of it)."""
+    if isinstance(v, (list, tuple)):
+        return False
     if kind == _FLOAT:
-        return not isinstance(v, tuple) and v != 0
-    if kind == _STRING and isinstance(v, tuple):
-        return all(type(x) is str for x in v)  # pylint: disable=unidiomatic-typecheck
+        return v != 0
     return kind == _INT64 or type(v) is str  # pylint: disable=unidiomatic-typecheck
 
 
 def _map_entry(key_field: bytes, kind: int, length: int, v: Any) -> bytes:
     """One ``feature`` map entry: {key = 1: name, value = 2: Feature}."""
-    seq = v if isinstance(v, tuple) else (v,)
+    seq = v if isinstance(v, (list, tuple)) else (v,)
     if length and len(seq) != length:
         raise ValueError("wrong sequence length")
     value_list = _LIST_WRITER[kind](seq)
@@ -132,9 +132,10 @@ class RecordEncoder:
     """Encodes value mappings as the serialized tf.train.Example of ``features``, the bytes
     ``fallback`` (the schema's encoder of the same features) gives.
 
-    Most values repeat from record to record (a user's profile in each of their examples, an
-    entity's features in each of its impressions), so the encoded map entry of a (feature,
-    value) is kept in a bounded cache: a repeated value costs one dictionary lookup.
+    Most scalar values repeat from record to record (a user's profile in each of their
+    examples, an entity's features in each of its impressions), so the encoded map entry of a
+    (feature, value) is kept in a bounded cache: a repeated value costs one dictionary lookup.
+    Sequences seldom repeat whole; their tokens' encoded fields are cached instead.
     """
 
     CACHE_ENTRIES = 200_000  # cleared when full: memory stays bounded, hits stay likely
@@ -163,8 +164,9 @@ class RecordEncoder:
             v = get(name, default)
             if v is None:
                 raise ValueError(name)
-            if isinstance(v, list):
-                v = tuple(v)
+            if length:  # a sequence: seldom repeated whole, so its tokens are cached instead
+                entries.append(_map_entry(key_field, kind, length, v))
+                continue
             ckey = (name, type(v), v)
             entry = cache.get(ckey)
             if entry is None:  # (a hit was stored under an equal key: same bytes)
