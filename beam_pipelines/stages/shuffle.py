@@ -18,8 +18,8 @@ from typing import Dict, Iterator, List, Tuple
 
 import apache_beam as beam
 
-# (bucket, [(record hash, record), ...]): what crosses the bucket shuffle.
-BucketBatch = Tuple[int, List[Tuple[int, bytes]]]
+# (bucket, [record, ...]): what crosses the bucket shuffle.
+BucketBatch = Tuple[int, List[bytes]]
 
 
 def record_hash(record: bytes) -> int:
@@ -34,13 +34,12 @@ class BucketBatcher:
     def __init__(self, buckets: int, max_bytes: int = 32 << 20):
         self._buckets = max(1, buckets)
         self._max_bytes = max_bytes
-        self._held: Dict[int, List[Tuple[int, bytes]]] = collections.defaultdict(list)
+        self._held: Dict[int, List[bytes]] = collections.defaultdict(list)
         self._bytes = 0
 
     def add(self, record: bytes) -> Iterator[BucketBatch]:
         """Holds ``record``; yields every held batch when the byte budget is reached."""
-        h = record_hash(record)
-        self._held[h % self._buckets].append((h, record))
+        self._held[record_hash(record) % self._buckets].append(record)
         self._bytes += len(record)
         if self._bytes >= self._max_bytes:
             yield from self.flush()
@@ -50,12 +49,9 @@ class BucketBatcher:
         yield from held.items()
 
 
-def _sorted_records(element: Tuple[int, List[List[Tuple[int, bytes]]]]) -> Iterator[bytes]:
+def _sorted_records(element: Tuple[int, List[List[bytes]]]) -> Iterator[bytes]:
     _, batches = element
-    pairs = [pair for batch in batches for pair in batch]
-    pairs.sort(key=lambda pair: pair[0])
-    for _, record in pairs:
-        yield record
+    return iter(sorted((r for batch in batches for r in batch), key=record_hash))
 
 
 class ShuffleRecords(beam.PTransform):
