@@ -7,7 +7,7 @@ The local runner (no ``--runner``, or ``DirectRunner``) is Beam's FnApiRunner wi
   fastest on the synthetic benchmark (benchmarks/RESULTS.md, "Beam link speed") and starts no
   worker process, so nothing of a worker's start-up reaches the terminal;
 * with one worker whatever ``--direct_num_workers`` says. Beam 2.77's local runner with two
-  workers loses rows: at 1M synthetic impressions, 3 runs out of 9 wrote fewer examples than
+  workers loses rows: at 1M synthetic impressions, 3 runs out of 11 wrote fewer examples than
   they read (938,400 and 971,569 of 1,000,000; the row accounting failed them) while the same
   stage's grouped outputs were complete — the elements went missing between the runner and its
   worker processes (benchmarks/RESULTS.md, "Two local workers"). ``--direct_num_workers=N`` is
