@@ -66,6 +66,11 @@ once users are many (a single very active user still lands in one shard). Each p
 runner's start-up, and the staged data is written and read once more. Measured peaks, the fitted
 costs and the start-up time: benchmarks/RESULTS.md, "Beam link memory".
 
+Parallelism: with ``--direct_num_workers=N`` the per-shard passes (assemble[i], finalize[i]) run
+N at a time, each a one-worker pipeline in a process of a pool (``_PassRunner``); partition,
+merge and summarize run alone. See ``beam_pipelines/runner.py`` for why the local runner's
+parallelism is pipelines side by side and not Beam's own multi-worker mode.
+
 Runners: only the local DirectRunner. A distributed runner (Dataflow, Flink, Spark) already
 spills and distributes its shuffles, so N passes would only multiply job start-ups and reads;
 ``check_runner`` refuses ``user_shards`` > 1 there with a clear error.
