@@ -20,3 +20,19 @@ Modules, from the entry down:
   the row accounting, and the staging/publishing of the output folder;
 * ``adapters/`` — public datasets → the raw contract.
 """
+
+import logging as _logging
+
+
+class _DropBeamImportNoise(_logging.Filter):
+    """Beam logs ``apitools not found, and bigquery client libraries are not available`` on the
+    root logger when it is imported without the GCP extras: a warning about an optional
+    dependency the link does not use. Dropped here (root logger, that record only) so that a
+    program importing the link does not print it; the local runner's worker processes drop it
+    too (``beam_pipelines/local_worker.py``)."""
+
+    def filter(self, record: _logging.LogRecord) -> bool:
+        return not (record.name == "root" and "apitools not found" in str(record.msg))
+
+
+_logging.getLogger().addFilter(_DropBeamImportNoise())

@@ -59,6 +59,7 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
 
 
 def run_one_pass(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: PrepareConfig,
-                 beam_args: Optional[List[str]]) -> Dict[str, int]:
+                 beam_args: Optional[List[str]], verbose: bool = False) -> Dict[str, int]:
     """Runs the link as one pipeline into ``work_dir``; returns its counters."""
-    return runner.run_pipeline(build_pipeline, beam_args, raw_dir, work_dir, spec, cfg)
+    return runner.run_pipeline(build_pipeline, beam_args, raw_dir, work_dir, spec, cfg,
+                               verbose=verbose)

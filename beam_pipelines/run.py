@@ -12,6 +12,7 @@ run's records and ``_SUCCESS``, and publishes. Both modes write the same dataset
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -45,8 +46,11 @@ def complete_dataset(work_dir: str, spec: DatasetSpec, counters: Dict[str, int])
 
 def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         spec: Optional[DatasetSpec] = None, beam_args: Optional[List[str]] = None,
-        overwrite: bool = False) -> Dict[str, Any]:
+        overwrite: bool = False, verbose: bool = False) -> Dict[str, Any]:
     """Runs the link; returns ``{"accounting": …, "stats": …, "seconds": …}``.
+
+    ``verbose``: Beam's workers log as Beam configures them (else errors only; see
+    ``beam_pipelines/runner.py``).
 
     Data safety (``beam_pipelines/publish.py``): a non-empty ``out_dir`` is never replaced
     unless ``overwrite`` (else :class:`OutputExistsError`); a failed or killed run leaves no
@@ -55,18 +59,27 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     ``cfg.user_shards`` > 1 runs the link as several pipelines, one user shard at a time
     (``beam_pipelines/sharded.py``; local runners only): the same dataset, the same accounting
     and the same data safety, with peak memory bounded by the largest shard.
+
+    Local parallelism (``--direct_num_workers=N``, ``runner.local_parallelism``): the link runs
+    as at least N user shards, N shard pipelines at a time, each with one Beam worker — the same
+    dataset as one pass; Beam's own multi-worker local execution is never used (it loses rows,
+    see ``beam_pipelines/runner.py``).
     """
     cfg = (cfg or PrepareConfig()).validate()
     spec = (spec or link_spec.load(raw_dir)).validate()
+    parallelism = runner.local_parallelism(beam_args)
+    if parallelism > 1 and cfg.user_shards < parallelism:
+        cfg = dataclasses.replace(cfg, user_shards=parallelism)
     if cfg.user_shards > 1:
         sharded.check_runner(runner.default_pipeline_options(beam_args))
     work_dir = publish.claim_output(out_dir, overwrite)
     start = time.time()
     try:
         if cfg.user_shards == 1:
-            counters = one_pass.run_one_pass(raw_dir, work_dir, spec, cfg, beam_args)
+            counters = one_pass.run_one_pass(raw_dir, work_dir, spec, cfg, beam_args, verbose)
         else:
-            counters = sharded.run_passes(raw_dir, work_dir, spec, cfg, beam_args)
+            counters = sharded.run_passes(raw_dir, work_dir, spec, cfg, beam_args, verbose,
+                                          parallelism)
         seconds = time.time() - start
         result = complete_dataset(work_dir, spec, counters)
     except BaseException:
@@ -84,14 +97,14 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
                 config_path: Optional[str] = None, overrides: Optional[dict] = None,
                 beam_args: Sequence[str] = (), overwrite: bool = False,
                 keep_raw: Optional[str] = None,
-                adapter_options: Optional[dict] = None) -> dict:
+                adapter_options: Optional[dict] = None, verbose: bool = False) -> dict:
     """``tfrrl prepare``: the config (defaults ← ``config_path`` ← ``overrides``), the
     ``adapter``'s conversion of ``input_dir`` to the raw contract (``synthetic``: already
     raw; the converted folder is kept at ``keep_raw`` if given, else removed), :func:`run`,
     and the accounting and split summary printed; returns :func:`run`'s result.
 
     An adapter's recommended ``eval_fraction`` applies unless a config file or an override
-    sets one.
+    sets one. ``verbose`` (``tfrrl --verbose``): Beam's worker logs as Beam sets them.
     """
     cfg = load_prepare_config(config_path, overrides or {})
     tmp = None
@@ -111,8 +124,9 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
             cfg.eval_fraction = recommended
     try:
         _say(f"preparing {raw_dir} → {out_dir} (Beam; "
-             f"{' '.join(beam_args) if beam_args else 'DirectRunner, multi-processing'})")
-        result = run(raw_dir, out_dir, cfg, beam_args=list(beam_args), overwrite=overwrite)
+             f"{' '.join(beam_args) if beam_args else 'local runner, one process'})")
+        result = run(raw_dir, out_dir, cfg, beam_args=list(beam_args), overwrite=overwrite,
+                     verbose=verbose)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

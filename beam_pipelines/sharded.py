@@ -66,6 +66,11 @@ once users are many (a single very active user still lands in one shard). Each p
 runner's start-up, and the staged data is written and read once more. Measured peaks, the fitted
 costs and the start-up time: benchmarks/RESULTS.md, "Beam link memory".
 
+Parallelism: with ``--direct_num_workers=N`` the per-shard passes (assemble[i], finalize[i]) run
+N at a time, each a one-worker pipeline in a process of a pool (``_PassRunner``); partition,
+merge and summarize run alone. See ``beam_pipelines/runner.py`` for why the local runner's
+parallelism is pipelines side by side and not Beam's own multi-worker mode.
+
 Runners: only the local DirectRunner. A distributed runner (Dataflow, Flink, Spark) already
 spills and distributes its shuffles, so N passes would only multiply job start-ups and reads;
 ``check_runner`` refuses ``user_shards`` > 1 there with a clear error.
@@ -74,9 +79,12 @@ spills and distributes its shuffles, so N passes would only multiply job start-u
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import logging
+import multiprocessing
+import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -110,7 +118,7 @@ LOCAL_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner", "BundleBased
 CATALOG = "catalog"  # (entity key, unified entity), once
 PROFILES = "profiles"  # (user id, profile), per shard
 IMPRESSIONS = "impressions"  # IMPRESSION_FIELDS tuples, per shard
-EXAMPLES = "examples"  # (split, carried example values), per shard
+EXAMPLES = "examples"  # one list of (split, carried example values) per user, per shard
 TRAIN_COUNTS = "train_counts"  # (entity key, train count within the shard), per shard
 CATALOG_LESS = "catalog_less"  # (entity key, default entity) of catalog-less types, per shard
 ENTITIES = "entities"  # (entity key, (entity, Q(a))), once
@@ -325,35 +333,97 @@ def _remove_staging(root: str) -> None:
         log.warning("could not delete the staging folder %s: %s", root, e)
 
 
+class _PassRunner:
+    """Runs the passes: one at a time in this process, or ``parallelism`` > 1 per-shard passes
+    at once, each in a process of a pool (``beam_pipelines/runner.py``: the local runner's
+    parallelism is one-worker pipelines side by side, never Beam's multi-worker path). Sums
+    the counters and logs a progress line per pass."""
+
+    def __init__(self, beam_args: Optional[List[str]], verbose: bool, parallelism: int,
+                 total: int):
+        self._beam_args, self._verbose, self._total = beam_args, verbose, total
+        self.counters: Dict[str, int] = collections.Counter()
+        self._done = 0
+        self._pool = None
+        if parallelism > 1:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=parallelism, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_pass_process, initargs=(verbose,))
+
+    def _finished(self, name: str, counts: Dict[str, int], seconds: float) -> None:
+        self.counters.update(counts)
+        self._done += 1
+        log.info("user shards: pass %d/%d (%s) done in %.1fs", self._done, self._total, name,
+                 seconds)
+
+    def run(self, name: str, build: Callable[..., None], *args) -> None:
+        """One pass, in this process."""
+        start = time.time()
+        counts = runner.run_pipeline(build, self._beam_args, *args, verbose=self._verbose)
+        self._finished(name, counts, time.time() - start)
+
+    def run_all(self, passes: List[tuple]) -> None:
+        """``(name, build, *args)`` passes that do not depend on each other: in the pool when
+        there is one. The first failure is raised once every submitted pass has ended."""
+        if self._pool is None:
+            for name, build, *args in passes:
+                self.run(name, build, *args)
+            return
+        start = time.time()
+        futures = {self._pool.submit(_run_pass, build, self._beam_args, self._verbose, args):
+                   name for name, build, *args in passes}
+        errors = []
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                self._finished(futures[future], future.result(), time.time() - start)
+            except Exception as e:  # pylint: disable=broad-except
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_pass_process(verbose: bool) -> None:
+    """A pool process logs like the command that started it: Beam at ERROR unless verbose
+    (the ``NullHandler`` keeps Beam's import-time ``logging.warning`` from installing a stderr
+    handler; see beam_pipelines/local_worker.py)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if verbose:
+        logging.basicConfig(level=logging.INFO)
+    else:
+        logging.getLogger().addHandler(logging.NullHandler())
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+def _run_pass(build: Callable[..., None], beam_args: Optional[List[str]], verbose: bool,
+              args: tuple) -> Dict[str, int]:
+    return runner.run_pipeline(build, beam_args, *args, verbose=verbose)
+
+
 def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: PrepareConfig,
-               beam_args: Optional[List[str]] = None) -> Dict[str, int]:
-    """Runs the 2N + 3 pipelines of the sharded link into ``work_dir``; returns the sum of
-    their counters (what one pass would have counted). The staging folder is removed at the end,
-    also when a pass fails."""
+               beam_args: Optional[List[str]] = None, verbose: bool = False,
+               parallelism: int = 1) -> Dict[str, int]:
+    """Runs the 2N + 3 pipelines of the sharded link into ``work_dir``, the per-shard passes
+    ``parallelism`` at a time; returns the sum of their counters (what one pass would have
+    counted). The staging folder is removed at the end, also when a pass fails."""
     n = cfg.user_shards
     layout = Layout(fileio.join(work_dir, STAGING_DIR), n)
-    counters: Dict[str, int] = collections.Counter()
-    done = [0]  # passes finished, for the progress lines
-
-    def execute(name: str, build: Callable[..., None], *args) -> None:
-        start = time.time()
-        counters.update(runner.run_pipeline(build, beam_args, *args))
-        done[0] += 1
-        log.info("user shards: pass %d/%d (%s) done in %.1fs", done[0], 2 * n + 3, name,
-                 time.time() - start)
-
+    passes = _PassRunner(beam_args, verbose, min(parallelism, n), 2 * n + 3)
     _remove_staging(layout.root)  # an in-place (gs://) run may find a failed run's leftovers
     try:
-        execute("partition", build_partition_pass, raw_dir, work_dir, layout, spec, cfg)
+        passes.run("partition", build_partition_pass, raw_dir, work_dir, layout, spec, cfg)
         cutoff = _read_json(layout.cutoff_file)["cutoff"]
-        for i in range(n):
-            execute(f"assemble {i + 1}/{n}", build_assemble_pass, work_dir, layout, i, spec,
-                    cfg, cutoff)
-        execute("merge", build_merge_pass, work_dir, layout, cfg)
+        passes.run_all([(f"assemble {i + 1}/{n}", build_assemble_pass, work_dir, layout, i,
+                         spec, cfg, cutoff) for i in range(n)])
+        passes.run("merge", build_merge_pass, work_dir, layout, cfg)
         merged = _read_json(layout.merge_file)
-        for i in range(n):
-            execute(f"finalize {i + 1}/{n}", build_finalize_pass, work_dir, layout, i, cfg)
-        execute("summarize", build_summary_pass, work_dir, layout, spec, cfg, cutoff, merged)
+        passes.run_all([(f"finalize {i + 1}/{n}", build_finalize_pass, work_dir, layout, i, cfg)
+                        for i in range(n)])
+        passes.run("summarize", build_summary_pass, work_dir, layout, spec, cfg, cutoff, merged)
     finally:
+        passes.close()
         _remove_staging(layout.root)
-    return dict(counters)
+    return dict(passes.counters)

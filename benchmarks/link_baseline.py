@@ -3,8 +3,9 @@
 This is the BASELINE of ``benchmarks/pipeline_throughput.py``: the same transform as
 the Beam link of ``beam_pipelines/`` (same unified entity table, same dead-letter rules, same
 exposure sequences, same split, same logQ sampling probabilities, same vocabularies, same
-encoder ``schema.encode_example`` / ``schema.encode_entity``) written column-wise, so the
-benchmark compares the ENGINE, not the encoder. ``tests/test_link_baseline.py`` checks that both
+encoder ``beam_pipelines.encoding`` — the bytes of ``schema.encode_example`` /
+``schema.encode_entity``) written column-wise, so the benchmark compares the ENGINE, not the
+encoder. ``tests/test_link_baseline.py`` checks that both
 produce the same records on hand-built and synthetic data.
 
 How it stays faithful while vectorised:
@@ -54,7 +55,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines import counters, transforms
+from beam_pipelines import counters, encoding, transforms
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.counters import IMPRESSIONS, USERS
 from beam_pipelines.publish import OutputExistsError
@@ -625,7 +626,7 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         tf.io.gfile.makedirs(fileio.join(out_dir, folder))
     part = "part-00000-of-00001.tfrecord"
     encoded: Dict[bool, List[bytes]] = {False: [], True: []}  # is_eval → records
-    encode = schema.encode_example
+    encode = encoding.encode_example
     buckets = max(1, cfg.shuffle_buckets)
     j = np.arange(L)
     for a in range(0, len(ex_pos), _ENCODE_CHUNK):
@@ -663,8 +664,8 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         del records
     with tf.io.TFRecordWriter(fileio.join(out_dir, prepared.CORPUS_DIR, part)) as w:
         for i, record in enumerate(entity_parts):
-            w.write(schema.encode_entity(dict(record, sampling_prob=prob[i],
-                                              train_count=int(train_count[i]))))
+            w.write(encoding.encode_entity(dict(record, sampling_prob=prob[i],
+                                                train_count=int(train_count[i]))))
     fileio.write_text(fileio.join(out_dir, prepared.FREQUENCY_FILE),
                       "entity_id\ttrain_count\tsampling_prob\n" + "".join(
                           f"{k}\t{c}\t{p:.9g}\n"

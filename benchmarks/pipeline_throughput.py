@@ -2,20 +2,25 @@
 
     python -m benchmarks.pipeline_throughput [--impressions 1000000] [--repeats 1]
                                              [--beam-workers N] [--user-shards N [N ...]]
+                                             [--beam-arg=--FLAG=V ...] [--reference TREE]
                                              [--skip-baseline]
 
 1. generates ``--impressions`` synthetic impressions (``tfrrl.data.synthetic``, seed 0) in a
    temporary folder (removed at the end unless ``--keep``);
-2. runs ``beam_pipelines.run.run`` with its defaults (DirectRunner in multi-processing
-   mode, one worker process) and ``benchmarks.link_baseline.run`` (pyarrow +
-   numpy in one process, one core) on it, each in a FRESH Python process (so memory is
-   attributable and neither warms the other's caches), alternating the order when repeated;
-   (``--beam-workers N`` adds ``--direct_num_workers=N``; the cores reported for Beam are the
-   EFFECTIVE ``direct_num_workers`` of the options
-   ``beam_pipelines.runner.default_pipeline_options`` builds);
+2. runs ``beam_pipelines.run.run`` with its defaults (the local runner in one process, one
+   Beam worker) and ``benchmarks.link_baseline.run`` (pyarrow + numpy in one process, one
+   core) on it, each in a FRESH Python process (so memory is attributable and neither warms the
+   other's caches), alternating the order when repeated; (``--beam-workers N`` adds
+   ``--direct_num_workers=N``, which the link runs as N one-worker user-shard pipelines at a
+   time; the cores reported for Beam are ``beam_pipelines.runner.local_parallelism`` of its
+   flags; ``--beam-arg`` adds any other Beam flag);
 3. prints rows/s of each, the cores each used, the ratio
    ``(Beam rows/s ÷ Beam cores) ÷ baseline rows/s`` against the target (≥ 0.5) with PASS/MISS,
    and the peak resident memory of each.
+
+``--reference TREE`` also runs the Beam link of another source tree (e.g. ``git worktree add
+/tmp/before <commit>``: today's link) with that tree's defaults, in its own fresh process like
+the others, and prints the absolute speed-up of this tree's link against it.
 
 ``--user-shards 1 4`` runs the Beam link once per value of ``PrepareConfig.user_shards`` (the
 sharded mode of ``beam_pipelines/sharded.py``), each in its own fresh process like the
@@ -58,9 +63,13 @@ TARGET_RATIO = 0.5
 ENGINES = ("beam", "baseline")
 
 
+REFERENCE = "reference"  # the Beam link of another source tree (--reference)
+
+
 def _run_name(engine: str, user_shards: int = 1) -> str:
-    """``beam`` (one pass), ``beam-u4`` (user_shards = 4) or ``baseline``."""
-    return engine if engine == "baseline" or user_shards == 1 else f"{engine}-u{user_shards}"
+    """``beam`` (one pass), ``beam-u4`` (user_shards = 4), ``baseline`` or ``reference``."""
+    return (engine if engine in ("baseline", REFERENCE) or user_shards == 1
+            else f"{engine}-u{user_shards}")
 
 
 def _parse_run_name(name: str):
@@ -179,15 +188,19 @@ class _TreeSampler(threading.Thread):
 
 
 def _run_engine(name: str, raw: str, work: str, interval: float,
-                beam_args: List[str]) -> Dict[str, Any]:
+                beam_args: List[str], reference: Optional[str] = None) -> Dict[str, Any]:
     """One run (``name``: see :func:`_run_name`) in a fresh worker process, its process tree
-    sampled for memory and CPU."""
+    sampled for memory and CPU. ``reference``: the source tree of the ``reference`` run (its
+    own Beam link, its own defaults)."""
     engine, user_shards = _parse_run_name(name)
+    tree = REPO
+    if engine == REFERENCE:
+        engine, tree, beam_args = "beam", os.path.abspath(reference), []
     out = os.path.join(work, f"out_{name}")
     result_path = os.path.join(work, f"result_{name}.json")
     log_path = os.path.join(work, f"log_{name}.txt")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get("PYTHONPATH")]
+               PYTHONPATH=os.pathsep.join([tree] + [p for p in [os.environ.get("PYTHONPATH")]
                                                     if p]))
     import psutil  # pylint: disable=import-outside-toplevel
 
@@ -200,7 +213,7 @@ def _run_engine(name: str, raw: str, work: str, interval: float,
              "--raw", raw, "--_out", out, "--_result", result_path,
              f"--_user_shards={user_shards}"]
             + [f"--_beam_arg={a}" for a in beam_args],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
         sampler = _TreeSampler(proc.pid, interval)
         sampler.start()
         rc = proc.wait()
@@ -236,13 +249,11 @@ def _mib(n: float) -> str:
 
 
 def _beam_cores(beam_args: List[str]) -> int:
-    """``direct_num_workers`` of the options the link's runs build from ``beam_args``."""
-    from apache_beam.options.pipeline_options import DirectOptions  # pylint: disable=C0415
-
+    """The one-worker pipelines the link runs at once with ``beam_args``
+    (``runner.local_parallelism``): the cores it may keep busy."""
     from beam_pipelines import runner  # pylint: disable=import-outside-toplevel
 
-    options = runner.default_pipeline_options(beam_args)
-    return int(options.view_as(DirectOptions).direct_num_workers or 1)
+    return runner.local_parallelism(beam_args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -260,6 +271,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--user-shards", type=int, nargs="+", default=[1], metavar="N",
                     help="run the Beam link once per value of PrepareConfig.user_shards "
                          "(e.g. 1 4: one pass vs 4 user shards, side by side)")
+    ap.add_argument("--beam-arg", action="append", default=[], metavar="--FLAG=VALUE",
+                    help="another Beam flag for this tree's link runs (repeatable)")
+    ap.add_argument("--reference", metavar="TREE",
+                    help="also run the Beam link of this source tree (its defaults), e.g. a "
+                         "worktree of the commit before a change: prints the speed-up")
     ap.add_argument("--skip-baseline", action="store_true",
                     help="run only the Beam link (no ratio against the baseline)")
     ap.add_argument("--_worker", choices=ENGINES, help=argparse.SUPPRESS)
@@ -286,18 +302,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"generated {n:,} synthetic impressions (seed {args.seed}) in "
                   f"{time.time() - t0:.1f}s", flush=True)
         beam_args = ([f"--direct_num_workers={args.beam_workers}"]
-                     if args.beam_workers is not None else [])
-        cores = {"beam": _beam_cores(beam_args), "baseline": 1}
+                     if args.beam_workers is not None else []) + list(args.beam_arg)
+        cores = {"beam": _beam_cores(beam_args), "baseline": 1, REFERENCE: 1}
         print(f"Beam link: beam_pipelines.run.run(..., beam_args={beam_args}) → "
-              f"direct_num_workers = {cores['beam']} (os.cpu_count() = {os.cpu_count()})",
-              flush=True)
+              f"{cores['beam']} one-worker pipeline(s) at a time (os.cpu_count() = "
+              f"{os.cpu_count()})", flush=True)
         names = [_run_name("beam", k) for k in dict.fromkeys(args.user_shards)]
         names += [] if args.skip_baseline else ["baseline"]
+        names += [REFERENCE] if args.reference else []
         runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in names}
         for r in range(args.repeats):
             order = names if r % 2 == 0 else list(reversed(names))
             for name in order:
-                res = _run_engine(name, raw, work, args.sample_interval, beam_args)
+                res = _run_engine(name, raw, work, args.sample_interval, beam_args,
+                                  args.reference)
                 n = res["rows_read"]
                 runs[name].append(res)
                 print(f"  repeat {r + 1}/{args.repeats} {name:8s}: {res['wall_seconds']:8.1f}s"
@@ -325,13 +343,14 @@ def _report(runs: Dict[str, List[Dict[str, Any]]], cores: Dict[str, int], machin
         rps[name] = rs[0]["rows_read"] / wall
         cpu = statistics.median(r["cpu_seconds"] / r["wall_seconds"] for r in rs)
         peak = max(r["peak_tree_rss"] for r in rs)
-        label = (f"Beam link (DirectRunner multi_processing, user_shards={user_shards})"
-                 if engine == "beam" else "baseline (pyarrow + numpy, 1 process)")
+        label = {"beam": f"Beam link (this tree, user_shards={user_shards})",
+                 "baseline": "baseline (pyarrow + numpy, 1 process)",
+                 REFERENCE: "reference: the Beam link of --reference (its defaults)"}[engine]
         print(f"{label}:")
         print(f"  rows/s           : {rps[name]:,.0f}  (median wall {wall:.1f}s over "
               f"{len(rs)} run(s))")
         print(f"  cores            : {cores[engine]}"
-              + (" (effective direct_num_workers)" if engine == "beam" else "")
+              + (" (one-worker pipelines at a time)" if engine == "beam" else "")
               + f"; measured CPU busy {cpu:.2f} cores ({rs[0]['cpu_source']}); other "
               f"processes on the machine meanwhile: "
               f"{statistics.median(r['other_cores'] for r in rs):.2f} cores")
@@ -351,7 +370,11 @@ def _report(runs: Dict[str, List[Dict[str, Any]]], cores: Dict[str, int], machin
               f"{r0['corpus_size']:,}, dead-letter {sum(r0['dead_letter'].values()):,}, "
               f"cutoff {r0['cutoff']}, accounting "
               f"{'balanced' if r0['balanced'] else 'NOT BALANCED'}")
-    beams = [n for n in names if n != "baseline"]
+    beams = [n for n in names if n not in ("baseline", REFERENCE)]
+    if REFERENCE in runs and beams:
+        print(f"speed-up of this tree's link ({beams[0]}) over the reference: "
+              f"{rps[beams[0]] / rps[REFERENCE]:.2f}x rows/s "
+              f"({rps[REFERENCE]:,.0f} → {rps[beams[0]]:,.0f})")
     if len(beams) > 1:
         _report_user_shards({n: runs[n] for n in beams})
     if beams and "baseline" in runs:

@@ -55,8 +55,9 @@ class _JoinEntity(beam.DoFn):
 
 
 class _AssembleUser(beam.DoFn):
-    """Per user: examples as (split, carried values) tuples, the user's train count per entity
-    (``TRAIN_COUNT``), dead letters, filtered rows and the serving snapshot."""
+    """Per user: ONE element with the user's examples as (split, carried values) tuples (so
+    the next stage pays the runner's per-element cost once per user), the user's train count
+    per entity (``TRAIN_COUNT``), dead letters, filtered rows and the serving snapshot."""
 
     def __init__(self, spec: DatasetSpec, cfg: PrepareConfig):
         self._require_profile = spec.users is not None
@@ -87,10 +88,13 @@ class _AssembleUser(beam.DoFn):
             counters.counter(counters.filtered_name(rule)).inc()
             yield pvalue.TaggedOutput(FILTERED, rule)
         train_counts = collections.Counter()
+        carried = []
         for split_name, example in out.examples:
             if split_name == transforms.TRAIN:
                 train_counts[example["entity_id"]] += 1
-            yield split_name, tuple(example[f] for f in self._fields)
+            carried.append((split_name, tuple(example[f] for f in self._fields)))
+        if carried:
+            yield carried
         for key, n in train_counts.items():
             yield pvalue.TaggedOutput(TRAIN_COUNT, (key, n))
         if out.snapshot is not None:
@@ -108,7 +112,8 @@ def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
 
     Returns ``(joined, assembled)``: ``joined[CORPUS]`` holds ``(key, entity)`` once per
     entity of ``catalog`` and once per catalog-less entity with an impression;
-    ``assembled.examples`` holds ``(split, carried example values)``, and ``assembled`` has
+    ``assembled.examples`` holds one list of ``(split, carried example values)`` per user with
+    examples, and ``assembled`` has
     the ``TRAIN_COUNT``, ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
     """
     joined = ({"entity": catalog,

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from beam_pipelines import transforms
+from beam_pipelines import encoding, transforms
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.stages import stats, vocabulary
 from beam_pipelines.stages.shuffle import ShuffleRecords
 from beam_pipelines.tags import CORPUS, FREQUENCY
 from tfrrl.artifacts import prepared
-from tfrrl.data import fileio, schema
+from tfrrl.data import fileio
 from tfrrl.data.link_spec import DatasetSpec
 
 
 def write_examples(final, out_dir: str, cfg: PrepareConfig, prefix: str = "part") -> None:
-    """The write-order shuffle, then ``train/`` and ``eval/`` TFRecords named ``<prefix>-*``."""
+    """The write-order shuffle of the hash-bucket batches ``final[TRAIN]`` / ``final[EVAL]``
+    (``stages/finalize.py``), then ``train/`` and ``eval/`` TFRecords named ``<prefix>-*``."""
     for split_name, folder in ((transforms.TRAIN, prepared.TRAIN_DIR),
                                (transforms.EVAL, prepared.EVAL_DIR)):
         (final[split_name]
-         | f"Shuffle[{split_name}]" >> ShuffleRecords(cfg.shuffle_buckets)
+         | f"Shuffle[{split_name}]" >> ShuffleRecords()
          | f"Write[{split_name}]" >> beam.io.WriteToTFRecord(
              fileio.join(out_dir, folder, prefix), file_name_suffix=prepared.RECORD_SUFFIX,
              num_shards=cfg.num_shards))
@@ -34,7 +35,7 @@ def write_examples(final, out_dir: str, cfg: PrepareConfig, prefix: str = "part"
 def write_corpus(per_entity, out_dir: str, cfg: PrepareConfig) -> None:
     """``corpus/`` TFRecords and ``entity_frequency.tsv``."""
     (per_entity[CORPUS]
-     | "EncodeCorpus" >> beam.Map(schema.encode_entity)
+     | "EncodeCorpus" >> beam.Map(encoding.encode_entity)
      | "WriteCorpus" >> beam.io.WriteToTFRecord(
          fileio.join(out_dir, prepared.CORPUS_DIR, "part"),
          file_name_suffix=prepared.RECORD_SUFFIX, num_shards=cfg.num_shards))

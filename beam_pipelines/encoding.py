@@ -1,0 +1,208 @@
+"""tf.train.Example bytes written straight in the protobuf wire format.
+
+``schema.encode_example`` builds a protobuf object per record, which is most of the link's
+per-example cost. A record's bytes are fully determined by its values: the deterministic
+serialization of
+
+    Example  {features = 1: Features}
+    Features {feature  = 1: map<string, Feature>}      (entries in the deterministic key order)
+    Feature  {bytes_list = 1 | float_list = 2 | int64_list = 3}
+    *List    {value    = 1: repeated bytes | packed float | packed int64}
+
+(``tensorflow/core/example/{example,feature}.proto``), so :class:`RecordEncoder` precomputes
+each feature's key bytes once and writes the values with ``struct`` and varints. The output is
+byte-for-byte ``schema.encode_example`` / ``schema.encode_entity`` (``tests/test_encoding.py``);
+any value the fast path does not take as is (a missing value, a float outside float32, an
+integer outside int64, a sequence of the wrong length) goes through the schema encoder itself,
+so errors and edge cases are the schema's.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+
+from tfrrl.data import schema
+
+_STRING, _FLOAT, _INT64 = 0, 1, 2
+_KIND = {"string": _STRING, "float32": _FLOAT, "int64": _INT64}
+# Field tags (field number << 3 | wire type 2) of the Feature oneof.
+_FEATURE_TAG = {_STRING: b"\x0a", _FLOAT: b"\x12", _INT64: b"\x1a"}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer (< 2**64)."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL_VARINT = tuple(_varint(n) for n in range(1 << 14))
+
+
+def _len_prefix(n: int) -> bytes:
+    return _SMALL_VARINT[n] if n < (1 << 14) else _varint(n)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    return tag + _len_prefix(len(payload)) + payload
+
+
+_TOKEN_FIELDS: Dict[str, bytes] = {}  # str token → its encoded ``value`` field (bounded)
+
+
+def _token_field(s: Any) -> bytes:
+    b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    field = b"\x0a" + _len_prefix(len(b)) + b
+    if type(s) is str:  # pylint: disable=unidiomatic-typecheck
+        if len(_TOKEN_FIELDS) >= RecordEncoder.CACHE_ENTRIES:
+            _TOKEN_FIELDS.clear()
+        _TOKEN_FIELDS[s] = field
+    return field
+
+
+def _string_list(values: Sequence[Any]) -> bytes:
+    get = _TOKEN_FIELDS.get
+    return b"".join([(get(s) if type(s) is str else None) or _token_field(s)  # noqa: E721
+                     for s in values])
+
+
+def _float_list(values: Sequence[Any]) -> bytes:
+    payload = struct.pack(f"<{len(values)}f", *[float(v) for v in values])
+    return b"\x0a" + _len_prefix(len(payload)) + payload
+
+
+def _int64_list(values: Sequence[Any]) -> bytes:
+    parts = []
+    for v in values:
+        v = int(v)
+        if not _INT64_MIN <= v <= _INT64_MAX:
+            raise OverflowError(v)
+        parts.append(_varint(v & 0xFFFFFFFFFFFFFFFF))
+    payload = b"".join(parts)
+    return b"\x0a" + _len_prefix(len(payload)) + payload
+
+
+def _compare_map_keys(a: bytes, b: bytes) -> int:
+    """The order in which protobuf's deterministic serialization (upb) writes string map keys:
+    bytewise on the common prefix; when one key is a prefix of the other, the LONGER one first
+    (``entity_shop_level`` before ``entity_shop``)."""
+    common = min(len(a), len(b))
+    if a[:common] != b[:common]:
+        return -1 if a[:common] < b[:common] else 1
+    return (len(a) < len(b)) - (len(a) > len(b))
+
+
+_map_key_order = functools.cmp_to_key(
+    lambda x, y: _compare_map_keys(x.encode("utf-8"), y.encode("utf-8")))
+
+
+_LIST_WRITER = {_STRING: _string_list, _FLOAT: _float_list, _INT64: _int64_list}
+
+
+def _same_bytes_when_equal(kind: int, v: Any) -> bool:
+    """Whether every scalar equal to ``v`` (and of its type) encodes to the same bytes, so the
+    entry can be cached under ``v``. Not so for 0.0 and -0.0 (equal, other float bits), nor for
+    a list value (unhashable), nor for a non-string in a string feature (bytes() of it)."""
+    if isinstance(v, (list, tuple)):
+        return False
+    if kind == _FLOAT:
+        return v != 0
+    return kind == _INT64 or type(v) is str  # pylint: disable=unidiomatic-typecheck
+
+
+def _map_entry(key_field: bytes, kind: int, length: int, v: Any) -> bytes:
+    """One ``feature`` map entry: {key = 1: name, value = 2: Feature}."""
+    seq = v if isinstance(v, (list, tuple)) else (v,)
+    if length and len(seq) != length:
+        raise ValueError("wrong sequence length")
+    value_list = _LIST_WRITER[kind](seq)
+    feature = _FEATURE_TAG[kind] + _len_prefix(len(value_list)) + value_list
+    body = key_field + b"\x12" + _len_prefix(len(feature)) + feature
+    return b"\x0a" + _len_prefix(len(body)) + body
+
+
+class RecordEncoder:
+    """Encodes value mappings as the serialized tf.train.Example of ``features``, the bytes
+    ``fallback`` (the schema's encoder of the same features) gives.
+
+    Most scalar values repeat from record to record (a user's profile in each of their
+    examples, an entity's features in each of its impressions), so the encoded map entry of a
+    (feature, value) is kept in a bounded cache: a repeated value costs one dictionary lookup.
+    Sequences seldom repeat whole; their tokens' encoded fields are cached instead.
+    """
+
+    CACHE_ENTRIES = 200_000  # cleared when full: memory stays bounded, hits stay likely
+
+    def __init__(self, features: Sequence[schema.Feature],
+                 fallback: Callable[[Mapping[str, Any]], bytes]):
+        ordered = sorted(features, key=lambda f: _map_key_order(f.name))
+        self._plan: List[Tuple[str, Any, int, int, bytes]] = [
+            (f.name, f.default, f.length if f.is_sequence else 0, _KIND[f.dtype],
+             _field(b"\x0a", f.name.encode("utf-8")))
+            for f in ordered]
+        self._fallback = fallback
+        self._cache: Dict[Tuple[str, type, Any], bytes] = {}
+
+    def __call__(self, values: Mapping[str, Any]) -> bytes:
+        try:
+            return self._encode(values)
+        except (OverflowError, ValueError, TypeError, struct.error):
+            return self._fallback(values)  # the schema's bytes, or its error
+
+    def _encode(self, values: Mapping[str, Any]) -> bytes:
+        entries = []
+        get = values.get
+        cache = self._cache
+        for name, default, length, kind, key_field in self._plan:
+            v = get(name, default)
+            if v is None:
+                raise ValueError(name)
+            if length:  # a sequence: seldom repeated whole, so its tokens are cached instead
+                entries.append(_map_entry(key_field, kind, length, v))
+                continue
+            ckey = (name, type(v), v)
+            entry = cache.get(ckey)
+            if entry is None:  # (a hit was stored under an equal key: same bytes)
+                entry = _map_entry(key_field, kind, length, v)
+                if _same_bytes_when_equal(kind, v):
+                    if len(cache) >= self.CACHE_ENTRIES:
+                        cache.clear()
+                    cache[ckey] = entry
+            entries.append(entry)
+        features = b"".join(entries)
+        return b"\x0a" + _len_prefix(len(features)) + features
+
+
+@functools.lru_cache(maxsize=None)
+def example_encoder(sequence_length: int) -> RecordEncoder:
+    """The encoder of ``schema.encode_example(values, sequence_length)``."""
+    return RecordEncoder(schema.example_features(sequence_length),
+                         functools.partial(_encode_example, sequence_length=sequence_length))
+
+
+@functools.lru_cache(maxsize=None)
+def entity_encoder() -> RecordEncoder:
+    """The encoder of ``schema.encode_entity(values)``."""
+    return RecordEncoder(schema.entity_record_features(), schema.encode_entity)
+
+
+def _encode_example(values: Mapping[str, Any], sequence_length: int) -> bytes:
+    return schema.encode_example(values, sequence_length)
+
+
+def encode_entity(values: Mapping[str, Any]) -> bytes:
+    """``schema.encode_entity(values)``, fast."""
+    return entity_encoder()(values)
+
+
+def encode_example(values: Mapping[str, Any],
+                   sequence_length: int = schema.DEFAULT_SEQUENCE_LENGTH) -> bytes:
+    """``schema.encode_example(values, sequence_length)``, fast."""
+    return example_encoder(sequence_length)(values)

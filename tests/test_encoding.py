@@ -1,0 +1,91 @@
+"""beam_pipelines/encoding.py writes the bytes of the schema's tf.Example encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from beam_pipelines import encoding
+from tfrrl.data import schema
+
+L = 3
+
+
+def _example(**overrides):
+    values = {
+        "user_id": "u1", "user_age_bucket": "18-24", "user_gender": "F", "user_city": "1",
+        "user_occupation": schema.DEFAULT_TOKEN,
+        "seq_entity_id": ["item:i1", "live:l1", ""], "seq_entity_type": ["item", "live", ""],
+        "seq_category": ["c1", "c1", ""], "seq_length": 2,
+        "entity_id": "video:v1", "entity_type": "video", "entity_category": "c2",
+        "entity_brand": "b2", "entity_shop": "s1", "entity_shop_level": schema.DEFAULT_TOKEN,
+        "entity_creator": "a1", "entity_price": 3.0, "entity_duration": 30.0,
+        "sampling_prob": 0.125, "domain": "d0", "label": 1.0, "timestamp": 1_700_000_000,
+    }
+    values.update(overrides)
+    return values
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"user_id": "ü-ß-用户", "entity_category": "カテゴリ"},  # multi-byte UTF-8
+    {"entity_price": -0.0}, {"entity_price": 0.0},  # equal, other float bits
+    {"entity_price": 1e-45}, {"entity_price": float("inf")},
+    {"timestamp": -5}, {"timestamp": (1 << 63) - 1},  # negative: 10-byte varint
+    {"seq_length": True}, {"seq_length": np.int64(2)},  # the schema's int() of them
+    {"entity_price": "7.5"},  # the schema's float() of a string
+    {"user_gender": b"raw-bytes"},
+    {"seq_entity_id": ("item:i1", "live:l1", "")},  # tuple as well as list
+    {"user_id": "x" * 20_000},  # a length prefix of 3 bytes
+])
+def test_same_bytes_as_the_schema_encoder(overrides):
+    values = _example(**overrides)
+    assert encoding.encode_example(values, L) == schema.encode_example(values, L)
+
+
+def test_repeated_values_come_from_the_cache_with_the_right_bytes():
+    # -0.0 == 0.0 and 1 == True hash alike: a cached entry must never be handed to the other.
+    for price in (0.0, -0.0, 0.0, 2.5, -0.0):
+        values = _example(entity_price=price)
+        assert encoding.encode_example(values, L) == schema.encode_example(values, L)
+    for length in (1, True, 1, np.int64(1)):
+        values = _example(seq_length=length)
+        assert encoding.encode_example(values, L) == schema.encode_example(values, L)
+
+
+def test_map_entries_follow_the_deterministic_key_order():
+    # Hand-checked against protobuf: a key that prefixes another comes AFTER it.
+    names = ["entity_shop", "entity_shop_level", "entity_brand"]
+    assert sorted(names, key=encoding._map_key_order) == [  # pylint: disable=protected-access
+        "entity_brand", "entity_shop_level", "entity_shop"]
+
+
+@pytest.mark.parametrize("overrides, error", [
+    ({"entity_price": 1e40}, None),  # outside float32: the schema decides (falls back)
+    ({"seq_entity_id": ["a", "b"]}, ValueError),  # wrong length
+    ({"timestamp": 1 << 64}, ValueError),  # outside int64
+    ({"user_id": None}, ValueError),  # no value and no default
+])
+def test_edge_cases_are_the_schemas(overrides, error):
+    values = _example(**overrides)
+    if error is None:
+        assert encoding.encode_example(values, L) == schema.encode_example(values, L)
+    else:
+        with pytest.raises(error):
+            schema.encode_example(values, L)
+        with pytest.raises(error):
+            encoding.encode_example(values, L)
+
+
+def test_defaults_fill_missing_features_like_the_schema():
+    values = _example()
+    del values["user_occupation"], values["entity_duration"]
+    assert encoding.encode_example(values, L) == schema.encode_example(values, L)
+
+
+def test_entity_records():
+    record = {"entity_id": "shop:s1", "entity_type": "shop", "entity_category": "c1",
+              "entity_shop": "s1", "entity_shop_level": "3", "entity_price": 0.0,
+              "sampling_prob": 1 / 17, "train_count": 4}
+    assert encoding.encode_entity(record) == schema.encode_entity(record)
+    assert schema.decode(encoding.encode_entity(record))["train_count"] == 4
