@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-# In-process runner for small tests: the multi-processing default is exercised by the CLI test.
+# In-process runner for small tests: the CLI tests exercise the default local runner.
 IN_MEMORY = ["--direct_running_mode=in_memory"]
 
 

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     synthetic.generate(synthetic.SyntheticConfig(impressions=args.impressions, seed=args.seed),
                        raw_dir)
     say(f"[2/{STEPS}] prepare → {data_dir}")
-    result = run_prepare(raw_dir, data_dir, beam_args=args.beam_args)
+    result = run_prepare(raw_dir, data_dir, beam_args=args.beam_args, verbose=args.verbose)
     say(f"[3/{STEPS}] read back through the tf.data reader")
     from tfrrl.data.reader import PreparedDataset
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                                "eval_fraction": args.eval_fraction, "seed": args.seed,
                                "user_shards": args.user_shards},
                     beam_args=args.beam_args, overwrite=args.overwrite, keep_raw=args.keep_raw,
-                    adapter_options=adapter_options)
+                    adapter_options=adapter_options, verbose=args.verbose)
     except OutputExistsError as err:  # the pipelines' own type: the message says --overwrite
         raise UserError(str(err)) from err
     return 0
