@@ -25,7 +25,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tfrrl.artifacts import run_folder
 from tfrrl.reporting import figures
@@ -123,6 +123,9 @@ def note(text: str) -> str:
     return f'<p class="note">{text}</p>'
 
 
+NOT_EVALUATED = note("not measured: run `tfrrl evaluate --run RUN` (evaluation.json)")
+
+
 # --------------------------------------------------------------------------------------------
 # sections
 
@@ -210,13 +213,21 @@ def recall_section(sources: RunSources) -> str:
     return "".join(parts)
 
 
+def evaluation_with(sources: RunSources, key: str) -> Optional[Dict[str, Any]]:
+    """The run's evaluation.json if it holds ``key`` (a value that is not None or empty;
+    0.0 counts), else None."""
+    document = sources.get(EVALUATION)
+    if not document or document.get(key) in (None, {}, []):
+        return None
+    return document
+
+
 def warm_cold_section(sources: RunSources) -> str:
     parts = ["<h2>Warm and cold queries</h2>"]
-    document = sources.get(EVALUATION)
-    groups = (document or {}).get("warm_cold")
-    if not groups:
-        parts.append(note("not measured: run `tfrrl evaluate --run RUN` (evaluation.json)"))
-        return "".join(parts)
+    document = evaluation_with(sources, "warm_cold")
+    if document is None:
+        return "".join(parts) + NOT_EVALUATED
+    groups = document["warm_cold"]
     num = Numbers(EVALUATION, document)
     rows = []
     header = ["", "queries"]
@@ -243,10 +254,9 @@ def warm_cold_section(sources: RunSources) -> str:
 
 def entity_section(sources: RunSources) -> str:
     parts = ["<h2>Entity types and fairness</h2>"]
-    document = sources.get(EVALUATION)
-    if not document or "per_entity_type" not in document:
-        parts.append(note("not measured: run `tfrrl evaluate --run RUN` (evaluation.json)"))
-        return "".join(parts)
+    document = evaluation_with(sources, "per_entity_type")
+    if document is None:
+        return "".join(parts) + NOT_EVALUATED
     num = Numbers(EVALUATION, document)
     per_type = document["per_entity_type"]
     types = sorted({t for values in per_type.values() for t in values})
@@ -270,10 +280,9 @@ def entity_section(sources: RunSources) -> str:
 
 def auc_section(sources: RunSources) -> str:
     parts = ["<h2>AUC and gAUC</h2>"]
-    document = sources.get(EVALUATION)
-    if not document or "auc" not in document:
-        parts.append(note("not measured: run `tfrrl evaluate --run RUN` (evaluation.json)"))
-        return "".join(parts)
+    document = evaluation_with(sources, "auc")
+    if document is None:
+        return "".join(parts) + NOT_EVALUATED
     num = Numbers(EVALUATION, document)
     parts.append(kv_table([["AUC", num("auc")], ["gAUC", num("gauc")]]))
     parts.append(note("Eval impressions against uniform corpus negatives; gAUC = per-user AUC "
