@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "PyYAML==6.0.4",
     "matplotlib==3.11.2",
+    # Item-item CF reference baseline (tfrrl/evaluation/references.py): sparse co-occurrence.
+    "scipy==1.15.3",
 ]
 
 setup(
