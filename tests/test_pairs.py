@@ -67,12 +67,14 @@ def test_every_backbone_without_its_own_input_layout_takes_blocks():
 @pytest.mark.parametrize("backbone", BLOCK_BACKBONES)
 def test_backbone_scores_from_blocks_equal_scores_from_r(backbone):
     # K = 3 domains, rows in domains 0, 2, 2, 0 (domain 1 has no row: routing must cope).
+    # Eq. 5's blocks all representation_dim = 2 wide (the two-tower slices a materialised r so).
     exp = config.load_experiment(None, [f"model.backbone={backbone}", "model.expert_units=[8,4]",
                                         "model.tower_units=[4]", "model.num_experts=2",
-                                        "model.ple_levels=2"])
+                                        "model.ple_levels=2", "model.representation_dim=2",
+                                        "model.two_tower_units=[4,3]"])
     tf.keras.utils.set_random_seed(0)
     layer = make_backbone(exp.model, 3)
-    parts = _parts(b=4, c=5, seed=1)
+    parts = _parts(b=4, c=5, seed=1, layout=((ENTITY, 2), (USER, 2), (PAIR, 2), (ENTITY, 2)))
     domains, e_did = tf.constant([0, 2, 2, 0]), tf.random.normal([4, 3], seed=2)
     from_r = layer(parts.materialize(), domains, e_did)
     from_blocks = layer(parts.as_inputs(), domains, e_did)
@@ -91,7 +93,7 @@ def test_switches_round_trip_through_yaml():
         config.load_experiment(None, ["model.compute_dtype=float16"])
 
 
-@pytest.mark.parametrize("backbone", ["rrl", "dnn"])
+@pytest.mark.parametrize("backbone", ["rrl", "dnn", "two_tower"])
 def test_scorer_blocks_switch_changes_no_score(small_synthetic_prepared, backbone):
     """The same trained-shape model scores every (user, candidate) pair identically with
     ``model.pair_blocks`` on or off (the export and the evaluation call the same method)."""

@@ -29,6 +29,13 @@ class ModelConfig:
     ple_levels: int = 1  # ple: extraction levels
     ple_specific_experts: int = 1  # ple: experts per domain and level
     ple_shared_experts: int = 1  # ple: shared experts per level
+    # two_tower: score = <user tower([E_tran; E_did]), entity tower([E_uee; E_aid])>
+    # (tfrrl.model.backbones.two_tower); the last width is the dot product's dimension.
+    two_tower_units: Tuple[int, ...] = (128, 64)
+    two_tower_normalize: bool = False  # cosine instead of the dot product (then tune temperature)
+    # An explicit user-entity interaction: the two-tower score, own towers, added to the score of
+    # any other backbone (issue: the pair scorer otherwise learns affinity from a concatenation).
+    interaction: bool = False
     # Speed switches of the scorer (exact or measured; benchmarks/train_step.py):
     # pair_blocks: the backbone's first Dense layers act on r's blocks — the candidate's once per
     # candidate, the user's once per user, only E_att per pair (tfrrl.model.pairs; exact up to
@@ -44,6 +51,9 @@ class ModelConfig:
         default_factory=MultiEmbeddingConfig)
 
     def __post_init__(self):
+        if self.interaction and self.backbone == "two_tower":
+            raise ValueError("model.interaction adds the two-tower score to another backbone's; "
+                             "with backbone: two_tower it is the score already: set it false")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"model.compute_dtype must be float32 or bfloat16, got "
                              f"{self.compute_dtype!r}")

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfrrl.data import schema
 from tfrrl.model.backbones import backbone_spec, make_backbone
 from tfrrl.model.backbones.registry import PAIR_BLOCKS
+from tfrrl.model.backbones.two_tower import make_dot_product_towers
 from tfrrl.model.encoders import embedding_sets
 from tfrrl.model.encoders.features import split_features
 from tfrrl.model.encoders.input_stack import build_input_stack
@@ -64,6 +65,13 @@ class Scorer(SublayerContainer):
                 dims, vocabulary_sizes, config, sequence_length,
                 embedding_sets.prior_dim(config), name="input_sets")
             self.backbone = make_backbone(config, self.num_domains)
+            # model.interaction: the two-tower score added to the backbone's (two_tower.py).
+            if config.interaction and self.input_sets.active:
+                raise ValueError("model.interaction reads r's single-set blocks; the "
+                                 f"multi-embedding backbone {config.backbone!r} splits r by "
+                                 "set: set model.interaction false")
+            self.interaction = (make_dot_product_towers(config, "interaction")
+                                if config.interaction else None)
         # The backbone's first layers act on r's blocks when it can take them (single set).
         self.pair_blocks = bool(config.pair_blocks and not self.input_sets.active
                                 and PAIR_BLOCKS in backbone_spec(config.backbone).capabilities)
@@ -148,14 +156,21 @@ class Scorer(SublayerContainer):
         [B, C] (and the backbone's extra outputs, e.g. E_s / E_d of the hybrid experts)."""
         r = (self.pair_parts(users, entities).as_inputs() if self.pair_blocks
              else self.pair_representations(users, entities))
-        return as_float32(self.backbone(r, users["domain_index"], users["e_did"],
-                                        training=training))
+        return as_float32(self._backbone_outputs(r, users, training))
+
+    def _backbone_outputs(self, r, users, training: bool) -> Dict[str, tf.Tensor]:
+        """The backbone on r, plus the interaction term when ``model.interaction`` is on."""
+        out = dict(self.backbone(r, users["domain_index"], users["e_did"], training=training))
+        if self.interaction is not None:
+            term = self.interaction(r, users["domain_index"], users["e_did"],
+                                    training=training)["scores"]
+            out["scores"] = tf.cast(out["scores"], tf.float32) + tf.cast(term, tf.float32)
+        return out
 
     def score_own_pairs(self, users, entities, training: bool = False) -> tf.Tensor:
         """Backbone score of each user with its own entity (row b of both): [B]."""
         r = self.own_pair_representations(users, entities)
-        return tf.cast(self.backbone(r, users["domain_index"], users["e_did"],
-                                     training=training)["scores"][:, 0], tf.float32)
+        return tf.cast(self._backbone_outputs(r, users, training)["scores"][:, 0], tf.float32)
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Score of each example's own (user, entity) pair: [B]."""

@@ -13,6 +13,7 @@ through the registry (:func:`register_backbone`, :func:`make_backbone`).
 ``dselect_k``      MMoE with DSelect-k gates (mixture_of_experts)
 ``ple``            Progressive Layered Extraction (ple)
 ``adi``            Adaptive Domain Interest network (adi)
+``two_tower``      dot product of a user tower and an entity tower (two_tower)
 ``multi_embedding``, ``stem``, ``ame``, ``crocodile``: M embedding sets, one expert per set
                    (multi_embedding)
 =================  ==========================================================================
@@ -27,6 +28,7 @@ from tfrrl.model.backbones import mixture_of_experts  # noqa: F401  mmoe, dselec
 from tfrrl.model.backbones import ple  # noqa: F401
 from tfrrl.model.backbones import adi  # noqa: F401
 from tfrrl.model.backbones import multi_embedding  # noqa: F401  multi_embedding, stem, ame, crocodile
+from tfrrl.model.backbones import two_tower  # noqa: F401
 from tfrrl.model.backbones.registry import (BackboneSpec, backbone_names, backbone_spec,
                                             make_backbone, register_backbone,
                                             unregister_backbone)
