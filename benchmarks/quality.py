@@ -2,17 +2,23 @@
 over several seeds on one dataset and writes the Recall-all@N table, recall curves and the
 shared-representation plot.
 
-    python -m benchmarks.quality --dataset synthetic|ciao [--configs dnn,ple,backbone,...]
-        [--seeds 3] [--epochs 2] [--steps-per-epoch 300] [--max-queries 2000]
-        [--out runs/quality-synthetic] [--data DATA_DIR] [--impressions 200000]
-    python -m benchmarks.quality --dataset synthetic|ciao --budget   # parameter budget only
+    python -m benchmarks.quality --dataset synthetic|ciao|movielens
+        [--configs dnn,ple,backbone,...] [--seeds 3] [--epochs 30] [--patience 3]
+        [--steps-per-epoch 0] [--max-queries 0] [--out runs/quality-synthetic] [--data DATA_DIR]
+        [--impressions 200000]
+    python -m benchmarks.quality --dataset synthetic|ciao|movielens --budget   # budgets only
     python -m benchmarks.quality ... --out DIR --report-only   # table + plots of DIR's runs
 
 Protocol (no tuning on the test split):
 
 * data: ``synthetic`` = ``tfrrl generate`` (``--impressions``) + ``tfrrl prepare``; ``ciao`` =
-  ``tfrrl prepare --adapter ciao`` on ../shared/data/ciao (top-5 categories as domains, time
-  split). The eval split is the TEST set.
+  ``tfrrl prepare --adapter ciao`` on ../shared/data/ciao (top-5 categories as domains: an
+  item lives in one domain, time split); ``movielens`` = ``tfrrl prepare --adapter ml100k`` on
+  ../shared/data/ml-100k (domains = user age groups sharing one item pool, time split). The
+  eval split is the TEST set.
+* converged by default: full epochs (``--steps-per-epoch 0``) up to ``--epochs`` with early
+  stopping after ``--patience`` epochs without a better validation ``ce_loss``; every entry
+  records the epochs run, the best epoch, the steps to it and the wall time.
 * every run: ``configs/<dataset>/<config>.yaml`` with ``train.seed`` = the seed, the epochs and
   steps given here, and ``train.validation_fraction=0.1``: early stopping and the best
   checkpoint watch a validation set carved from TRAIN (tfrrl/training/trainer.py ``carve``),
@@ -51,6 +57,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ("dnn", "shared_bottom", "mmoe", "ple", "backbone", "backbone_dal",
                    "backbone_mvwdl", "backbone_rrl")
 NS = (50, 100, 200, 500, 2000)
+DATASETS = ("synthetic", "ciao", "movielens")
+ADAPTERS = {"ciao": ("ciao", "ciao"), "movielens": ("ml100k", "ml-100k")}  # adapter, source
+NUM_DOMAINS = {"synthetic": 4, "ciao": 5, "movielens": 3}
 
 
 def say(msg: str) -> None:
@@ -62,7 +71,7 @@ def prepare_data(dataset: str, work: str, impressions: int) -> Dict[str, Optiona
 
     data_dir = os.path.join(work, "data")
     raw_dir = os.path.join(work, "raw") if dataset == "synthetic" else os.path.join(
-        REPO, "..", "shared", "data", "ciao")
+        REPO, "..", "shared", "data", ADAPTERS[dataset][1])
     if os.path.exists(os.path.join(data_dir, "_SUCCESS")):
         return {"data": data_dir, "raw": raw_dir}
     if dataset == "synthetic":
@@ -73,8 +82,8 @@ def prepare_data(dataset: str, work: str, impressions: int) -> Dict[str, Optiona
                            verbose=False)
         run_prepare(raw_dir, data_dir, "synthetic", overwrite=True)
     else:
-        say(f"prepare Ciao ({raw_dir}) → {data_dir}")
-        run_prepare(raw_dir, data_dir, "ciao", overwrite=True)
+        say(f"prepare {dataset} ({raw_dir}) → {data_dir}")
+        run_prepare(raw_dir, data_dir, ADAPTERS[dataset][0], overwrite=True)
     return {"data": data_dir, "raw": raw_dir}
 
 
@@ -105,15 +114,16 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
-    from tfrrl.model.baselines import count_parameters  # pylint: disable=import-outside-toplevel
+    from tfrrl.model.backbones.budget import count_parameters  # pylint: disable=import-outside-toplevel
     from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
 
     exp = config.load_experiment(
         os.path.join(REPO, "configs", dataset, f"{config_name}.yaml"),
         [f"train.seed={seed}", f"train.epochs={args.epochs}",
-         f"train.steps_per_epoch={args.steps_per_epoch}", "train.validation_fraction=0.1",
-         "train.monitor=val_ce_loss",
-         f"train.eval_steps={args.validation_steps}"])
+         f"train.steps_per_epoch={args.steps_per_epoch or 'null'}",
+         "train.validation_fraction=0.1", "train.monitor=val_ce_loss",
+         f"train.early_stopping_patience={args.patience}",
+         f"train.eval_steps={args.validation_steps or 'null'}"])
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
     start = time.time()
     model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
@@ -122,8 +132,16 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     result = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
                                    corpus_chunk=1024)["model"]
     scored = evaluation.scored_impressions(model, data, num_negatives=20, max_rows=3000, seed=seed)
+    val_ce = history.get("val_ce_loss", [float("nan")])
+    best_epoch = int(np.nanargmin(val_ce)) + 1 if val_ce and val_ce[0] == val_ce[0] else 0
+    epochs_run = len(history.get("loss", []))
+    total_steps = int(model.optimizer.iterations.numpy())
+    steps_per_epoch = total_steps // epochs_run if epochs_run else None
     entry = {"config": config_name, "seed": seed, "train_seconds": round(train_s, 1),
-             "epochs_run": len(history.get("loss", [])),
+             "epochs_run": epochs_run, "best_epoch": best_epoch, "total_steps": total_steps,
+             "steps_per_epoch": steps_per_epoch,
+             "steps_to_best": best_epoch * steps_per_epoch if steps_per_epoch else None,
+             "best_val_ce_loss": float(min(val_ce)),
              "best_val_loss": float(min(history.get("val_loss", [float("nan")]))),
              "parameters_backbone": count_parameters(model.backbone),
              "recall": result,
@@ -241,7 +259,7 @@ def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
     """Trainable backbone parameters per config (the shared input modules are the same for every
     row) and their difference to the Backbone's."""
     from tfrrl import config  # pylint: disable=import-outside-toplevel
-    from tfrrl.model.baselines import backbone_parameters  # pylint: disable=import-outside-toplevel
+    from tfrrl.model.backbones.budget import backbone_parameters  # pylint: disable=import-outside-toplevel
 
     def count(name):
         exp = config.load_experiment(os.path.join(REPO, "configs", dataset, f"{name}.yaml"))
@@ -260,14 +278,18 @@ def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("synthetic", "ciao"), default="synthetic")
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--steps-per-epoch", type=int, default=300)
-    parser.add_argument("--validation-steps", type=int, default=50)
-    parser.add_argument("--max-queries", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="at most this many epochs (early stopping ends most runs sooner)")
+    parser.add_argument("--patience", type=int, default=3,
+                        help="epochs without a better validation ce_loss before stopping")
+    parser.add_argument("--steps-per-epoch", type=int, default=0, help="0 = full epochs")
+    parser.add_argument("--validation-steps", type=int, default=0,
+                        help="0 = the whole validation split")
+    parser.add_argument("--max-queries", type=int, default=0, help="0 = every test query")
     parser.add_argument("--impressions", type=int, default=200_000)
     parser.add_argument("--data", help="an already prepared dataset (skips preparation)")
     parser.add_argument("--raw", help="(synthetic, with --data) its raw dir, for the oracle row")
@@ -286,7 +308,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     configs = [c for c in args.configs.split(",") if c]
     if args.budget:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        print(budget_table(args.dataset, configs, 4 if args.dataset == "synthetic" else 5))
+        print(budget_table(args.dataset, configs, NUM_DOMAINS[args.dataset]))
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = args.out or os.path.join("runs", f"quality-{args.dataset}")

@@ -16,8 +16,9 @@ concatenation of blocks.
 
 With r as its blocks (:class:`tfrrl.model.pairs.PairParts`, ``model.pair_blocks``) each tower
 runs once per user and once per candidate and the scores are one [B, d] × [d, C] product. A
-materialised r [B, C, D] is sliced by Eq. 5's block order (every block ``representation_dim``
-wide) and the towers run per pair: the same values, for the reference path and own-pair scoring.
+materialised r [B, C, D] is sliced by Eq. 5's block order (E_uee, E_tran, E_att each
+``representation_dim`` wide, then E_aid) and the towers run per pair: the same values, for the
+reference path and own-pair scoring.
 """
 
 from __future__ import annotations
@@ -73,11 +74,12 @@ class DotProductTowers(MultiBranchLayer):
             u = self._embed(self.user_tower, user, training)  # [B, d]
             e = self._embed(self.entity_tower, r.entity, training)  # [C, d]
             return {"scores": tf.matmul(u, e, transpose_b=True)}
-        w = self._config["representation_dim"]  # r = [E_uee, E_tran, E_att, E_aid] (Eq. 5)
+        # r = [E_uee, E_tran, E_att, E_aid] (Eq. 5): three blocks w wide, then E_aid.
+        w = self._config["representation_dim"]
         did = tf.broadcast_to(e_did[:, None, :], tf.concat([tf.shape(r)[:2],
                                                             tf.shape(e_did)[-1:]], 0))
         u = self._embed(self.user_tower, tf.concat([r[..., w:2 * w], did], -1), training)
-        e = self._embed(self.entity_tower, tf.concat([r[..., :w], r[..., 3 * w:4 * w]], -1),
+        e = self._embed(self.entity_tower, tf.concat([r[..., :w], r[..., 3 * w:]], -1),
                         training)
         return {"scores": tf.reduce_sum(u * e, axis=-1)}
 
