@@ -85,3 +85,21 @@ def test_repository_experiments_load_by_name():
     assert "ciao/backbone_rrl" in registry and "synthetic/dnn" in registry
     exp = config.load_experiment(registry["ciao/backbone_rrl"])
     assert exp.name == "ciao_backbone_rrl" and exp.model.rrl.dal and exp.model.rrl.uwl
+
+
+def test_weight_decay_selects_adamw_and_decays_by_hand():
+    import keras
+    import numpy as np
+
+    from tfrrl.training.trainer import make_optimizer
+
+    assert type(make_optimizer(config.TrainConfig())) is keras.optimizers.Adam
+    opt = make_optimizer(config.TrainConfig(learning_rate=0.1, weight_decay=0.5))
+    assert isinstance(opt, keras.optimizers.AdamW)
+    # Decoupled decay with a zero gradient: Adam's update is 0, the decay multiplies the
+    # variable by 1 − lr·wd = 1 − 0.1·0.5 = 0.95 → 2.0 · 0.95 = 1.9.
+    v = keras.Variable(np.array([2.0], np.float32))
+    opt.apply_gradients([(np.zeros(1, np.float32), v)])
+    np.testing.assert_allclose(v.numpy(), [1.9], rtol=1e-6)
+    with pytest.raises(ValueError, match="weight_decay"):
+        config.load_experiment(None, ["train.weight_decay=-1"])

@@ -12,6 +12,9 @@ class TrainConfig:
     num_negatives: int = 128  # sampled from the corpus by frequency, besides in-batch ones
     temperature: float = 1.0
     learning_rate: float = 1e-3
+    # > 0: AdamW with this decoupled weight decay instead of Adam (a regulariser for the
+    # embeddings, which overfit small datasets long before the backbone does).
+    weight_decay: float = 0.0
     epochs: int = 3
     steps_per_epoch: Optional[int] = None
     eval_steps: Optional[int] = None
@@ -38,3 +41,7 @@ class TrainConfig:
     # | multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG). batch_size is the
     # global batch.
     distribution: str = "none"
+
+    def __post_init__(self):
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be ≥ 0, got {self.weight_decay}")

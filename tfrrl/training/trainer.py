@@ -77,6 +77,14 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
     return train, evals
 
 
+def make_optimizer(train) -> keras.optimizers.Optimizer:
+    """The main optimizer of a :class:`tfrrl.config.TrainConfig`: Adam, or AdamW (decoupled
+    weight decay, Loshchilov & Hutter) when ``train.weight_decay`` > 0."""
+    if train.weight_decay > 0:
+        return keras.optimizers.AdamW(train.learning_rate, weight_decay=train.weight_decay)
+    return keras.optimizers.Adam(train.learning_rate)
+
+
 def build_model(exp: ExperimentConfig, data: PreparedDataset,
                 lookup: Optional[FeatureLookup] = None) -> MatchingModel:
     lookup = lookup or FeatureLookup.from_dataset(data)
@@ -93,7 +101,7 @@ def build_model(exp: ExperimentConfig, data: PreparedDataset,
             raise ConfigError(str(err)) from err
         raise
     model.set_corpus(load_corpus(data, lookup))
-    model.compile(optimizer=keras.optimizers.Adam(exp.train.learning_rate))
+    model.compile(optimizer=make_optimizer(exp.train))
     # Build every layer once on a real batch so weights exist before fit/load.
     for batch in data.dataset(TRAIN, 4).take(1):
         model.compute_losses(batch, training=False, seed=tf.constant([0, 0]))
