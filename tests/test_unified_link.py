@@ -148,7 +148,7 @@ def test_untimed_sequences_hold_the_users_other_train_entities(tmp_path):
     from beam_pipelines.run import PrepareConfig, run
 
     raw = write_untimed_raw(tmp_path / "raw")
-    L = 3
+    L = 2
     cfg = PrepareConfig(sequence_length=L, min_frequency=1, eval_fraction=0.3)
     result = run(str(raw), str(tmp_path / "out"), cfg, beam_args=IN_MEMORY)
     assert result["stats"]["split"]["kind"] == "random"
