@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import heapq
 import json
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -302,7 +303,8 @@ def attach_entity(imp: Mapping[str, Any], entity: Mapping[str, Any]) -> Dict[str
 
 
 # --------------------------------------------------------------------------------------------
-# Per-user assembly: dedupe, sequences strictly before the timestamp, label rule, split.
+# Per-user assembly: dedupe, sequences strictly before the timestamp (or, without time, the
+# user's other TRAIN exposures), label rule, split.
 
 @dataclasses.dataclass(frozen=True)
 class SplitRule:
@@ -326,8 +328,9 @@ class UserOutput:
     examples: List[Tuple[str, Dict[str, Any]]]  # (split, example values)
     dead: List[Tuple[str, Dict[str, Any]]]  # (reason, impression)
     filtered: List[Tuple[str, Dict[str, Any]]]  # (rule, impression)
-    # The serving-time state after the user's last impression: profile + the last L exposures
-    # (every timestamped impression, deduplicated), as the schema's user and E_seq features.
+    # The serving-time state of the user, as the schema's user and E_seq features: profile +
+    # the last L timestamped exposures (deduplicated) or, for a user without any timestamped
+    # exposure, the untimed history of an EVAL example (:func:`untimed_history`).
     snapshot: Optional[Dict[str, Any]] = None
 
 
@@ -338,11 +341,23 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
 
     * no profile while profiles are required → every row ``unknown_user``;
     * exact duplicates of a row → ``duplicate_row`` (the first copy is kept);
-    * the sequence of an example holds the last ``sequence_length`` exposures (every impression,
-      clicked or not, is an exposure) with timestamp STRICTLY before the example's timestamp;
-      rows without a timestamp get an empty sequence (nothing is provably earlier);
+    * the sequence of a timestamped example holds the last ``sequence_length`` exposures (every
+      impression, clicked or not, is an exposure) with timestamp STRICTLY before the example's
+      timestamp;
+    * the sequence of an example WITHOUT a timestamp is the user's untimed history
+      (:func:`untimed_history`): the user's other TRAIN exposures, unordered, never the example
+      itself and never an EVAL exposure;
     * label rule "click": non-clicked rows are filtered by the counted rule ``not_clicked`` but
-      stay in the exposure sequences of later rows.
+      stay exposures (in the sequences of later rows, or in the untimed history when their
+      split is TRAIN);
+    * the snapshot: the last ``sequence_length`` timestamped exposures; a user with no
+      timestamped exposure gets the history an EVAL example of theirs gets (every TRAIN
+      exposure, up to the length), so serving a user by id sees the input the model was
+      evaluated on.
+
+    The raw contract gives all rows a timestamp or none (``timestamp: null``); a user mixing
+    both (a direct call) stays well-defined: timed rows keep the timed rule (untimed rows sort
+    first, as timestamp -1), untimed rows take the untimed history over all TRAIN exposures.
     """
     out = UserOutput([], [], [])
     imps = list(imps)
@@ -361,6 +376,14 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         else:
             unique.append((ts, fp, imp))
 
+    timed = [u for u in unique if u[2]["timestamp"] is not None]
+    pool: List[Tuple[str, Mapping[str, Any]]] = []  # the ranked TRAIN exposures (untimed rows)
+    splits: Dict[str, str] = {}
+    if len(timed) < len(unique):
+        splits = {fp: split.assign(imp, fp) for _, fp, imp in unique}
+        pool = ranked_train_exposures(
+            [(fp, imp) for _, fp, imp in unique if splits[fp] == TRAIN], split.seed,
+            sequence_length + 1)
     first_of_ts = 0  # index of the first exposure sharing the current timestamp
     for i, (ts, fp, imp) in enumerate(unique):
         if i > 0 and ts != unique[i - 1][0]:
@@ -369,12 +392,12 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
             out.filtered.append(("not_clicked", imp))
             continue
         if imp["timestamp"] is None:
-            history: List[Tuple[int, str, Mapping[str, Any]]] = []
+            history = untimed_history(pool, fp, sequence_length)
         else:
-            history = unique[max(0, first_of_ts - sequence_length):first_of_ts]
+            history = [h[2] for h in unique[max(0, first_of_ts - sequence_length):first_of_ts]]
         example: Dict[str, Any] = {"user_id": user_id}
         example.update(profile)
-        example.update(exposure_sequence([h[2] for h in history], sequence_length))
+        example.update(exposure_sequence(history, sequence_length))
         for f in schema.entity_features():
             if f.name in imp and f.name != "entity_id":
                 example[f.name] = imp[f.name]
@@ -382,17 +405,53 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         example["domain"] = imp["domain"]
         example["label"] = 1.0
         example["timestamp"] = imp["timestamp"] if imp["timestamp"] is not None else 0
-        out.examples.append((split.assign(imp, fp), example))
-    timed = [u for u in unique if u[2]["timestamp"] is not None]
+        out.examples.append((splits.get(fp) or split.assign(imp, fp), example))
+    if timed:
+        snapshot_history = [u[2] for u in timed[-sequence_length:]]
+    else:
+        snapshot_history = untimed_history(pool, None, sequence_length)
     out.snapshot = {"user_id": user_id, **profile,
-                    **exposure_sequence([u[2] for u in timed[-sequence_length:]],
-                                        sequence_length)}
+                    **exposure_sequence(snapshot_history, sequence_length)}
     return out
+
+
+def history_rank(seed: int, fingerprint: str) -> Tuple[str, str]:
+    """Where a TRAIN exposure stands in its user's untimed history: a seeded hash of its
+    fingerprint (which holds the user id), ties — never in practice — by the fingerprint.
+    Salted apart from the split's hash (``SplitRule.assign``), so the rank says nothing about
+    the split. Stable across processes and runs (blake2b, not Python's salted ``hash``)."""
+    digest = hashlib.blake2b(f"history:{seed}:{fingerprint}".encode(), digest_size=8)
+    return digest.hexdigest(), fingerprint
+
+
+def ranked_train_exposures(train: Iterable[Tuple[str, Mapping[str, Any]]], seed: int,
+                           limit: int) -> List[Tuple[str, Mapping[str, Any]]]:
+    """The first ``limit`` of a user's ``(fingerprint, exposure)`` TRAIN exposures in
+    :func:`history_rank` order: what every untimed history of the user draws from (``limit``
+    = L + 1, so that an example can leave itself out and still have L)."""
+    return heapq.nsmallest(limit, train, key=lambda t: history_rank(seed, t[0]))
+
+
+def untimed_history(pool: Sequence[Tuple[str, Mapping[str, Any]]], own: Optional[str],
+                    sequence_length: int) -> List[Mapping[str, Any]]:
+    """The exposure sequence of an example without a timestamp: the user's TRAIN exposures
+    (every exposure, clicked or not, as on the timed path) other than the example's own
+    occurrence ``own`` (its fingerprint: an EVAL example's is never in the pool; None for the
+    snapshot), the ``sequence_length`` first in :func:`history_rank` order, listed
+    in that order. Without time nothing orders them; the seeded rank makes the truncation of a
+    long history a uniform, reproducible choice. EVAL exposures never enter: they are what
+    evaluation asks the model to find.
+
+    Worked example: TRAIN exposures a, b, c ranked b < a < c, L = 2 → the example a gets
+    [b, c], b gets [a, c], c gets [b, a], an EVAL example (or the snapshot) gets [b, a].
+    """
+    return [imp for fp, imp in pool if fp != own][:sequence_length]
 
 
 def exposure_sequence(history: Sequence[Mapping[str, Any]], sequence_length: int
                       ) -> Dict[str, Any]:
-    """The E_seq features of exposures in time order (oldest first), padded to L."""
+    """The E_seq features of exposures in time order (oldest first) — or, without time, in
+    :func:`untimed_history` order — padded to L."""
     return {
         "seq_entity_id": schema.pad_sequence([h["key"] for h in history], sequence_length),
         "seq_entity_type": schema.pad_sequence([h["entity_type"] for h in history],

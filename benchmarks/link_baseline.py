@@ -22,7 +22,10 @@ How it stays faithful while vectorised:
   and timestamp with another row (the only place the order, and duplicate detection, needs them)
   or for every row when the split is the seeded random split;
 * the exposure sequence of a row is the last ``L`` unique rows of its user that come before the
-  first row sharing its timestamp — computed with ``maximum.accumulate`` on group starts.
+  first row sharing its timestamp — computed with ``maximum.accumulate`` on group starts;
+  without timestamps it is ``transforms.untimed_history``: each user's TRAIN rows ranked by
+  ``transforms.history_rank`` (one sort), the first ``L + 1`` in a matrix, and per example
+  those positions minus its own (a stable argsort moves the kept ones first).
 
 Differences, on purpose (it is a benchmark baseline, not a product path):
 
@@ -416,6 +419,43 @@ def _group_starts(new_group: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(new_group, pos, 0)) if len(pos) else pos
 
 
+def _ranked_train_positions(users: np.ndarray, fps: List[str], train: np.ndarray,
+                            num_users: int, seed: int, limit: int) -> np.ndarray:
+    """Per user code, the positions of its first ``limit`` TRAIN exposures in
+    ``transforms.history_rank`` order (``ranked_train_exposures``), padded with ``len(fps)``:
+    a ``(num_users, limit)`` matrix."""
+    m = len(fps)
+    out = np.full((num_users, limit), m, dtype=np.int64)
+    tp = np.flatnonzero(train)
+    if not len(tp):
+        return out
+    # history_rank is (16 hex digits, fingerprint): as one string it sorts the same way.
+    keys = np.array(["".join(transforms.history_rank(seed, fps[q])) for q in tp.tolist()],
+                    dtype=object)
+    _, key_rank = np.unique(keys, return_inverse=True)
+    order = np.lexsort((key_rank.reshape(-1), users[tp]))
+    tp, tu = tp[order], users[tp][order]
+    new_user = np.ones(len(tp), bool)
+    new_user[1:] = tu[1:] != tu[:-1]
+    within = np.arange(len(tp)) - _group_starts(new_user)
+    keep = within < limit
+    out[tu[keep], within[keep]] = tp[keep]
+    return out
+
+
+def _untimed_histories(candidates: np.ndarray, pos: np.ndarray, m: int,
+                       L: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``transforms.untimed_history`` for the examples at ``pos``: their users' ranked TRAIN
+    positions (``candidates``, one row each) without the example's own position, the first L
+    kept in order, padded with ``m``. Returns (positions, lengths)."""
+    valid = (candidates != m) & (candidates != pos[:, None])
+    order = np.argsort(~valid, axis=1, kind="stable")  # valid first, in rank order
+    hist = np.take_along_axis(candidates, order, axis=1)[:, :L]
+    length = np.minimum(valid.sum(axis=1), L)
+    hist = np.where(np.arange(hist.shape[1])[None, :] < length[:, None], hist, m)
+    return hist, length
+
+
 def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         spec: Optional[DatasetSpec] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Runs the link in this process; returns ``{"accounting": …, "stats": …, "seconds": …}``
@@ -586,7 +626,14 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         new_ts[1:] |= sort_ts[1:] != sort_ts[:-1]
     user_start, first_of_ts = _group_starts(new_user), _group_starts(new_ts)
     hist_lo = np.maximum(user_start, first_of_ts - L)
-    seq_len = (first_of_ts - hist_lo) if has_ts else np.zeros(m, np.int64)
+    seq_len = first_of_ts - hist_lo
+    split = transforms.SplitRule(cutoff=None, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    if not has_ts:  # without time: the user's other TRAIN exposures (untimed_history)
+        unique_fps = [fp_of[r] for r in rows.tolist()]
+        train_exposure = np.array([split.assign({"timestamp": None}, fp) == transforms.TRAIN
+                                   for fp in unique_fps], dtype=bool)
+        ranked = _ranked_train_positions(users, unique_fps, train_exposure, len(u_vals),
+                                         cfg.seed, L + 1)
 
     is_example = np.ones(m, bool)
     if spec.label == "click":
@@ -595,8 +642,9 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
         dead.counters[counters.filtered_name("not_clicked")] += int(filtered.sum())
     ex_pos = np.flatnonzero(is_example)
     ex_rows = rows[ex_pos]
-    if random_split:
-        split = transforms.SplitRule(cutoff=None, eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+    if not has_ts:
+        is_eval = ~train_exposure[ex_pos]
+    elif random_split:
         is_eval = np.array([split.assign({"timestamp": None}, fp_of[r]) == transforms.EVAL
                             for r in ex_rows.tolist()], dtype=bool)
     else:
@@ -631,9 +679,12 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
     j = np.arange(L)
     for a in range(0, len(ex_pos), _ENCODE_CHUNK):
         pos = ex_pos[a:a + _ENCODE_CHUNK]
-        sl = seq_len[pos]
-        hist = hist_lo[pos][:, None] + j[None, :]
-        hist = np.where(j[None, :] < sl[:, None], hist, m)
+        if has_ts:
+            sl = seq_len[pos]
+            hist = hist_lo[pos][:, None] + j[None, :]
+            hist = np.where(j[None, :] < sl[:, None], hist, m)
+        else:
+            hist, sl = _untimed_histories(ranked[users[pos]], pos, m, L)
         hent = ent_of_pos[hist]
         s_key, s_type, s_cat = (seq_key[hent].tolist(), seq_type[hent].tolist(),
                                 seq_cat[hent].tolist())
@@ -675,14 +726,18 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
                       "".join(json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n"
                               for d in dead.records))
 
-    # User-feature snapshot: per user, profile + the last L unique timestamped exposures.
+    # User-feature snapshot: per user, profile + the last L unique timestamped exposures, or
+    # without time the history of an EVAL example (the first L ranked TRAIN exposures).
     snapshot_lines = []
     if m:
         starts = np.flatnonzero(new_user)
         ends = np.append(starts[1:], m)
         cat_col = entities.cols[schema.entity_feature_name("category")]
         for lo, hi in zip(starts.tolist(), ends.tolist()):
-            last = ent[rows[max(lo, hi - L):hi]].tolist() if has_ts else []
+            if has_ts:
+                last = ent[rows[max(lo, hi - L):hi]].tolist()
+            else:
+                last = [ent[rows[q]] for q in ranked[users[lo], :L].tolist() if q < m]
             history = [{"key": ek[e], "entity_type": et[e], "entity_category": cat_col[e]}
                        for e in last]
             snap = dict(user_parts[users[lo]])

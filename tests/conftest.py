@@ -51,6 +51,31 @@ def write_hand_built_raw(root: pathlib.Path, impressions: List[List]) -> pathlib
     return root
 
 
+# Untimed rows in the hand-built layout (the timestamp column is present but unmapped): 3 users
+# on distinct (entity, domain) pairs, so every row is one exposure.
+UNTIMED_ROWS = [
+    ["u1", "i1", "item", "d0", "0", "1"], ["u1", "i2", "item", "d0", "0", "1"],
+    ["u1", "i3", "item", "d1", "0", "1"], ["u1", "l1", "live", "d1", "0", "1"],
+    ["u1", "s1", "shop", "d0", "0", "1"], ["u1", "v1", "video", "d1", "0", "1"],
+    ["u2", "i1", "item", "d1", "0", "1"], ["u2", "i2", "item", "d1", "0", "1"],
+    ["u2", "i3", "item", "d0", "0", "1"], ["u2", "s2", "shop", "d0", "0", "1"],
+    ["u3", "i1", "item", "d0", "0", "1"], ["u3", "i2", "item", "d0", "0", "1"],
+    ["u3", "l2", "live", "d1", "0", "1"], ["u3", "s1", "shop", "d1", "0", "1"],
+    ["u3", "v1", "video", "d0", "0", "1"],
+]
+
+
+def write_untimed_raw(root: pathlib.Path) -> pathlib.Path:
+    """:data:`UNTIMED_ROWS` in the hand-built raw folder, with ``timestamp: null``."""
+    from tfrrl.data import link_spec
+
+    write_hand_built_raw(root, UNTIMED_ROWS)
+    spec = link_spec.DatasetSpec.synthetic_default()
+    spec.impressions.columns = dict(spec.impressions.columns, timestamp=None)
+    (root / link_spec.SPEC_FILENAME).write_text(spec.validate().to_yaml(), encoding="utf-8")
+    return root
+
+
 @pytest.fixture(scope="session")
 def hand_built_prepared(tmp_path_factory) -> Dict:
     """The hand-built raw rows through the Beam link (in-memory runner), shared by tests."""

@@ -236,6 +236,24 @@ def test_ciao_options_on_a_tiny_source(tmp_path):
         check_raw_folder(str(tmp_path / d))
 
 
+def test_ciao_drop_timestamps_writes_the_same_rows_without_time(tmp_path):
+    src = str(_tiny_ciao(tmp_path / "src"))
+    timed = adapters.convert("ciao", src, str(tmp_path / "t"), num_domains=3, min_count=1)
+    untimed = adapters.convert("ciao", src, str(tmp_path / "u"), num_domains=3, min_count=1,
+                               drop_timestamps=True)
+    check_raw_folder(str(tmp_path / "u"))  # header = the spec's mapped columns, no timestamp
+    spec = link_spec.load(str(tmp_path / "u"))
+    assert spec.impressions.column("timestamp") is None
+    assert untimed["split"]["kind"] == "random" and untimed["drop_timestamps"] is True
+    # The 9 rows of the tiny source, the same (user, item, domain) as the timed folder's.
+    header, rows = read_csv(str(tmp_path / "u" / common.IMPRESSIONS_FILE))
+    assert "timestamp" not in header and len(rows) == untimed["impressions"] == 9
+    _, timed_rows = read_csv(str(tmp_path / "t" / common.IMPRESSIONS_FILE))
+    assert ([r[:4] for r in rows] == [r[:4] for r in timed_rows]
+            and timed["impressions"] == 9)
+    assert untimed["duplicate_rows"] == 0
+
+
 def test_iterative_k_core():
     users = np.array([0, 0, 1, 1, 2, 0, 3])
     items = np.array([0, 1, 0, 1, 1, 2, 2])

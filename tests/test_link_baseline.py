@@ -159,11 +159,15 @@ def test_synthetic_impressions_give_the_same_records(tmp_path):
     assert [(h % buckets, h) for h in hashes] == sorted((h % buckets, h) for h in hashes)
 
 
-def test_no_users_no_timestamps_and_a_type_without_catalog(tmp_path):
-    """Random split (fingerprints of every row), default profiles and default entities."""
+@pytest.mark.parametrize("label", ["impression", "click"])
+def test_no_users_no_timestamps_and_a_type_without_catalog(tmp_path, label):
+    """Random split (fingerprints of every row), default profiles and default entities; the
+    untimed histories (the other TRAIN exposures, truncated at L = 4; with ``label: click``
+    the not-clicked ones too)."""
     raw = tmp_path / "raw"
     rows = [[f"u{i % 5}", f"i{1 + i % 3}" if i % 4 else f"k{i % 6}",
-             "item" if i % 4 else "coupon", f"d{i % 2}", "0", "1"] for i in range(60)]
+             "item" if i % 4 else "coupon", f"d{i % 2}", "0", str(int(i % 7 != 3))]
+            for i in range(60)]
     # Without timestamps equal rows are exact duplicates (rows 60 apart, and row 7 again).
     rows.append(list(rows[7]))
     write_hand_built_raw(raw, rows)
@@ -171,10 +175,15 @@ def test_no_users_no_timestamps_and_a_type_without_catalog(tmp_path):
     spec.users = None
     spec.impressions.columns = dict(spec.impressions.columns, timestamp=None)
     spec.entity_types["coupon"] = link_spec.EntityTypeSpec()  # no catalog: ids → defaults
+    spec.label = label
     (raw / link_spec.SPEC_FILENAME).write_text(spec.validate().to_yaml(), encoding="utf-8")
     cfg = PrepareConfig(sequence_length=4, min_frequency=1, eval_fraction=0.3)
     beam_out, base_out, beam_result, base_result = _run_both(raw, tmp_path, cfg)
     _assert_same_outputs(beam_out, base_out, beam_result, base_result)
+    lengths = [r["seq_length"] for r in read_records(base_out / "train")]
+    assert 4 in lengths and min(lengths) > 0  # truncated histories; none empty
+    if label == "click":  # rows i % 7 == 3 are not clicked (but stay exposures)
+        assert base_result["accounting"]["impressions"]["filtered"]["not_clicked"] > 0
     assert base_result["stats"]["split"]["kind"] == "random"
     assert base_result["stats"]["corpus_entity_type_counts"]["coupon"] == 3  # k0, k2, k4
     assert set(base_result["accounting"]["impressions"]["dead_letter"]) == {"duplicate_row"}

@@ -185,6 +185,28 @@ def test_published_like_one_pass(both):
     assert sorted(os.listdir(both["root"])) == ["one", "raw", "sharded"]  # no staging left
 
 
+def test_untimed_data_gives_the_one_pass_dataset(both, tmp_path):
+    """The same synthetic raw folder read WITHOUT its timestamps (``timestamp: null``: random
+    split, untimed histories of the other TRAIN exposures, clicked or not): one pass and N
+    shards write the same records and snapshots, and the sequences are not empty."""
+    from beam_pipelines.run import PrepareConfig, run
+
+    spec = _spec()
+    spec.impressions.columns = dict(spec.impressions.columns, timestamp=None)
+    one = run(str(both["raw"]), str(tmp_path / "one"), PrepareConfig(sequence_length=5),
+              spec=spec, beam_args=IN_MEMORY)
+    run(str(both["raw"]), str(tmp_path / "sharded"),
+        PrepareConfig(sequence_length=5, user_shards=N_SHARDS), spec=spec, beam_args=IN_MEMORY)
+    assert one["stats"]["split"]["kind"] == "random"
+    for split in ("train", "eval", "corpus"):
+        assert _serialized(tmp_path / "sharded" / split) == _serialized(tmp_path / "one" / split)
+    snapshots = _lines(tmp_path / "one" / "user_snapshot")
+    assert snapshots == _lines(tmp_path / "sharded" / "user_snapshot")
+    assert sum(json.loads(line)["seq_length"] > 0 for line in snapshots) > len(snapshots) // 2
+    evals = read_records(tmp_path / "one" / "eval")
+    assert evals and sum(r["seq_length"] > 0 for r in evals) > len(evals) // 2
+
+
 def test_more_shards_than_users(hand_built_prepared, tmp_path):
     """The hand-built rows (3 users: shards 0, 4, 1 of 5) leave two shards empty."""
     from beam_pipelines.run import PrepareConfig, run

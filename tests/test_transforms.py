@@ -74,6 +74,114 @@ def test_random_split_is_seeded():
     assert 0.25 < splits.count("eval") / len(splits) < 0.35
 
 
+def _untimed(imps, seed, eval_fraction, L, label="impression"):
+    return transforms.assemble_user(
+        "u1", None, imps, require_profile=False, label=label,
+        split=transforms.SplitRule(cutoff=None, eval_fraction=eval_fraction, seed=seed),
+        sequence_length=L)
+
+
+def _by_entity(out):
+    return {ex["entity_id"]: (split, ex["seq_entity_id"], ex["seq_length"])
+            for split, ex in out.examples}
+
+
+def _history_order(imps, seed):
+    fps = {imp["key"]: transforms.impression_fingerprint(imp) for imp in imps}
+    return sorted(fps, key=lambda key: transforms.history_rank(seed, fps[key]))
+
+
+TOY_USER = [_imp("u1", f"item:{e}", None) for e in "abcd"]  # no timestamps
+
+
+def test_untimed_history_is_the_other_train_exposures():
+    # Seed 0, eval_fraction 0.25: the split's blake2b puts c in EVAL, a, b, d in TRAIN (pinned
+    # first), and history_rank orders the TRAIN rows b < a < d. By hand, L = 3:
+    #   a → [b, d], b → [a, d], d → [b, a]  (the others, in rank order; never itself);
+    #   c (EVAL) → [b, a, d] (every TRAIN exposure); the snapshot = c's history; c never appears.
+    out = _untimed(TOY_USER, seed=0, eval_fraction=0.25, L=3)
+    assert [k for k in _history_order(TOY_USER, 0) if k != "item:c"] == [
+        "item:b", "item:a", "item:d"]
+    pad = schema.PAD_TOKEN
+    assert _by_entity(out) == {
+        "item:a": ("train", ["item:b", "item:d", pad], 2),
+        "item:b": ("train", ["item:a", "item:d", pad], 2),
+        "item:d": ("train", ["item:b", "item:a", pad], 2),
+        "item:c": ("eval", ["item:b", "item:a", "item:d"], 3),
+    }
+    assert out.snapshot["seq_entity_id"] == ["item:b", "item:a", "item:d"]
+    assert out.snapshot["seq_length"] == 3
+    assert out.snapshot["seq_category"] == ["c", "c", "c"]
+    assert out.snapshot["seq_entity_type"] == ["item"] * 3
+    # Deterministic: the same values with the rows in another order, and on a rerun.
+    again = _untimed(list(reversed(TOY_USER)), seed=0, eval_fraction=0.25, L=3)
+    assert _by_entity(again) == _by_entity(out) and again.snapshot == out.snapshot
+
+
+def test_untimed_history_truncates_to_the_first_ranked():
+    # The same toy user, L = 2: each keeps the first 2 of the others in rank order b < a < d:
+    #   a → [b, d], b → [a, d], d → [b, a]; c (EVAL) and the snapshot → [b, a] (d dropped).
+    out = _untimed(TOY_USER, seed=0, eval_fraction=0.25, L=2)
+    assert _by_entity(out) == {
+        "item:a": ("train", ["item:b", "item:d"], 2),
+        "item:b": ("train", ["item:a", "item:d"], 2),
+        "item:d": ("train", ["item:b", "item:a"], 2),
+        "item:c": ("eval", ["item:b", "item:a"], 2),
+    }
+    assert out.snapshot["seq_entity_id"] == ["item:b", "item:a"]
+
+
+def test_untimed_history_keeps_unclicked_train_exposures_and_no_eval_row():
+    # Label "click", seed 18, eval_fraction 0.5: TRAIN = a (clicked), b (not clicked);
+    # EVAL = c (clicked), d (not clicked) (pinned below); rank a < b. Examples are a and c.
+    # By hand: a → [b] (an exposure, like the timed path's); c → [a, b]; d is in no sequence.
+    imps = [_imp("u1", "item:a", None), _imp("u1", "item:b", None, click=0),
+            _imp("u1", "item:c", None), _imp("u1", "item:d", None, click=0)]
+    rule = transforms.SplitRule(cutoff=None, eval_fraction=0.5, seed=18)
+    assert [rule.assign(i, transforms.impression_fingerprint(i)) for i in imps] == [
+        "train", "train", "eval", "eval"]
+    assert _history_order(imps, 18).index("item:a") < _history_order(imps, 18).index("item:b")
+    out = _untimed(imps, seed=18, eval_fraction=0.5, L=3, label="click")
+    pad = schema.PAD_TOKEN
+    assert _by_entity(out) == {"item:a": ("train", ["item:b", pad, pad], 1),
+                               "item:c": ("eval", ["item:a", "item:b", pad], 2)}
+    assert [r for r, _ in out.filtered] == ["not_clicked", "not_clicked"]
+    assert out.snapshot["seq_entity_id"] == ["item:a", "item:b", pad]
+
+
+def test_untimed_history_never_holds_an_eval_entity_or_the_example_itself():
+    # 40 users × 12 untimed rows on distinct entities, L = 5: every sequence is a subset of the
+    # user's TRAIN entities minus the example's own, of size min(L, #TRAIN - own).
+    L = 5
+    for user in range(40):
+        imps = [_imp(f"u{user}", f"item:{user}_{j}", None) for j in range(12)]
+        out = _untimed(imps, seed=3, eval_fraction=0.3, L=L)
+        train = {ex["entity_id"] for s, ex in out.examples if s == "train"}
+        for split, ex in out.examples:
+            seq = [e for e in ex["seq_entity_id"] if e != schema.PAD_TOKEN]
+            own = {ex["entity_id"]} if split == "train" else set()
+            assert set(seq) <= train - own and len(set(seq)) == len(seq)
+            assert len(seq) == ex["seq_length"] == min(L, len(train - own))
+        snap = [e for e in out.snapshot["seq_entity_id"] if e != schema.PAD_TOKEN]
+        assert set(snap) <= train and len(snap) == min(L, len(train))
+
+
+def test_mixed_timed_and_untimed_rows_of_one_user():
+    # Timed rows keep the timed rule (untimed rows sort first, as timestamp -1): a@10 → [x]
+    # (x counts as before every timestamp), b@20 → [x, a]. The untimed x takes the other TRAIN
+    # exposures (cutoff 15: a is TRAIN, b EVAL; x random → TRAIN with eval_fraction 0) → [a].
+    # The snapshot: the last L timestamped exposures → [a, b].
+    imps = [_imp("u1", "item:a", 10), _imp("u1", "item:b", 20), _imp("u1", "item:x", None)]
+    out = transforms.assemble_user(
+        "u1", None, imps, require_profile=False, label="impression",
+        split=transforms.SplitRule(cutoff=15, eval_fraction=0.0), sequence_length=3)
+    pad = schema.PAD_TOKEN
+    assert _by_entity(out) == {"item:x": ("train", ["item:a", pad, pad], 1),
+                               "item:a": ("train", ["item:x", pad, pad], 1),
+                               "item:b": ("eval", ["item:x", "item:a", pad], 2)}
+    assert out.snapshot["seq_entity_id"] == ["item:a", "item:b", pad]
+
+
 def test_linked_entity_inherits_product_fields_only_where_missing():
     video = transforms.normalize_entity(
         {"entity_id": "v1", "linked_item": "i2", "author": "a1", "duration": "30"}, "video",

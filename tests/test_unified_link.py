@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import IN_MEMORY, read_records, write_hand_built_raw
+from tests.conftest import IN_MEMORY, read_records, write_hand_built_raw, write_untimed_raw
 from tfrrl.data import schema
 
 
@@ -132,6 +132,67 @@ def test_click_label_rule_filters_and_counts(tmp_path):
     assert (imp["train"], imp["eval"]) == (1, 1) and imp["balanced"]
     (ex,) = read_records(tmp_path / "out" / "train")
     assert ex["seq_entity_id"][0] == "item:i1"  # the non-clicked exposure stays in the sequence
+
+
+def _sequence(record) -> list:
+    return [e for e in record["seq_entity_id"] if e != schema.PAD_TOKEN]
+
+
+def test_untimed_sequences_hold_the_users_other_train_entities(tmp_path):
+    """Without timestamps, through the Beam link and back from the TFRecords: each TRAIN
+    example's sequence is min(L, |TRAIN| - 1) of the user's other TRAIN entities, each EVAL
+    example's min(L, |TRAIN|) of them, no EVAL entity is ever in a sequence, the snapshot is the
+    EVAL history, and a rerun writes the same records."""
+    import tensorflow as tf
+
+    from beam_pipelines.run import PrepareConfig, run
+
+    raw = write_untimed_raw(tmp_path / "raw")
+    L = 2
+    cfg = PrepareConfig(sequence_length=L, min_frequency=1, eval_fraction=0.3)
+    result = run(str(raw), str(tmp_path / "out"), cfg, beam_args=IN_MEMORY)
+    assert result["stats"]["split"]["kind"] == "random"
+    train, evals = read_records(tmp_path / "out" / "train"), read_records(tmp_path / "out" / "eval")
+    assert len(train) + len(evals) == 15 and evals
+    train_of = {}
+    for r in train:
+        train_of.setdefault(r["user_id"], set()).add(r["entity_id"])
+    eval_of = {}
+    for r in evals:
+        eval_of.setdefault(r["user_id"], set()).add(r["entity_id"])
+    truncated = 0
+    for r in train:
+        seq, others = _sequence(r), train_of[r["user_id"]] - {r["entity_id"]}
+        assert set(seq) <= others and len(seq) == len(set(seq)) == min(L, len(others))
+        assert r["seq_length"] == len(seq) and not set(seq) & eval_of.get(r["user_id"], set())
+        truncated += len(others) > L
+    for r in evals:
+        seq = _sequence(r)
+        assert set(seq) <= train_of[r["user_id"]]
+        assert len(seq) == min(L, len(train_of[r["user_id"]])) == r["seq_length"]
+    assert truncated, "no user with more than L other TRAIN rows: nothing truncated"
+    snapshots = {}
+    for path in (tmp_path / "out" / "user_snapshot").glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            snap = json.loads(line)
+            snapshots[snap["user_id"]] = snap
+    assert set(snapshots) == {"u1", "u2", "u3"}
+    for user, snap in snapshots.items():
+        seq = [e for e in snap["seq_entity_id"] if e != schema.PAD_TOKEN]
+        assert set(seq) <= train_of[user] and len(seq) == min(L, len(train_of[user]))
+    for r in evals:  # an EVAL example's history is the snapshot's, in the same order
+        assert r["seq_entity_id"] == snapshots[r["user_id"]]["seq_entity_id"]
+    # Deterministic: a second run writes the same serialized records.
+    run(str(raw), str(tmp_path / "again"), cfg, beam_args=IN_MEMORY)
+    for split in ("train", "eval", "user_snapshot"):
+        files = [sorted((tmp_path / o / split).glob("*")) for o in ("out", "again")]
+        if split == "user_snapshot":
+            lines = [sorted(x for f in fs for x in f.read_text().splitlines()) for fs in files]
+        else:
+            lines = [sorted(bytes(x) for f in fs
+                            for x in tf.data.TFRecordDataset(str(f)).as_numpy_iterator())
+                     for fs in files]
+        assert lines[0] and lines[0] == lines[1], split
 
 
 def test_examples_are_written_in_shuffled_order(small_synthetic_prepared):

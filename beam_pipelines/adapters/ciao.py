@@ -22,6 +22,11 @@ Source (``ciao_interactions.tsv``: user_id, item_id, domain_id, rating, helpfuln
   trains on rows before the 90th percentile of timestamps → ``eval_fraction: 0.1`` (summary).
   120 rows of the core are exact duplicates (user, item, category, day) that the pipeline counts
   as ``duplicate_row`` (reported as ``duplicate_rows``).
+* ``drop_timestamps=True`` writes the same rows without their time (``timestamp: null``): the
+  check of data without time on a real dataset. The pipeline then splits at random (seeded,
+  ``eval_fraction`` 0.1) and each example's sequence is the user's other TRAIN exposures
+  (``transforms.untimed_history``). Rows that differed only by their day become exact duplicates
+  (``duplicate_row``): the summary's ``duplicate_rows`` counts them on (user, item, category).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def _domain_labels(path: str, ids: List[str], use_names: bool,
 
 def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: int = 5,
             min_rating: Optional[float] = None, domain_names: bool = True,
-            overwrite: bool = False) -> Dict[str, object]:
+            drop_timestamps: bool = False, overwrite: bool = False) -> Dict[str, object]:
     """Writes the Ciao raw folder into ``out_dir``; returns the summary (row counts, timing)."""
     timer = common.Timer()
     if num_domains < 1:
@@ -112,9 +117,13 @@ def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: i
     user_ids = list(users.index)
     item_ids = list(items.index)
 
-    with common.CsvSink(out_dir, common.IMPRESSIONS_FILE, common.impression_header()) as sink:
+    timed = not drop_timestamps
+    with common.CsvSink(out_dir, common.IMPRESSIONS_FILE,
+                        common.impression_header(timestamp=timed)) as sink:
         for u, i, d, t in zip(u_arr.tolist(), i_arr.tolist(), d_arr.tolist(), t_arr.tolist()):
-            sink.write((user_ids[u], item_ids[i], ENTITY_TYPE, domain_label[d], t, 1))
+            row = (user_ids[u], item_ids[i], ENTITY_TYPE, domain_label[d]) + ((t,) if timed
+                                                                             else ()) + (1,)
+            sink.write(row)
         n_impressions = sink.rows
 
     # Catalog: one row per item of the core, category = its majority domain.
@@ -131,10 +140,12 @@ def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: i
         description=(
             f"Ciao product reviews (Tang et al., WSDM'12 / KDD'12): top {num_domains} "
             f"categories as domains, iterative {min_count}-core on users and items, one entity "
-            "type 'item', every review a positive impression. Protocol split: rows at or after "
-            "the 90th percentile of timestamps are eval (eval_fraction 0.1)."
+            "type 'item', every review a positive impression. "
+            + ("Protocol split: rows at or after the 90th percentile of timestamps are eval "
+               "(eval_fraction 0.1)." if timed else
+               "Timestamps dropped: seeded random split (eval_fraction 0.1).")
         ),
-        impressions=common.impressions_spec(),
+        impressions=common.impressions_spec(timestamp=timed),
         entity_types={ENTITY_TYPE: EntityTypeSpec(
             path=common.catalog_file(ENTITY_TYPE), format="csv", id_column="item_id",
             fields={"category": "category"})},
@@ -143,19 +154,23 @@ def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: i
     )
     common.write_spec(out_dir, spec)
 
-    dup_keys = Counter(zip(u_arr.tolist(), i_arr.tolist(), d_arr.tolist(), t_arr.tolist()))
+    dup_keys = Counter(zip(u_arr.tolist(), i_arr.tolist(), d_arr.tolist(),
+                           t_arr.tolist() if timed else [None] * len(u_arr)))
+    split = ({"kind": "time", "eval_fraction": common.DEFAULT_EVAL_FRACTION,
+              "rule": "eval = timestamp >= 90th percentile of timestamps"} if timed else
+             {"kind": "random", "eval_fraction": common.DEFAULT_EVAL_FRACTION,
+              "rule": "timestamps dropped: seeded random split"})
     return common.summary(
         "ciao", out_dir, spec,
         impressions=n_impressions, positives=n_impressions,
         users=int(len(np.unique(u_arr))), entities={ENTITY_TYPE: n_items},
         domains={domain_label[d]: int(n) for d, n in enumerate(np.bincount(
             d_arr, minlength=len(top))) if n},  # a category the core emptied is gone
-        split={"kind": "time", "eval_fraction": common.DEFAULT_EVAL_FRACTION,
-               "rule": "eval = timestamp >= 90th percentile of timestamps"},
-        timer=timer, decode=stats,
+        split=split, timer=timer, decode=stats,
         source_rows=source_rows, rows_in_top_domains=rows_in_top,
         domain_ids={labels[d]: d for d in top},
         num_domains=num_domains, min_count=min_count, min_rating=min_rating,
+        drop_timestamps=drop_timestamps,
         skipped_rows=dict(malformed),
         duplicate_rows=sum(n - 1 for n in dup_keys.values()),
         items_in_several_domains=sum(1 for c in item_domains.values() if len(c) > 1),

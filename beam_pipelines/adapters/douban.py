@@ -20,8 +20,8 @@ living_place, join_time, time_bin; 3,000 rows, UTF-8 with Chinese place names.
 * Time: the sample has NO per-interaction time. ``time_bin`` is the month of the USER's
   ``join_time`` (1 = 2005-05, checked on every row: time_bin = months since 2005-04), a constant
   per user, so it cannot order a user's interactions: the impressions have no timestamp column
-  (``timestamp: null``) and the pipeline uses its seeded random split (eval_fraction 0.1) with
-  empty exposure sequences.
+  (``timestamp: null``) and the pipeline uses its seeded random split (eval_fraction 0.1); each
+  example's sequence is the user's other TRAIN exposures (``transforms.untimed_history``).
 * Labels: rating is 0/1 (both occur): ``click`` = 1 if rating > 0, ``label: click``.
 """
 
