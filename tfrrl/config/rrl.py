@@ -15,9 +15,10 @@ class RRLConfig:
     mvwdl: bool = False  # multi-view Wasserstein distribution learning (Alg. 3, Eq. 18–23)
     orthogonality: bool = False  # Eq. 24
     uwl: bool = False  # uncertainty weights (Eq. 25); off → fixed weights
-    # UWL's weights 1/(2σ²) at step 0. None: s = log σ² = 0, i.e. 0.5 (Kendall et al.), 50× the
-    # fixed 0.01; e.g. 0.01 starts UWL where the fixed weights are (s = ln 50) and still learns.
-    uwl_initial_weight: Optional[float] = None
+    # UWL's weights 1/(2σ²) at step 0. 0.01 (the default): UWL starts where the paper's fixed
+    # weights are (s = ln 50) and learns from there; None: s = log σ² = 0, i.e. 0.5 (Kendall et
+    # al.), 50× the fixed 0.01, which swamped the retrieval loss early in training.
+    uwl_initial_weight: Optional[float] = 0.01
     fixed_weight: float = 0.01  # §V-A3: auxiliary weights without UWL
     dal_units: int = 64  # §V-A3: DAL is one layer of 64
     grl_scale: float = 1.0
