@@ -11,10 +11,14 @@ unchanged; all of them learn from the ``train`` split only (never from ``eval``)
   the TRAIN rows of the last fraction ``w`` of the TRAIN period (timestamp ≥ t_max − w ·
   (t_max − t_min)); ties by all-TRAIN popularity in the domain, then corpus index. Without
   timestamps (all equal) every row is recent. ``w`` is chosen (:func:`choose_window`) among
-  :data:`WINDOWS` by macro Recall@N (averaged over the report's N) on the VALIDATION rows carved
-  from TRAIN by :mod:`tfrrl.data.validation_split` — the rows the trainer holds out — with counts
-  from the remaining TRAIN rows; never on the eval split. The final ranking counts all TRAIN
-  rows in the chosen window (like popularity).
+  :data:`WINDOWS` by macro Recall@N (averaged over the report's N) on VALIDATION rows held out
+  of TRAIN, with counts from the remaining TRAIN rows; never on the eval split. The held-out
+  rows mirror how eval was split (:data:`HOLDOUTS`): for a time split, the rows of the last
+  ``validation_fraction`` of the TRAIN period (``time``: the future, as eval is); otherwise the
+  rows the trainer holds out (``hash``, :mod:`tfrrl.data.validation_split`). A hash hold-out
+  is spread evenly over the period, so it always prefers the whole period (w = 1) and cannot
+  choose a recency window. The final ranking counts all TRAIN rows in the chosen window (like
+  popularity).
 * **Item-item CF in domain** (:func:`item_cf_topn`): X = the binary user × entity matrix of the
   TRAIN rows (every domain); sim(i, j) = cosine of columns i and j of X; a query's score for
   entity j = Σ_{i ∈ H_u} sim(i, j) over the user's TRAIN entities H_u (every domain, nothing
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 # validation fraction it carves when the run did not carve one (the data README's 0.1).
 WINDOWS: Tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
 DEFAULT_VALIDATION_FRACTION = 0.1
+# How validation rows are held out of TRAIN for the window choice: ``time`` = the last part of
+# the TRAIN period, ``hash`` = tfrrl.data.validation_split (the trainer's validation rows).
+HOLDOUTS: Tuple[str, ...] = ("time", "hash")
 # Reference names in report order (the keys of evaluation.json next to ``model``).
 REFERENCES: Tuple[str, ...] = ("popularity", "recent_popularity", "item_cf")
 
@@ -357,21 +364,34 @@ def query_rows(users: np.ndarray, query_user_ids: np.ndarray) -> np.ndarray:
     return np.where(users[pos] == ids, pos, -1).astype(np.int64)
 
 
+def default_holdout(data: PreparedDataset) -> str:
+    """``time`` for a dataset split by time (``stats.json``), else ``hash``."""
+    return "time" if data.stats.get("split", {}).get("kind") == "time" else "hash"
+
+
 def reference_topns(data: PreparedDataset, queries: Queries, n: int, ns: Sequence[int],
                     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-                    windows: Sequence[float] = WINDOWS) -> ReferenceRankings:
+                    windows: Sequence[float] = WINDOWS, holdout: Optional[str] = None
+                    ) -> ReferenceRankings:
     """Popularity, recent popularity and item-item CF in domain (module docstring) on
     ``queries`` (built with their corpus, :func:`~tfrrl.evaluation.queries.build_queries`),
-    from one pass over TRAIN. The window is chosen on the validation rows of
-    ``validation_fraction`` by Recall@``ns``."""
+    from one pass over TRAIN. The window is chosen by Recall@``ns`` on the
+    ``validation_fraction`` of TRAIN held out as ``holdout`` (:data:`HOLDOUTS`; default
+    :func:`default_holdout`)."""
     if queries.corpus is None:
         raise ValueError("no corpus: build the queries with build_queries")
     if queries.user_ids is None:
         raise ValueError("the queries carry no user ids (build them with build_queries)")
+    holdout = holdout or default_holdout(data)
+    if holdout not in HOLDOUTS:
+        raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
     rows = read_train_interactions(data, queries.corpus, validation_fraction)
     size = queries.corpus_size
     counts = domain_counts(rows.entity, rows.domain, size)
     timed = bool(len(rows.timestamp) and rows.timestamp.min() < rows.timestamp.max())
+    if holdout == "time":
+        rows = dataclasses.replace(rows, validation=recent_rows(rows.timestamp,
+                                                                validation_fraction) & timed)
     window, scores = choose_window(rows, ns, windows) if timed else (1.0, {})
     users = query_rows(rows.users, queries.user_ids)
     topn = {
@@ -388,11 +408,14 @@ def reference_topns(data: PreparedDataset, queries: Queries, n: int, ns: Sequenc
             "windows": [float(w) for w in windows],
             "timestamps": timed,
             "validation_fraction": float(validation_fraction),
+            "holdout": holdout,
             "validation_queries": len(validation_queries(rows)) if timed else 0,
             "validation_recall": scores,
             "definition": "each domain's entities by TRAIN rows in the last `window` of the "
                           "TRAIN period, ties by all TRAIN rows; the window chosen by mean "
-                          "macro Recall@N on the validation rows carved from TRAIN"},
+                          "macro Recall@N on validation rows held out of TRAIN (holdout: time "
+                          "= the last part of the TRAIN period, hash = the trainer's "
+                          "validation rows)"},
         "item_cf": "Σ over the user's TRAIN entities of the item-item cosine similarity; "
                    "candidates = the domain's TRAIN entities; ties and users without TRAIN "
                    "rows by popularity in the domain",

@@ -195,10 +195,12 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
             lines.append(f"{title}: none")
     window = result.get("references", {}).get("recent_popularity", {})
     if window.get("timestamps"):
+        held_out = (f"the last {window['validation_fraction']:g} of the TRAIN period"
+                    if window.get("holdout") == "time" else
+                    f"the trainer's validation rows ({window['validation_fraction']:g} of TRAIN)")
         lines.append(f"recent popularity: window {window['window']:g} of the TRAIN period, "
                      f"chosen among {window['windows']} on {window['validation_queries']:,} "
-                     f"validation queries carved from TRAIN ({window['validation_fraction']:g} "
-                     "of its rows)")
+                     f"validation queries from {held_out}")
     elif window:
         lines.append("recent popularity: the TRAIN rows carry no timestamps, so it equals "
                      "popularity")
