@@ -161,10 +161,14 @@ def test_query_rows_and_references_on_hand_built_data(hand_built_evaluation):
     u3's: i1, l2. Item-CF for u3 in d1 (candidates l1, v1, i3): i1's column [u1 u2 u3],
     l2's [u3]; l1 and v1 are u1's only → sim(i1, l1) = sim(i1, v1) = 1/√3, sim(l2, ·) = 0;
     i3 is u2's only → sim(i1, i3) = 1/√3 too: all three tie at 1/√3 → d1's popularity order
-    (each has 1 row → corpus index), the same as popularity."""
+    (each has 1 row → corpus index), the same as popularity. u1 in d0 (candidates i1, s1, i2,
+    l2; H = {i1, l1, s1, v1}; l1, s1, v1 all have the column [u1] → sim 1 among them):
+    s1 = 1/√3 + 1 + 1 + 1 = 3.58, i1 = 1 + 3/√3 = 2.73, i2 = l2 = 1/√3 (via u2, u3) → [s1 i1]
+    then i2 and l2 (tied: one d0 row each → corpus index); popularity puts i1 (3 rows) first."""
     from tfrrl.evaluation.references import query_rows, read_train_interactions, reference_topns
 
     data, queries = hand_built_evaluation["data"], hand_built_evaluation["queries"]
+    keys = [k.decode() for k in queries.corpus["entity_key"]]
     rows = read_train_interactions(data, queries.corpus)
     assert rows.users.tolist() == [b"u1", b"u2", b"u3"] and len(rows.entity) == 9
     assert query_rows(rows.users, np.asarray([b"u3", b"zz", b"u1"], "S")).tolist() == [2, -1, 0]
@@ -172,7 +176,20 @@ def test_query_rows_and_references_on_hand_built_data(hand_built_evaluation):
     assert refs.cold.tolist() == [False, False]
     np.testing.assert_array_equal(refs.topn["popularity"], popularity_topn(data, None, queries, 4))
     np.testing.assert_array_equal(refs.topn["item_cf"][1], refs.topn["popularity"][1])
-    assert refs.details["recent_popularity"]["timestamps"] is True
+    cf_u1 = [keys[i] for i in refs.topn["item_cf"][0]]
+    assert cf_u1 == ["shop:s1", "item:i1"] + sorted(["item:i2", "live:l2"], key=keys.index)
+    assert keys[refs.topn["popularity"][0][0]] == "item:i1"
+    # A time split (cutoff 400): the window is chosen on the last 0.1 of the TRAIN period,
+    # [100, 300] → t ≥ 280: the one row at 300 (u1, v1, d1) → one validation query.
+    details = refs.details["recent_popularity"]
+    assert details["timestamps"] is True and details["holdout"] == "time"
+    assert details["validation_queries"] == 1
+    # The trainer's hash hold-out instead: 0.5 of the 9 rows (the next test shows which).
+    hashed = reference_topns(data, queries, 4, (1, 2), 0.5, holdout="hash")
+    assert hashed.details["recent_popularity"]["holdout"] == "hash"
+    assert hashed.details["recent_popularity"]["validation_queries"] > 0
+    with pytest.raises(ValueError, match="holdout"):
+        reference_topns(data, queries, 4, (1,), holdout="random")
 
 
 def test_validation_rows_are_the_ones_the_trainer_holds_out(hand_built_evaluation):
