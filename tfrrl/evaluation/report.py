@@ -84,14 +84,20 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
                    lookup: Optional[FeatureLookup] = None, ns: Sequence[int] = DEFAULT_NS,
                    max_queries: Optional[int] = None, *, seed: int = 0, query_chunk: int = 256,
                    corpus_chunk: int = 4096, queries: Optional[Queries] = None,
-                   progress: bool = False) -> Dict[str, Any]:
+                   progress: bool = False, cold: Optional[np.ndarray] = None
+                   ) -> Dict[str, Any]:
     """Recall-all@N of ``model`` and of the popularity baseline on the same queries
-    (``progress``: report the queries scored on stdout)."""
+    (``progress``: report the queries scored on stdout); given ``cold`` (bool [Q], e.g.
+    :attr:`~tfrrl.evaluation.references.ReferenceRankings.cold`), also on the warm and the
+    cold queries apart (``warm_cold``, :func:`warm_cold_report`)."""
     lookup = lookup or FeatureLookup.from_dataset(data)
     if queries is None:
         queries = build_queries(data, lookup, max_queries, seed)
-    result, _, _ = _model_and_popularity(model, data, queries, ns, max_queries, seed,
-                                         query_chunk, corpus_chunk, progress)
+    result, top, pop_top = _model_and_popularity(model, data, queries, ns, max_queries, seed,
+                                                 query_chunk, corpus_chunk, progress)
+    if cold is not None:
+        result["warm_cold"] = warm_cold_report({"model": top, "popularity": pop_top}, queries,
+                                               ns, cold)
     return result
 
 
