@@ -109,7 +109,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
-    from tfrrl.model.baselines import count_parameters  # pylint: disable=import-outside-toplevel
+    from tfrrl.model.backbones.budget import count_parameters  # pylint: disable=import-outside-toplevel
     from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
 
     exp = config.load_experiment(
@@ -256,7 +256,7 @@ def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
     """Trainable backbone parameters per config (the shared input modules are the same for every
     row) and their difference to the Backbone's."""
     from tfrrl import config  # pylint: disable=import-outside-toplevel
-    from tfrrl.model.baselines import backbone_parameters  # pylint: disable=import-outside-toplevel
+    from tfrrl.model.backbones.budget import backbone_parameters  # pylint: disable=import-outside-toplevel
 
     def count(name):
         exp = config.load_experiment(os.path.join(REPO, "configs", dataset, f"{name}.yaml"))
