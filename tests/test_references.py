@@ -151,8 +151,8 @@ def test_item_cf_topn_by_hand():
     for block_values in (4, 1 << 22):  # one query per block, then all at once
         top = item_cf_topn(user_entity_matrix(rows), users, domains, counts, 4, block_values)
         np.testing.assert_array_equal(top, expected)
-    np.testing.assert_array_equal(
-        item_cf_topn(user_entity_matrix(rows), users, domains, counts, 2), [r[:2] for r in expected])
+    top2 = item_cf_topn(user_entity_matrix(rows), users, domains, counts, 2)
+    np.testing.assert_array_equal(top2, [r[:2] for r in expected])
 
 
 def test_query_rows_and_references_on_hand_built_data(hand_built_evaluation):

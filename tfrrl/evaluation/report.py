@@ -138,8 +138,8 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
                       validation_fraction: Optional[float] = None) -> Dict[str, Any]:
     """``tfrrl evaluate``: Recall-all@N of the model and of the reference baselines
     (popularity, recent popularity, item-item CF in domain; the recent-popularity window chosen
-    on the ``validation_fraction`` rows carved from TRAIN, by default
-    :data:`~tfrrl.evaluation.references.DEFAULT_VALIDATION_FRACTION`) on the same queries — all of them,
+    on a ``validation_fraction`` of TRAIN held out, by default
+    ``references.DEFAULT_VALIDATION_FRACTION``) on the same queries — all of them,
     the warm ones (the headline) and the cold ones — plus Recall@N per entity type, the
     entity-fairness report at ``fairness_n``, AUC / gAUC, and — with a ``retriever`` (e.g. the
     HNSW index of the model's export) — Recall-retrieval@N of the served model on the same
