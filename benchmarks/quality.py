@@ -28,10 +28,14 @@ Protocol (no tuning on the test split):
   recall.py) on the same ``--max-queries`` (user, domain) queries for every run; its macro
   average over domains ("avg" in the paper) is the table's number; AUC / gAUC on eval
   impressions with 20 uniform negatives each (tfrrl/evaluation/auc.py);
-* the table: mean ± std over seeds, relative change of the mean vs DNN (if run); rows
-  ``popularity`` (per-domain most frequent TRAIN entities) and, on synthetic, ``oracle`` (the
-  generator's true scores, tfrrl/data/oracle.py, ranked over the generator's catalog: the
-  ceiling) for reference.
+* the tables: warm queries (users with TRAIN rows) are the headline, cold queries (users
+  without) and all queries follow; mean ± std over seeds, relative change of the mean vs DNN
+  (if run); reference rows computed once per dataset on the same queries
+  (tfrrl/evaluation/references.py): ``popularity`` (per-domain most frequent TRAIN entities),
+  ``recent popularity`` (the same over the last part of the TRAIN period, the window chosen on
+  a hold-out of TRAIN), ``item-item CF`` (cosine, restricted to the domain's entities) and, on
+  synthetic, ``oracle`` (the generator's true scores, tfrrl/data/oracle.py, ranked over the
+  generator's catalog: the ceiling; all queries only).
 
 Outputs in ``--out``: ``results.json`` (every run), ``table.md``, ``recall_curves.png`` (Fig. 4:
 per domain, Recall-all@N against N, one line per config) and, when both ``backbone`` and
@@ -108,7 +112,7 @@ def shared_representations(model, data, max_rows: int = 2000):
 
 
 def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, args,
-            queries, lookup) -> Dict[str, Any]:
+            queries, lookup, cold) -> Dict[str, Any]:
     import keras  # pylint: disable=import-outside-toplevel
 
     from tfrrl import config  # pylint: disable=import-outside-toplevel
@@ -129,8 +133,11 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
     train_s = time.time() - start
     data = PreparedDataset(data_dir)
-    result = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
-                                   corpus_chunk=1024)["model"]
+    evaluated = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
+                                          corpus_chunk=1024, cold=cold)
+    result = evaluated["model"]
+    warm_cold = {g: evaluated["warm_cold"][g].get("model")
+                 for g in ("warm", "cold") if evaluated["warm_cold"][g]["num_queries"]}
     scored = evaluation.scored_impressions(model, data, num_negatives=20, max_rows=3000, seed=seed)
     val_ce = history.get("val_ce_loss", [float("nan")])
     best_epoch = int(np.nanargmin(val_ce)) + 1 if val_ce and val_ce[0] == val_ce[0] else 0
@@ -145,6 +152,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
              "best_val_loss": float(min(history.get("val_loss", [float("nan")]))),
              "parameters_backbone": count_parameters(model.backbone),
              "recall": result,
+             "recall_warm_cold": warm_cold,
              "auc": evaluation.auc(scored["labels"], scored["scores"]),
              "gauc": evaluation.gauc(scored["users"], scored["labels"], scored["scores"])}
     if config_name in ("backbone", "backbone_rrl") and seed == args.first_seed:
@@ -184,8 +192,19 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
+def run_recall(entry: Dict[str, Any], group: str, n: int) -> float:
+    """A run's macro Recall@n on the ``group`` queries (``warm``, ``cold`` or ``all``); NaN
+    when the run did not measure it (results written before warm/cold were recorded)."""
+    if group == "all":
+        return entry["recall"]["macro"][f"recall@{n}"]
+    report = (entry.get("recall_warm_cold") or {}).get(group)
+    return report["macro"][f"recall@{n}"] if report else float("nan")
+
+
 def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[int],
-                out: str, header: str) -> str:
+                header: str, group: str = "all") -> str:
+    """The Markdown table of every config (mean ± std over seeds) and every reference
+    (``references``: name → macro ``{"recall@n"}``) on the ``group`` queries."""
     configs = list(dict.fromkeys(r["config"] for r in results))
     cols = [f"@{n}" for n in ns]
     lines = [header, "", "| method | params (backbone) | " + " | ".join(cols)
@@ -193,23 +212,19 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
              "|---|---|" + "---|" * len(cols) + "---|---|---|---|"]
     dnn = None
     if "dnn" in configs:
-        dnn = np.mean([r["recall"]["macro"]["recall@100"] for r in results
-                       if r["config"] == "dnn"])
+        dnn = np.nanmean([run_recall(r, group, 100) for r in results if r["config"] == "dnn"])
     for name in configs:
         runs = [r for r in results if r["config"] == name]
-        cells = [_mean_std([r["recall"]["macro"][f"recall@{n}"] for r in runs]) for n in ns]
-        mean100 = np.mean([r["recall"]["macro"]["recall@100"] for r in runs])
-        delta = f"{(mean100 / dnn - 1) * 100:+.2f}%" if dnn else "—"
+        cells = [_mean_std([run_recall(r, group, n) for r in runs]) for n in ns]
+        mean100 = np.nanmean([run_recall(r, group, 100) for r in runs])
+        delta = f"{(mean100 / dnn - 1) * 100:+.2f}%" if dnn and dnn == dnn else "—"
         lines.append(f"| {name} | {runs[0]['parameters_backbone']:,} | " + " | ".join(cells)
                      + f" | {delta} | {_mean_std([r['auc'] for r in runs])} | "
                      f"{_mean_std([r['gauc'] for r in runs])} | {len(runs)} |")
     for name, rec in references.items():
         lines.append(f"| {name} | — | " + " | ".join(
             f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns) + " | — | — | — | — |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def plot_curves(results: List[Dict], ns: Sequence[int], out: str,
@@ -341,11 +356,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lookup = FeatureLookup.from_dataset(data)
     queries = evaluation.build_queries(data, lookup, args.max_queries, seed=0)
     ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
-    say(f"{len(queries)} test queries, corpus {queries.corpus_size:,}; N = {ns}")
+    # The reference baselines (and which queries are cold) once per dataset, on these queries.
+    refs = evaluation.reference_topns(data, queries, max(ns), ns)
+    say(f"{len(queries)} test queries ({int((~refs.cold).sum())} warm, {int(refs.cold.sum())} "
+        f"cold), corpus {queries.corpus_size:,}; N = {ns}")
     if args.single:
         name, seed = args.single.rsplit(":", 1)
         entry = run_one(args.dataset, name, int(seed), paths["data"], out, args, queries,
-                        lookup)
+                        lookup, refs.cold)
         with open(args.entry_out, "w", encoding="utf-8") as f:
             json.dump(entry, f, default=float)
         return 0
@@ -365,7 +383,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for k, (s, name) in enumerate(todo, 1):
         say(f"run {k}/{len(todo)} of this invocation: {name}, seed {s}")
         if args.in_process:
-            entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup)
+            entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup,
+                            refs.cold)
         else:
             entry = run_isolated(raw_argv, name, s, out)
         say(f"    Recall-all@100 avg {entry['recall']['macro']['recall@100']:.4f}, "
@@ -377,20 +396,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runs.advance(1)
     if todo:
         runs.close()
-    from tfrrl.evaluation.references import popularity_topn  # pylint: disable=import-outside-toplevel
-
-    references = {"popularity": evaluation.recall_report(
-        popularity_topn(data, None, queries, max(ns)), queries, ns)}
+    labels = {"popularity": "popularity", "recent_popularity": "recent popularity (w="
+              f"{refs.details['recent_popularity']['window']:g})", "item_cf": "item-item CF"}
+    warm_cold = evaluation.warm_cold_report(refs.topn, queries, ns, refs.cold)
+    references = {labels[m]: evaluation.recall_report(refs.topn[m], queries, ns)
+                  for m in evaluation.REFERENCES}
     if args.dataset == "synthetic" and paths.get("raw"):
         say("oracle ceiling: scoring the generator's catalog with its true log-probabilities")
         references["oracle (ceiling)"] = oracle_reference(paths["raw"], queries, ns)
-    header = (f"Recall-all@N (macro average over domains) on {args.dataset}: {len(queries)} "
-              f"test queries, corpus {queries.corpus_size:,}; seeds "
-              f"{sorted({r['seed'] for r in results})}; "
-              f"{args.epochs} epochs × {args.steps_per_epoch} steps, early stopping on a "
-              "validation split carved from TRAIN")
-    table = write_table(results, {k: v["macro"] for k, v in references.items()}, ns, out,
-                        header)
+    setup = (f"seeds {sorted({r['seed'] for r in results})}; {args.epochs} epochs × "
+             f"{args.steps_per_epoch} steps, early stopping on a validation split carved from "
+             "TRAIN")
+    tables = []
+    for group, title in (("warm", "warm queries (users with TRAIN rows) — the headline"),
+                         ("cold", "cold queries (users without TRAIN rows)")):
+        if warm_cold[group]["num_queries"]:
+            tables.append(write_table(
+                results, {labels[m]: warm_cold[group][m]["macro"]
+                          for m in evaluation.REFERENCES}, ns,
+                f"Recall-all@N (macro average over domains) on {args.dataset}, {title}: "
+                f"{warm_cold[group]['num_queries']} test queries, corpus "
+                f"{queries.corpus_size:,}; {setup}", group))
+    tables.append(write_table(
+        results, {k: v["macro"] for k, v in references.items()}, ns,
+        f"Recall-all@N (macro average over domains) on {args.dataset}, all queries: "
+        f"{len(queries)} test queries, corpus {queries.corpus_size:,}; {setup}", "all"))
+    window = refs.details["recent_popularity"]
+    table = "\n".join(tables) + (
+        f"\nrecent popularity: window {window['window']:g} of the TRAIN period, chosen among "
+        f"{window['windows']} on {window['validation_queries']} validation queries "
+        f"({window['holdout']} hold-out of {window['validation_fraction']:g} of TRAIN)\n")
 
     separation = plot_shared_representation(out, data.domains_in_vocabulary_order())
     notes = ""

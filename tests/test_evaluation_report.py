@@ -48,15 +48,24 @@ def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
     groups = result["warm_cold"]
     assert groups["warm"]["num_queries"] + groups["cold"]["num_queries"] == \
         result["model"]["num_queries"]
+    for name in ("popularity", "recent_popularity", "item_cf"):
+        # Every reference on the same queries, in every group.
+        assert result[name]["num_queries"] == result["model"]["num_queries"]
+        for group in ("warm", "cold"):
+            if groups[group]["num_queries"]:
+                assert groups[group][name]["num_queries"] == groups[group]["num_queries"]
+    assert result["references"]["recent_popularity"]["window"] in (0.05, 0.1, 0.2, 0.5, 1.0)
     text = format_evaluation(result)
     assert "Recall-retrieval@N" in text and "entity fairness @20" in text
+    assert text.startswith("Protocol: ") and "warm queries — the headline" in text
+    assert "item-item CF" in text and "recent popularity (w=" in text
 
 
 def test_warm_and_cold_queries_by_hand():
-    """Cold = no exposure before the query (an all-padding sequence); recall of each group.
+    """Warm = the query's user has TRAIN rows; recall of every method in each group.
 
-    Queries (domain, sequence ids, G): q0 (d0, [0 0], {1}) cold, q1 (d0, [3 0], {2, 3}) warm,
-    q2 (d1, [0 0], {4}) cold, q3 (d1, [4 5], {0}) warm. Model top-2: q0 [1 0], q1 [2 4],
+    TRAIN users: u1, u3, u9. Queries (user, domain, G): q0 (u0, d0, {1}) cold, q1 (u1, d0,
+    {2, 3}) warm, q2 (u2, d1, {4}) cold, q3 (u3, d1, {0}) warm. Model top-2: q0 [1 0], q1 [2 4],
     q2 [0 1], q3 [3 0]; popularity top-2: [0 1] for every query.
     Cold, model: d0 q0 @1 = 1, @2 = 1; d1 q2 0, 0 → macro @1 = 0.5, @2 = 0.5.
     Cold, popularity: q0 @1 0, @2 1; q2 0, 0 → macro 0, 0.5.
@@ -66,24 +75,27 @@ def test_warm_and_cold_queries_by_hand():
     import numpy as np
 
     from tfrrl.evaluation.queries import Queries
-    from tfrrl.evaluation.report import cold_queries, subset_queries, warm_cold_report
+    from tfrrl.evaluation.references import query_rows
+    from tfrrl.evaluation.report import subset_queries, warm_cold_report
 
     queries = Queries(domains=np.asarray(["d0", "d0", "d1", "d1"], object),
                       ground_truth=[np.asarray(g) for g in ([1], [2, 3], [4], [0])],
                       corpus_size=5, user_ids=np.asarray([b"u0", b"u1", b"u2", b"u3"]),
                       features={"seq_entity_id": np.asarray([[0, 0], [3, 0], [0, 0], [4, 5]])},
                       domain_names=["d0", "d1"])
-    assert cold_queries(queries).tolist() == [True, False, True, False]
+    cold = query_rows(np.asarray([b"u1", b"u3", b"u9"]), queries.user_ids) < 0
+    assert cold.tolist() == [True, False, True, False]
     part = subset_queries(queries, np.asarray([False, True, False, True]))
     assert part.user_ids.tolist() == [b"u1", b"u3"] and len(part) == 2
     assert [g.tolist() for g in part.ground_truth] == [[2, 3], [0]]
     model_top = np.asarray([[1, 0], [2, 4], [0, 1], [3, 0]])
     pop_top = np.asarray([[0, 1]] * 4)
-    report = warm_cold_report(model_top, pop_top, queries, (1, 2))
+    report = warm_cold_report({"model": model_top, "popularity": pop_top}, queries, (1, 2), cold)
     assert report["cold"]["num_queries"] == report["warm"]["num_queries"] == 2
     assert report["cold"]["model"]["macro"] == {"recall@1": 0.5, "recall@2": 0.5}
     assert report["cold"]["popularity"]["macro"] == {"recall@1": 0.0, "recall@2": 0.5}
     assert report["warm"]["model"]["macro"] == {"recall@1": 0.25, "recall@2": 0.75}
     assert report["warm"]["popularity"]["macro"] == {"recall@1": 0.5, "recall@2": 0.5}
-    none_cold = warm_cold_report(model_top[[1, 3]], pop_top[[1, 3]], part, (1, 2))
+    none_cold = warm_cold_report({"model": model_top[[1, 3]], "popularity": pop_top[[1, 3]]},
+                                 part, (1, 2), np.zeros(2, bool))
     assert none_cold["cold"] == {"num_queries": 0}

@@ -66,6 +66,7 @@ def hand_run(tmp_path):
     evaluation = {
         "protocol": "one query per (user, domain)", "max_queries": None, "seed": 0,
         "model": recall_report(0.4), "popularity": recall_report(0.3),
+        "recent_popularity": recall_report(0.32), "item_cf": recall_report(0.34),
         "retrieval": recall_report(0.38),
         "per_entity_type": {"recall@10": {"item": 0.5, "shop": 0.25},
                             "recall@20": {"item": 0.625, "shop": 0.375}},
@@ -74,9 +75,11 @@ def hand_run(tmp_path):
                    "shop": {"top_share": 0.25, "truth_share": 0.5}},
             "d1": {"item": {"top_share": 1.0, "truth_share": 0.875}}}},
         "auc": 0.8125, "gauc": float("nan"),
-        "warm_cold": {"definition": "cold = no exposure before the query",
+        "warm_cold": {"definition": "cold = a user without TRAIN rows",
                       "warm": {"num_queries": 5, "model": recall_report(0.45),
-                               "popularity": recall_report(0.35)},
+                               "popularity": recall_report(0.35),
+                               "recent_popularity": recall_report(0.37),
+                               "item_cf": recall_report(0.39)},
                       "cold": {"num_queries": 2, "model": recall_report(0.2),
                                "popularity": recall_report(0.1)}},
     }
@@ -184,7 +187,7 @@ def test_every_number_is_the_runs_json_and_nothing_else_is_a_number(hand_run):
             ("accounting.json", ("impressions", "dead_letter", "unknown_entity")),
             ("export_manifest.json", ("version",)),
             ("export_manifest.json", ("num_parameters",))}
-    for method in ("model", "popularity", "retrieval"):
+    for method in ("model", "popularity", "recent_popularity", "item_cf", "retrieval"):
         for domain in ("d0", "d1"):
             for n in (10, 20):
                 must.add(("evaluation.json", (method, "per_domain", domain, f"recall@{n}")))
@@ -192,6 +195,8 @@ def test_every_number_is_the_runs_json_and_nothing_else_is_a_number(hand_run):
     for group in ("warm", "cold"):
         must.add(("evaluation.json", ("warm_cold", group, "num_queries")))
         must.add(("evaluation.json", ("warm_cold", group, "popularity", "macro", "recall@10")))
+    for method in ("recent_popularity", "item_cf"):  # only the warm group has them here
+        must.add(("evaluation.json", ("warm_cold", "warm", method, "macro", "recall@20")))
     for key in ("loss", "ce_loss", "val_loss", "uwl_weight_dal_shared"):
         must |= {("history.json", (key, 0)), ("history.json", (key, 1))}
     for domain, types in documents["evaluation.json"]["fairness"]["domains"].items():

@@ -1,6 +1,10 @@
-"""``tfrrl evaluate``: Recall-all@N of a trained run against popularity, per entity type, entity
-fairness, AUC/gAUC and, with ``--export``, Recall-retrieval@N through the served model's index
-(:func:`tfrrl.evaluation.report.evaluation_report`)."""
+"""``tfrrl evaluate``: Recall-all@N of a trained run beside the reference baselines (popularity,
+recent popularity, item-item CF in domain) on the same queries — warm queries as the headline,
+cold ones apart — per entity type, entity fairness, AUC/gAUC and, with ``--export``,
+Recall-retrieval@N through the served model's index
+(:func:`tfrrl.evaluation.report.evaluation_report`). The recent-popularity window is chosen on
+the validation rows the run held out of TRAIN (``train.validation_fraction``; 0.1 of TRAIN if
+the run held none out)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow, say
 
 NAME = "evaluate"
-HELP = "Recall-all@N of a trained run vs popularity"
+HELP = "Recall-all@N of a trained run vs popularity, recent popularity and item-CF"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"export folder {args.export} does not exist: run `tfrrl export` and "
                         "`tfrrl index` first, or leave --export out")
     quiet_tensorflow()
+    from tfrrl import config as config_lib
     from tfrrl import evaluation
     from tfrrl.data.reader import PreparedDataset
     from tfrrl.training import trainer
@@ -57,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
 
     say(f"evaluating {args.run} on {data_dir}")
     model = trainer.load_run(args.run, data_dir)
+    fraction = config_lib.load_experiment(run_folder.path(
+        args.run, run_folder.CONFIG_FILE)).train.validation_fraction
     # Recall-retrieval@N through the export's HNSW index, built here (the library takes any
     # retriever).
     retriever = IndexedRetriever.load(args.export) if args.export else None
     result = evaluation.evaluation_report(model, PreparedDataset(data_dir), ns,
                                           args.max_queries or None, retriever=retriever,
-                                          fairness_n=args.fairness_n, progress=True)
+                                          fairness_n=args.fairness_n, progress=True,
+                                          validation_fraction=fraction or None)
     print(evaluation.format_evaluation(result))
     path = run_folder.write_json(args.run, run_folder.EVALUATION_FILE, result, default=float)
     say(f"wrote {path}; a page of it: tfrrl report --run {args.run}")

@@ -4,7 +4,8 @@
   features and ground truth (the protocol), optional stratified subsampling;
 * :mod:`~tfrrl.evaluation.topn` — the exhaustive top-N of the whole corpus, block by block;
 * :mod:`~tfrrl.evaluation.recall` — Recall-all@N (Eq. 26) per domain, macro and micro;
-* :mod:`~tfrrl.evaluation.references` — the popularity baseline;
+* :mod:`~tfrrl.evaluation.references` — the reference baselines (popularity, recent popularity,
+  item-item CF in domain) on the same queries;
 * :mod:`~tfrrl.evaluation.retrieval` — Recall-retrieval@N (Eq. 27) through a served index;
 * :mod:`~tfrrl.evaluation.fairness` — Recall@N per entity type and the entity-fairness report;
 * :mod:`~tfrrl.evaluation.auc` — AUC / gAUC on the eval impressions;
@@ -16,15 +17,18 @@ from tfrrl.evaluation.fairness import entity_fairness, recall_by_entity_type
 from tfrrl.evaluation.queries import ENTITY_INPUTS, Queries, build_queries
 from tfrrl.evaluation.recall import (DEFAULT_NS, format_report, recall_at_n, recall_key,
                                      recall_report)
-from tfrrl.evaluation.references import (popularity_topn, popularity_topn_from_counts,
+from tfrrl.evaluation.references import (REFERENCES, popularity_topn,
+                                         popularity_topn_from_counts, reference_topns,
                                          train_counts)
-from tfrrl.evaluation.report import evaluate_model, evaluation_report, format_evaluation
+from tfrrl.evaluation.report import (evaluate_model, evaluation_report, format_evaluation,
+                                     warm_cold_report)
 from tfrrl.evaluation.retrieval import Retriever, retrieval_topn
 from tfrrl.evaluation.topn import PairScoringModel, model_topn, topn_indices
 
-__all__ = ["DEFAULT_NS", "ENTITY_INPUTS", "PairScoringModel", "Queries", "Retriever", "auc",
+__all__ = ["DEFAULT_NS", "ENTITY_INPUTS", "PairScoringModel", "Queries", "REFERENCES",
+           "Retriever", "auc",
            "build_queries", "entity_fairness", "evaluate_model", "evaluation_report",
            "format_evaluation", "format_report", "gauc", "model_topn", "popularity_topn",
            "popularity_topn_from_counts", "recall_at_n", "recall_by_entity_type", "recall_key",
-           "recall_report", "retrieval_topn", "scored_impressions", "topn_indices",
-           "train_counts"]
+           "recall_report", "reference_topns", "retrieval_topn", "scored_impressions",
+           "topn_indices", "train_counts", "warm_cold_report"]

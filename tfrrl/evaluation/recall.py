@@ -23,6 +23,9 @@ import numpy as np
 from tfrrl.evaluation.queries import Queries
 
 DEFAULT_NS: Tuple[int, ...] = (50, 100, 200, 500, 2000)
+# The column blocks of format_report, in this order (the model, then the reference baselines of
+# tfrrl.evaluation.references), before any other report of the result.
+FIRST_METHODS: Tuple[str, ...] = ("model", "popularity", "recent_popularity", "item_cf")
 
 
 def _hit_ranks(topn: np.ndarray, ground_truth: Sequence[Iterable[int]]
@@ -129,10 +132,10 @@ def recall_report(topn: np.ndarray, queries: Queries, ns: Sequence[int] = DEFAUL
 
 def format_report(result: Mapping[str, Any]) -> str:
     """A small text table: one row per domain, ``avg`` (macro) and ``all`` (micro); one column
-    block per method (``model``, ``popularity``, or any other report in ``result``)."""
-    methods = [m for m in ("model", "popularity") if m in result] + sorted(
+    block per method (:data:`FIRST_METHODS` first, then any other report in ``result``)."""
+    methods = [m for m in FIRST_METHODS if m in result] + sorted(
         k for k, v in result.items()
-        if k not in ("model", "popularity") and isinstance(v, Mapping) and "per_domain" in v)
+        if k not in FIRST_METHODS and isinstance(v, Mapping) and "per_domain" in v)
     if not methods:
         raise ValueError("no recall report in the result")
     first = result[methods[0]]
@@ -163,4 +166,19 @@ def format_report(result: Mapping[str, Any]) -> str:
         lines.append(row(d, entry["num_queries"], lambda r, d=d: r["per_domain"].get(d, {})))
     lines.append(row("avg", "", lambda r: r["macro"]))
     lines.append(row("all", first["num_queries"], lambda r: r["micro"]))
+    return "\n".join(lines)
+
+
+
+def format_summary(reports: Mapping[str, Mapping[str, Any]], title: str) -> str:
+    """One row per method (``reports``: label → :func:`recall_report`), its macro Recall@N per
+    column, under ``title``; the methods must share their N."""
+    if not reports:
+        raise ValueError("no recall report to format")
+    ns = next(iter(reports.values()))["ns"]
+    name_w = max(8, max(len(m) for m in reports) + 1)
+    lines = [title, f"{'method':<{name_w}}" + "".join(f"{'@' + str(n):>9}" for n in ns)]
+    for label, report in reports.items():
+        lines.append(f"{label:<{name_w}}" + "".join(
+            f"{report['macro'].get(recall_key(n), float('nan')):>9.4f}" for n in ns))
     return "\n".join(lines)

@@ -3,8 +3,10 @@
 
 * :func:`evaluate_model` — Recall-all@N (Eq. 26) of the model and of the popularity baseline on
   the same queries;
-* :func:`evaluation_report` — that, plus Recall@N per entity type, the entity-fairness report,
-  Recall@N of warm and cold queries, AUC / gAUC and, given a
+* :func:`evaluation_report` — that, plus the other reference baselines on the same queries
+  (recent popularity and item-item CF in domain, :mod:`tfrrl.evaluation.references`), every
+  method on the warm queries (the headline) and on the cold ones apart, Recall@N per entity
+  type, the entity-fairness report, AUC / gAUC and, given a
   :class:`~tfrrl.evaluation.retrieval.Retriever`, Recall-retrieval@N (Eq. 27) of the served model
   on the same queries;
 * :func:`format_evaluation` — the text ``tfrrl evaluate`` prints.
@@ -20,14 +22,15 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tfrrl.data import schema
 from tfrrl.data.corpus import ENTITY_KEY
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
 from tfrrl.evaluation.auc import auc, gauc, scored_impressions
 from tfrrl.evaluation.fairness import entity_fairness, recall_by_entity_type
 from tfrrl.evaluation.queries import Queries, build_queries
-from tfrrl.evaluation.recall import DEFAULT_NS, format_report, recall_key, recall_report
-from tfrrl.evaluation.references import popularity_topn
+from tfrrl.evaluation.recall import (DEFAULT_NS, format_report, format_summary, recall_key,
+                                     recall_report)
+from tfrrl.evaluation.references import (DEFAULT_VALIDATION_FRACTION, REFERENCES,
+                                         popularity_topn, reference_topns)
 from tfrrl.evaluation.retrieval import Retriever, retrieval_topn
 from tfrrl.evaluation.text import entity_type
 from tfrrl.evaluation.topn import PairScoringModel, model_topn
@@ -37,8 +40,13 @@ PROTOCOL = ("one query per (user, domain) with eval rows; features of the user's
             "example in the domain; G = corpus indices of all the user's eval entities in the "
             "domain; exhaustive scoring of the whole corpus; ties → lower corpus index; empty G "
             "excluded; macro = mean over domains, micro = mean over queries")
-WARM_COLD = ("cold = a query whose exposure sequence is empty (the user had no exposure, in any "
-             "domain, before the start of their test period in the domain); warm = the others")
+WARM_COLD = ("warm = a query whose user has TRAIN rows (in any domain): the headline; cold = a "
+             "user without any TRAIN row (cold start), reported apart")
+# What `tfrrl evaluate` prints above its tables (one or two lines).
+PROTOCOL_SUMMARY = ("Protocol: one query per (user, domain) with eval rows; ground truth = the "
+                    "user's eval entities in the domain; every corpus entity is ranked (corpus "
+                    "{corpus:,}). Warm = the user has TRAIN rows (the headline); cold = no "
+                    "TRAIN row (apart). References learn from TRAIN only.")
 
 
 def _scored_topn(model: PairScoringModel, queries: Queries, n: int, query_chunk: int,
@@ -76,21 +84,21 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
                    lookup: Optional[FeatureLookup] = None, ns: Sequence[int] = DEFAULT_NS,
                    max_queries: Optional[int] = None, *, seed: int = 0, query_chunk: int = 256,
                    corpus_chunk: int = 4096, queries: Optional[Queries] = None,
-                   progress: bool = False) -> Dict[str, Any]:
+                   progress: bool = False, cold: Optional[np.ndarray] = None
+                   ) -> Dict[str, Any]:
     """Recall-all@N of ``model`` and of the popularity baseline on the same queries
-    (``progress``: report the queries scored on stdout)."""
+    (``progress``: report the queries scored on stdout); given ``cold`` (bool [Q], e.g.
+    :attr:`~tfrrl.evaluation.references.ReferenceRankings.cold`), also on the warm and the
+    cold queries apart (``warm_cold``, :func:`warm_cold_report`)."""
     lookup = lookup or FeatureLookup.from_dataset(data)
     if queries is None:
         queries = build_queries(data, lookup, max_queries, seed)
-    result, _, _ = _model_and_popularity(model, data, queries, ns, max_queries, seed,
-                                         query_chunk, corpus_chunk, progress)
+    result, top, pop_top = _model_and_popularity(model, data, queries, ns, max_queries, seed,
+                                                 query_chunk, corpus_chunk, progress)
+    if cold is not None:
+        result["warm_cold"] = warm_cold_report({"model": top, "popularity": pop_top}, queries,
+                                               ns, cold)
     return result
-
-
-def cold_queries(queries: Queries) -> np.ndarray:
-    """bool [Q]: the queries whose exposure sequence is empty (:data:`WARM_COLD`)."""
-    seq = np.asarray(queries.features["seq_entity_id"])
-    return np.all(seq.reshape(len(queries), -1) == schema.PAD_ID, axis=1)
 
 
 def subset_queries(queries: Queries, keep: np.ndarray) -> Queries:
@@ -107,39 +115,48 @@ def subset_queries(queries: Queries, keep: np.ndarray) -> Queries:
     return dataclasses.replace(queries, **sliced)
 
 
-def warm_cold_report(model_top: np.ndarray, pop_top: np.ndarray, queries: Queries,
-                     ns: Sequence[int]) -> Dict[str, Any]:
-    """Recall-all@N of the model and of popularity on the warm and on the cold queries
-    (:data:`WARM_COLD`); a group without queries has ``num_queries`` 0 only."""
-    cold = cold_queries(queries)
+def warm_cold_report(topn: Mapping[str, np.ndarray], queries: Queries, ns: Sequence[int],
+                     cold: np.ndarray) -> Dict[str, Any]:
+    """Recall-all@N of every method (``topn``: name → its top-N of ``queries``) on the warm and
+    on the cold queries (``cold``: bool [Q], :data:`WARM_COLD`); a group without queries has
+    ``num_queries`` 0 only."""
+    cold = np.asarray(cold, bool)
     out: Dict[str, Any] = {"definition": WARM_COLD}
     for name, keep in (("warm", ~cold), ("cold", cold)):
         if not keep.any():
             out[name] = {"num_queries": 0}
             continue
         part = subset_queries(queries, keep)
-        out[name] = {"num_queries": int(keep.sum()),
-                     "model": recall_report(model_top[keep], part, ns),
-                     "popularity": recall_report(pop_top[keep], part, ns)}
+        out[name] = {"num_queries": int(keep.sum())}
+        out[name].update({m: recall_report(top[keep], part, ns) for m, top in topn.items()})
     return out
 
 
 def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
                       max_queries: Optional[int] = None, retriever: Optional[Retriever] = None,
-                      seed: int = 0, fairness_n: int = 100, progress: bool = False
-                      ) -> Dict[str, Any]:
-    """``tfrrl evaluate``: Recall-all@N of the model and of popularity, plus Recall@N per entity
-    type, the entity-fairness report at ``fairness_n``, Recall@N of warm and cold queries,
-    AUC / gAUC, and — with a ``retriever`` (e.g. the HNSW index of the model's export) —
-    Recall-retrieval@N of the served model on the same queries (Eq. 27). ``progress``: report
-    the queries scored on stdout."""
+                      seed: int = 0, fairness_n: int = 100, progress: bool = False,
+                      validation_fraction: Optional[float] = None) -> Dict[str, Any]:
+    """``tfrrl evaluate``: Recall-all@N of the model and of the reference baselines
+    (popularity, recent popularity, item-item CF in domain; the recent-popularity window chosen
+    on a ``validation_fraction`` of TRAIN held out, by default
+    ``references.DEFAULT_VALIDATION_FRACTION``) on the same queries — all of them,
+    the warm ones (the headline) and the cold ones — plus Recall@N per entity type, the
+    entity-fairness report at ``fairness_n``, AUC / gAUC, and — with a ``retriever`` (e.g. the
+    HNSW index of the model's export) — Recall-retrieval@N of the served model on the same
+    queries (Eq. 27). ``progress``: report the queries scored on stdout."""
     lookup = FeatureLookup.from_dataset(data)
     queries = build_queries(data, lookup, max_queries, seed)
     n_max = max(int(n) for n in ns)
     # One exhaustive top-N serves every section (its width is min(n_max, corpus size)).
-    result, top, pop_top = _model_and_popularity(model, data, queries, ns, max_queries, seed,
-                                                 256, 1024, progress)
-    result["warm_cold"] = warm_cold_report(top, pop_top, queries, ns)
+    result, top, _ = _model_and_popularity(model, data, queries, ns, max_queries, seed,
+                                           256, 1024, progress)
+    references = reference_topns(data, queries, n_max, ns,
+                                 validation_fraction or DEFAULT_VALIDATION_FRACTION)
+    for name in REFERENCES:
+        result[name] = recall_report(references.topn[name], queries, ns)
+    result["references"] = references.details
+    result["warm_cold"] = warm_cold_report({"model": top, **references.topn}, queries, ns,
+                                           references.cold)
     types = [entity_type(k) for k in queries.corpus[ENTITY_KEY]]
     n_f = min(fairness_n, queries.corpus_size)
     result["per_entity_type"] = {recall_key(n): recall_by_entity_type(
@@ -156,9 +173,45 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
     return result
 
 
+def method_label(name: str, result: Mapping[str, Any]) -> str:
+    """How a method is named in the printed tables (the chosen window of recent popularity)."""
+    if name == "recent_popularity":
+        window = result.get("references", {}).get("recent_popularity", {}).get("window")
+        return "recent popularity" + (f" (w={window:g})" if window is not None else "")
+    return {"item_cf": "item-item CF"}.get(name, name)
+
+
 def format_evaluation(result: Mapping[str, Any]) -> str:
-    """The text ``tfrrl evaluate`` prints."""
-    lines = [format_report(result)]
+    """The text ``tfrrl evaluate`` prints: the protocol, the warm queries (the headline) and the
+    cold ones, the model beside every reference at every N, then the per-domain table of all
+    queries and the other sections."""
+    first = result["model"]
+    lines = [PROTOCOL_SUMMARY.format(corpus=first["corpus_size"])]
+    groups = result.get("warm_cold", {})
+    for name, title in (("warm", "warm queries — the headline"),
+                        ("cold", "cold queries (users without TRAIN rows)")):
+        group = groups.get(name, {})
+        if group.get("num_queries"):
+            methods = [m for m in ("model",) + REFERENCES if m in group]
+            lines.append(format_summary(
+                {method_label(m, result): group[m] for m in methods},
+                f"Recall-all@N, {title}: {group['num_queries']} queries, macro average over "
+                "domains"))
+        elif name in groups:
+            lines.append(f"{title}: none")
+    window = result.get("references", {}).get("recent_popularity", {})
+    if window.get("timestamps"):
+        held_out = (f"the last {window['validation_fraction']:g} of the TRAIN period"
+                    if window.get("holdout") == "time" else
+                    f"the trainer's validation rows ({window['validation_fraction']:g} of TRAIN)")
+        lines.append(f"recent popularity: window {window['window']:g} of the TRAIN period, "
+                     f"chosen among {window['windows']} on {window['validation_queries']:,} "
+                     f"validation queries from {held_out}")
+    elif window:
+        lines.append("recent popularity: the TRAIN rows carry no timestamps, so it equals "
+                     "popularity")
+    lines.append("all queries, per domain:")
+    lines.append(format_report(result))
     for n_key, per_type in result["per_entity_type"].items():
         lines.append(f"{n_key} per entity type: " + ", ".join(
             f"{t} {v:.4f}" for t, v in per_type.items()))
@@ -169,13 +222,6 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
             f"{t} {v['top_share']:.3f}/{v['truth_share']:.3f}" for t, v in per_type.items()))
     lines.append(f"AUC {result['auc']:.4f}, gAUC {result['gauc']:.4f} (eval impressions vs 20 "
                  "uniform corpus negatives each)")
-    for name in ("warm", "cold"):
-        group = result.get("warm_cold", {}).get(name, {})
-        if group.get("num_queries"):
-            model_macro, pop_macro = group["model"]["macro"], group["popularity"]["macro"]
-            lines.append(f"{name} queries ({group['num_queries']}), model/popularity: " + ", ".join(
-                f"@{n} {model_macro[recall_key(n)]:.4f}/{pop_macro[recall_key(n)]:.4f}"
-                for n in group["model"]["ns"]))
     if "retrieval" in result:
         ret, full = result["retrieval"]["macro"], result["model"]["macro"]
         lines.append("Recall-retrieval@N (served model, HNSW index) vs Recall-all@N: " + ", ".join(

@@ -32,7 +32,9 @@ from tfrrl.reporting import figures
 from tfrrl.reporting.sources import (ACCOUNTING, EVALUATION, EXPORT_MANIFEST, HISTORY, RECALL,
                                      STATS, RunSources, load_sources)
 
-RECALL_METHODS = ("model", "popularity", "retrieval")
+# The methods of a recall table, in column order: the model, the reference baselines of
+# tfrrl/evaluation/references.py, the served model through its index.
+RECALL_METHODS = ("model", "popularity", "recent_popularity", "item_cf", "retrieval")
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -203,6 +205,11 @@ def recall_section(sources: RunSources) -> str:
     parts.append(f"<p>From <code>{esc(name)}</code>: the model against the reference "
                  "baselines on the same queries (popularity = each domain's most frequent "
                  "training entities"
+                 + ("; recent_popularity = the same over the last part of the training period, "
+                    "its window chosen on the validation rows carved from training"
+                    if "recent_popularity" in document else "")
+                 + ("; item_cf = item-item cosine CF over the user's training entities, "
+                    "restricted to the domain's entities" if "item_cf" in document else "")
                  + ("; retrieval = the served model through its HNSW index, "
                     f"{ref('Eq. 27')}" if "retrieval" in document else "") + ").</p>")
     parts.append(recall_table(document, num))
@@ -232,18 +239,20 @@ def warm_cold_section(sources: RunSources) -> str:
     rows = []
     header = ["", "queries"]
     ns: List[int] = []
+    methods: List[str] = []
     for group in ("warm", "cold"):
         entry = groups.get(group, {})
         if entry.get("num_queries") and not ns:
             ns = entry["model"]["ns"]
-            header += [f"{m} @{num('warm_cold', group, 'model', 'ns', j)}"
-                       for m in ("model", "popularity") for j in range(len(ns))]
+            methods = [m for m in RECALL_METHODS if m in entry]
+            header += [f"{esc(m)} @{num('warm_cold', group, 'model', 'ns', j)}"
+                       for m in methods for j in range(len(ns))]
     for group in ("warm", "cold"):
         entry = groups.get(group, {})
         row = [group, num("warm_cold", group, "num_queries")]
         if entry.get("num_queries"):
-            row += [num("warm_cold", group, m, "macro", f"recall@{n}")
-                    for m in ("model", "popularity") for n in ns]
+            row += [num("warm_cold", group, m, "macro", f"recall@{n}") if m in entry else ""
+                    for m in methods for n in ns]
         else:
             row += [""] * (len(header) - 2)
         rows.append(row)

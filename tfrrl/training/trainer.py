@@ -26,6 +26,7 @@ from tfrrl.artifacts import run_folder
 from tfrrl.config import ConfigError, ExperimentConfig
 from tfrrl.data.corpus import load_corpus
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
+from tfrrl.data.validation_split import validation_bucket, validation_cut
 from tfrrl.evaluation.recall import format_report
 from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
@@ -36,17 +37,16 @@ from tfrrl.training.callbacks import (NonFiniteGuard, StepLogger, TrainingBackup
 from tfrrl.training.self_training import PseudoFractionSchedule
 
 def _in_validation(example) -> tf.Tensor:
-    """A fixed pseudo-random 1/1000 bucket of an example (user id, entity, timestamp)."""
-    key = (tf.cast(example["entity_hash"] % 1_000_003, tf.int64) * 31
-           + tf.cast(example["user_id"], tf.int64) * 17 + tf.cast(example["timestamp"], tf.int64))
-    return tf.math.floormod(key * 2_654_435_761, 1000)
+    """A fixed pseudo-random 1/1000 bucket of an example (:mod:`tfrrl.data.validation_split`)."""
+    return validation_bucket(*(tf.cast(example[k], tf.int64)
+                               for k in ("entity_hash", "user_id", "timestamp")))
 
 
 def carve(ds: tf.data.Dataset, fraction: float, validation: bool, batch_size: int
           ) -> tf.data.Dataset:
     """The validation (``validation=True``) or the remaining training part of batched TRAIN
     data: examples whose :func:`_in_validation` bucket is below ``fraction`` · 1000."""
-    cut = int(round(fraction * 1000))
+    cut = validation_cut(fraction)
 
     def keep(example):
         inside = _in_validation(example) < cut

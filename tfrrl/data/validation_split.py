@@ -1,0 +1,28 @@
+"""The validation split carved from TRAIN: a fixed pseudo-random bucket in ``[0, 1000)`` per
+example, from its entity hash, user vocabulary id and timestamp; the examples whose bucket is
+below ``fraction`` · 1000 are the validation rows.
+
+One definition for every reader of it: the trainer's early stopping and checkpoint selection
+(:func:`tfrrl.training.trainer.carve`, on TensorFlow tensors) and the window choice of the
+recent-popularity reference (:mod:`tfrrl.evaluation.references`, on NumPy arrays) hold out the
+same rows. :func:`validation_bucket` is plain arithmetic on int64 values, so it runs on either
+(int64 products wrap the same way in both; ``%`` is the floor modulo in both).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BUCKETS = 1000
+
+
+def validation_bucket(entity_hash: Any, user_id: Any, timestamp: Any) -> Any:
+    """The example's bucket in ``[0, BUCKETS)``; int64 tensors or arrays of the looked-up
+    ``entity_hash``, ``user_id`` (vocabulary id) and ``timestamp``."""
+    key = (entity_hash % 1_000_003) * 31 + user_id * 17 + timestamp
+    return (key * 2_654_435_761) % BUCKETS
+
+
+def validation_cut(fraction: float) -> int:
+    """Buckets below this are validation rows: ``round(fraction · BUCKETS)``."""
+    return int(round(fraction * BUCKETS))
