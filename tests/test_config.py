@@ -85,3 +85,23 @@ def test_repository_experiments_load_by_name():
     assert "ciao/backbone_rrl" in registry and "synthetic/dnn" in registry
     exp = config.load_experiment(registry["ciao/backbone_rrl"])
     assert exp.name == "ciao_backbone_rrl" and exp.model.rrl.dal and exp.model.rrl.uwl
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "ciao"])
+def test_issue_17_switch_experiments(dataset):
+    # The model switches of issue 17 as named experiments; the paper-literal rows keep them off.
+    def load(row):
+        return config.load_experiment(str(REPO / "configs" / dataset / f"{row}.yaml"))
+
+    switches = {row: (e.model.attention_normalization, e.model.attention_positions,
+                      e.model.rrl.grl_schedule, e.model.rrl.uwl_initial_weight)
+                for row in ("backbone", "backbone_rrl", "backbone_attention",
+                            "backbone_rrl_dann", "backbone_rrl_attention_dann")
+                for e in [load(row)]}
+    assert switches == {"backbone": ("softmax", False, "constant", None),
+                        "backbone_rrl": ("softmax", False, "constant", None),
+                        "backbone_attention": ("none", True, "constant", None),
+                        "backbone_rrl_dann": ("softmax", False, "dann", 0.01),
+                        "backbone_rrl_attention_dann": ("none", True, "dann", 0.01)}
+    assert load("backbone_rrl_attention_dann").model.rrl.any
+    assert load("backbone_attention").train == load("backbone").train
