@@ -103,3 +103,23 @@ def test_weight_decay_selects_adamw_and_decays_by_hand():
     np.testing.assert_allclose(v.numpy(), [1.9], rtol=1e-6)
     with pytest.raises(ValueError, match="weight_decay"):
         config.load_experiment(None, ["train.weight_decay=-1"])
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "ciao"])
+def test_issue_17_switch_experiments(dataset):
+    # The model switches of issue 17 as named experiments; the paper-literal rows keep them off.
+    def load(row):
+        return config.load_experiment(str(REPO / "configs" / dataset / f"{row}.yaml"))
+
+    switches = {row: (e.model.attention_normalization, e.model.attention_positions,
+                      e.model.rrl.grl_schedule, e.model.rrl.uwl_initial_weight)
+                for row in ("backbone", "backbone_rrl", "backbone_attention",
+                            "backbone_rrl_dann", "backbone_rrl_attention_dann")
+                for e in [load(row)]}
+    assert switches == {"backbone": ("softmax", False, "constant", 0.01),
+                        "backbone_rrl": ("softmax", False, "constant", 0.01),
+                        "backbone_attention": ("none", True, "constant", 0.01),
+                        "backbone_rrl_dann": ("softmax", False, "dann", 0.01),
+                        "backbone_rrl_attention_dann": ("none", True, "dann", 0.01)}
+    assert load("backbone_rrl_attention_dann").model.rrl.any
+    assert load("backbone_attention").train == load("backbone").train

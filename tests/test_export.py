@@ -164,7 +164,13 @@ def exported(small_synthetic_prepared, tmp_path_factory):
     data = PreparedDataset(str(small_synthetic_prepared))
     lookup = FeatureLookup.from_dataset(data)
     tf.keras.utils.set_random_seed(1)
-    model = trainer.build_model(config.load_experiment(None, TINY_MODEL + RRL_ON), data, lookup)
+    # Both target-attention switches on (unnormalised weights, positions relative to the newest
+    # exposure) and the DANN ramp: the export must still hold stock ops only, load without tfrrl
+    # and score like the model; the ramp's bookkeeping stays out of it.
+    model = trainer.build_model(config.load_experiment(None, TINY_MODEL + RRL_ON + [
+        "model.attention_normalization=none", "model.attention_positions=true",
+        "model.rrl.grl_schedule=dann"]), data, lookup)
+    assert model.scorer.target_attention.position is not None and model.training_steps is not None
     # Deterministic random values for every float weight (biases and LayerNorm too), so a
     # mis-wired bias, gamma or table would change the scores.
     rng = np.random.default_rng(0)

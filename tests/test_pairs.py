@@ -93,8 +93,11 @@ def test_switches_round_trip_through_yaml():
         config.load_experiment(None, ["model.compute_dtype=float16"])
 
 
-@pytest.mark.parametrize("backbone", ["rrl", "dnn", "two_tower"])
-def test_scorer_blocks_switch_changes_no_score(small_synthetic_prepared, backbone):
+@pytest.mark.parametrize("backbone,switches", [
+    ("rrl", []), ("dnn", []), ("two_tower", []),
+    # The target-attention switches change E_att, the per-pair block, not the layout.
+    ("rrl", ["model.attention_normalization=none", "model.attention_positions=true"])])
+def test_scorer_blocks_switch_changes_no_score(small_synthetic_prepared, backbone, switches):
     """The same trained-shape model scores every (user, candidate) pair identically with
     ``model.pair_blocks`` on or off (the export and the evaluation call the same method)."""
     from tests.conftest import TINY_MODEL
@@ -105,7 +108,7 @@ def test_scorer_blocks_switch_changes_no_score(small_synthetic_prepared, backbon
     data = PreparedDataset(str(small_synthetic_prepared))
     tf.keras.utils.set_random_seed(4)
     model = trainer.build_model(config.load_experiment(
-        None, TINY_MODEL + [f"model.backbone={backbone}"]), data)
+        None, TINY_MODEL + [f"model.backbone={backbone}"] + switches), data)
     assert model.scorer.pair_blocks
     users, entities = split_features(next(iter(data.dataset("eval", 12))))
     ue, ee = model.encode_users(users), model.encode_entities(entities)

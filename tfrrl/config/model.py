@@ -20,6 +20,13 @@ class ModelConfig:
     transformer_layers: int = 1
     transformer_heads: int = 2
     transformer_ff_dim: int = 64
+    # Target attention (tfrrl.model.encoders.target_attention): "softmax" = the paper, weights
+    # normalised over the sequence; "none" = DIN-style, each exposure weighted by the sigmoid of
+    # its own match score, so E_att keeps the number and the strength of the matches.
+    attention_normalization: str = "softmax"
+    # A learned embedding of each exposure's position relative to the newest one (0), added to
+    # the attention keys (recency); off = the paper.
+    attention_positions: bool = False
     expert_units: Tuple[int, ...] = (256, 128, 64)  # §V-A3 [256, 128, 64, 1]
     tower_units: Tuple[int, ...] = (64,)  # then a final unit → the score
     dropout: float = 0.0
@@ -57,3 +64,6 @@ class ModelConfig:
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"model.compute_dtype must be float32 or bfloat16, got "
                              f"{self.compute_dtype!r}")
+        if self.attention_normalization not in ("softmax", "none"):
+            raise ValueError(f"model.attention_normalization must be softmax or none, got "
+                             f"{self.attention_normalization!r}")

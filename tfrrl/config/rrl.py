@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Tuple
 
+GRL_SCHEDULES = ("constant", "dann")
+
 
 @dataclasses.dataclass
 class RRLConfig:
@@ -22,6 +24,10 @@ class RRLConfig:
     fixed_weight: float = 0.01  # §V-A3: auxiliary weights without UWL
     dal_units: int = 64  # §V-A3: DAL is one layer of 64
     grl_scale: float = 1.0
+    # Gradient-reversal strength over training: "constant" = grl_scale throughout (the paper);
+    # "dann" = DANN's ramp (Ganin & Lempitsky 2015) grl_scale · (2 / (1 + exp(−10 p)) − 1) at
+    # training progress p ∈ [0, 1] (tfrrl.losses.gradient_reversal.dann_strength).
+    grl_schedule: str = "constant"
     spectral_norm: bool = True
     critic_units: Tuple[int, ...] = (128, 64, 1)  # §V-A3: MVWDL [128, 64, 1]
     projection_dim: int = 32
@@ -29,6 +35,11 @@ class RRLConfig:
     critic_learning_rate: float = 1e-3
     critic_clip_norm: Optional[float] = 10.0  # global-norm clip of the critics' gradients
     orthogonality_normalize: bool = True
+
+    def __post_init__(self):
+        if self.grl_schedule not in GRL_SCHEDULES:
+            raise ValueError(f"model.rrl.grl_schedule must be one of {GRL_SCHEDULES}, got "
+                             f"{self.grl_schedule!r}")
 
     @property
     def any(self) -> bool:

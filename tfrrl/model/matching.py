@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfrrl.config.model import ModelConfig
 from tfrrl.config.train import TrainConfig
 from tfrrl.losses import disentanglement, self_training
+from tfrrl.losses.gradient_reversal import dann_strength
 from tfrrl.losses.rrl import RRLLosses
 from tfrrl.losses.weighting import make_weighting
 from tfrrl.model.encoders import embedding_sets
@@ -68,6 +69,15 @@ class MatchingModel(keras.Model):
         self.pseudo_fraction = (self.add_weight(
             name="pseudo_fraction", shape=(), initializer=keras.initializers.Constant(
                 st.initial_fraction), trainable=False) if st.enabled else None)
+        # DANN schedule of the gradient reversal (rrl.grl_schedule: dann; no effect without
+        # DAL): the run's length in steps, set by the trainer (set_training_steps); the
+        # progress p = optimizer iterations / length, so a resumed run (its iterations restored
+        # from the backup) continues the ramp where it was.
+        self.grl_ramps = self.rrl is not None and self.rrl.dal is not None and \
+            config.rrl.grl_schedule == "dann"
+        self.training_steps = (self.add_weight(
+            name="training_steps", shape=(), dtype="int64", initializer="zeros",
+            trainable=False, aggregation="only_first_replica") if self.grl_ramps else None)
         # Training steps skipped because a loss or gradient was not finite (training/step.py).
         # Every replica skips the same steps (the flag is all-reduced): count them once.
         self.nonfinite_steps = self.add_weight(name="nonfinite_steps", shape=(), dtype="int64",
@@ -78,7 +88,8 @@ class MatchingModel(keras.Model):
             + (["critic_loss"] if config.rrl.mvwdl else [])
             + (["disentanglement_loss"] if self.disentanglement != "none" else [])
             + (["self_training_loss"] if st.enabled else []),
-            state_logs=self._uwl_weights if config.rrl.uwl and self.weighting else None)
+            state_logs=self._state_logs if (config.rrl.uwl and self.weighting) or self.grl_ramps
+            else None)
 
     # -- the scorer's interface ----------------------------------------------------------------
     @property
@@ -149,10 +160,38 @@ class MatchingModel(keras.Model):
     def update_metrics(self, losses: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         return self.loss_logs.update(losses)
 
-    def _uwl_weights(self) -> Dict[str, tf.Tensor]:
-        return {f"uwl_weight_{n}": w for n, w in self.weighting.loss_weights().items()}
+    def _state_logs(self) -> Dict[str, tf.Tensor]:
+        """Logged as they are at each step: UWL's weights, the gradient-reversal strength."""
+        logs = {}
+        if self.config.rrl.uwl and self.weighting is not None:
+            logs.update({f"uwl_weight_{n}": w for n, w in self.weighting.loss_weights().items()})
+        if self.grl_ramps:
+            logs["grl_strength"] = self.rrl.dal.grl.scale_variable.value
+        return logs
+
+    def set_training_steps(self, steps: int) -> None:
+        """The run's length in optimizer steps (epochs × steps per epoch), the denominator of
+        the DANN schedule's progress; a no-op without it."""
+        if self.training_steps is not None:
+            self.training_steps.assign(int(steps))
+
+    def ramp_gradient_reversal(self) -> None:
+        """Sets the gradient-reversal strength of this step (``rrl.grl_schedule: dann``):
+        λ_p = grl_scale · (2 / (1 + exp(−10 p)) − 1) with p = iterations / training_steps
+        (:func:`~tfrrl.losses.gradient_reversal.dann_strength`). Runs in the graph of the
+        training step, before the forward pass."""
+        if not self.grl_ramps:
+            return
+        total = tf.debugging.assert_positive(
+            self.training_steps, message="the DANN schedule (model.rrl.grl_schedule: dann) "
+            "needs the run's length: call set_training_steps(steps) before fit")
+        with tf.control_dependencies([total]):
+            progress = (tf.cast(self.optimizer.iterations, tf.float32)
+                        / tf.cast(self.training_steps, tf.float32))
+        self.rrl.dal.grl.assign_scale(self.config.rrl.grl_scale * dann_strength(progress))
 
     def train_step(self, data):
+        self.ramp_gradient_reversal()
         return step.train_step(self, data)
 
     def test_step(self, data):
@@ -193,4 +232,5 @@ class MatchingModel(keras.Model):
     def training_only_variables(self) -> List[tf.Variable]:
         """Everything the export leaves out: the loss modules and the training bookkeeping."""
         return self.rrl_variables() + [self.nonfinite_steps] + (
-            [self.pseudo_fraction] if self.pseudo_fraction is not None else [])
+            [self.pseudo_fraction] if self.pseudo_fraction is not None else []) + (
+            [self.training_steps] if self.training_steps is not None else [])

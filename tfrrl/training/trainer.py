@@ -222,6 +222,9 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
     backup = TrainingBackup(backup_dir, exp.train.backup_every_steps,
                             run_fingerprint(exp, data, steps))
     start_step = backup.restore(model)
+    # After the restore: the run's length is this command's (--epochs may differ from the
+    # backup's), the progress (optimizer iterations) the backup's.
+    model.set_training_steps(total_epochs * steps)
     if start_step:
         print(f"resuming from the backup at step {start_step} (epoch {start_step // steps + 1}, "
               f"batch {start_step % steps} of {steps}) in {backup_dir}", flush=True)

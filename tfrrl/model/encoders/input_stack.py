@@ -31,5 +31,9 @@ def build_input_stack(vocabulary_sizes: Mapping[str, int], embedding_dim: int,
                                        c.transformer_layers, c.transformer_heads,
                                        c.transformer_ff_dim, c.dropout,
                                        name=f"{prefix}user_transformer")
-    target_attention = TargetAttention(representation_dim, name=f"{prefix}target_attention")
+    # Positions relative to the newest exposure run over 0 … L−1.
+    target_attention = TargetAttention(
+        representation_dim, normalization=c.attention_normalization,
+        positions=sequence_length if c.attention_positions else 0,
+        name=f"{prefix}target_attention")
     return embeddings, ad_network, user_transformer, target_attention
