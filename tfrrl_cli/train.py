@@ -47,5 +47,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"Recall@N against popularity on up to {args.recall_queries:,} eval queries")
         print(trainer.recall_vs_popularity(model, args.data, args.out,
                                            max_queries=args.recall_queries, progress=True))
+        say(f"warm queries apart, beside recent popularity and item-CF: tfrrl evaluate --run "
+            f"{args.out}")
     say(f"run saved in {args.out}; a page of it: tfrrl report --run {args.out}")
     return 0
