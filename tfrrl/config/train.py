@@ -12,6 +12,10 @@ class TrainConfig:
     num_negatives: int = 128  # sampled from the corpus by frequency, besides in-batch ones
     temperature: float = 1.0
     learning_rate: float = 1e-3
+    # Recency-weighted training loss: a row t seconds before the end of the TRAIN period weighs
+    # 2^(−t / (recency_half_life · the period's length)); None: every row weighs 1. Validation
+    # and evaluation losses stay unweighted. For time-split data whose test period follows.
+    recency_half_life: Optional[float] = None
     # > 0: AdamW with this decoupled weight decay instead of Adam (a regulariser for the
     # embeddings, which overfit small datasets long before the backbone does).
     weight_decay: float = 0.0
@@ -37,11 +41,21 @@ class TrainConfig:
     # out as the validation set that early stopping and checkpoints watch, so the eval split
     # stays an untouched test set (benchmarks/quality.py). 0: validate on the eval split.
     validation_fraction: float = 0.0
+    # Which TRAIN rows are held out: "random" (a seeded hash, tfrrl/data/validation_split.py) or
+    # "time" (the last validation_fraction of the rows by timestamp: the held-out rows follow
+    # the training rows in time, as a time-split test period does).
+    validation_split: str = "random"
     # Data-parallel training (tfrrl/training/distribution.py): none | mirrored (local devices)
     # | multi_worker (MultiWorkerMirroredStrategy, cluster from TF_CONFIG). batch_size is the
     # global batch.
     distribution: str = "none"
 
     def __post_init__(self):
+        if self.recency_half_life is not None and not self.recency_half_life > 0:
+            raise ValueError(f"train.recency_half_life must be > 0 (a fraction of the TRAIN "
+                             f"period) or null, got {self.recency_half_life}")
+        if self.validation_split not in ("random", "time"):
+            raise ValueError(f"train.validation_split must be random or time, got "
+                             f"{self.validation_split!r}")
         if self.weight_decay < 0:
             raise ValueError(f"train.weight_decay must be ≥ 0, got {self.weight_decay}")

@@ -124,7 +124,8 @@ class MatchingModel(keras.Model):
         ce_enc = self.scorer.encode_entities(candidates, training)
         out = self.scorer.score_pairs(ue, ce_enc, training)
         losses = {"ce_loss": self.task.loss(out["scores"], candidates,
-                                            entities["entity_hash"], labels)}
+                                            entities["entity_hash"], labels,
+                                            users.get("timestamp"), training)}
         own = tf.stack([tf.range(tf.shape(labels)[0]), labels], axis=1)  # each row's positive
         critic_loss = None
         total = losses["ce_loss"]

@@ -39,6 +39,15 @@ class RetrievalTask:
         self.corpus: Optional[Dict[str, tf.Tensor]] = None
         self.corpus_log_q: Optional[tf.Tensor] = None
         self.metric = keras.metrics.Mean(name="ce_loss")
+        self.recency: Optional[Tuple[float, float]] = None  # (t_end, half-life in seconds)
+
+    def set_recency(self, t_end: float, half_life_seconds: float) -> None:
+        """Training rows weighted by recency: w = 2^(−(t_end − t) / half_life), so a row
+        ``half_life_seconds`` older than ``t_end`` counts half (:func:`recency_weights`)."""
+        if not half_life_seconds > 0:
+            raise ValueError(f"the recency half-life must be > 0 seconds, got "
+                             f"{half_life_seconds}")
+        self.recency = (float(t_end), float(half_life_seconds))
 
     def set_corpus(self, corpus: Mapping[str, np.ndarray]) -> None:
         """Entity corpus (id features, ``sampling_prob``, ``entity_hash``) for the negatives;
@@ -87,6 +96,20 @@ class RetrievalTask:
                                     temperature=self.temperature)
 
     def loss(self, scores: tf.Tensor, candidates: Mapping[str, tf.Tensor],
-             positive_hash: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        """Mean of :meth:`per_row_loss` over the batch: ``ce_loss``."""
-        return tf.reduce_mean(self.per_row_loss(scores, candidates, positive_hash, labels))
+             positive_hash: tf.Tensor, labels: tf.Tensor,
+             timestamps: Optional[tf.Tensor] = None, training: bool = False) -> tf.Tensor:
+        """Mean of :meth:`per_row_loss` over the batch: ``ce_loss``. In training with
+        :meth:`set_recency`, the mean weighted by :func:`recency_weights` of ``timestamps``
+        (validation and evaluation stay unweighted: comparable across settings)."""
+        rows = self.per_row_loss(scores, candidates, positive_hash, labels)
+        if training and self.recency is not None and timestamps is not None:
+            w = recency_weights(timestamps, *self.recency)
+            return tf.reduce_sum(w * rows) / tf.maximum(tf.reduce_sum(w), 1e-12)
+        return tf.reduce_mean(rows)
+
+
+def recency_weights(timestamps: tf.Tensor, t_end: float, half_life_seconds: float
+                    ) -> tf.Tensor:
+    """w = 2^(−max(t_end − t, 0) / half_life) per row, float32 (1 at ``t_end`` and after)."""
+    age = tf.maximum(tf.cast(t_end, tf.float64) - tf.cast(timestamps, tf.float64), 0.0)
+    return tf.cast(tf.pow(2.0, -age / half_life_seconds), tf.float32)

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from tfrrl.artifacts import run_folder
 from tfrrl.config import ConfigError, ExperimentConfig
+from tfrrl.data import schema
 from tfrrl.data.corpus import load_corpus
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.data.validation_split import validation_bucket, validation_cut
@@ -42,17 +43,35 @@ def _in_validation(example) -> tf.Tensor:
                                for k in ("entity_hash", "user_id", "timestamp")))
 
 
-def carve(ds: tf.data.Dataset, fraction: float, validation: bool, batch_size: int
-          ) -> tf.data.Dataset:
+def carve(ds: tf.data.Dataset, fraction: float, validation: bool, batch_size: int,
+          time_cut: Optional[int] = None) -> tf.data.Dataset:
     """The validation (``validation=True``) or the remaining training part of batched TRAIN
-    data: examples whose :func:`_in_validation` bucket is below ``fraction`` · 1000."""
+    data: examples whose :func:`_in_validation` bucket is below ``fraction`` · 1000, or with
+    ``time_cut`` the examples at or after that timestamp (the end of the TRAIN period)."""
     cut = validation_cut(fraction)
 
     def keep(example):
-        inside = _in_validation(example) < cut
+        if time_cut is not None:
+            inside = tf.cast(example["timestamp"], tf.int64) >= time_cut
+        else:
+            inside = _in_validation(example) < cut
         return inside if validation else tf.logical_not(inside)
 
     return ds.unbatch().filter(keep).batch(batch_size, drop_remainder=True)
+
+
+def time_cut(data: PreparedDataset, fraction: float, batch_size: int = 65_536) -> int:
+    """The timestamp from which the last ``fraction`` of the TRAIN rows (by time) start: the
+    (1 − fraction) quantile of their timestamps (``train.validation_split: time``)."""
+    spec = schema.parsing_spec([f for f in data.features(TRAIN) if f.name == "timestamp"])
+    stamps = np.concatenate([b for b in (
+        tf.data.TFRecordDataset(data.files(TRAIN)).batch(batch_size)
+        .map(lambda s: tf.io.parse_example(s, spec)["timestamp"]).as_numpy_iterator())]
+        or [np.zeros(0, np.int64)])
+    if stamps.size == 0 or stamps.min() == stamps.max():
+        raise ConfigError("train.validation_split: time needs timestamps: this dataset's TRAIN "
+                          "rows span no time; use random")
+    return int(np.quantile(stamps, 1.0 - fraction, method="higher"))
 
 
 def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
@@ -61,13 +80,14 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
     t = exp.train
     train = data.dataset(TRAIN, t.batch_size, shuffle=True, seed=t.seed, drop_remainder=True)
     if t.validation_fraction > 0:
+        cut = time_cut(data, t.validation_fraction) if t.validation_split == "time" else None
         evals = carve(data.dataset(TRAIN, t.batch_size), t.validation_fraction, True,
-                      t.batch_size)
+                      t.batch_size, cut)
         # A filter hides the size from Keras, which then warns that validation "ran out of
         # data": count the batches once (cheap: a tenth of TRAIN, ids only) and assert it.
         size = int(evals.reduce(np.int64(0), lambda n, _: n + 1).numpy())
         evals = evals.apply(tf.data.experimental.assert_cardinality(size))
-        train = carve(train, t.validation_fraction, False, t.batch_size)
+        train = carve(train, t.validation_fraction, False, t.batch_size, cut)
     else:
         evals = data.dataset(EVAL, t.batch_size, drop_remainder=True)
     if t.steps_per_epoch:
@@ -75,6 +95,19 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
     if t.eval_steps:
         evals = evals.take(t.eval_steps)
     return train, evals
+
+
+def train_time_range(data: PreparedDataset, batch_size: int = 65_536) -> Tuple[int, int]:
+    """(first, last) ``timestamp`` of the TRAIN examples (only that feature is parsed)."""
+    spec = schema.parsing_spec([f for f in data.features(TRAIN) if f.name == "timestamp"])
+    ds = (tf.data.TFRecordDataset(data.files(TRAIN)).batch(batch_size)
+          .map(lambda s: tf.io.parse_example(s, spec)["timestamp"]))
+    lo, hi = None, None
+    for ts in ds.as_numpy_iterator():
+        if ts.size:
+            lo = int(ts.min()) if lo is None else min(lo, int(ts.min()))
+            hi = int(ts.max()) if hi is None else max(hi, int(ts.max()))
+    return (0, 0) if lo is None else (lo, hi)
 
 
 def make_optimizer(train) -> keras.optimizers.Optimizer:
@@ -101,6 +134,12 @@ def build_model(exp: ExperimentConfig, data: PreparedDataset,
             raise ConfigError(str(err)) from err
         raise
     model.set_corpus(load_corpus(data, lookup))
+    if exp.train.recency_half_life is not None:
+        start, end = train_time_range(data)
+        if not end > start:
+            raise ConfigError("train.recency_half_life needs timestamps: this dataset's TRAIN "
+                              "rows span no time; set it to null")
+        model.task.set_recency(end, exp.train.recency_half_life * (end - start))
     model.compile(optimizer=make_optimizer(exp.train))
     # Build every layer once on a real batch so weights exist before fit/load.
     for batch in data.dataset(TRAIN, 4).take(1):
