@@ -354,7 +354,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 setattr(args, key, stored.get("args", {}).get(key, getattr(args, key)))
     data = PreparedDataset(paths["data"])
     lookup = FeatureLookup.from_dataset(data)
-    queries = evaluation.build_queries(data, lookup, args.max_queries, seed=0)
+    queries = evaluation.build_queries(data, lookup, args.max_queries or None, seed=0)
+    if len(queries) == 0:
+        parser.error(f"{paths['data']} has no test queries (no eval rows?)")
     ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
     # The reference baselines (and which queries are cold) once per dataset, on these queries.
     refs = evaluation.reference_topns(data, queries, max(ns), ns)
