@@ -56,6 +56,10 @@ def test_trainer_sets_the_half_life_from_the_train_period(small_synthetic_prepar
         config.load_experiment(None, ["train.recency_half_life=0"])
 
 
+def val_t_min(val) -> int:
+    return int(min(b["timestamp"].numpy().min() for b in val))
+
+
 def test_time_validation_split_holds_out_the_end_of_the_train_period(small_synthetic_prepared):
     from tests.conftest import TINY_MODEL
     from tfrrl.data.reader import PreparedDataset
@@ -66,6 +70,10 @@ def test_time_validation_split_holds_out_the_end_of_the_train_period(small_synth
         "train.validation_fraction=0.2", "train.validation_split=time", "train.batch_size=8"])
     train, val = trainer.make_datasets(data, exp)
     train_t = np.concatenate([b["timestamp"].numpy() for b in train.take(10_000)])
+    # The stream the trainer fits on holds out the same rows.
+    stream_t = np.concatenate([b["timestamp"].numpy() for b in
+                               trainer.train_stream(data, exp).take(len(train_t) // 8)])
+    assert stream_t.max() < val_t_min(val)
     val_t = np.concatenate([b["timestamp"].numpy() for b in val])
     # Every held-out row is at or after the cut, every training row before it; about 20% are
     # held out (ties at the cut and the dropped remainders of the batches aside).

@@ -60,6 +60,15 @@ def carve(ds: tf.data.Dataset, fraction: float, validation: bool, batch_size: in
     return ds.unbatch().filter(keep).batch(batch_size, drop_remainder=True)
 
 
+def validation_time_cut(data: PreparedDataset, exp: ExperimentConfig) -> Optional[int]:
+    """:func:`time_cut` of ``train.validation_fraction`` with ``train.validation_split: time``,
+    else None (the hash hold-out)."""
+    t = exp.train
+    if t.validation_split != "time" or not t.validation_fraction > 0:
+        return None
+    return time_cut(data, t.validation_fraction)
+
+
 def time_cut(data: PreparedDataset, fraction: float, batch_size: int = 65_536) -> int:
     """The timestamp from which the last ``fraction`` of the TRAIN rows (by time) start: the
     (1 − fraction) quantile of their timestamps (``train.validation_split: time``)."""
@@ -80,7 +89,7 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
     t = exp.train
     train = data.dataset(TRAIN, t.batch_size, shuffle=True, seed=t.seed, drop_remainder=True)
     if t.validation_fraction > 0:
-        cut = time_cut(data, t.validation_fraction) if t.validation_split == "time" else None
+        cut = validation_time_cut(data, exp)
         evals = carve(data.dataset(TRAIN, t.batch_size), t.validation_fraction, True,
                       t.batch_size, cut)
         # A filter hides the size from Keras, which then warns that validation "ran out of
@@ -169,7 +178,7 @@ def train_stream(data: PreparedDataset, exp: ExperimentConfig, start_step: int =
     t = exp.train
     ds = data.dataset(TRAIN, t.batch_size, shuffle=True, seed=t.seed, drop_remainder=True)
     if t.validation_fraction > 0:
-        ds = carve(ds, t.validation_fraction, False, t.batch_size)
+        ds = carve(ds, t.validation_fraction, False, t.batch_size, validation_time_cut(data, exp))
     ds = ds.repeat()
     return ds.skip(start_step) if start_step else ds
 
