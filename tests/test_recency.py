@@ -13,8 +13,12 @@ from tfrrl.tasks.retrieval import RetrievalTask, recency_weights
 
 def test_recency_weights_by_hand():
     # t_end 100, half-life 10 s: ages 0, 10, 20, 30 → 1, 1/2, 1/4, 1/8; a row after t_end → 1.
-    w = recency_weights(tf.constant([100, 90, 80, 70, 120], tf.int64), 100.0, 10.0)
+    stamps = tf.constant([100, 90, 80, 70, 120], tf.int64)
+    w = recency_weights(stamps, 100.0, 10.0)
     np.testing.assert_allclose(w.numpy(), [1, 0.5, 0.25, 0.125, 1], rtol=1e-6)
+    # The same inside a graph (the training step is a tf.function).
+    graph = tf.function(lambda t: recency_weights(t, 100.0, 10.0))
+    np.testing.assert_allclose(graph(stamps).numpy(), w.numpy(), rtol=1e-6)
 
 
 def test_weighted_loss_by_hand_and_unweighted_outside_training():
@@ -52,6 +56,8 @@ def test_trainer_sets_the_half_life_from_the_train_period(small_synthetic_prepar
     model = trainer.build_model(config.load_experiment(
         None, TINY_MODEL + ["train.recency_half_life=0.25"]), data)
     assert model.task.recency == pytest.approx((end, 0.25 * (end - start)))
+    history = model.fit(data.dataset(TRAIN, 16, drop_remainder=True).take(2), verbose=0)
+    assert np.isfinite(history.history["ce_loss"]).all()  # the weighted loss in the graph
     with pytest.raises(ValueError, match="recency_half_life"):
         config.load_experiment(None, ["train.recency_half_life=0"])
 

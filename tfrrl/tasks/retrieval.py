@@ -112,4 +112,4 @@ def recency_weights(timestamps: tf.Tensor, t_end: float, half_life_seconds: floa
                     ) -> tf.Tensor:
     """w = 2^(−max(t_end − t, 0) / half_life) per row, float32 (1 at ``t_end`` and after)."""
     age = tf.maximum(tf.cast(t_end, tf.float64) - tf.cast(timestamps, tf.float64), 0.0)
-    return tf.cast(tf.pow(2.0, -age / half_life_seconds), tf.float32)
+    return tf.cast(tf.exp(-age * (np.log(2.0) / half_life_seconds)), tf.float32)
