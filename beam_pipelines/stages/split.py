@@ -8,36 +8,11 @@ timestamps none, and the per-user assembly applies the seeded random split
 
 from __future__ import annotations
 
-from typing import List
-
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.stages.impressions import TIMESTAMP_INDEX
 from tfrrl.data.link_spec import DatasetSpec
-
-
-class _TimestampBatches(beam.DoFn):
-    """Impressions → their timestamps in lists, one per bundle (or per ``max_size``), for the
-    batched input of ``ApproximateQuantiles`` (``input_batched``): the quantile's combiner
-    adds a list at a time instead of one timestamp per element."""
-
-    def __init__(self, max_size: int = 1 << 20):
-        self._max_size = max_size
-
-    def start_bundle(self):
-        self._held: List[int] = []
-
-    def process(self, imp):
-        self._held.append(imp[TIMESTAMP_INDEX])
-        if len(self._held) >= self._max_size:
-            held, self._held = self._held, []
-            yield held
-
-    def finish_bundle(self):
-        if self._held:
-            yield GlobalWindows.windowed_value(self._held)
 
 
 def uses_quantile_cutoff(spec: DatasetSpec, cfg: PrepareConfig) -> bool:
@@ -54,6 +29,6 @@ def split_cutoff(p: beam.Pipeline, imps: beam.PCollection, spec: DatasetSpec,
     res = cfg.quantile_resolution
     index = round((1.0 - cfg.eval_fraction) * res)
     return (imps
-            | "Timestamps" >> beam.ParDo(_TimestampBatches())
-            | "Quantiles" >> beam.ApproximateQuantiles.Globally(res + 1, input_batched=True)
+            | "Timestamps" >> beam.Map(lambda imp: imp[TIMESTAMP_INDEX])
+            | "Quantiles" >> beam.ApproximateQuantiles.Globally(res + 1)
             | "PickCutoff" >> beam.Map(lambda qs: qs[index] if qs else None))
