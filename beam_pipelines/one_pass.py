@@ -7,9 +7,10 @@ raw impressions + one catalog per entity type + user profiles
   ``train/`` and ``eval/`` TFRecords, the entity corpus ``corpus/``, ``vocab/*.txt``,
   ``entity_frequency.tsv``, ``user_snapshot/``, ``stats.json`` and ``dead_letter/*.jsonl``.
 
-Shuffles: catalog dedupe, link resolution, impression×entity join, per-user assembly, the
-per-entity join of train counts that gives the logQ sampling probability (Eq. 2), and the
-write-order shuffle — each a CoGroupByKey/GroupByKey, so the same code scales out on Dataflow.
+Shuffles: catalog dedupe, link resolution, per-user assembly, the per-entity join of train
+counts that gives the logQ sampling probability (Eq. 2), and the write-order shuffle — each a
+CoGroupByKey/GroupByKey, so the same code scales out on Dataflow. The impression × entity join
+and the examples' entity features read the corpus-sized catalog as a side input.
 The pieces are the modules of ``beam_pipelines/stages``.
 """
 
@@ -43,10 +44,11 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
     profiles = read_profiles(p, raw_dir, spec, dead)
     imps = read_impressions(p, raw_dir, spec, dead)
     cutoff = split_cutoff(p, imps, spec, cfg)
-    joined, assembled = assemble_users(catalog, profiles, imps, cutoff, spec, cfg, dead)
+    catalog_less, assembled = assemble_users(catalog, profiles, imps, cutoff, spec, cfg, dead)
+    corpus = (catalog, catalog_less) | "CorpusEntities" >> beam.Flatten()
     # The entity features + Q(a) that every example of the entity takes come from a
     # corpus-sized side input, so no example crosses a per-entity shuffle.
-    per_entity, totals = entity_probabilities(p, joined[CORPUS], assembled[TRAIN_COUNT], cfg)
+    per_entity, totals = entity_probabilities(p, corpus, assembled[TRAIN_COUNT], cfg)
     final = finalize_examples(assembled.examples, per_entity.entities, cfg)
 
     outputs.write_examples(final, out_dir, cfg)

@@ -57,14 +57,14 @@ The same dataset as one pass:
   identical. Catalog and user-table dead letters are written once (partition pass).
 
 Memory model: the partition pass moves no impression-sized shuffle (the quantile is a combiner,
-the partition writes stream); assemble[i] holds shard i's impressions through the entity join
-and the per-user group, plus the catalog; finalize[i] holds shard i's examples through the
-write-order shuffle, plus the corpus-sized side input; merge and summarize are corpus- and
-vocabulary-sized. So peak ≈ fixed cost + (per-impression cost × the largest shard's
-impressions) + corpus-sized state; user hashing balances the shards to within a few percent
-once users are many (a single very active user still lands in one shard). Each pass pays the
-runner's start-up, and the staged data is written and read once more. Measured peaks, the fitted
-costs and the start-up time: benchmarks/RESULTS.md, "Beam link memory".
+the partition writes stream); assemble[i] holds shard i's impressions through the per-user
+group, plus the catalog (the entity join's side input); finalize[i] holds shard i's examples
+through the write-order shuffle, plus the corpus-sized side input; merge and summarize are
+corpus- and vocabulary-sized. So peak ≈ fixed cost + (per-impression cost × the largest shard's
+impressions) + corpus-sized state; user hashing balances the shards to within a few percent once
+users are many (a single very active user still lands in one shard). Each pass pays the runner's
+start-up, and the staged data is written and read once more. Measured peaks, the fitted costs
+and the start-up time: benchmarks/RESULTS.md, "Beam link memory".
 
 Parallelism: with ``--direct_num_workers=N`` the per-shard passes (assemble[i], finalize[i]) run
 N at a time, each a one-worker pipeline in a process of a pool (``_PassRunner``); partition,
@@ -106,7 +106,7 @@ from beam_pipelines.stages.profiles import read_profiles
 from beam_pipelines.stages.split import split_cutoff
 from beam_pipelines.stages.stats import CounterSum, corpus_type_counts
 from beam_pipelines.tags import CORPUS, STATS, TRAIN_COUNT, USER_SNAPSHOT, VOCAB
-from tfrrl.data import fileio, link_spec
+from tfrrl.data import fileio
 from tfrrl.data.link_spec import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -216,14 +216,6 @@ def _write_json(_, path: str, **values) -> None:
     fileio.write_text(path, json.dumps(values, sort_keys=True) + "\n")
 
 
-def _catalog_less_types(spec: DatasetSpec) -> frozenset:
-    return frozenset(n for n, et in spec.entity_types.items() if et.path is None)
-
-
-def _is_catalog_less(kv, types: frozenset) -> bool:
-    return link_spec.split_entity_key(kv[0])[0] in types
-
-
 def _first_copy(key: str, copies) -> tuple:
     return key, next(iter(copies))
 
@@ -254,15 +246,14 @@ def build_assemble_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: i
     profiles = p | "Unstage[profiles]" >> _Unstage(layout.pattern(PROFILES, shard))
     imps = p | "Unstage[impressions]" >> _Unstage(layout.pattern(IMPRESSIONS, shard))
     fixed_cutoff = p | "FixedCutoff" >> beam.Create([cutoff])
-    joined, assembled = assemble_users(catalog, profiles, imps, fixed_cutoff, spec, cfg, dead)
+    catalog_less, assembled = assemble_users(catalog, profiles, imps, fixed_cutoff, spec, cfg,
+                                             dead)
     _ = assembled.examples | "Stage[examples]" >> _Stage(layout.prefix(EXAMPLES, shard))
     _ = (assembled[TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
          | "Stage[train_counts]" >> _Stage(layout.prefix(TRAIN_COUNTS, shard)))
     # Catalog entities are staged once (partition pass); only the defaults of catalog-less types
     # depend on the impressions a shard saw.
-    _ = (joined[CORPUS]
-         | "CatalogLess" >> beam.Filter(_is_catalog_less, _catalog_less_types(spec))
-         | "Stage[catalog_less]" >> _Stage(layout.prefix(CATALOG_LESS, shard)))
+    _ = catalog_less | "Stage[catalog_less]" >> _Stage(layout.prefix(CATALOG_LESS, shard))
     outputs.write_user_snapshot(assembled[USER_SNAPSHOT], out_dir, layout.output_prefix(shard))
     write_dead_letters(p, dead, out_dir, layout.output_prefix(shard))
 

@@ -7,7 +7,7 @@ A piece of the pipeline reads them as ``result[TAG]``; the names are internal to
 DEAD = "dead"  # dead-letter records (beam_pipelines/dead_letters.py), from every validating step
 FILTERED = "filtered"  # the rule that removed an impression (transforms.FILTER_RULES)
 CORPUS = "corpus"  # entity records: (key, entity) after the join, then with Q(a)
-TRAIN_COUNT = "train_count"  # (entity key, train examples of one user)
+TRAIN_COUNT = "train_count"  # (entity key, train examples), partial sums (per user or bundle)
 USER_SNAPSHOT = "user_snapshot"  # one JSON line per user: the serving user features
 FREQUENCY = "frequency"  # one entity_frequency.tsv line per entity
 VOCAB = "vocab"  # ((vocabulary, token), TRAIN count), partial sums

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import heapq
 import json
@@ -384,6 +385,11 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         pool = ranked_train_exposures(
             [(fp, imp) for _, fp, imp in unique if splits[fp] == TRAIN], split.seed,
             sequence_length + 1)
+    # The E_seq columns of the unique exposures, in order: a timed example's sequence is a
+    # slice of them (at most L long, so padding it is exposure_sequence's padding).
+    columns = [[u[2][c] for u in unique] for c in ("key", "entity_type", "entity_category")]
+    entity_names = _entity_feature_names()
+    pad = schema.PAD_TOKEN
     first_of_ts = 0  # index of the first exposure sharing the current timestamp
     for i, (ts, fp, imp) in enumerate(unique):
         if i > 0 and ts != unique[i - 1][0]:
@@ -391,16 +397,21 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         if label == "click" and imp["click"] == 0:
             out.filtered.append(("not_clicked", imp))
             continue
-        if imp["timestamp"] is None:
-            history = untimed_history(pool, fp, sequence_length)
-        else:
-            history = [h[2] for h in unique[max(0, first_of_ts - sequence_length):first_of_ts]]
         example: Dict[str, Any] = {"user_id": user_id}
         example.update(profile)
-        example.update(exposure_sequence(history, sequence_length))
-        for f in schema.entity_features():
-            if f.name in imp and f.name != "entity_id":
-                example[f.name] = imp[f.name]
+        if imp["timestamp"] is None:
+            example.update(exposure_sequence(untimed_history(pool, fp, sequence_length),
+                                             sequence_length))
+        else:
+            lo = max(0, first_of_ts - sequence_length)
+            padding = [pad] * (sequence_length - (first_of_ts - lo))
+            example["seq_entity_id"] = columns[0][lo:first_of_ts] + padding
+            example["seq_entity_type"] = columns[1][lo:first_of_ts] + padding
+            example["seq_category"] = columns[2][lo:first_of_ts] + padding
+            example["seq_length"] = first_of_ts - lo
+        for name in entity_names:
+            if name in imp:
+                example[name] = imp[name]
         example["entity_id"] = imp["key"]
         example["domain"] = imp["domain"]
         example["label"] = 1.0
@@ -413,6 +424,12 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
     out.snapshot = {"user_id": user_id, **profile,
                     **exposure_sequence(snapshot_history, sequence_length)}
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _entity_feature_names() -> Tuple[str, ...]:
+    """The target entity's feature names an impression may carry (all but ``entity_id``)."""
+    return tuple(f.name for f in schema.entity_features() if f.name != "entity_id")
 
 
 def history_rank(seed: int, fingerprint: str) -> Tuple[str, str]:
@@ -479,11 +496,17 @@ def vocabulary_tokens(example: Mapping[str, Any]) -> Iterator[Tuple[str, str]]:
 
     Sequences are not counted: the same exposure would be counted up to L times.
     """
-    for f in schema.example_features():
-        if f.vocabulary and not f.is_sequence:
-            token = example[f.name]
-            if token != schema.DEFAULT_TOKEN:
-                yield f.vocabulary, token
+    for name, vocabulary in _vocabulary_fields():
+        token = example[name]
+        if token != schema.DEFAULT_TOKEN:
+            yield vocabulary, token
+
+
+@functools.lru_cache(maxsize=None)
+def _vocabulary_fields() -> Tuple[Tuple[str, str], ...]:
+    """(feature, vocabulary) of the non-sequence example features with a vocabulary."""
+    return tuple((f.name, f.vocabulary) for f in schema.example_features()
+                 if f.vocabulary and not f.is_sequence)
 
 
 def build_vocabulary(counts: Iterable[Tuple[str, int]], min_frequency: int) -> List[str]:

@@ -1,9 +1,11 @@
 """Impressions × unified entities, then per user: profile join, dedupe, exposure sequences
 strictly before each timestamp, the label rule and the split.
 
-Both joins are impression-sized shuffles: they move packed tuples (``beam_pipelines/packed.py``),
-and the per-user step carries only what the sequences need (entity key, type, category); the
-target entity's features and Q(a) are attached at the end (``stages/finalize.py``).
+The entity join is a lookup in the catalog, a corpus-sized side input, so the impressions cross
+ONE impression-sized shuffle, the per-user grouping; it moves packed tuples
+(``beam_pipelines/packed.py``), and the per-user step carries only what the sequences need
+(entity key, type, category); the target entity's features and Q(a) are attached at the end
+(``stages/finalize.py``).
 """
 
 from __future__ import annotations
@@ -14,50 +16,75 @@ from typing import List
 
 import apache_beam as beam
 from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipelines import counters, packed, transforms
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.counters import IMPRESSIONS, USERS
 from beam_pipelines.dead_letters import reject
 from beam_pipelines.stages.impressions import KEY_INDEX, ROW_INDEX, USER_INDEX
-from beam_pipelines.tags import CORPUS, DEAD, FILTERED, TRAIN_COUNT, USER_SNAPSHOT
+from beam_pipelines.tags import DEAD, FILTERED, TRAIN_COUNT, USER_SNAPSHOT
 from tfrrl.data import link_spec, schema
 from tfrrl.data.link_spec import DatasetSpec
 
+CATALOG_LESS = "catalog_less"  # keys of entities of a type without a catalog, per bundle
 
-class _JoinEntity(beam.DoFn):
-    """Impressions × unified entity; emits the corpus record once per entity.
 
-    An impression leaves keyed by user with only its entity's category added (EXPOSURE_FIELDS):
-    the other entity features are attached to the examples by key at the end.
+class _AttachEntity(beam.DoFn):
+    """Impression × its unified entity, looked up in the catalog (a corpus-sized side input):
+    no impression crosses a per-entity shuffle.
+
+    An impression leaves with only its entity's category added (EXPOSURE_FIELDS), packed, and
+    pre-grouped by user within the bundle (``packed.KeyedBatcher``): ``(user, [packed exposure,
+    …])``, so the per-user shuffle moves one element per user and flush, not one per
+    impression. The other entity features are attached to the examples by key at the end. An
+    entity key absent from the catalog is dead-lettered (``unknown_entity``) when its type has
+    a catalog, and otherwise takes the type's defaults; the keys of such catalog-less entities
+    leave on ``CATALOG_LESS`` once per bundle (``finish_bundle``), to be deduplicated into the
+    corpus.
     """
 
     def __init__(self, spec: DatasetSpec):
         self._has_catalog = {n: et.path is not None for n, et in spec.entity_types.items()}
+        self._category = schema.entity_feature_name("category")
+        self._default_category = schema.DEFAULT_TOKEN
 
-    def process(self, element):
-        key, grouped = element
-        entities, imps = grouped["entity"], grouped["imps"]
-        entity = entities[0] if entities else None
-        if entity is None:
-            if not imps:
-                return
-            type_name, entity_id = link_spec.split_entity_key(key)
+    def start_bundle(self):
+        self._catalog_less = set()
+        self._by_user = packed.KeyedBatcher()
+
+    def process(self, imp, catalog):
+        key = imp[KEY_INDEX]
+        entity = catalog.get(key)
+        if entity is not None:
+            category = entity[self._category]
+        else:
+            type_name, _ = link_spec.split_entity_key(key)
             if self._has_catalog[type_name]:
-                for imp in imps:
-                    yield reject(IMPRESSIONS, "unknown_entity", imp[ROW_INDEX], key)
+                yield reject(IMPRESSIONS, "unknown_entity", imp[ROW_INDEX], key)
                 return
-            entity = transforms.default_entity(type_name, entity_id)
-        yield pvalue.TaggedOutput(CORPUS, (key, entity))
-        category = entity[schema.entity_feature_name("category")]
-        for imp in imps:
-            yield imp[USER_INDEX], tuple(imp) + (category,)
+            self._catalog_less.add(key)
+            category = self._default_category
+        yield from self._by_user.add(imp[USER_INDEX], packed.pack(tuple(imp) + (category,)))
+
+    def finish_bundle(self):
+        for user_batch in self._by_user.flush():
+            yield GlobalWindows.windowed_value(user_batch)
+        for key in self._catalog_less:
+            yield pvalue.TaggedOutput(CATALOG_LESS, GlobalWindows.windowed_value(key))
+
+
+def _default_entity(key: str):
+    """A catalog-less entity key → ``(key, the entity with its type's defaults)``."""
+    type_name, entity_id = link_spec.split_entity_key(key)
+    return key, transforms.default_entity(type_name, entity_id)
 
 
 class _AssembleUser(beam.DoFn):
     """Per user: ONE element with the user's examples as (split, carried values) tuples (so
-    the next stage pays the runner's per-element cost once per user), the user's train count
-    per entity (``TRAIN_COUNT``), dead letters, filtered rows and the serving snapshot."""
+    the next stage pays the runner's per-element cost once per user), dead letters, filtered
+    rows and the serving snapshot; the train count per entity (``TRAIN_COUNT``) is summed over
+    the bundle and emitted in ``finish_bundle`` (one element per entity and bundle)."""
 
     def __init__(self, spec: DatasetSpec, cfg: PrepareConfig):
         self._require_profile = spec.users is not None
@@ -65,10 +92,14 @@ class _AssembleUser(beam.DoFn):
         self._cfg = cfg
         self._fields = transforms.carried_example_fields(cfg.sequence_length)
 
+    def start_bundle(self):
+        self._train_counts = collections.Counter()
+
     def process(self, element, cutoff):
         user_id, grouped = element
         profiles = grouped["profile"]
-        imps = [transforms.exposure_dict(imp) for imp in grouped["imps"]]
+        imps = [transforms.exposure_dict(packed.unpack(imp))
+                for batch in grouped["imps"] for imp in batch]
         profile = None
         if profiles:
             profiles.sort(key=lambda p: json.dumps(p, sort_keys=True, default=str))
@@ -87,45 +118,46 @@ class _AssembleUser(beam.DoFn):
         for rule, imp in out.filtered:
             counters.counter(counters.filtered_name(rule)).inc()
             yield pvalue.TaggedOutput(FILTERED, rule)
-        train_counts = collections.Counter()
         carried = []
         for split_name, example in out.examples:
             if split_name == transforms.TRAIN:
-                train_counts[example["entity_id"]] += 1
+                self._train_counts[example["entity_id"]] += 1
             carried.append((split_name, tuple(example[f] for f in self._fields)))
         if carried:
             yield carried
-        for key, n in train_counts.items():
-            yield pvalue.TaggedOutput(TRAIN_COUNT, (key, n))
         if out.snapshot is not None:
             counters.counter(counters.USER_SNAPSHOTS).inc()
             yield pvalue.TaggedOutput(USER_SNAPSHOT, json.dumps(out.snapshot, sort_keys=True,
                                                                 ensure_ascii=False))
 
+    def finish_bundle(self):
+        for key, n in self._train_counts.items():
+            yield pvalue.TaggedOutput(TRAIN_COUNT, GlobalWindows.windowed_value((key, n)))
+
 
 def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
                    imps: beam.PCollection, cutoff: beam.PCollection, spec: DatasetSpec,
                    cfg: PrepareConfig, dead: List[beam.PCollection]):
-    """Join with unified entities (unknown entities → dead letter), then per user: profile
-    join, dedupe, sequences, label rule, split. The impression-sized shuffles move compact
-    packed tuples, not dicts (packed.py).
+    """Join with unified entities (``catalog``: ``(key, entity)``, read as a side input;
+    unknown entities → dead letter), then per user: profile join, dedupe, sequences, label
+    rule, split. The per-user shuffle moves compact packed tuples, not dicts (packed.py).
 
-    Returns ``(joined, assembled)``: ``joined[CORPUS]`` holds ``(key, entity)`` once per
-    entity of ``catalog`` and once per catalog-less entity with an impression;
-    ``assembled.examples`` holds one list of ``(split, carried example values)`` per user with
-    examples, and ``assembled`` has
-    the ``TRAIN_COUNT``, ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
+    Returns ``(catalog_less, assembled)``: ``catalog_less`` holds ``(key, entity with the
+    defaults)`` once per entity of a catalog-less type with an impression (the corpus is
+    ``catalog`` plus these); ``assembled.examples`` holds one list of ``(split, carried
+    example values)`` per user with examples, and ``assembled`` has the ``TRAIN_COUNT``,
+    ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
     """
-    joined = ({"entity": catalog,
-               "imps": imps | "KeyImpByEntity" >> beam.Map(lambda i: (i[KEY_INDEX], i))}
-              | "JoinEntities" >> packed.GroupPacked()
-              | "AttachEntities" >> beam.ParDo(_JoinEntity(spec)).with_outputs(
-                  DEAD, CORPUS, main="imps"))
+    joined = (imps | "AttachEntities" >> beam.ParDo(
+        _AttachEntity(spec), catalog=pvalue.AsDict(catalog)).with_outputs(
+            DEAD, CATALOG_LESS, main="imps"))
     dead.append(joined[DEAD])
+    catalog_less = (joined[CATALOG_LESS] | "CatalogLessKeys" >> beam.Distinct()
+                    | "CatalogLessDefaults" >> beam.Map(_default_entity))
     assembled = ({"profile": profiles, "imps": joined.imps}
                  | "GroupByUser" >> packed.GroupPacked()
                  | "AssembleUsers" >> beam.ParDo(
                      _AssembleUser(spec, cfg), cutoff=pvalue.AsSingleton(cutoff)).with_outputs(
                          DEAD, FILTERED, USER_SNAPSHOT, TRAIN_COUNT, main="examples"))
     dead.append(assembled[DEAD])
-    return joined, assembled
+    return catalog_less, assembled

@@ -12,11 +12,12 @@ order within a bucket depends only on the hashes, not on how records were batche
 
 from __future__ import annotations
 
-import collections
 import hashlib
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator, List, Tuple
 
 import apache_beam as beam
+
+from beam_pipelines import packed
 
 # (bucket, [record, ...]): what crosses the bucket shuffle.
 BucketBatch = Tuple[int, List[bytes]]
@@ -29,24 +30,19 @@ def record_hash(record: bytes) -> int:
 
 class BucketBatcher:
     """Collects records by hash bucket; hands them out as :data:`BucketBatch` elements once
-    ``max_bytes`` of records are held (and at :meth:`flush`), so memory stays bounded."""
+    ``max_bytes`` of records are held (and at :meth:`flush`), so memory stays bounded
+    (``packed.KeyedBatcher`` keyed by bucket)."""
 
     def __init__(self, buckets: int, max_bytes: int = 32 << 20):
         self._buckets = max(1, buckets)
-        self._max_bytes = max_bytes
-        self._held: Dict[int, List[bytes]] = collections.defaultdict(list)
-        self._bytes = 0
+        self._batcher = packed.KeyedBatcher(max_bytes)
 
-    def add(self, record: bytes) -> Iterator[BucketBatch]:
-        """Holds ``record``; yields every held batch when the byte budget is reached."""
-        self._held[record_hash(record) % self._buckets].append(record)
-        self._bytes += len(record)
-        if self._bytes >= self._max_bytes:
-            yield from self.flush()
+    def add(self, record: bytes) -> List[BucketBatch]:
+        """Holds ``record``; returns every held batch once the byte budget is reached."""
+        return self._batcher.add(record_hash(record) % self._buckets, record)
 
-    def flush(self) -> Iterator[BucketBatch]:
-        held, self._held, self._bytes = self._held, collections.defaultdict(list), 0
-        yield from held.items()
+    def flush(self) -> List[BucketBatch]:
+        return self._batcher.flush()
 
 
 def _sorted_records(element: Tuple[int, List[List[bytes]]]) -> Iterator[bytes]:
