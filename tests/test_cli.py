@@ -98,3 +98,18 @@ def test_help_imports_neither_tensorflow_nor_beam():
 def test_unknown_flags_go_to_beam_commands_only():
     proc = _tfrrl("inspect", "--data", "nowhere", "--runner=DataflowRunner", check=False)
     assert proc.returncode == 2 and "unrecognized arguments: --runner=DataflowRunner" in proc.stderr
+
+
+def test_demo_states_its_margin_over_popularity_by_hand():
+    from tfrrl_cli.demo import margin_over_popularity
+
+    # Warm Recall-all@100: model 0.45, popularity 0.36 → 0.45 / 0.36 − 1 = +25.0%.
+    def result(model, pop, queries=7):
+        return {"warm_cold": {"warm": {"num_queries": queries,
+                                       "model": {"macro": {"recall@100": model}},
+                                       "popularity": {"macro": {"recall@100": pop}}}}}
+    assert margin_over_popularity(result(0.45, 0.36)) == (
+        "trained model vs popularity, Recall-all@100 on 7 warm queries: 0.4500 vs 0.3600 "
+        "(+25.0%)")
+    assert margin_over_popularity(result(0.1, 0.2)).endswith("(-50.0%)")
+    assert "no warm" in margin_over_popularity({"warm_cold": {"warm": {"num_queries": 0}}})

@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
                                           progress=True)
     print(evaluation.format_evaluation(result))
     run_folder.write_json(run_dir, run_folder.EVALUATION_FILE, result, default=float)
+    margin = margin_over_popularity(result)
+    say(margin)
 
     export_dir = os.path.join(args.workdir, "export")
     say(f"[5/{STEPS}] export the backbone (TF Serving layout) → {export_dir}")
@@ -116,7 +118,21 @@ def run(args: argparse.Namespace) -> int:
     say(f"demo finished; data in {data_dir}, run in {run_dir}, export in {export_dir}. "
         f"Serve it with: tfrrl serve --export {export_dir}")
     say(f"report: {report}")
+    say(margin)
     return 0
+
+
+def margin_over_popularity(result, n: int = 100) -> str:
+    """One line: the trained model's Recall-all@``n`` against popularity's on the warm
+    queries (the headline of ``tfrrl evaluate``), and the relative margin."""
+    warm = result["warm_cold"]["warm"]
+    if not warm.get("num_queries"):
+        return "no warm eval queries: nothing to compare with popularity"
+    key = f"recall@{n}"
+    model, pop = warm["model"]["macro"][key], warm["popularity"]["macro"][key]
+    margin = f"{(model / pop - 1) * 100:+.1f}%" if pop > 0 else "n/a"
+    return (f"trained model vs popularity, Recall-all@{n} on {warm['num_queries']:,} warm "
+            f"queries: {model:.4f} vs {pop:.4f} ({margin})")
 
 
 def serve_and_query(export_dir: str, data_dir: str, data) -> None:
