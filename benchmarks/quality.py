@@ -201,6 +201,12 @@ def run_recall(entry: Dict[str, Any], group: str, n: int) -> float:
     return report["macro"][f"recall@{n}"] if report else float("nan")
 
 
+def _mean_of(runs: Sequence[Dict], key: str, fmt: str, scale: float = 1.0) -> str:
+    """Mean of ``key`` over the runs that recorded it (older entries may not), or "—"."""
+    values = [r[key] * scale for r in runs if r.get(key) is not None]
+    return format(float(np.mean(values)), fmt) if values else "—"
+
+
 def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[int],
                 header: str, group: str = "all") -> str:
     """The Markdown table of every config (mean ± std over seeds) and every reference
@@ -208,8 +214,8 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
     configs = list(dict.fromkeys(r["config"] for r in results))
     cols = [f"@{n}" for n in ns]
     lines = [header, "", "| method | params (backbone) | " + " | ".join(cols)
-             + " | Δ@100 vs DNN | AUC | gAUC | seeds |",
-             "|---|---|" + "---|" * len(cols) + "---|---|---|---|"]
+             + " | Δ@100 vs DNN | AUC | gAUC | seeds | best epoch | steps to best | train min |",
+             "|---|---|" + "---|" * len(cols) + "---|---|---|---|---|---|---|"]
     dnn = None
     if "dnn" in configs:
         dnn = np.nanmean([run_recall(r, group, 100) for r in results if r["config"] == "dnn"])
@@ -220,10 +226,13 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
         delta = f"{(mean100 / dnn - 1) * 100:+.2f}%" if dnn and dnn == dnn else "—"
         lines.append(f"| {name} | {runs[0]['parameters_backbone']:,} | " + " | ".join(cells)
                      + f" | {delta} | {_mean_std([r['auc'] for r in runs])} | "
-                     f"{_mean_std([r['gauc'] for r in runs])} | {len(runs)} |")
+                     f"{_mean_std([r['gauc'] for r in runs])} | {len(runs)} | "
+                     f"{_mean_of(runs, 'best_epoch', '.1f')} | {_mean_of(runs, 'steps_to_best', ',.0f')}"
+                     f" | {_mean_of(runs, 'train_seconds', '.1f', 1 / 60)} |")
     for name, rec in references.items():
         lines.append(f"| {name} | — | " + " | ".join(
-            f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns) + " | — | — | — | — |")
+            f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns)
+            + " | — | — | — | — | — | — | — |")
     return "\n".join(lines) + "\n"
 
 
