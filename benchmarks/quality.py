@@ -415,9 +415,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.dataset == "synthetic" and paths.get("raw"):
         say("oracle ceiling: scoring the generator's catalog with its true log-probabilities")
         references["oracle (ceiling)"] = oracle_reference(paths["raw"], queries, ns)
-    setup = (f"seeds {sorted({r['seed'] for r in results})}; {args.epochs} epochs × "
-             f"{args.steps_per_epoch} steps, early stopping on a validation split carved from "
-             "TRAIN")
+    budget_text = (f"{args.epochs} epochs × {args.steps_per_epoch} steps" if args.steps_per_epoch
+                   else f"full epochs (at most {args.epochs}, patience "
+                        f"{getattr(args, 'patience', '?')})")
+    setup = (f"seeds {sorted({r['seed'] for r in results})}; {budget_text}, early stopping on "
+             "a validation split carved from TRAIN")
     tables = []
     for group, title in (("warm", "warm queries (users with TRAIN rows) — the headline"),
                          ("cold", "cold queries (users without TRAIN rows)")):
