@@ -69,14 +69,18 @@ def validation_time_cut(data: PreparedDataset, exp: ExperimentConfig) -> Optiona
     return time_cut(data, t.validation_fraction)
 
 
-def time_cut(data: PreparedDataset, fraction: float, batch_size: int = 65_536) -> int:
+def train_timestamps(data: PreparedDataset, batch_size: int = 65_536) -> np.ndarray:
+    """The ``timestamp`` of every TRAIN example, int64 (only that feature is parsed)."""
+    spec = schema.parsing_spec([f for f in data.features(TRAIN) if f.name == "timestamp"])
+    ds = (tf.data.TFRecordDataset(data.files(TRAIN)).batch(batch_size)
+          .map(lambda s: tf.io.parse_example(s, spec)["timestamp"]))
+    return np.concatenate([np.zeros(0, np.int64), *ds.as_numpy_iterator()])
+
+
+def time_cut(data: PreparedDataset, fraction: float) -> int:
     """The timestamp from which the last ``fraction`` of the TRAIN rows (by time) start: the
     (1 − fraction) quantile of their timestamps (``train.validation_split: time``)."""
-    spec = schema.parsing_spec([f for f in data.features(TRAIN) if f.name == "timestamp"])
-    stamps = np.concatenate([b for b in (
-        tf.data.TFRecordDataset(data.files(TRAIN)).batch(batch_size)
-        .map(lambda s: tf.io.parse_example(s, spec)["timestamp"]).as_numpy_iterator())]
-        or [np.zeros(0, np.int64)])
+    stamps = train_timestamps(data)
     if stamps.size == 0 or stamps.min() == stamps.max():
         raise ConfigError("train.validation_split: time needs timestamps: this dataset's TRAIN "
                           "rows span no time; use random")
@@ -106,17 +110,10 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
     return train, evals
 
 
-def train_time_range(data: PreparedDataset, batch_size: int = 65_536) -> Tuple[int, int]:
-    """(first, last) ``timestamp`` of the TRAIN examples (only that feature is parsed)."""
-    spec = schema.parsing_spec([f for f in data.features(TRAIN) if f.name == "timestamp"])
-    ds = (tf.data.TFRecordDataset(data.files(TRAIN)).batch(batch_size)
-          .map(lambda s: tf.io.parse_example(s, spec)["timestamp"]))
-    lo, hi = None, None
-    for ts in ds.as_numpy_iterator():
-        if ts.size:
-            lo = int(ts.min()) if lo is None else min(lo, int(ts.min()))
-            hi = int(ts.max()) if hi is None else max(hi, int(ts.max()))
-    return (0, 0) if lo is None else (lo, hi)
+def train_time_range(data: PreparedDataset) -> Tuple[int, int]:
+    """(first, last) ``timestamp`` of the TRAIN examples; (0, 0) without any."""
+    stamps = train_timestamps(data)
+    return (int(stamps.min()), int(stamps.max())) if stamps.size else (0, 0)
 
 
 def make_optimizer(train) -> keras.optimizers.Optimizer:
