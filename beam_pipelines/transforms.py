@@ -503,6 +503,18 @@ def vocabulary_tokens(example: Mapping[str, Any]) -> Iterator[Tuple[str, str]]:
 
 
 @functools.lru_cache(maxsize=None)
+def vocabulary_fields_by_source() -> Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[str, str], ...]]:
+    """The (feature, vocabulary) pairs of :func:`vocabulary_tokens`, split by where an example's
+    value comes from: its target entity (the same for every example of an entity key, which
+    is the ``entity_id`` value; :func:`complete_example`) and the rest (the user's profile, the
+    domain)."""
+    from_entity = {f.name for f in schema.entity_features()}
+    fields = _vocabulary_fields()
+    return (tuple(fv for fv in fields if fv[0] in from_entity),
+            tuple(fv for fv in fields if fv[0] not in from_entity))
+
+
+@functools.lru_cache(maxsize=None)
 def _vocabulary_fields() -> Tuple[Tuple[str, str], ...]:
     """(feature, vocabulary) of the non-sequence example features with a vocabulary."""
     return tuple((f.name, f.vocabulary) for f in schema.example_features()

@@ -3,11 +3,14 @@ order, and the batcher's memory is bounded."""
 
 from __future__ import annotations
 
+import struct
+
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that
 
-from beam_pipelines.stages.shuffle import BucketBatcher, ShuffleRecords, record_hash
+from beam_pipelines.stages.shuffle import (HASH_BYTES, BucketBatcher, ShuffleRecords,
+                                           record_digest, record_hash)
 
 RECORDS = [f"record-{i}".encode() for i in range(200)]
 BUCKETS = 7
@@ -25,8 +28,10 @@ def _expected_order():
 def test_batches_hold_every_record_once_in_its_bucket(max_bytes):
     batcher = BucketBatcher(BUCKETS, max_bytes=max_bytes)
     batches = [b for r in RECORDS for b in batcher.add(r)] + list(batcher.flush())
-    seen = [rec for bucket, recs in batches for rec in recs
-            if bucket == record_hash(rec) % BUCKETS]
+    # Each record crosses prefixed with its 8-byte hash, in the bucket of that hash.
+    seen = [rec[HASH_BYTES:] for bucket, recs in batches for rec in recs
+            if rec[:HASH_BYTES] == record_digest(rec[HASH_BYTES:])
+            and bucket == record_hash(rec[HASH_BYTES:]) % BUCKETS]
     assert sorted(seen) == sorted(RECORDS)
     if max_bytes == 1:  # every record is handed out at once: nothing is held
         assert len(batches) == len(RECORDS)
@@ -40,7 +45,16 @@ def test_order_within_a_bucket_does_not_depend_on_batching(max_bytes):
 
     expected = _expected_order()
 
-    def check(records):
+    def check(blocks):
+        # One framed block per bucket (tfrecord_blocks.frame_records): unframe them.
+        assert len(blocks) == len(expected)
+        records = []
+        for block in blocks:
+            at = 0
+            while at < len(block):
+                (n,) = struct.unpack("<Q", block[at:at + 8])
+                records.append(block[at + 12:at + 12 + n])
+                at += 16 + n
         # Cut the output into runs of one bucket; each run is that bucket, sorted by hash.
         runs, last = [], None
         for r in records:

@@ -18,17 +18,69 @@ from beam_pipelines import counters, encoding, transforms
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.stages.shuffle import BucketBatcher
 from beam_pipelines.tags import STATS, VOCAB
+from tfrrl.data import schema
 
 SPLITS = (transforms.TRAIN, transforms.EVAL)
+
+
+class BundleTally:
+    """The split statistics and TRAIN vocabulary counts of a bundle's examples, counted once per
+    example as two keys instead of token by token: the TRAIN examples per entity key (its
+    vocabulary tokens are the same for every example of the key) and per value of the other
+    vocabulary fields (the user's profile and the domain: few distinct values per bundle);
+    expanded into tokens at the end. The same counts as summing ``transforms.vocabulary_tokens``
+    over the TRAIN examples (``tests/test_finalize_tally.py``)."""
+
+    def __init__(self):
+        self._entity_fields, self._other_fields = transforms.vocabulary_fields_by_source()
+        self._splits = collections.Counter()  # (split, domain, entity_type) → examples
+        self._train_per_entity = collections.Counter()  # entity key → TRAIN examples
+        self._entity_tokens = {}  # entity key → its values of the entity vocabulary fields
+        self._train_per_other = collections.Counter()  # other field values → TRAIN examples
+
+    def add(self, split_name: str, example) -> None:
+        self._splits[(split_name, example["domain"], example["entity_type"])] += 1
+        if split_name != transforms.TRAIN:
+            return
+        key = example["entity_id"]
+        self._train_per_entity[key] += 1
+        if key not in self._entity_tokens:
+            self._entity_tokens[key] = tuple(example[f] for f, _ in self._entity_fields)
+        self._train_per_other[tuple(example[f] for f, _ in self._other_fields)] += 1
+
+    def written(self, split_name: str) -> int:
+        return sum(n for (s, _, _), n in self._splits.items() if s == split_name)
+
+    def stats(self) -> collections.Counter:
+        """``(split, kind, value)`` → examples, kinds ``domain``, ``entity_type``, ``total``
+        (``stages/stats.py``)."""
+        out = collections.Counter()
+        for (split_name, domain, entity_type), n in self._splits.items():
+            out[(split_name, "domain", domain)] += n
+            out[(split_name, "entity_type", entity_type)] += n
+            out[(split_name, "total", "")] += n
+        return out
+
+    def vocabulary(self) -> collections.Counter:
+        """``(vocabulary, token)`` → TRAIN count, the default token left out."""
+        out = collections.Counter()
+        for fields, per_values, values_of in (
+                (self._entity_fields, self._train_per_entity, self._entity_tokens.__getitem__),
+                (self._other_fields, self._train_per_other, lambda values: values)):
+            for group, n in per_values.items():
+                for (_, vocabulary), token in zip(fields, values_of(group)):
+                    if token != schema.DEFAULT_TOKEN:
+                        out[(vocabulary, token)] += n
+        return out
 
 
 class _FinalizeExamples(beam.DoFn):
     """A user's carried examples + each one's entity features and Q(a) (a side input) → the
     serialized tf.Examples, in hash-bucket batches on the split's output.
 
-    The split statistics and the TRAIN vocabulary counts are summed per bundle and emitted in
-    ``finish_bundle`` (``STATS``, ``VOCAB``): one element per distinct token instead of one per
-    token occurrence. ``impressions/written/<split>`` counts the examples of the bundle.
+    The split statistics and the TRAIN vocabulary counts are summed per bundle
+    (:class:`BundleTally`) and emitted in ``finish_bundle`` (``STATS``, ``VOCAB``): one element
+    per distinct token instead of one per token occurrence. ``impressions/written/<split>`` counts the examples of the bundle.
     """
 
     def __init__(self, sequence_length: int, shuffle_buckets: int):
@@ -40,32 +92,28 @@ class _FinalizeExamples(beam.DoFn):
         self._encode = encoding.example_encoder(self._L)
 
     def start_bundle(self):
-        self._stats = collections.Counter()
-        self._vocab = collections.Counter()
+        self._tally = BundleTally()
         self._batchers = {s: BucketBatcher(self._buckets) for s in SPLITS}
 
     def process(self, user_examples, entities):
         for split_name, carried in user_examples:
             entity, prob = entities[carried[-1]]
             example = transforms.complete_example(carried, self._fields, entity, prob)
-            self._stats[(split_name, "domain", example["domain"])] += 1
-            self._stats[(split_name, "entity_type", example["entity_type"])] += 1
-            self._stats[(split_name, "total", "")] += 1
-            if split_name == transforms.TRAIN:
-                self._vocab.update(transforms.vocabulary_tokens(example))
+            self._tally.add(split_name, example)
             for batch in self._batchers[split_name].add(self._encode(example)):
                 yield pvalue.TaggedOutput(split_name, batch)
 
     def finish_bundle(self):
         for split_name in SPLITS:
             counters.counter(counters.written_name(split_name)).inc(
-                self._stats[(split_name, "total", "")])
+                self._tally.written(split_name))
             for batch in self._batchers[split_name].flush():
                 yield pvalue.TaggedOutput(split_name, GlobalWindows.windowed_value(batch))
-        for token, n in self._vocab.items():
+        for token, n in self._tally.vocabulary().items():
             yield pvalue.TaggedOutput(VOCAB, GlobalWindows.windowed_value((token, n)))
-        if self._stats:
-            yield pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(self._stats))
+        stats = self._tally.stats()
+        if stats:
+            yield pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(stats))
 
 
 def finalize_examples(examples: beam.PCollection, entities: beam.PCollection,

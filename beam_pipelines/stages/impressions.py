@@ -7,13 +7,13 @@ constants are the positions later stages read.
 
 from __future__ import annotations
 
+import functools
 from typing import List
 
 import apache_beam as beam
 
 from beam_pipelines import raw_io, transforms
 from beam_pipelines.counters import IMPRESSIONS
-from beam_pipelines.dead_letters import reject
 from beam_pipelines.tags import DEAD
 from tfrrl.data import link_spec
 from tfrrl.data.link_spec import DatasetSpec
@@ -23,29 +23,21 @@ KEY_INDEX, USER_INDEX, TIMESTAMP_INDEX, ROW_INDEX = (
     transforms.IMPRESSION_FIELDS.index(f) for f in ("key", "user_id", "timestamp", "_row"))
 
 
-class _ParseImpression(beam.DoFn):
-    def __init__(self, spec: DatasetSpec):
-        self._spec = spec
-
-    def process(self, row):
-        """Validated rows leave as compact tuples (transforms.IMPRESSION_FIELDS)."""
-        try:
-            yield transforms.impression_tuple(transforms.parse_impression(row, self._spec), row)
-        except transforms.RowError as e:
-            yield reject(IMPRESSIONS, e.reason, row, e.detail)
+def parse_impression_row(row, spec: DatasetSpec):
+    """A raw row → its validated compact tuple (transforms.IMPRESSION_FIELDS); raises
+    ``transforms.RowError`` for a row to dead-letter."""
+    return transforms.impression_tuple(transforms.parse_impression(row, spec), row)
 
 
 def read_impressions(p: beam.Pipeline, raw_dir: str, spec: DatasetSpec,
                      dead: List[beam.PCollection]) -> beam.PCollection:
-    """Impressions, parsed and validated: compact tuples (transforms.IMPRESSION_FIELDS)."""
+    """Impressions, parsed and validated in the reader's own step (``ReadRawTable``'s
+    ``row_fn``): compact tuples (transforms.IMPRESSION_FIELDS)."""
     imp_table = p | "Impressions" >> raw_io.ReadRawTable(
         IMPRESSIONS, link_spec.resolve_path(raw_dir, spec.impressions.path),
-        spec.impressions.format)
+        spec.impressions.format, row_fn=functools.partial(parse_impression_row, spec=spec))
     dead.append(imp_table[DEAD])
-    parsed = imp_table["rows"] | "ParseImpressions" >> beam.ParDo(
-        _ParseImpression(spec)).with_outputs(DEAD, main="imps")
-    dead.append(parsed[DEAD])
-    return parsed.imps
+    return imp_table["rows"]
 
 
 def impression_user(imp) -> str:
