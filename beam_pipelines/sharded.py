@@ -1,4 +1,4 @@
-"""The user-hash sharded mode: the link as 2N + 3 pipelines, for bounded memory on Beam's local
+"""The user-hash sharded mode: the link as 2N + 1 pipelines, for bounded memory on Beam's local
 runner.
 
 Why: Beam's Python local runner (the FnApiRunner behind the DirectRunner) keeps every shuffle in
@@ -6,29 +6,39 @@ memory, so the one-pass link's peak RSS grows linearly with the input (see
 benchmarks/RESULTS.md, "Beam link memory"). Every impression-sized step of the link is per
 user (the per-user assembly) or per example (Finalize, the write-order shuffle); only
 corpus-sized state (entities, train counts per entity, vocabularies) is global. With
-``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 3 pipelines, one after
+``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 1 pipelines, one after
 another, each holding at most ONE user shard (the users whose id hashes to i mod N,
 ``transforms.user_shard``: blake2b, the same in every process and run):
 
-=================  =====================================  ===============================
-pass               reads                                  writes
-=================  =====================================  ===============================
-partition (1×)     the raw catalogs, users, impressions   staged: unified catalog;
-                                                          profiles and parsed impressions
-                                                          per shard; the split cutoff.
-                                                          dead_letter/ of the raw tables
-assemble[i] (N×)   staged catalog, profiles[i],           staged: carried examples, train
-                   impressions[i]                         counts per entity, catalog-less
-                                                          entities. user_snapshot/,
-                                                          dead_letter/ (unknown_entity,
-                                                          unknown_user, duplicate_*)
-merge (1×)         staged catalog, train counts and       corpus/, entity_frequency.tsv;
-                   catalog-less entities of all shards    staged: entity features + Q(a)
-finalize[i] (N×)   staged examples[i], entity features    train/, eval/; staged: TRAIN
-                   + Q(a) (a side input)                  vocabulary counts, split stats
-summarize (1×)     staged vocabulary counts and split     vocab/*.txt, stats.json
-                   stats of all shards
-=================  =====================================  ===============================
+======================  ==================================  ===============================
+pass                    reads                               writes
+======================  ==================================  ===============================
+partition (1×)          the raw catalogs, users,            staged: unified catalog;
+                        impressions                         profiles and parsed impressions
+                                                            per shard; the split cutoff.
+                                                            dead_letter/ of the raw tables
+assemble[i]             staged catalog, profiles[i],        staged: carried examples, train
+(i < N-1)               impressions[i]                      counts per entity, catalog-less
+                                                            entities. user_snapshot/,
+                                                            dead_letter/ (unknown_entity,
+                                                            unknown_user, duplicate_*)
+assemble[N-1] + merge   as assemble[i]; then the train      as assemble[i]; then corpus/,
+                        counts and catalog-less entities    entity_frequency.tsv; staged:
+                        of shards 0..N-2 (staged) and of    entity features + Q(a)
+                        shard N-1 (this pipeline)
+finalize[i] (i < N-1)   staged examples[i], entity          train/, eval/; staged: TRAIN
+                        features + Q(a) (a side input)      vocabulary counts, split stats
+finalize[N-1]           as finalize[i]; then the            as finalize[i]; then
++ summarize             vocabulary counts and split stats   vocab/*.txt, stats.json
+                        of shards 0..N-2 (staged) and of
+                        shard N-1 (this pipeline)
+======================  ==================================  ===============================
+
+The merge and the summary are corpus- and vocabulary-sized: folded into the last shard's passes
+(``build_assemble_and_merge_pass``, ``build_finalize_and_summary_pass``) they save two pipeline
+start-ups. They can also run as pipelines of their own (``build_merge_pass`` and
+``build_summary_pass`` without ``last``: 2N + 3 pipelines), which is what happens when folding
+would cost a round of parallel passes (:func:`folds_for_free`, "Parallelism" below).
 
 Every pass is built from the pieces of the one-pass pipeline (``beam_pipelines/stages``:
 ``read_catalog``, ``assemble_users``, ``entity_probabilities``, ``finalize_examples``, the
@@ -60,16 +70,21 @@ Memory model: the partition pass moves no impression-sized shuffle (the quantile
 the partition writes stream); assemble[i] holds shard i's impressions through the per-user
 group, plus the catalog (the entity join's side input); finalize[i] holds shard i's examples
 through the write-order shuffle, plus the corpus-sized side input; merge and summarize are
-corpus- and vocabulary-sized. So peak ≈ fixed cost + (per-impression cost × the largest shard's
-impressions) + corpus-sized state; user hashing balances the shards to within a few percent once
-users are many (a single very active user still lands in one shard). Each pass pays the runner's
-start-up, and the staged data is written and read once more. Measured peaks, the fitted costs
-and the start-up time: benchmarks/RESULTS.md, "Beam link memory".
+corpus- and vocabulary-sized, also where they share the last shard's pipeline. So peak ≈ fixed
+cost + (per-impression cost × the largest shard's impressions) + corpus-sized state; user
+hashing balances the shards to within a few percent once users are many (a single very active
+user still lands in one shard). Each pass pays the runner's start-up, and the staged data is
+written and read once more. Measured peaks, the fitted costs and the start-up time:
+benchmarks/RESULTS.md, "Beam link memory".
 
-Parallelism: with ``--direct_num_workers=N`` the per-shard passes (assemble[i], finalize[i]) run
-N at a time, each a one-worker pipeline in a process of a pool (``_PassRunner``); partition,
-merge and summarize run alone. See ``beam_pipelines/runner.py`` for why the local runner's
-parallelism is pipelines side by side and not Beam's own multi-worker mode.
+Parallelism: with ``--direct_num_workers=P`` the per-shard passes (assemble[i], finalize[i]) run
+P at a time, each a one-worker pipeline in a process of a pool (``_PassRunner``); partition and
+the passes holding merge or summarize run alone. A folded pass needs the other N-1 shards done,
+so merge and summarize fold only when that costs no round of the pool ((N-1) mod P = 0, always
+with P = 1); otherwise (e.g. N = P = 2) the last shard runs in the pool beside the others and
+merge and summarize stay pipelines of their own (2N + 3). See ``beam_pipelines/runner.py`` for
+why the local runner's parallelism is pipelines side by side and not Beam's own multi-worker
+mode.
 
 Runners: only the local DirectRunner. A distributed runner (Dataflow, Flink, Spark) already
 spills and distributes its shuffles, so N passes would only multiply job start-ups and reads;
