@@ -1,4 +1,4 @@
-"""The user-hash sharded mode: the link as 2N + 3 pipelines, for bounded memory on Beam's local
+"""The user-hash sharded mode: the link as 2N + 1 pipelines, for bounded memory on Beam's local
 runner.
 
 Why: Beam's Python local runner (the FnApiRunner behind the DirectRunner) keeps every shuffle in
@@ -6,29 +6,39 @@ memory, so the one-pass link's peak RSS grows linearly with the input (see
 benchmarks/RESULTS.md, "Beam link memory"). Every impression-sized step of the link is per
 user (the per-user assembly) or per example (Finalize, the write-order shuffle); only
 corpus-sized state (entities, train counts per entity, vocabularies) is global. With
-``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 3 pipelines, one after
+``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 1 pipelines, one after
 another, each holding at most ONE user shard (the users whose id hashes to i mod N,
 ``transforms.user_shard``: blake2b, the same in every process and run):
 
-=================  =====================================  ===============================
-pass               reads                                  writes
-=================  =====================================  ===============================
-partition (1×)     the raw catalogs, users, impressions   staged: unified catalog;
-                                                          profiles and parsed impressions
-                                                          per shard; the split cutoff.
-                                                          dead_letter/ of the raw tables
-assemble[i] (N×)   staged catalog, profiles[i],           staged: carried examples, train
-                   impressions[i]                         counts per entity, catalog-less
-                                                          entities. user_snapshot/,
-                                                          dead_letter/ (unknown_entity,
-                                                          unknown_user, duplicate_*)
-merge (1×)         staged catalog, train counts and       corpus/, entity_frequency.tsv;
-                   catalog-less entities of all shards    staged: entity features + Q(a)
-finalize[i] (N×)   staged examples[i], entity features    train/, eval/; staged: TRAIN
-                   + Q(a) (a side input)                  vocabulary counts, split stats
-summarize (1×)     staged vocabulary counts and split     vocab/*.txt, stats.json
-                   stats of all shards
-=================  =====================================  ===============================
+======================  ==================================  ===============================
+pass                    reads                               writes
+======================  ==================================  ===============================
+partition (1×)          the raw catalogs, users,            staged: unified catalog;
+                        impressions                         profiles and parsed impressions
+                                                            per shard; the split cutoff.
+                                                            dead_letter/ of the raw tables
+assemble[i]             staged catalog, profiles[i],        staged: carried examples, train
+(i < N-1)               impressions[i]                      counts per entity, catalog-less
+                                                            entities. user_snapshot/,
+                                                            dead_letter/ (unknown_entity,
+                                                            unknown_user, duplicate_*)
+assemble[N-1] + merge   as assemble[i]; then the train      as assemble[i]; then corpus/,
+                        counts and catalog-less entities    entity_frequency.tsv; staged:
+                        of shards 0..N-2 (staged) and of    entity features + Q(a)
+                        shard N-1 (this pipeline)
+finalize[i] (i < N-1)   staged examples[i], entity          train/, eval/; staged: TRAIN
+                        features + Q(a) (a side input)      vocabulary counts, split stats
+finalize[N-1]           as finalize[i]; then the            as finalize[i]; then
++ summarize             vocabulary counts and split stats   vocab/*.txt, stats.json
+                        of shards 0..N-2 (staged) and of
+                        shard N-1 (this pipeline)
+======================  ==================================  ===============================
+
+The merge and the summary are corpus- and vocabulary-sized: folded into the last shard's passes
+(``build_assemble_and_merge_pass``, ``build_finalize_and_summary_pass``) they save two pipeline
+start-ups. They can also run as pipelines of their own (``build_merge_pass`` and
+``build_summary_pass`` without ``last``: 2N + 3 pipelines), which is what happens when folding
+would cost a round of parallel passes (:func:`folds_for_free`, "Parallelism" below).
 
 Every pass is built from the pieces of the one-pass pipeline (``beam_pipelines/stages``:
 ``read_catalog``, ``assemble_users``, ``entity_probabilities``, ``finalize_examples``, the
@@ -60,16 +70,21 @@ Memory model: the partition pass moves no impression-sized shuffle (the quantile
 the partition writes stream); assemble[i] holds shard i's impressions through the per-user
 group, plus the catalog (the entity join's side input); finalize[i] holds shard i's examples
 through the write-order shuffle, plus the corpus-sized side input; merge and summarize are
-corpus- and vocabulary-sized. So peak ≈ fixed cost + (per-impression cost × the largest shard's
-impressions) + corpus-sized state; user hashing balances the shards to within a few percent once
-users are many (a single very active user still lands in one shard). Each pass pays the runner's
-start-up, and the staged data is written and read once more. Measured peaks, the fitted costs
-and the start-up time: benchmarks/RESULTS.md, "Beam link memory".
+corpus- and vocabulary-sized, also where they share the last shard's pipeline. So peak ≈ fixed
+cost + (per-impression cost × the largest shard's impressions) + corpus-sized state; user
+hashing balances the shards to within a few percent once users are many (a single very active
+user still lands in one shard). Each pass pays the runner's start-up, and the staged data is
+written and read once more. Measured peaks, the fitted costs and the start-up time:
+benchmarks/RESULTS.md, "Beam link memory".
 
-Parallelism: with ``--direct_num_workers=N`` the per-shard passes (assemble[i], finalize[i]) run
-N at a time, each a one-worker pipeline in a process of a pool (``_PassRunner``); partition,
-merge and summarize run alone. See ``beam_pipelines/runner.py`` for why the local runner's
-parallelism is pipelines side by side and not Beam's own multi-worker mode.
+Parallelism: with ``--direct_num_workers=P`` the per-shard passes (assemble[i], finalize[i]) run
+P at a time, each a one-worker pipeline in a process of a pool (``_PassRunner``); partition and
+the passes holding merge or summarize run alone. A folded pass needs the other N-1 shards done,
+so merge and summarize fold only when that costs no round of the pool ((N-1) mod P = 0, always
+with P = 1); otherwise (e.g. N = P = 2) the last shard runs in the pool beside the others and
+merge and summarize stay pipelines of their own (2N + 3). See ``beam_pipelines/runner.py`` for
+why the local runner's parallelism is pipelines side by side and not Beam's own multi-worker
+mode.
 
 Runners: only the local DirectRunner. A distributed runner (Dataflow, Flink, Spark) already
 spills and distributes its shuffles, so N passes would only multiply job start-ups and reads;
@@ -86,7 +101,7 @@ import logging
 import multiprocessing
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -238,8 +253,37 @@ def build_partition_pass(p: beam.Pipeline, raw_dir: str, out_dir: str, layout: L
     write_dead_letters(p, dead, out_dir, layout.output_prefix(None))
 
 
+class AssembledShard(NamedTuple):
+    """What the merge needs of an assemble pass, as PCollections of that pass's pipeline."""
+
+    catalog: beam.PCollection  # (entity key, unified entity)
+    train_counts: beam.PCollection  # (entity key, train count within the shard)
+    catalog_less: beam.PCollection  # (entity key, default entity) of catalog-less types
+
+
+class FinalizedShard(NamedTuple):
+    """What the summary needs of a finalize pass, as PCollections of that pass's pipeline."""
+
+    vocab_counts: beam.PCollection  # ((vocabulary, token), TRAIN count within the shard)
+    split_stats: beam.PCollection  # one {(split, kind, value): n} of the shard
+
+
+def _over_shards(p: beam.Pipeline, layout: Layout, name: str,
+                 last: Optional[beam.PCollection]) -> beam.PCollection:
+    """A per-shard staged collection over all shards: every shard's staged files, or (``last``
+    given: the last shard's collection, made in this pipeline) the staged files of shards
+    0..N-2 and ``last``. The last shard's own staged files are never read: this pipeline is
+    still writing them."""
+    if last is None:
+        return p | f"Unstage[{name}]" >> _Unstage(layout.every_shard(name))
+    staged = [p | f"Unstage[{name}-{i:03d}]" >> _Unstage(layout.pattern(name, i))
+              for i in range(layout.num_shards - 1)]
+    return tuple(staged) + (last,) | f"AllShards[{name}]" >> beam.Flatten()
+
+
 def build_assemble_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
-                        spec: DatasetSpec, cfg: PrepareConfig, cutoff: Optional[int]) -> None:
+                        spec: DatasetSpec, cfg: PrepareConfig,
+                        cutoff: Optional[int]) -> AssembledShard:
     """Per-user assembly of one shard (entity join, sequences, label rule, split)."""
     dead: List[beam.PCollection] = []
     catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
@@ -249,37 +293,72 @@ def build_assemble_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: i
     catalog_less, assembled = assemble_users(catalog, profiles, imps, fixed_cutoff, spec, cfg,
                                              dead)
     _ = assembled.examples | "Stage[examples]" >> _Stage(layout.prefix(EXAMPLES, shard))
-    _ = (assembled[TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
-         | "Stage[train_counts]" >> _Stage(layout.prefix(TRAIN_COUNTS, shard)))
+    train_counts = assembled[TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
+    _ = train_counts | "Stage[train_counts]" >> _Stage(layout.prefix(TRAIN_COUNTS, shard))
     # Catalog entities are staged once (partition pass); only the defaults of catalog-less types
     # depend on the impressions a shard saw.
     _ = catalog_less | "Stage[catalog_less]" >> _Stage(layout.prefix(CATALOG_LESS, shard))
     outputs.write_user_snapshot(assembled[USER_SNAPSHOT], out_dir, layout.output_prefix(shard))
     write_dead_letters(p, dead, out_dir, layout.output_prefix(shard))
+    return AssembledShard(catalog, train_counts, catalog_less)
 
 
-def build_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
-                     cfg: PrepareConfig) -> None:
+class _Merge(beam.PTransform):
+    """(catalog, catalog-less entities and train counts of all shards) → Q(a) on the summed
+    counts; corpus/, entity_frequency.tsv; the entity features + Q(a) and ``merge.json``
+    staged. A composite so that its labels do not meet those of a pass it is folded into."""
+
+    def __init__(self, out_dir: str, layout: Layout, cfg: PrepareConfig):
+        super().__init__()
+        self._out_dir, self._layout, self._cfg = out_dir, layout, cfg
+
+    def expand(self, pcolls):
+        catalog, catalog_less, counts = pcolls
+        p = catalog.pipeline
+        catalog_less = (catalog_less | "GroupCatalogLess" >> beam.GroupByKey()
+                        | "OneCopy" >> beam.MapTuple(_first_copy))
+        corpus = (catalog, catalog_less) | "Corpus" >> beam.Flatten()
+        per_entity, totals = entity_probabilities(p, corpus, counts, self._cfg)
+        outputs.write_corpus(per_entity, self._out_dir, self._cfg)
+        _ = per_entity.entities | "Stage[entities]" >> _Stage(self._layout.prefix(ENTITIES))
+        corpus_types = corpus_type_counts(per_entity[CORPUS])
+        merge_file = self._layout.merge_file
+        return (p | "MergeSeed" >> beam.Create([None])
+                | "StageMerge" >> beam.Map(
+                    lambda _, t, c: _write_json(None, merge_file, totals=t, corpus_types=c),
+                    pvalue.AsSingleton(totals), pvalue.AsSingleton(corpus_types)))
+
+
+def build_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout, cfg: PrepareConfig,
+                     last: Optional[AssembledShard] = None) -> None:
     """Corpus-sized: train counts summed over shards → Q(a); corpus/ and entity_frequency.tsv;
-    the entity features + Q(a) staged for the finalize passes."""
-    catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
-    catalog_less = (p | "Unstage[catalog_less]" >> _Unstage(layout.every_shard(CATALOG_LESS))
-                    | "GroupCatalogLess" >> beam.GroupByKey()
-                    | "OneCopy" >> beam.MapTuple(_first_copy))
-    corpus = (catalog, catalog_less) | "Corpus" >> beam.Flatten()
-    counts = p | "Unstage[train_counts]" >> _Unstage(layout.every_shard(TRAIN_COUNTS))
-    per_entity, totals = entity_probabilities(p, corpus, counts, cfg)
-    outputs.write_corpus(per_entity, out_dir, cfg)
-    _ = per_entity.entities | "Stage[entities]" >> _Stage(layout.prefix(ENTITIES))
-    corpus_types = corpus_type_counts(per_entity[CORPUS])
-    _ = (p | "MergeSeed" >> beam.Create([None])
-         | "StageMerge" >> beam.Map(
-             lambda _, t, c: _write_json(None, layout.merge_file, totals=t, corpus_types=c),
-             pvalue.AsSingleton(totals), pvalue.AsSingleton(corpus_types)))
+    the entity features + Q(a) staged for the finalize passes.
+
+    ``last`` None: a pipeline of its own, reading every shard's train counts and catalog-less
+    entities from staging. ``last`` given: folded into the last shard's assemble pass (the
+    catalog and that shard's collections from this pipeline, shards 0..N-2 from staging)."""
+    if last is None:
+        catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
+        catalog_less = _over_shards(p, layout, CATALOG_LESS, None)
+        counts = _over_shards(p, layout, TRAIN_COUNTS, None)
+    else:
+        catalog = last.catalog
+        catalog_less = _over_shards(p, layout, CATALOG_LESS, last.catalog_less)
+        counts = _over_shards(p, layout, TRAIN_COUNTS, last.train_counts)
+    _ = (catalog, catalog_less, counts) | "Merge" >> _Merge(out_dir, layout, cfg)
+
+
+def build_assemble_and_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
+                                  spec: DatasetSpec, cfg: PrepareConfig,
+                                  cutoff: Optional[int]) -> None:
+    """The last shard's assemble pass with the merge in the same pipeline (one start-up less);
+    shards 0..N-2 must be assembled."""
+    last = build_assemble_pass(p, out_dir, layout, layout.num_shards - 1, spec, cfg, cutoff)
+    build_merge_pass(p, out_dir, layout, cfg, last)
 
 
 def build_finalize_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
-                        cfg: PrepareConfig) -> None:
+                        cfg: PrepareConfig) -> FinalizedShard:
     """One shard's examples → tf.Examples (entity features + Q(a) from a side input) → the
     write-order shuffle within the shard → train/ and eval/; partial vocabulary counts and
     split statistics to staging."""
@@ -287,24 +366,65 @@ def build_finalize_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: i
     examples = p | "Unstage[examples]" >> _Unstage(layout.pattern(EXAMPLES, shard))
     final = finalize_examples(examples, entities, cfg)
     outputs.write_examples(final, out_dir, cfg, layout.output_prefix(shard))
-    _ = (final[VOCAB] | "VocabPartial" >> beam.CombinePerKey(sum)
-         | "Stage[vocab_counts]" >> _Stage(layout.prefix(VOCAB_COUNTS, shard)))
-    _ = (final[STATS] | "StatsPartial" >> beam.CombineGlobally(CounterSum())
-         | "Stage[split_stats]" >> _Stage(layout.prefix(SPLIT_STATS, shard)))
+    vocab_counts = final[VOCAB] | "VocabPartial" >> beam.CombinePerKey(sum)
+    _ = vocab_counts | "Stage[vocab_counts]" >> _Stage(layout.prefix(VOCAB_COUNTS, shard))
+    split_stats = final[STATS] | "StatsPartial" >> beam.CombineGlobally(CounterSum())
+    _ = split_stats | "Stage[split_stats]" >> _Stage(layout.prefix(SPLIT_STATS, shard))
+    return FinalizedShard(vocab_counts, split_stats)
+
+
+class _Summarize(beam.PTransform):
+    """(vocabulary counts and split stats of all shards) → vocab/*.txt (minimum frequency on
+    the summed TRAIN counts) and stats.json. A composite like ``_Merge``."""
+
+    def __init__(self, out_dir: str, spec: DatasetSpec, cfg: PrepareConfig,
+                 cutoff: Optional[int], merged: Dict[str, Any]):
+        super().__init__()
+        self._out_dir, self._spec, self._cfg = out_dir, spec, cfg
+        self._cutoff, self._merged = cutoff, merged
+
+    def expand(self, pcolls):
+        vocab_counts, split_stats = pcolls
+        p = vocab_counts.pipeline
+        outputs.write_vocabularies_and_stats(
+            p, vocab_counts, split_stats,
+            p | "CorpusTypes" >> beam.Create([self._merged["corpus_types"]]),
+            p | "FixedCutoff" >> beam.Create([self._cutoff]),
+            p | "Totals" >> beam.Create([self._merged["totals"]]),
+            self._out_dir, self._spec, self._cfg)
 
 
 def build_summary_pass(p: beam.Pipeline, out_dir: str, layout: Layout, spec: DatasetSpec,
-                       cfg: PrepareConfig, cutoff: Optional[int],
-                       merged: Dict[str, Any]) -> None:
-    """vocab/*.txt (minimum frequency on the summed TRAIN counts) and stats.json."""
-    outputs.write_vocabularies_and_stats(
-        p,
-        p | "Unstage[vocab_counts]" >> _Unstage(layout.every_shard(VOCAB_COUNTS)),
-        p | "Unstage[split_stats]" >> _Unstage(layout.every_shard(SPLIT_STATS)),
-        p | "CorpusTypes" >> beam.Create([merged["corpus_types"]]),
-        p | "FixedCutoff" >> beam.Create([cutoff]),
-        p | "Totals" >> beam.Create([merged["totals"]]),
-        out_dir, spec, cfg)
+                       cfg: PrepareConfig, cutoff: Optional[int], merged: Dict[str, Any],
+                       last: Optional[FinalizedShard] = None) -> None:
+    """vocab/*.txt and stats.json. ``last`` None: a pipeline of its own over every shard's
+    staged counts; given: folded into the last shard's finalize pass (that shard's counts from
+    this pipeline, shards 0..N-2 from staging)."""
+    vocab_counts = _over_shards(p, layout, VOCAB_COUNTS, last and last.vocab_counts)
+    split_stats = _over_shards(p, layout, SPLIT_STATS, last and last.split_stats)
+    _ = (vocab_counts, split_stats) | "Summarize" >> _Summarize(out_dir, spec, cfg, cutoff,
+                                                                merged)
+
+
+def build_finalize_and_summary_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
+                                    spec: DatasetSpec, cfg: PrepareConfig,
+                                    cutoff: Optional[int], merged: Dict[str, Any]) -> None:
+    """The last shard's finalize pass with the summary in the same pipeline (one start-up
+    less); shards 0..N-2 must be finalized."""
+    last = build_finalize_pass(p, out_dir, layout, layout.num_shards - 1, cfg)
+    build_summary_pass(p, out_dir, layout, spec, cfg, cutoff, merged, last)
+
+
+def folds_for_free(num_shards: int, parallelism: int) -> bool:
+    """Whether merge and summarize run folded into the last shard's passes.
+
+    A folded pass needs the other N-1 shards' passes done, so it runs after them, alone. With
+    one pass at a time that costs nothing and saves two start-ups. With ``parallelism`` P it
+    costs nothing when the N-1 other shards fill whole rounds of P ((N-1) mod P = 0); otherwise
+    the last shard would have run in the pool beside others, and folding would add one
+    shard-sized round to save a start-up, so merge and summarize stay pipelines of their own.
+    """
+    return (num_shards - 1) % max(1, min(parallelism, num_shards)) == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,26 +514,44 @@ def _run_pass(build: Callable[..., None], beam_args: Optional[List[str]], verbos
     return runner.run_pipeline(build, beam_args, *args, verbose=verbose)
 
 
+def pass_count(num_shards: int, parallelism: int = 1) -> int:
+    """How many pipelines :func:`run_passes` runs: 2N + 1 folded, else 2N + 3."""
+    return 2 * num_shards + (1 if folds_for_free(num_shards, parallelism) else 3)
+
+
 def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: PrepareConfig,
                beam_args: Optional[List[str]] = None, verbose: bool = False,
                parallelism: int = 1) -> Dict[str, int]:
-    """Runs the 2N + 3 pipelines of the sharded link into ``work_dir``, the per-shard passes
+    """Runs the 2N + 1 pipelines of the sharded link into ``work_dir`` (2N + 3 when merge and
+    summarize do not fold for free, :func:`folds_for_free`), the per-shard passes
     ``parallelism`` at a time; returns the sum of their counters (what one pass would have
     counted). The staging folder is removed at the end, also when a pass fails."""
     n = cfg.user_shards
     layout = Layout(fileio.join(work_dir, STAGING_DIR), n)
-    passes = _PassRunner(beam_args, verbose, min(parallelism, n), 2 * n + 3)
+    fold = folds_for_free(n, parallelism)
+    pooled = n - 1 if fold else n  # the per-shard passes that may run side by side
+    passes = _PassRunner(beam_args, verbose, min(parallelism, pooled),
+                         pass_count(n, parallelism))
     _remove_staging(layout.root)  # an in-place (gs://) run may find a failed run's leftovers
     try:
         passes.run("partition", build_partition_pass, raw_dir, work_dir, layout, spec, cfg)
         cutoff = _read_json(layout.cutoff_file)["cutoff"]
         passes.run_all([(f"assemble {i + 1}/{n}", build_assemble_pass, work_dir, layout, i,
-                         spec, cfg, cutoff) for i in range(n)])
-        passes.run("merge", build_merge_pass, work_dir, layout, cfg)
+                         spec, cfg, cutoff) for i in range(pooled)])
+        if fold:
+            passes.run(f"assemble {n}/{n} + merge", build_assemble_and_merge_pass, work_dir,
+                       layout, spec, cfg, cutoff)
+        else:
+            passes.run("merge", build_merge_pass, work_dir, layout, cfg)
         merged = _read_json(layout.merge_file)
         passes.run_all([(f"finalize {i + 1}/{n}", build_finalize_pass, work_dir, layout, i, cfg)
-                        for i in range(n)])
-        passes.run("summarize", build_summary_pass, work_dir, layout, spec, cfg, cutoff, merged)
+                        for i in range(pooled)])
+        if fold:
+            passes.run(f"finalize {n}/{n} + summarize", build_finalize_and_summary_pass,
+                       work_dir, layout, spec, cfg, cutoff, merged)
+        else:
+            passes.run("summarize", build_summary_pass, work_dir, layout, spec, cfg, cutoff,
+                       merged)
     finally:
         passes.close()
         _remove_staging(layout.root)

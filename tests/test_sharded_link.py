@@ -8,12 +8,15 @@ in-memory runner; everything except the division into files must be the same.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
+import dataclasses
 import json
+import logging
 import os
 import pathlib
 import shutil
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 import pytest
 
@@ -77,10 +80,41 @@ def both(tmp_path_factory) -> Dict:
     cfg = PrepareConfig(sequence_length=5)
     one = run(str(raw), str(root / "one"), cfg, spec=_spec(), beam_args=IN_MEMORY)
     sharded_cfg = PrepareConfig(sequence_length=5, user_shards=N_SHARDS)
-    sharded = run(str(raw), str(root / "sharded"), sharded_cfg, spec=_spec(),
-                  beam_args=IN_MEMORY)
+    with _recording_passes() as passes:
+        sharded = run(str(raw), str(root / "sharded"), sharded_cfg, spec=_spec(),
+                      beam_args=IN_MEMORY)
     return {"root": root, "raw": raw, "one": root / "one", "sharded": root / "sharded",
-            "one_result": one, "sharded_result": sharded}
+            "one_result": one, "sharded_result": sharded, "passes": passes}
+
+
+@contextlib.contextmanager
+def _recording_passes() -> Iterator[Dict]:
+    """Records the sharded mode's progress lines and the pipelines run in this process
+    (``runner.run_pipeline`` calls; the passes run in a pool are not among them)."""
+    from beam_pipelines import runner, sharded
+
+    record: Dict = {"lines": [], "pipelines": 0}
+    real = runner.run_pipeline
+
+    def counting(*args, **kwargs):
+        record["pipelines"] += 1
+        return real(*args, **kwargs)
+
+    class Lines(logging.Handler):
+        def emit(self, rec: logging.LogRecord) -> None:
+            message = rec.getMessage()
+            record["lines"].append(message[:message.rindex(" done in ")])
+
+    logger, handler, level = sharded.log, Lines(), sharded.log.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    runner.run_pipeline = counting
+    try:
+        yield record
+    finally:
+        runner.run_pipeline = real
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _serialized(folder: pathlib.Path) -> List[bytes]:
@@ -176,6 +210,84 @@ def test_accounting_balances_with_each_bad_row_once(both):
     assert "catalog:live" not in acc
 
 
+def test_merge_and_summarize_fold_into_the_last_shard_passes(both):
+    """One pass at a time, N = 3: 2N + 1 = 7 pipelines, not 2N + 3 = 9 (partition, the first
+    N - 1 shards, then the last shard with the merge; the same for finalize/summarize), and the
+    progress lines count to the new total."""
+    assert both["passes"]["pipelines"] == 2 * N_SHARDS + 1 == 7
+    assert both["passes"]["lines"] == [
+        "user shards: pass 1/7 (partition)",
+        "user shards: pass 2/7 (assemble 1/3)", "user shards: pass 3/7 (assemble 2/3)",
+        "user shards: pass 4/7 (assemble 3/3 + merge)",
+        "user shards: pass 5/7 (finalize 1/3)", "user shards: pass 6/7 (finalize 2/3)",
+        "user shards: pass 7/7 (finalize 3/3 + summarize)"]
+
+
+@pytest.mark.parametrize("shards, parallelism, folds, pipelines", [
+    (2, 1, True, 5), (3, 1, True, 7), (16, 1, True, 33),
+    # With P at a time the last shard joins a round of its own unless the other N - 1 fill
+    # whole rounds: (3 - 1) mod 2 = 0 folds; (2 - 1) mod 2 = 1 and (4 - 1) mod 2 = 1 do not.
+    (2, 2, False, 7), (3, 2, True, 7), (4, 2, False, 11), (5, 2, True, 11),
+    (5, 4, True, 11), (2, 4, False, 7),  # P is capped at N: (2 - 1) mod 2 = 1
+])
+def test_when_merge_and_summarize_fold(shards, parallelism, folds, pipelines):
+    from beam_pipelines import sharded
+
+    assert sharded.folds_for_free(shards, parallelism) is folds
+    assert sharded.pass_count(shards, parallelism) == pipelines
+
+
+def test_counters_are_the_one_pass_counters(hand_built_prepared, tmp_path):
+    """Folded or not, every counter is incremented in exactly one pipeline: the sum over the
+    2N + 1 = 5 pipelines (N = 2) is the one-pass run's counter dict, key for key."""
+    from beam_pipelines import one_pass, sharded
+    from beam_pipelines.config import PrepareConfig
+    from tfrrl.data import link_spec
+
+    raw = str(hand_built_prepared["raw"])
+    spec = link_spec.load(raw)
+    cfg = PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400)
+    one = one_pass.run_one_pass(raw, str(tmp_path / "one"), spec, cfg, IN_MEMORY)
+    with _recording_passes() as passes:
+        two = sharded.run_passes(raw, str(tmp_path / "two"), spec,
+                                 dataclasses.replace(cfg, user_shards=2), IN_MEMORY)
+    assert passes["pipelines"] == 5 and len(passes["lines"]) == 5
+    assert two == one and one["impressions/rows_read"] == 11
+
+
+def test_folded_with_a_pool(hand_built_prepared, tmp_path, monkeypatch):
+    """--direct_num_workers=2 with N = 3: shards 1 and 2 of each kind run in the pool, side by
+    side; the last shard with the merge (the summary) runs after them; 7 pipelines and the
+    one-pass dataset."""
+    import concurrent.futures
+
+    from beam_pipelines.run import PrepareConfig, run
+
+    pooled = []
+    real_submit = concurrent.futures.ProcessPoolExecutor.submit
+
+    def recording_submit(self, fn, build, beam_args, verbose, args):
+        pooled.append((build.__name__, args[2]))  # args[2]: the shard
+        return real_submit(self, fn, build, beam_args, verbose, args)
+
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", recording_submit)
+    cfg = PrepareConfig(sequence_length=3, min_frequency=2, cutoff_timestamp=400, user_shards=3)
+    with _recording_passes() as passes:
+        run(str(hand_built_prepared["raw"]), str(tmp_path / "out"), cfg,
+            beam_args=["--direct_num_workers=2"])
+    assert sorted(pooled) == [("build_assemble_pass", 0), ("build_assemble_pass", 1),
+                              ("build_finalize_pass", 0), ("build_finalize_pass", 1)]
+    assert passes["pipelines"] == 3  # partition and the two folded passes, in this process
+    assert [line.split(" (")[1] for line in passes["lines"]][3::3] == [
+        "assemble 3/3 + merge)", "finalize 3/3 + summarize)"]
+    assert len(passes["lines"]) == 7 and passes["lines"][-1].startswith("user shards: pass 7/7")
+    one = hand_built_prepared["out"]
+    for split in ("train", "eval", "corpus"):
+        assert _serialized(tmp_path / "out" / split) == _serialized(one / split), split
+    for name in ("stats.json", "accounting.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (one / name).read_bytes(), name
+
+
 def test_published_like_one_pass(both):
     sharded = both["sharded"]
     assert (sharded / "_SUCCESS").exists()
@@ -248,9 +360,10 @@ def test_crash_in_a_late_pass_publishes_nothing(hand_built_prepared, tmp_path, m
     real = sharded.build_finalize_pass
 
     def crashing(p, out_dir, layout, shard, cfg):
-        real(p, out_dir, layout, shard, cfg)
-        if shard == layout.num_shards - 1:
+        finalized = real(p, out_dir, layout, shard, cfg)
+        if shard == layout.num_shards - 1:  # the pass the summary is folded into
             _ = p | "Crash" >> beam.Create([0]) | "Boom" >> beam.Map(_boom)
+        return finalized
 
     monkeypatch.setattr(sharded, "build_finalize_pass", crashing)
     raw = str(hand_built_prepared["raw"])
