@@ -10,7 +10,7 @@ Modules, from the entry down:
 * ``run`` — the entry (``run``, ``run_prepare``): claims the output, runs a mode, checks the
   accounting, publishes;
 * ``config`` — ``PrepareConfig``;
-* ``one_pass`` / ``sharded`` — the two modes: one pipeline, or 2N + 3 pipelines over N user
+* ``one_pass`` / ``sharded`` — the two modes: one pipeline, or 2N + 1 pipelines over N user
   shards (bounded memory on the local runner); the same dataset;
 * ``stages/`` — the pieces both modes are built from, one stage per module;
 * ``transforms`` — the pure functions the stages wrap (no Beam);

@@ -73,7 +73,7 @@ def configure_logging(verbose: bool) -> None:
         # Beam forwards every worker warning through its job service; keep errors only.
         logging.getLogger("apache_beam").setLevel(logging.ERROR)
         logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
-    # Progress of the sharded link's 2N + 3 passes (long runs), shown without --verbose too.
+    # Progress of the sharded link's passes (long runs), shown without --verbose too.
     logging.getLogger("beam_pipelines.sharded").setLevel(logging.INFO)
 
 
