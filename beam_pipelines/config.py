@@ -22,9 +22,10 @@ class PrepareConfig:
     logq_smoothing: float = 1.0
     num_shards: int = 0  # 0: the runner decides
     quantile_resolution: int = 1000
-    # Examples leave the per-entity join grouped by entity; they are written in a
-    # pseudo-random order (hash buckets, sorted by hash) so that a bounded tf.data shuffle
-    # buffer yields batches whose in-batch negatives follow the frequency Q of Eq. 2.
+    # Examples leave the per-user assembly grouped by user; they are written in a
+    # pseudo-random order (buckets of the impression fingerprint, sorted by it;
+    # stages/shuffle.py) so that a bounded tf.data shuffle buffer yields batches whose in-batch
+    # negatives follow the frequency Q of Eq. 2.
     shuffle_buckets: int = 1024
     # N > 1: the local runner's bounded-memory mode (beam_pipelines/sharded.py): the link
     # runs as several pipelines, one user-hash shard (~1/N of the impressions) at a time.

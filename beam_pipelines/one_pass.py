@@ -8,7 +8,7 @@ raw impressions + one catalog per entity type + user profiles
   ``entity_frequency.tsv``, ``user_snapshot/``, ``stats.json`` and ``dead_letter/*.jsonl``.
 
 Shuffles: catalog dedupe, link resolution, per-user assembly, the per-entity join of train
-counts that gives the logQ sampling probability (Eq. 2), and the write-order shuffle — each a
+counts that gives the logQ sampling probability (Eq. 2), and the write-order grouping — each a
 CoGroupByKey/GroupByKey, so the same code scales out on Dataflow. The impression × entity join
 and the examples' entity features read the corpus-sized catalog as a side input.
 The pieces are the modules of ``beam_pipelines/stages``.

@@ -4,7 +4,7 @@ runner.
 Why: Beam's Python local runner (the FnApiRunner behind the DirectRunner) keeps every shuffle in
 memory, so the one-pass link's peak RSS grows linearly with the input (see
 benchmarks/RESULTS.md, "Beam link memory"). Every impression-sized step of the link is per
-user (the per-user assembly) or per example (Finalize, the write-order shuffle); only
+user (the per-user assembly) or per example (Finalize, the write-order grouping); only
 corpus-sized state (entities, train counts per entity, vocabularies) is global. With
 ``PrepareConfig.user_shards`` = N the link therefore runs as 2N + 1 pipelines, one after
 another, each holding at most ONE user shard (the users whose id hashes to i mod N,
@@ -59,7 +59,7 @@ The same dataset as one pass:
   the corpus is the unified catalog (staged once) plus the catalog-less entities that any shard
   saw, deduplicated;
 * the train and eval examples are the same multiset of records; only their division into files
-  (``part-u<i>of<N>-*`` per shard) and their order differ: the write-order shuffle runs within
+  (``part-u<i>of<N>-*`` per shard) and their order differ: the write-order grouping runs within
   a shard;
 * accounting: every counter is incremented in exactly one pass (raw-table reads and parse
   errors in the partition pass, per-user rules in assemble[i], written examples in
@@ -69,7 +69,7 @@ The same dataset as one pass:
 Memory model: the partition pass moves no impression-sized shuffle (the quantile is a combiner,
 the partition writes stream); assemble[i] holds shard i's impressions through the per-user
 group, plus the catalog (the entity join's side input); finalize[i] holds shard i's examples
-through the write-order shuffle, plus the corpus-sized side input; merge and summarize are
+through the write-order grouping, plus the corpus-sized side input; merge and summarize are
 corpus- and vocabulary-sized, also where they share the last shard's pipeline. So peak ≈ fixed
 cost + (per-impression cost × the largest shard's impressions) + corpus-sized state; user
 hashing balances the shards to within a few percent once users are many (a single very active
@@ -133,7 +133,7 @@ LOCAL_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner", "BundleBased
 CATALOG = "catalog"  # (entity key, unified entity), once
 PROFILES = "profiles"  # (user id, profile), per shard
 IMPRESSIONS = "impressions"  # IMPRESSION_FIELDS tuples, per shard
-EXAMPLES = "examples"  # one list of (split, carried example values) per user, per shard
+EXAMPLES = "examples"  # packed carried examples in (split, write bucket) batches, per shard
 TRAIN_COUNTS = "train_counts"  # (entity key, train count within the shard), per shard
 CATALOG_LESS = "catalog_less"  # (entity key, default entity) of catalog-less types, per shard
 ENTITIES = "entities"  # (entity key, (entity, Q(a))), once
@@ -360,7 +360,7 @@ def build_assemble_and_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout
 def build_finalize_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
                         cfg: PrepareConfig) -> FinalizedShard:
     """One shard's examples → tf.Examples (entity features + Q(a) from a side input) → the
-    write-order shuffle within the shard → train/ and eval/; partial vocabulary counts and
+    write-order grouping within the shard → train/ and eval/; partial vocabulary counts and
     split statistics to staging."""
     entities = p | "Unstage[entities]" >> _Unstage(layout.pattern(ENTITIES))
     examples = p | "Unstage[examples]" >> _Unstage(layout.pattern(EXAMPLES, shard))

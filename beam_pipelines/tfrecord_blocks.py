@@ -2,9 +2,9 @@
 
 ``beam.io.WriteToTFRecord`` takes one element per record: the runner pays its per-element cost
 (window assignment, the sink's write call, the hand-over between operations) for every example.
-The write-order shuffle (``stages/shuffle.py``) already holds a whole hash bucket at once, so it
-frames the bucket's records itself (:func:`frame_records`) and hands the sink ONE element per
-bucket; :class:`WriteTFRecordBlocks` writes such blocks verbatim, through Beam's file-based
+Finalize (``stages/finalize.py``) encodes a whole write bucket at once (``stages/shuffle.py``),
+so it frames the bucket's records itself (:func:`frame_records`) and hands the sink ONE element
+per bucket; :class:`WriteTFRecordBlocks` writes such blocks verbatim, through Beam's file-based
 sink (the same temporary files, shard naming and finalisation as ``WriteToTFRecord``).
 
 The framing is TensorFlow's TFRecord format: per record, its length (uint64, little-endian),

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import heapq
 import json
+import re
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tfrrl.data import schema
@@ -80,13 +81,23 @@ def decode_text_line(line: bytes) -> str:
     return text
 
 
+_CSV_SPECIAL = re.compile('["\\r\\n\\x00]')  # what csv.reader handles specially
+
+
 def parse_delimited_line(line: bytes, header: Sequence[str], delimiter: str) -> Dict[str, str]:
-    """One CSV/TSV data line → dict by header. Wrong field count → ``missing_column``."""
+    """One CSV/TSV data line → dict by header. Wrong field count → ``missing_column``.
+
+    A line without a quote, line break or NUL is split on the delimiter directly: for such a
+    line that IS what ``csv.reader`` returns (tests/test_transforms.py compares both); any other
+    line goes through ``csv.reader``."""
     text = decode_text_line(line)
-    try:
-        fields = next(csv.reader([text], delimiter=delimiter, strict=True))
-    except csv.Error as e:
-        raise RowError("missing_column", f"unparseable line: {e}") from None
+    if _CSV_SPECIAL.search(text) is None:
+        fields = text.split(delimiter)
+    else:
+        try:
+            fields = next(csv.reader([text], delimiter=delimiter, strict=True))
+        except csv.Error as e:
+            raise RowError("missing_column", f"unparseable line: {e}") from None
     if len(fields) != len(header):
         raise RowError("missing_column", f"expected {len(header)} fields, got {len(fields)}")
     return dict(zip(header, fields))
@@ -289,8 +300,13 @@ def complete_example(carried: Sequence[Any], fields: Sequence[str],
     return example
 
 
+FINGERPRINT_CHARS = 24  # hex digits of impression_fingerprint
+
+
 def impression_fingerprint(imp: Mapping[str, Any]) -> str:
-    """Identity of a raw impression: two rows with equal contract values are duplicates."""
+    """Identity of a raw impression: two rows with equal contract values are duplicates
+    (:data:`FINGERPRINT_CHARS` hex digits; the user id is one of the values, so a kept
+    impression's fingerprint is unique in the whole dataset)."""
     parts = [str(imp.get(c)) for c in schema.IMPRESSION_COLUMNS]
     return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=12).hexdigest()
 
@@ -333,6 +349,9 @@ class UserOutput:
     # the last L timestamped exposures (deduplicated) or, for a user without any timestamped
     # exposure, the untimed history of an EVAL example (:func:`untimed_history`).
     snapshot: Optional[Dict[str, Any]] = None
+    # The impression fingerprint of each example, aligned with ``examples``: its write-order
+    # key (``stages/shuffle.py``).
+    fingerprints: List[str] = dataclasses.field(default_factory=list)
 
 
 def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
@@ -417,6 +436,7 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         example["label"] = 1.0
         example["timestamp"] = imp["timestamp"] if imp["timestamp"] is not None else 0
         out.examples.append((splits.get(fp) or split.assign(imp, fp), example))
+        out.fingerprints.append(fp)
     if timed:
         snapshot_history = [u[2] for u in timed[-sequence_length:]]
     else:

@@ -40,7 +40,7 @@ Differences, on purpose (it is a benchmark baseline, not a product path):
   ``quantile_resolution`` buckets: with no ``cutoff_timestamp`` the two cutoffs may differ by a
   few timestamps (≈ 1 / quantile_resolution of the rows);
 * one output shard per split (``part-00000-of-00001``); Beam lets the runner decide. Inside
-  it the examples follow ``stages.shuffle.ShuffleRecords``' order (hash bucket, then hash); Beam
+  it the examples follow ``stages/shuffle.py``'s order (bucket, then impression fingerprint); Beam
   orders the buckets as its runner pleases.
 """
 
@@ -65,7 +65,7 @@ from beam_pipelines.publish import OutputExistsError
 from beam_pipelines.run import complete_dataset
 from beam_pipelines.stages import stats as link_stats
 from beam_pipelines.stages import vocabulary
-from beam_pipelines.stages.shuffle import record_hash
+from beam_pipelines.stages.shuffle import bucket_of
 from tfrrl.artifacts import prepared
 from tfrrl.data import fileio, link_spec, schema
 from tfrrl.data.link_spec import DatasetSpec
@@ -704,13 +704,18 @@ def run(raw_dir: str, out_dir: str, cfg: Optional[PrepareConfig] = None,
             example["timestamp"] = stamp
             example["sampling_prob"] = prob[e]
             encoded[ev].append(encode(example, L))
-    # Written in the pipeline's pseudo-random order (ShuffleRecords: hash bucket, then hash).
+    # Written in the pipeline's pseudo-random order (stages/shuffle.py: write bucket of the
+    # impression fingerprint, then the fingerprint); the fingerprints of the examples that did
+    # not need one for their order or split are computed here.
+    missing = [r for r in ex_rows.tolist() if r not in fp_of]
+    fp_of.update(zip(missing, fps(np.array(missing, dtype=np.int64))))
+    ex_fps = [fp_of[r] for r in ex_rows.tolist()]
     for ev, folder in ((False, prepared.TRAIN_DIR), (True, prepared.EVAL_DIR)):
         records = encoded.pop(ev)
-        hashes = np.fromiter((record_hash(r) for r in records), dtype=np.uint64,
-                             count=len(records))
+        keys = [fp for fp, e in zip(ex_fps, is_eval.tolist()) if e == ev]
         with tf.io.TFRecordWriter(fileio.join(out_dir, folder, part)) as w:
-            for i in np.lexsort((hashes, hashes % np.uint64(buckets))).tolist():
+            for i in sorted(range(len(records)),
+                            key=lambda i: (bucket_of(keys[i], buckets), keys[i])):
                 w.write(records[i])
         del records
     with tf.io.TFRecordWriter(fileio.join(out_dir, prepared.CORPUS_DIR, part)) as w:

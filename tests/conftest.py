@@ -112,17 +112,18 @@ def run_concurrently(worker: Callable[[int], None], count: int, timeout: float) 
         t.join(timeout)
 
 
-def read_records(folder: pathlib.Path) -> List[Dict]:
-    """Decodes every TFRecord of a folder with the schema's decoder."""
+def read_records_of(path: pathlib.Path) -> List[Dict]:
+    """Decodes the TFRecords of one file with the schema's decoder, in file order."""
     import tensorflow as tf
 
     from tfrrl.data import schema
 
-    records = []
-    for path in sorted(folder.glob("*.tfrecord")):
-        for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-            records.append(schema.decode(raw))
-    return records
+    return [schema.decode(raw) for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+
+
+def read_records(folder: pathlib.Path) -> List[Dict]:
+    """Decodes every TFRecord of a folder with the schema's decoder."""
+    return [r for path in sorted(folder.glob("*.tfrecord")) for r in read_records_of(path)]
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,18 @@ hand-built folder full of edge cases (dead letters, ties in time, the click labe
 from __future__ import annotations
 
 import collections
+import csv
 import pathlib
 from typing import Dict, List
 
 import pytest
 
 from beam_pipelines.run import PrepareConfig, run
-from beam_pipelines.stages.shuffle import record_hash
+from beam_pipelines import transforms
+from beam_pipelines.stages.shuffle import bucket_of
 from benchmarks import link_baseline
-from tests.conftest import IN_MEMORY, read_records, write_csv, write_hand_built_raw
+from tests.conftest import (IN_MEMORY, read_records, read_records_of, write_csv,
+                            write_hand_built_raw)
 from tfrrl.artifacts import prepared
 from tfrrl.data import link_spec
 
@@ -149,14 +152,42 @@ def test_synthetic_impressions_give_the_same_records(tmp_path):
     beam_out, base_out, beam_result, base_result = _run_both(raw, tmp_path, cfg)
     _assert_same_outputs(beam_out, base_out, beam_result, base_result)
     assert base_result["stats"]["num_train"] > 0 and base_result["stats"]["num_eval"] > 0
-    # Written in ShuffleRecords' order (hash bucket, then hash), not grouped by entity.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    # Written in stages/shuffle.py's order: the write bucket of the impression fingerprint,
+    # then the fingerprint (recomputed here from each record and its raw row's click), so not
+    # grouped by user or entity. The baseline writes one file in that order; Beam writes every
+    # bucket as one sorted run, the runs in the runner's order.
+    clicks = {(r["user_id"], link_spec.entity_key(r["entity_type"], r["entity_id"]), r["domain"],
+               int(r["timestamp"])): r["click"]
+              for path in (raw / "impressions").glob("*.csv")
+              for r in csv.DictReader(open(path, encoding="utf-8"))}
 
-    raw_records = [bytes(r) for path in sorted((base_out / "train").glob("*.tfrecord"))
-                   for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
-    hashes = [record_hash(r) for r in raw_records]
+    def fingerprints(path: pathlib.Path) -> List[str]:
+        out = []
+        for r in read_records_of(path):
+            values = dict(r, click=clicks[(r["user_id"], r["entity_id"], r["domain"],
+                                           r["timestamp"])])
+            out.append(transforms.impression_fingerprint(values))
+        return out
+
     buckets = cfg.shuffle_buckets
-    assert [(h % buckets, h) for h in hashes] == sorted((h % buckets, h) for h in hashes)
+    (base_file,) = sorted((base_out / "train").glob("*.tfrecord"))
+    base_fps = fingerprints(base_file)
+    assert base_fps == sorted(base_fps, key=lambda fp: (bucket_of(fp, buckets), fp))
+    first = read_records_of(base_file)[:50]
+    assert len({r["user_id"] for r in first}) > 25 and len({r["entity_id"] for r in first}) > 25
+    beam_fps = []
+    for path in sorted((beam_out / "train").glob("*.tfrecord")):
+        fps = fingerprints(path)
+        beam_fps += fps
+        runs = [[fps[0]]] if fps else []
+        for prev, fp in zip(fps, fps[1:]):
+            if bucket_of(fp, buckets) == bucket_of(prev, buckets):
+                runs[-1].append(fp)
+            else:
+                runs.append([fp])
+        assert all(run == sorted(run) for run in runs)
+        assert len({bucket_of(run[0], buckets) for run in runs}) == len(runs)
+    assert sorted(beam_fps) == sorted(base_fps)
 
 
 @pytest.mark.parametrize("label", ["impression", "click"])

@@ -1,73 +1,62 @@
-"""The write-order shuffle (beam_pipelines/stages/shuffle.py): batching does not change the
-order, and the batcher's memory is bounded."""
+"""The write order (beam_pipelines/stages/shuffle.py): examples bucketed by impression
+fingerprint and sorted by it within a bucket, whatever the batching; the batcher's memory is
+bounded."""
 
 from __future__ import annotations
 
-import struct
+import random
 
-import apache_beam as beam
 import pytest
-from apache_beam.testing.util import assert_that
 
-from beam_pipelines.stages.shuffle import (HASH_BYTES, BucketBatcher, ShuffleRecords,
-                                           record_digest, record_hash)
+from beam_pipelines import transforms
+from beam_pipelines.stages.shuffle import BucketBatcher, bucket_of, in_write_order
 
-RECORDS = [f"record-{i}".encode() for i in range(200)]
 BUCKETS = 7
+# 200 examples: (split, fingerprint, value); fingerprints as assemble_user makes them.
+EXAMPLES = [("train" if i % 5 else "eval",
+             transforms.impression_fingerprint({"user_id": f"u{i % 13}", "entity_id": f"item:{i}",
+                                                "entity_type": "item", "domain": "d0",
+                                                "timestamp": 1000 + i, "click": 1}),
+             f"value-{i}".encode()) for i in range(200)]
 
 
-def _expected_order():
-    """Bucket by bucket (any bucket order), records sorted by hash within a bucket."""
-    by_bucket = {}
-    for r in RECORDS:
-        by_bucket.setdefault(record_hash(r) % BUCKETS, []).append(r)
-    return {b: sorted(rs, key=record_hash) for b, rs in by_bucket.items()}
+def test_bucket_of_is_the_first_64_bits_mod_buckets():
+    # 0x0000000000000009 = 9 → 9 mod 7 = 2; the last 8 hex digits do not count.
+    assert bucket_of("0000000000000009ffffffff", 7) == 2
+    assert bucket_of("ffffffffffffffff00000000", 1) == 0
+    assert len(EXAMPLES[0][1]) == transforms.FINGERPRINT_CHARS
+
+
+def _batches(max_bytes, examples=EXAMPLES):
+    batcher = BucketBatcher(BUCKETS, max_bytes=max_bytes)
+    return [b for s, fp, v in examples for b in batcher.add(s, fp, v)] + batcher.flush()
 
 
 @pytest.mark.parametrize("max_bytes", [1, 100, 1 << 20])
-def test_batches_hold_every_record_once_in_its_bucket(max_bytes):
-    batcher = BucketBatcher(BUCKETS, max_bytes=max_bytes)
-    batches = [b for r in RECORDS for b in batcher.add(r)] + list(batcher.flush())
-    # Each record crosses prefixed with its 8-byte hash, in the bucket of that hash.
-    seen = [rec[HASH_BYTES:] for bucket, recs in batches for rec in recs
-            if rec[:HASH_BYTES] == record_digest(rec[HASH_BYTES:])
-            and bucket == record_hash(rec[HASH_BYTES:]) % BUCKETS]
-    assert sorted(seen) == sorted(RECORDS)
-    if max_bytes == 1:  # every record is handed out at once: nothing is held
-        assert len(batches) == len(RECORDS)
+def test_batches_hold_every_value_once_under_its_split_and_bucket(max_bytes):
+    batches = _batches(max_bytes)
+    seen = [(split_name, v[24:]) for (split_name, bucket), vs in batches for v in vs
+            if bucket == bucket_of(v[:24].decode(), BUCKETS)]
+    assert sorted(seen) == sorted((s, v) for s, _, v in EXAMPLES)
+    if max_bytes == 1:  # every value is handed out at once: nothing is held
+        assert len(batches) == len(EXAMPLES)
+    if max_bytes == 1 << 20:  # all held until the flush: one batch per (split, bucket)
+        assert len(batches) == len({(s, bucket_of(fp, BUCKETS)) for s, fp, _ in EXAMPLES})
 
 
-@pytest.mark.parametrize("max_bytes", [1, 1 << 20])
-def test_order_within_a_bucket_does_not_depend_on_batching(max_bytes):
-    def batches():
-        batcher = BucketBatcher(BUCKETS, max_bytes=max_bytes)
-        return [b for r in RECORDS for b in batcher.add(r)] + list(batcher.flush())
+@pytest.mark.parametrize("max_bytes", [1, 100, 1 << 20])
+def test_order_within_a_bucket_is_the_fingerprint_order_whatever_the_batching(max_bytes):
+    shuffled = list(EXAMPLES)
+    random.Random(max_bytes).shuffle(shuffled)  # arrival order must not matter either
+    grouped = {}
+    for key, values in _batches(max_bytes, shuffled):
+        grouped.setdefault(key, []).append(values)
+    for (split_name, bucket), batches in grouped.items():
+        expected = [v for s, fp, v in sorted(EXAMPLES, key=lambda e: e[1])
+                    if s == split_name and bucket_of(fp, BUCKETS) == bucket]
+        assert in_write_order(reversed(batches)) == expected
 
-    expected = _expected_order()
 
-    def check(blocks):
-        # One framed block per bucket (tfrecord_blocks.frame_records): unframe them.
-        assert len(blocks) == len(expected)
-        records = []
-        for block in blocks:
-            at = 0
-            while at < len(block):
-                (n,) = struct.unpack("<Q", block[at:at + 8])
-                records.append(block[at + 12:at + 12 + n])
-                at += 16 + n
-        # Cut the output into runs of one bucket; each run is that bucket, sorted by hash.
-        runs, last = [], None
-        for r in records:
-            bucket = record_hash(r) % BUCKETS
-            if bucket != last:
-                runs.append((bucket, []))
-                last = bucket
-            runs[-1][1].append(r)
-        assert sorted(b for b, _ in runs) == sorted(expected)  # each bucket in one run
-        for bucket, rs in runs:
-            assert rs == expected[bucket]
-
-    with beam.Pipeline(argv=["--direct_running_mode=in_memory"]) as p:
-        out = (p | beam.Create(batches()) | ShuffleRecords()
-               | beam.combiners.ToList())
-        assert_that(out, lambda lists: check(lists[0]))
+def test_a_malformed_fingerprint_is_refused():
+    with pytest.raises(ValueError, match="fingerprint"):
+        BucketBatcher(BUCKETS).add("train", "abc", b"v")

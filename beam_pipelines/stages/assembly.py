@@ -23,6 +23,7 @@ from beam_pipelines.config import PrepareConfig
 from beam_pipelines.counters import IMPRESSIONS, USERS
 from beam_pipelines.dead_letters import reject
 from beam_pipelines.stages.impressions import KEY_INDEX, ROW_INDEX, USER_INDEX
+from beam_pipelines.stages.shuffle import BucketBatcher
 from beam_pipelines.tags import DEAD, FILTERED, TRAIN_COUNT, USER_SNAPSHOT
 from tfrrl.data import link_spec, schema
 from tfrrl.data.link_spec import DatasetSpec
@@ -81,10 +82,11 @@ def _default_entity(key: str):
 
 
 class _AssembleUser(beam.DoFn):
-    """Per user: ONE element with the user's examples as (split, carried values) tuples (so
-    the next stage pays the runner's per-element cost once per user), dead letters, filtered
-    rows and the serving snapshot; the train count per entity (``TRAIN_COUNT``) is summed over
-    the bundle and emitted in ``finish_bundle`` (one element per entity and bundle)."""
+    """Per user: the examples, packed carried values pre-grouped by (split, write bucket)
+    within the bundle (``stages.shuffle.BucketBatcher``: the write-order grouping moves one
+    element per bucket and flush), dead letters, filtered rows and the serving snapshot; the
+    train count per entity (``TRAIN_COUNT``) is summed over the bundle and emitted in
+    ``finish_bundle`` (one element per entity and bundle)."""
 
     def __init__(self, spec: DatasetSpec, cfg: PrepareConfig):
         self._require_profile = spec.users is not None
@@ -94,6 +96,7 @@ class _AssembleUser(beam.DoFn):
 
     def start_bundle(self):
         self._train_counts = collections.Counter()
+        self._buckets = BucketBatcher(self._cfg.shuffle_buckets)
 
     def process(self, element, cutoff):
         user_id, grouped = element
@@ -118,19 +121,19 @@ class _AssembleUser(beam.DoFn):
         for rule, imp in out.filtered:
             counters.counter(counters.filtered_name(rule)).inc()
             yield pvalue.TaggedOutput(FILTERED, rule)
-        carried = []
-        for split_name, example in out.examples:
+        for (split_name, example), fingerprint in zip(out.examples, out.fingerprints):
             if split_name == transforms.TRAIN:
                 self._train_counts[example["entity_id"]] += 1
-            carried.append((split_name, tuple(example[f] for f in self._fields)))
-        if carried:
-            yield carried
+            yield from self._buckets.add(split_name, fingerprint, packed.pack(
+                tuple(example[f] for f in self._fields)))
         if out.snapshot is not None:
             counters.counter(counters.USER_SNAPSHOTS).inc()
             yield pvalue.TaggedOutput(USER_SNAPSHOT, json.dumps(out.snapshot, sort_keys=True,
                                                                 ensure_ascii=False))
 
     def finish_bundle(self):
+        for bucket_batch in self._buckets.flush():
+            yield GlobalWindows.windowed_value(bucket_batch)
         for key, n in self._train_counts.items():
             yield pvalue.TaggedOutput(TRAIN_COUNT, GlobalWindows.windowed_value((key, n)))
 
@@ -144,8 +147,8 @@ def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
 
     Returns ``(catalog_less, assembled)``: ``catalog_less`` holds ``(key, entity with the
     defaults)`` once per entity of a catalog-less type with an impression (the corpus is
-    ``catalog`` plus these); ``assembled.examples`` holds one list of ``(split, carried
-    example values)`` per user with examples, and ``assembled`` has the ``TRAIN_COUNT``,
+    ``catalog`` plus these); ``assembled.examples`` holds the packed carried examples in
+    (split, write bucket) batches (``stages.shuffle.BucketBatch``), and ``assembled`` has the ``TRAIN_COUNT``,
     ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
     """
     joined = (imps | "AttachEntities" >> beam.ParDo(

@@ -1,9 +1,11 @@
-"""Carried examples + their entity's features and Q(a) → serialized tf.Examples.
+"""Carried examples + their entity's features and Q(a) → serialized tf.Examples, one write
+bucket at a time.
 
-The entity features and Q(a) come from a corpus-sized side input, so no example crosses a
-per-entity shuffle. Examples arrive one user at a time (``stages/assembly.py``) and leave in
-hash-bucket batches for the write-order shuffle (``stages/shuffle.py``): the runner's
-per-element cost is paid per user and per batch, not per example.
+The examples arrive compact (packed carried values) in (split, write bucket) batches from the
+per-user assembly (``stages/shuffle.py``); they are grouped by bucket, and each bucket leaves
+as ONE framed TFRecord block in write order (``tfrecord_blocks.py``). The entity features and
+Q(a) come from a corpus-sized side input, so no example crosses a per-entity shuffle, and the
+runner's per-element cost is paid per bucket, not per example.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_pipelines import counters, encoding, transforms
+from beam_pipelines import counters, encoding, packed, transforms
 from beam_pipelines.config import PrepareConfig
-from beam_pipelines.stages.shuffle import BucketBatcher
+from beam_pipelines.stages.shuffle import in_write_order
 from beam_pipelines.tags import STATS, VOCAB
+from beam_pipelines.tfrecord_blocks import frame_records
 from tfrrl.data import schema
 
 SPLITS = (transforms.TRAIN, transforms.EVAL)
@@ -74,18 +77,19 @@ class BundleTally:
         return out
 
 
-class _FinalizeExamples(beam.DoFn):
-    """A user's carried examples + each one's entity features and Q(a) (a side input) → the
-    serialized tf.Examples, in hash-bucket batches on the split's output.
+class _FinalizeBucket(beam.DoFn):
+    """One write bucket of one split: its packed carried examples + each one's entity features
+    and Q(a) (a side input) → the serialized tf.Examples in write order, framed as ONE
+    TFRecord block on the split's output.
 
     The split statistics and the TRAIN vocabulary counts are summed per bundle
     (:class:`BundleTally`) and emitted in ``finish_bundle`` (``STATS``, ``VOCAB``): one element
-    per distinct token instead of one per token occurrence. ``impressions/written/<split>`` counts the examples of the bundle.
+    per distinct token instead of one per token occurrence. ``impressions/written/<split>``
+    counts the examples of the bundle.
     """
 
-    def __init__(self, sequence_length: int, shuffle_buckets: int):
+    def __init__(self, sequence_length: int):
         self._L = sequence_length
-        self._buckets = shuffle_buckets
         self._fields = transforms.carried_example_fields(sequence_length)
 
     def setup(self):
@@ -93,22 +97,22 @@ class _FinalizeExamples(beam.DoFn):
 
     def start_bundle(self):
         self._tally = BundleTally()
-        self._batchers = {s: BucketBatcher(self._buckets) for s in SPLITS}
 
-    def process(self, user_examples, entities):
-        for split_name, carried in user_examples:
+    def process(self, bucket, entities):
+        (split_name, _), batches = bucket
+        records = []
+        for value in in_write_order(batches):
+            carried = packed.unpack(value)
             entity, prob = entities[carried[-1]]
             example = transforms.complete_example(carried, self._fields, entity, prob)
             self._tally.add(split_name, example)
-            for batch in self._batchers[split_name].add(self._encode(example)):
-                yield pvalue.TaggedOutput(split_name, batch)
+            records.append(self._encode(example))
+        yield pvalue.TaggedOutput(split_name, frame_records(records))
 
     def finish_bundle(self):
         for split_name in SPLITS:
             counters.counter(counters.written_name(split_name)).inc(
                 self._tally.written(split_name))
-            for batch in self._batchers[split_name].flush():
-                yield pvalue.TaggedOutput(split_name, GlobalWindows.windowed_value(batch))
         for token, n in self._tally.vocabulary().items():
             yield pvalue.TaggedOutput(VOCAB, GlobalWindows.windowed_value((token, n)))
         stats = self._tally.stats()
@@ -118,11 +122,13 @@ class _FinalizeExamples(beam.DoFn):
 
 def finalize_examples(examples: beam.PCollection, entities: beam.PCollection,
                       cfg: PrepareConfig):
-    """Carried examples, one list per user (``(split, carried values)`` pairs), + entity
-    features and Q(a) (``entities``: ``(key, (entity, Q))``, a side input) → serialized
-    tf.Examples as hash-bucket batches (``stages.shuffle.BucketBatch``) on the outputs TRAIN and
-    EVAL, TRAIN vocabulary counts on ``VOCAB`` and split statistics on ``STATS``."""
+    """Carried examples in (split, write bucket) batches (``stages.shuffle.BucketBatch``) +
+    entity features and Q(a) (``entities``: ``(key, (entity, Q))``, a side input) → one framed
+    TFRecord block per bucket on the outputs TRAIN and EVAL (write them with
+    ``tfrecord_blocks.WriteTFRecordBlocks``), TRAIN vocabulary counts on ``VOCAB`` and split
+    statistics on ``STATS``."""
     return (examples
-            | "Finalize" >> beam.ParDo(_FinalizeExamples(cfg.sequence_length, cfg.shuffle_buckets),
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "Finalize" >> beam.ParDo(_FinalizeBucket(cfg.sequence_length),
                                        entities=pvalue.AsDict(entities))
             .with_outputs(transforms.TRAIN, transforms.EVAL, VOCAB, STATS))

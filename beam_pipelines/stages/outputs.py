@@ -13,7 +13,6 @@ import apache_beam as beam
 from beam_pipelines import encoding, transforms
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.stages import stats, vocabulary
-from beam_pipelines.stages.shuffle import ShuffleRecords
 from beam_pipelines.tfrecord_blocks import WriteTFRecordBlocks
 from beam_pipelines.tags import CORPUS, FREQUENCY
 from tfrrl.artifacts import prepared
@@ -22,16 +21,14 @@ from tfrrl.data.link_spec import DatasetSpec
 
 
 def write_examples(final, out_dir: str, cfg: PrepareConfig, prefix: str = "part") -> None:
-    """The write-order shuffle of the hash-bucket batches ``final[TRAIN]`` / ``final[EVAL]``
-    (``stages/finalize.py``), then ``train/`` and ``eval/`` TFRecords named ``<prefix>-*``,
-    written one framed bucket at a time (``tfrecord_blocks.py``)."""
+    """The framed write buckets ``final[TRAIN]`` / ``final[EVAL]`` (``stages/finalize.py``, in
+    the write order of ``stages/shuffle.py``) → ``train/`` and ``eval/`` TFRecords named
+    ``<prefix>-*``, one block at a time (``tfrecord_blocks.py``)."""
     for split_name, folder in ((transforms.TRAIN, prepared.TRAIN_DIR),
                                (transforms.EVAL, prepared.EVAL_DIR)):
-        (final[split_name]
-         | f"Shuffle[{split_name}]" >> ShuffleRecords()
-         | f"Write[{split_name}]" >> WriteTFRecordBlocks(
-             fileio.join(out_dir, folder, prefix), file_name_suffix=prepared.RECORD_SUFFIX,
-             num_shards=cfg.num_shards))
+        _ = final[split_name] | f"Write[{split_name}]" >> WriteTFRecordBlocks(
+            fileio.join(out_dir, folder, prefix), file_name_suffix=prepared.RECORD_SUFFIX,
+            num_shards=cfg.num_shards)
 
 
 def write_corpus(per_entity, out_dir: str, cfg: PrepareConfig) -> None:

@@ -226,8 +226,8 @@ def _encode(features: Sequence[Feature], values: Mapping[str, Any]) -> bytes:
         else:
             fmap[f.name].float_list.value.extend(float(s) for s in seq)
     # Map fields (the feature map) serialize in hash order unless asked otherwise: the same
-    # example would give other bytes in another process, and the link's hash-based write order
-    # (the link's record shuffle, ShuffleRecords) would not be reproducible.
+    # example would give other bytes in another process, and the link's files would not be
+    # byte-identical from run to run.
     return example.SerializeToString(deterministic=True)
 
 
