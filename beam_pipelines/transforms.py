@@ -289,15 +289,24 @@ def carried_example_fields(sequence_length: int) -> Tuple[str, ...]:
 
 
 def complete_example(carried: Sequence[Any], fields: Sequence[str],
-                     entity: Mapping[str, Any], sampling_prob: float) -> Dict[str, Any]:
-    """The carried values of an example + its entity's features and Q(a) → the full example
-    (the same values :func:`attach_entity` then :func:`assemble_user` give)."""
+                     entity_values: Mapping[str, Any], sampling_prob: float) -> Dict[str, Any]:
+    """The carried values of an example + its entity's :func:`entity_part` and Q(a) → the full
+    example (the same values :func:`attach_entity` then :func:`assemble_user` give)."""
     example = dict(zip(fields, carried))
-    for f in schema.entity_features():
-        if f.name in entity and f.name != "entity_id":
-            example[f.name] = entity[f.name]
+    example.update(entity_values)
     example["sampling_prob"] = sampling_prob
     return example
+
+
+def entity_part(entity: Mapping[str, Any]) -> Dict[str, Any]:
+    """The entity's values that every example of it takes: its entity features but its id
+    (an example's ``entity_id`` is the entity key it carries)."""
+    return {name: entity[name] for name in _entity_feature_names_but_id() if name in entity}
+
+
+@functools.lru_cache(maxsize=None)
+def _entity_feature_names_but_id() -> Tuple[str, ...]:
+    return tuple(f.name for f in schema.entity_features() if f.name != "entity_id")
 
 
 FINGERPRINT_CHARS = 24  # hex digits of impression_fingerprint
