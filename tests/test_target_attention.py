@@ -189,3 +189,15 @@ def test_model_with_both_switches_trains_in_bfloat16(small_synthetic_prepared):
     assert scores["bfloat16"].dtype == tf.float32  # the scorer's boundary
     np.testing.assert_allclose(scores["bfloat16"].numpy(), scores["float32"].numpy(),
                                rtol=0.05, atol=0.05)
+    # The other two scoring paths in bfloat16: each example's own pair (model(batch): the AUC,
+    # the served score_* signatures) and every pair from the materialised R
+    # (model.pair_blocks=false); both once failed on a float32/bfloat16 concat.
+    features = next(iter(data.dataset("eval", 12)))
+    own = {d: m(features, training=False) for d, m in models.items()}
+    assert own["bfloat16"].dtype == tf.float32
+    np.testing.assert_allclose(own["bfloat16"].numpy(), own["float32"].numpy(),
+                               rtol=0.05, atol=0.05)
+    bf16.scorer.pair_blocks = False
+    unblocked = bf16.score_pairs(bf16.encode_users(users), bf16.encode_entities(entities))
+    np.testing.assert_allclose(unblocked["scores"].numpy(), scores["float32"].numpy(),
+                               rtol=0.05, atol=0.05)

@@ -34,6 +34,13 @@ def domain_index(domain_ids: tf.Tensor, num_domains: int) -> tf.Tensor:
                             num_domains - 1)
 
 
+def _concat_as(dtype: tf.DType, blocks) -> tf.Tensor:
+    """R's blocks concatenated on the last axis in ``dtype`` (the attention's compute dtype:
+    under ``model.compute_dtype: bfloat16`` E_att is bfloat16 while the embeddings can be
+    float32, and ``tf.concat`` needs one dtype)."""
+    return tf.concat([tf.cast(x, dtype) for x in blocks], axis=-1)
+
+
 def as_float32(values: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """The floating tensors of ``values`` in float32 (the scorer's boundary: whatever it
     computes in, it hands out float32), the others as they are."""
@@ -129,8 +136,9 @@ class Scorer(SublayerContainer):
         def spread(x):  # [B, 1, w] or [1, C, w] → [B, C, w]
             return tf.broadcast_to(x, tf.stack([b, c, tf.shape(x)[-1]]))
 
-        return tf.concat([spread(entities["e_uee"][None]), spread(users["e_tran"][:, None]),
-                          e_att, spread(entities["e_aid"][None])], axis=-1)
+        return _concat_as(e_att.dtype, [spread(entities["e_uee"][None]),
+                                        spread(users["e_tran"][:, None]), e_att,
+                                        spread(entities["e_aid"][None])])
 
     def pair_parts(self, users, entities) -> PairParts:
         """R of every pair as its blocks (tfrrl.model.pairs): E_uee and E_aid per candidate
@@ -148,8 +156,8 @@ class Scorer(SublayerContainer):
             return self.input_sets.pair_representations(self, users, entities, pairwise=False)
         e_att = self.target_attention(entities["target"], users["seq_keys"], users["seq_mask"],
                                       pairwise=False)
-        return tf.concat([entities["e_uee"], users["e_tran"], e_att, entities["e_aid"]],
-                         axis=-1)[:, None, :]
+        return _concat_as(e_att.dtype, [entities["e_uee"], users["e_tran"], e_att,
+                                        entities["e_aid"]])[:, None, :]
 
     def score_pairs(self, users, entities, training: bool = False) -> Dict[str, tf.Tensor]:
         """Backbone outputs for every (encoded user, encoded candidate) pair: ``scores``
