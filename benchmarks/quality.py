@@ -8,6 +8,7 @@ shared-representation plot.
         [--impressions 200000]
     python -m benchmarks.quality --dataset synthetic|ciao|movielens --budget   # budgets only
     python -m benchmarks.quality ... --out DIR --report-only   # table + plots of DIR's runs
+    python -m benchmarks.quality ... --paired-with CONFIG      # + each config vs CONFIG, seed by seed
 
 Protocol (no tuning on the test split):
 
@@ -236,6 +237,40 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
     return "\n".join(lines) + "\n"
 
 
+def paired_table(results: List[Dict], reference: str, group: str = "all",
+                 tolerance: float = 0.01) -> str:
+    """Each config against ``reference`` on the same seeds (issue 16's equal-quality check: the
+    same seed gives the same initial weights, hold-out and batches): the relative difference of
+    the best validation ``ce_loss`` seed by seed, PASS when every |Δ| ≤ ``tolerance``; and the
+    mean Recall@100 on the ``group`` queries against the reference's, PASS when the difference
+    of the means is within the larger of the two seed standard deviations."""
+    ref = {r["seed"]: r for r in results if r["config"] == reference}
+    if not ref:
+        return f"(no {reference} runs to pair with)\n"
+    ref_recall = [run_recall(r, group, 100) for r in ref.values()]
+    lines = [f"Paired with {reference} on the same seeds: best validation ce_loss, relative "
+             f"difference per seed (PASS: all within ±{tolerance:.0%}); Recall@100 on {group} "
+             "queries (PASS: |Δ mean| ≤ the larger seed std)", "",
+             "| config | seeds | Δ val ce_loss per seed | ce_loss | Recall@100 | "
+             f"{reference} Recall@100 | recall |", "|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["config"] for r in results):
+        runs = sorted((r for r in results if r["config"] == name and r["seed"] in ref),
+                      key=lambda r: r["seed"])
+        if name == reference or not runs:
+            continue
+        deltas = [r["best_val_ce_loss"] / ref[r["seed"]]["best_val_ce_loss"] - 1 for r in runs]
+        recall = [run_recall(r, group, 100) for r in runs]
+        paired_ref = [run_recall(ref[r["seed"]], group, 100) for r in runs]
+        spread = max(np.nanstd(recall), np.nanstd(paired_ref))
+        recall_ok = abs(np.nanmean(recall) - np.nanmean(paired_ref)) <= spread
+        lines.append(
+            f"| {name} | {len(runs)} | " + ", ".join(f"{d:+.2%}" for d in deltas)
+            + f" | {'PASS' if max(abs(d) for d in deltas) <= tolerance else 'MISS'} | "
+            f"{_mean_std(recall)} | {_mean_std(paired_ref)} | "
+            f"{'PASS' if recall_ok else 'MISS'} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(results: List[Dict], ns: Sequence[int], out: str,
                 references: Optional[Dict[str, Dict]] = None) -> str:
     from tfrrl.plots.recall_curves import plot_recall_curves  # pylint: disable=import-outside-toplevel
@@ -323,6 +358,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="train every run in this process (default: a child process per "
                              "run, so memory does not accumulate over a long benchmark)")
+    parser.add_argument("--paired-with", metavar="CONFIG",
+                        help="also compare every config with CONFIG seed by seed (validation "
+                             "ce_loss within 1%%, Recall@100 within the seed spread)")
     parser.add_argument("--single", help=argparse.SUPPRESS)  # CONFIG:SEED, child of run_isolated
     parser.add_argument("--entry-out", help=argparse.SUPPRESS)
     parser.add_argument("--budget", action="store_true",
@@ -434,6 +472,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results, {k: v["macro"] for k, v in references.items()}, ns,
         f"Recall-all@N (macro average over domains) on {args.dataset}, all queries: "
         f"{len(queries)} test queries, corpus {queries.corpus_size:,}; {setup}", "all"))
+    if args.paired_with:
+        tables.append(paired_table(results, args.paired_with, "all"))
     window = refs.details["recent_popularity"]
     table = "\n".join(tables) + (
         f"\nrecent popularity: window {window['window']:g} of the TRAIN period, chosen among "
