@@ -247,7 +247,6 @@ def paired_table(results: List[Dict], reference: str, group: str = "all",
     ref = {r["seed"]: r for r in results if r["config"] == reference}
     if not ref:
         return f"(no {reference} runs to pair with)\n"
-    ref_recall = [run_recall(r, group, 100) for r in ref.values()]
     lines = [f"Paired with {reference} on the same seeds: best validation ce_loss, relative "
              f"difference per seed (PASS: all within ±{tolerance:.0%}); Recall@100 on {group} "
              "queries (PASS: |Δ mean| ≤ the larger seed std)", "",
