@@ -107,5 +107,6 @@ class ReadRawTable(beam.PTransform):
         lines = pbegin | "ReadLines" >> beam.io.ReadFromText(
             self._pattern, coder=beam.coders.BytesCoder(), skip_header_lines=skip)
         parsed = lines | "Parse" >> beam.ParDo(
-            _ParseLine(self._source, self._fmt, header, self._row_fn)).with_outputs(DEAD, main="rows")
+            _ParseLine(self._source, self._fmt, header, self._row_fn)).with_outputs(
+                DEAD, main="rows")
         return {"rows": parsed.rows, DEAD: parsed[DEAD]}

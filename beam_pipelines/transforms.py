@@ -301,12 +301,7 @@ def complete_example(carried: Sequence[Any], fields: Sequence[str],
 def entity_part(entity: Mapping[str, Any]) -> Dict[str, Any]:
     """The entity's values that every example of it takes: its entity features but its id
     (an example's ``entity_id`` is the entity key it carries)."""
-    return {name: entity[name] for name in _entity_feature_names_but_id() if name in entity}
-
-
-@functools.lru_cache(maxsize=None)
-def _entity_feature_names_but_id() -> Tuple[str, ...]:
-    return tuple(f.name for f in schema.entity_features() if f.name != "entity_id")
+    return {name: entity[name] for name in _entity_feature_names() if name in entity}
 
 
 FINGERPRINT_CHARS = 24  # hex digits of impression_fingerprint
@@ -532,7 +527,8 @@ def vocabulary_tokens(example: Mapping[str, Any]) -> Iterator[Tuple[str, str]]:
 
 
 @functools.lru_cache(maxsize=None)
-def vocabulary_fields_by_source() -> Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[str, str], ...]]:
+def vocabulary_fields_by_source() -> Tuple[Tuple[Tuple[str, str], ...],
+                                          Tuple[Tuple[str, str], ...]]:
     """The (feature, vocabulary) pairs of :func:`vocabulary_tokens`, split by where an example's
     value comes from: its target entity (the same for every example of an entity key, which
     is the ``entity_id`` value; :func:`complete_example`) and the rest (the user's profile, the

@@ -148,8 +148,8 @@ def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
     Returns ``(catalog_less, assembled)``: ``catalog_less`` holds ``(key, entity with the
     defaults)`` once per entity of a catalog-less type with an impression (the corpus is
     ``catalog`` plus these); ``assembled.examples`` holds the packed carried examples in
-    (split, write bucket) batches (``stages.shuffle.BucketBatch``), and ``assembled`` has the ``TRAIN_COUNT``,
-    ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
+    (split, write bucket) batches (``stages.shuffle.BucketBatch``), and ``assembled`` has the
+    ``TRAIN_COUNT``, ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
     """
     joined = (imps | "AttachEntities" >> beam.ParDo(
         _AttachEntity(spec), catalog=pvalue.AsDict(catalog)).with_outputs(

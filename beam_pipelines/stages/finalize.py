@@ -11,8 +11,6 @@ runner's per-element cost is paid per bucket, not per example.
 from __future__ import annotations
 
 import collections
-import operator
-from typing import Any, Callable, Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -26,15 +24,6 @@ from beam_pipelines.tfrecord_blocks import frame_records
 from tfrrl.data import schema
 
 SPLITS = (transforms.TRAIN, transforms.EVAL)
-
-
-def _values_getter(names: Iterable[str]) -> Callable[[Mapping[str, Any]], tuple]:
-    """``example`` → the tuple of its values of ``names`` (``operator.itemgetter``, which
-    returns a bare value for one name and nothing useful for none: wrapped for both)."""
-    names = tuple(names)
-    if len(names) > 1:
-        return operator.itemgetter(*names)
-    return lambda example: tuple(example[n] for n in names)
 
 
 class BundleTally:
@@ -51,8 +40,6 @@ class BundleTally:
         self._train_per_entity = collections.Counter()  # entity key → TRAIN examples
         self._entity_tokens = {}  # entity key → its values of the entity vocabulary fields
         self._train_per_other = collections.Counter()  # other field values → TRAIN examples
-        self._entity_values = _values_getter(f for f, _ in self._entity_fields)
-        self._other_values = _values_getter(f for f, _ in self._other_fields)
 
     def add(self, split_name: str, example) -> None:
         self._splits[(split_name, example["domain"], example["entity_type"])] += 1
@@ -61,8 +48,8 @@ class BundleTally:
         key = example["entity_id"]
         self._train_per_entity[key] += 1
         if key not in self._entity_tokens:
-            self._entity_tokens[key] = self._entity_values(example)
-        self._train_per_other[self._other_values(example)] += 1
+            self._entity_tokens[key] = tuple(example[f] for f, _ in self._entity_fields)
+        self._train_per_other[tuple(example[f] for f, _ in self._other_fields)] += 1
 
     def written(self, split_name: str) -> int:
         return sum(n for (s, _, _), n in self._splits.items() if s == split_name)
