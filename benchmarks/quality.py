@@ -8,7 +8,7 @@ shared-representation plot.
         [--impressions 200000]
     python -m benchmarks.quality --dataset synthetic|ciao|movielens --budget   # budgets only
     python -m benchmarks.quality ... --out DIR --report-only   # table + plots of DIR's runs
-    python -m benchmarks.quality ... --paired-with CONFIG      # + each config vs CONFIG, seed by seed
+    python -m benchmarks.quality ... --paired-with CONFIG   # + each config vs CONFIG by seed
 
 Protocol (no tuning on the test split):
 
