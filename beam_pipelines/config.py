@@ -10,6 +10,9 @@ import yaml
 from tfrrl.data import schema
 
 
+SPLITS = ("time", "per_user")
+
+
 @dataclasses.dataclass
 class PrepareConfig:
     """Knobs of the link (YAML-overridable through ``tfrrl prepare --config``)."""
@@ -17,6 +20,9 @@ class PrepareConfig:
     sequence_length: int = schema.DEFAULT_SEQUENCE_LENGTH
     min_frequency: int = 2  # tokens rarer than this in TRAIN map to OOV
     eval_fraction: float = 0.1  # time split at the (1 - f) quantile of timestamps
+    # "time": one cutoff for everyone (the quantile, or cutoff_timestamp); "per_user": each
+    # user's last eval_fraction of timestamped exposures (transforms.SplitRule.per_user).
+    split: str = "time"
     cutoff_timestamp: Optional[int] = None  # explicit time split instead of the quantile
     seed: int = 0  # seeded random split for data without timestamps
     logq_smoothing: float = 1.0
@@ -38,6 +44,10 @@ class PrepareConfig:
             raise ValueError("min_frequency must be ≥ 1")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError("eval_fraction must be in (0, 1)")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {self.split!r}")
+        if self.split == "per_user" and self.cutoff_timestamp is not None:
+            raise ValueError("cutoff_timestamp applies to split 'time' only; drop one of them")
         if self.user_shards < 1:
             raise ValueError("user_shards must be ≥ 1")
         return self

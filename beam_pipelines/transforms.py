@@ -330,11 +330,26 @@ def attach_entity(imp: Mapping[str, Any], entity: Mapping[str, Any]) -> Dict[str
 @dataclasses.dataclass(frozen=True)
 class SplitRule:
     """Time split at ``cutoff`` (eval = timestamp ≥ cutoff) or, without timestamps, a seeded
-    random split with ``eval_fraction``."""
+    random split with ``eval_fraction``.
+
+    ``per_user``: instead of one cutoff for everyone, each user's last timestamped exposures
+    are EVAL (:meth:`per_user_eval_count` of them, in (timestamp, fingerprint) order): every
+    user with history gets test rows, at the cost of TRAIN rows of other users that are later
+    than some test rows. Untimed rows keep the seeded random split.
+    """
 
     cutoff: Optional[int]
     eval_fraction: float = 0.1
     seed: int = 0
+    per_user: bool = False
+
+    def per_user_eval_count(self, timed_exposures: int) -> int:
+        """How many of a user's last timestamped exposures are EVAL under the per-user split:
+        ``round(n · eval_fraction)`` (halves up), at least 1 when n ≥ 2, none when n ≤ 1 (a
+        single exposure trains). E.g. f = 0.1: n = 1 → 0, 2 → 1, 14 → 1, 15 → 2, 100 → 10."""
+        if timed_exposures < 2:
+            return 0
+        return max(1, int(timed_exposures * self.eval_fraction + 0.5))
 
     def assign(self, imp: Mapping[str, Any], fingerprint: str) -> str:
         if imp.get("timestamp") is not None and self.cutoff is not None:
@@ -374,6 +389,8 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
     * label rule "click": non-clicked rows are filtered by the counted rule ``not_clicked`` but
       stay exposures (in the sequences of later rows, or in the untimed history when their
       split is TRAIN);
+    * the split: ``split.assign`` per row, or with ``split.per_user`` the user's last
+      timestamped exposures (:meth:`SplitRule.per_user_eval_count`) are EVAL;
     * the snapshot: the last ``sequence_length`` timestamped exposures; a user with no
       timestamped exposure gets the history an EVAL example of theirs gets (every TRAIN
       exposure, up to the length), so serving a user by id sees the input the model was
@@ -403,8 +420,13 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
     timed = [u for u in unique if u[2]["timestamp"] is not None]
     pool: List[Tuple[str, Mapping[str, Any]]] = []  # the ranked TRAIN exposures (untimed rows)
     splits: Dict[str, str] = {}
+    if split.per_user and timed:
+        first_eval = len(timed) - split.per_user_eval_count(len(timed))
+        splits = {fp: EVAL if i >= first_eval else TRAIN for i, (_, fp, _) in enumerate(timed)}
     if len(timed) < len(unique):
-        splits = {fp: split.assign(imp, fp) for _, fp, imp in unique}
+        for _, fp, imp in unique:
+            if fp not in splits:
+                splits[fp] = split.assign(imp, fp)
         pool = ranked_train_exposures(
             [(fp, imp) for _, fp, imp in unique if splits[fp] == TRAIN], split.seed,
             sequence_length + 1)

@@ -65,6 +65,47 @@ def test_time_split_at_cutoff():
     assert [s for s, _ in out.examples] == ["train", "eval"]
 
 
+@pytest.mark.parametrize("n, expected", [(0, 0), (1, 0), (2, 1), (14, 1), (15, 2), (100, 10)])
+def test_per_user_eval_count(n, expected):
+    # round(n · 0.1) halves up, at least 1 from n = 2: 14 · 0.1 = 1.4 → 1, 15 · 0.1 = 1.5 → 2.
+    assert transforms.SplitRule(cutoff=None, per_user=True).per_user_eval_count(n) == expected
+
+
+def test_per_user_split_takes_each_users_last_exposures():
+    # eval_fraction 0.25 over 8 timed exposures → round(2.0) = 2: the last two by time (g@70,
+    # h@80) are EVAL; with label "click" the non-clicked f@60 is filtered but still counts as
+    # an exposure, so it is not among the last two. The cutoff is ignored (None here).
+    imps = [_imp("u1", f"item:{e}", 10 * (i + 1), click=int(e != "f"))
+            for i, e in enumerate("abcdefgh")]
+    out = transforms.assemble_user(
+        "u1", None, list(reversed(imps)), require_profile=False, label="click",
+        split=transforms.SplitRule(cutoff=None, eval_fraction=0.25, per_user=True),
+        sequence_length=3)
+    splits = {ex["entity_id"].split(":")[1]: split for split, ex in out.examples}
+    assert splits == {"a": "train", "b": "train", "c": "train", "d": "train", "e": "train",
+                      "g": "eval", "h": "eval"}
+    # The sequences are the time rule's: h sees the 3 exposures before it, f included.
+    h = next(ex for _, ex in out.examples if ex["entity_id"] == "item:h")
+    assert h["seq_entity_id"] == ["item:e", "item:f", "item:g"]
+
+
+def test_per_user_split_differs_from_a_global_cutoff():
+    # Two users on different clocks: a global cutoff at 25 puts all of u1 (t 10, 20) in TRAIN
+    # and all of u2 (t 30, 40) in EVAL; the per-user split gives each its last row.
+    def splits(rule, user, ts):
+        out = transforms.assemble_user(
+            user, None, [_imp(user, f"item:{t}", t) for t in ts], require_profile=False,
+            label="impression", split=rule, sequence_length=2)
+        return [s for s, _ in out.examples]
+
+    per_user = transforms.SplitRule(cutoff=None, eval_fraction=0.1, per_user=True)
+    assert splits(per_user, "u1", (10, 20)) == ["train", "eval"]
+    assert splits(per_user, "u2", (30, 40)) == ["train", "eval"]
+    glob = transforms.SplitRule(cutoff=25)
+    assert splits(glob, "u1", (10, 20)) == ["train", "train"]
+    assert splits(glob, "u2", (30, 40)) == ["eval", "eval"]
+
+
 def test_random_split_is_seeded():
     rule = transforms.SplitRule(cutoff=None, eval_fraction=0.3, seed=7)
     imps = [_imp("u1", f"item:{i}", None) for i in range(2000)]

@@ -10,6 +10,7 @@ from typing import List, Optional
 import yaml
 
 from beam_pipelines.adapters import ADAPTERS  # light: no Beam at import
+from beam_pipelines.config import SPLITS  # light: no Beam at import
 from tfrrl.errors import UserError
 
 NAME = "prepare"
@@ -29,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequence-length", type=int)
     parser.add_argument("--min-frequency", type=int)
     parser.add_argument("--eval-fraction", type=float)
+    parser.add_argument("--split", choices=SPLITS,
+                        help="time (default): one cutoff at the (1 - eval_fraction) quantile of "
+                             "timestamps; per_user: each user's last eval_fraction of exposures "
+                             "(every user with history gets test rows)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--user-shards", type=int, metavar="N",
                         help="local runner: run the link one user-hash shard at a time (N > 1), "
@@ -68,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         run_prepare(args.input, args.out, args.adapter, config_path=args.config,
                     overrides={"sequence_length": args.sequence_length,
                                "min_frequency": args.min_frequency,
-                               "eval_fraction": args.eval_fraction, "seed": args.seed,
+                               "eval_fraction": args.eval_fraction, "split": args.split,
+                               "seed": args.seed,
                                "user_shards": args.user_shards},
                     beam_args=args.beam_args, overwrite=args.overwrite, keep_raw=args.keep_raw,
                     adapter_options=adapter_options, verbose=args.verbose)

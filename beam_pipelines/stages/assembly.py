@@ -112,7 +112,7 @@ class _AssembleUser(beam.DoFn):
         if not imps:
             return
         split = transforms.SplitRule(cutoff=cutoff, eval_fraction=self._cfg.eval_fraction,
-                                     seed=self._cfg.seed)
+                                     seed=self._cfg.seed, per_user=self._cfg.split == "per_user")
         out = transforms.assemble_user(
             user_id, profile, imps, require_profile=self._require_profile, label=self._label,
             split=split, sequence_length=self._cfg.sequence_length)

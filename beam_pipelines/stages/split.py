@@ -1,6 +1,7 @@
 """The split point between train and eval examples.
 
-An explicit ``cutoff_timestamp``; otherwise, for timestamped impressions, the
+An explicit ``cutoff_timestamp``; none for the per-user split (``split: per_user``, applied
+in the per-user assembly); otherwise, for timestamped impressions, the
 ``(1 - eval_fraction)`` quantile of their timestamps (Beam's approximate quantile); without
 timestamps none, and the per-user assembly applies the seeded random split
 (``transforms.SplitRule``).
@@ -17,7 +18,8 @@ from tfrrl.data.link_spec import DatasetSpec
 
 def uses_quantile_cutoff(spec: DatasetSpec, cfg: PrepareConfig) -> bool:
     """A time split without an explicit cutoff: the cutoff is computed from the data."""
-    return cfg.cutoff_timestamp is None and bool(spec.impressions.column("timestamp"))
+    return (cfg.split == "time" and cfg.cutoff_timestamp is None
+            and bool(spec.impressions.column("timestamp")))
 
 
 def split_cutoff(p: beam.Pipeline, imps: beam.PCollection, spec: DatasetSpec,

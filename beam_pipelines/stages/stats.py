@@ -18,6 +18,17 @@ from tfrrl.data.link_spec import DatasetSpec
 SplitStats = Mapping[Tuple[str, str, str], int]  # (split, kind, value) → examples
 
 
+def split_summary(cfg: PrepareConfig, cutoff: Optional[int]) -> Dict[str, Any]:
+    """How TRAIN and EVAL were split, for ``stats.json``: a global time cutoff, the per-user
+    split (each user's last ``eval_fraction`` of timestamped exposures; untimed rows random)
+    or the seeded random split."""
+    if cfg.split == "per_user":
+        return {"kind": "per_user_time", "eval_fraction": cfg.eval_fraction, "seed": cfg.seed}
+    if cutoff is not None:
+        return {"kind": "time", "cutoff_timestamp": cutoff}
+    return {"kind": "random", "eval_fraction": cfg.eval_fraction, "seed": cfg.seed}
+
+
 class CounterSum(beam.CombineFn):
     """Sums Counters: the split statistics per (split, kind, value)."""
 
@@ -66,8 +77,7 @@ def stats_document(spec: DatasetSpec, cfg: PrepareConfig, split_stats: SplitStat
         "corpus_size": totals["corpus"],
         "corpus_entity_type_counts": dict(sorted(corpus_types.items())),
         "vocabulary_sizes": dict(sorted(vocab_sizes.items())),
-        "split": ({"kind": "time", "cutoff_timestamp": cutoff} if cutoff is not None else
-                  {"kind": "random", "eval_fraction": cfg.eval_fraction, "seed": cfg.seed}),
+        "split": split_summary(cfg, cutoff),
         "sampling_probability": {
             "file": prepared.FREQUENCY_FILE,
             "formula": "(train_count + s) / (num_train + s * corpus_size)",
