@@ -8,6 +8,7 @@ from typing import Mapping, Optional
 import yaml
 
 from tfrrl.data import schema
+from tfrrl.errors import UserError
 
 
 SPLITS = ("time", "per_user")
@@ -56,7 +57,8 @@ class PrepareConfig:
 def load_prepare_config(path: Optional[str], overrides: Mapping) -> PrepareConfig:
     """PrepareConfig from defaults ← YAML file ← overrides (None values are ignored).
 
-    Unknown keys end the program with a message listing the known ones (``SystemExit``).
+    Unknown keys end the program with a message listing the known ones (``SystemExit``); a
+    value out of range raises :class:`tfrrl.errors.UserError` with the reason.
     """
     values = {}
     if path:
@@ -67,4 +69,7 @@ def load_prepare_config(path: Optional[str], overrides: Mapping) -> PrepareConfi
     unknown = set(values) - known
     if unknown:
         raise SystemExit(f"unknown prepare config keys {sorted(unknown)}; known: {sorted(known)}")
-    return PrepareConfig(**values)
+    try:
+        return PrepareConfig(**values).validate()
+    except ValueError as err:  # a value out of range: one line for the user, no traceback
+        raise UserError(f"prepare config: {err}") from err

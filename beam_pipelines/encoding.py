@@ -141,12 +141,24 @@ class RecordEncoder:
     CACHE_ENTRIES = 200_000  # cleared when full: memory stays bounded, hits stay likely
 
     def __init__(self, features: Sequence[schema.Feature],
-                 fallback: Callable[[Mapping[str, Any]], bytes]):
+                 fallback: Callable[[Mapping[str, Any]], bytes],
+                 pre_encoded: Sequence[str] = ()):
+        """``pre_encoded``: features whose map entries arrive already encoded, together, as
+        the bytes value of :data:`SEQUENCE_ENTRIES` (:class:`SequenceEncoder`); they must be
+        adjacent in the map's key order."""
         ordered = sorted(features, key=lambda f: _map_key_order(f.name))
-        self._plan: List[Tuple[str, Any, int, int, bytes]] = [
-            (f.name, f.default, f.length if f.is_sequence else 0, _KIND[f.dtype],
-             _field(b"\x0a", f.name.encode("utf-8")))
-            for f in ordered]
+        self._plan: List[Tuple[str, Any, int, int, bytes]] = []
+        for f in ordered:
+            if f.name not in pre_encoded:
+                self._plan.append((f.name, f.default, f.length if f.is_sequence else 0,
+                                   _KIND[f.dtype], _field(b"\x0a", f.name.encode("utf-8"))))
+            elif not self._plan or self._plan[-1][0] != SEQUENCE_ENTRIES:
+                # length −1: appended as is (checked in the sequence branch: no cost per
+                # scalar feature).
+                self._plan.append((SEQUENCE_ENTRIES, None, -1, _STRING, b""))
+        if sum(name == SEQUENCE_ENTRIES for name, *_ in self._plan) > int(bool(pre_encoded)):
+            raise ValueError(f"pre-encoded features {sorted(pre_encoded)} are not adjacent in "
+                             "the map's key order")
         self._fallback = fallback
         self._cache: Dict[Tuple[str, type, Any], bytes] = {}
 
@@ -154,7 +166,8 @@ class RecordEncoder:
         try:
             return self._encode(values)
         except (OverflowError, ValueError, TypeError, struct.error):
-            return self._fallback(values)  # the schema's bytes, or its error
+            # The schema's bytes, or its error (pre-encoded entries decoded back first).
+            return self._fallback(_with_decoded_entries(values))
 
     def _encode(self, values: Mapping[str, Any]) -> bytes:
         entries = []
@@ -165,7 +178,7 @@ class RecordEncoder:
             if v is None:
                 raise ValueError(name)
             if length:  # a sequence: seldom repeated whole, so its tokens are cached instead
-                entries.append(_map_entry(key_field, kind, length, v))
+                entries.append(v if length < 0 else _map_entry(key_field, kind, length, v))
                 continue
             ckey = (name, type(v), v)
             entry = cache.get(ckey)
@@ -180,11 +193,105 @@ class RecordEncoder:
         return b"\x0a" + _len_prefix(len(features)) + features
 
 
+# The carried value holding an example's pre-encoded E_seq map entries (SequenceEncoder).
+SEQUENCE_ENTRIES = "seq_entries"
+
+
+def sequence_features(sequence_length: int) -> List[schema.Feature]:
+    """The E_seq features of an example (Table I): the exposure sequences and their length."""
+    return [f for f in schema.example_features(sequence_length) if f.group == "E_seq"]
+
+
+def _with_decoded_entries(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``values`` with its :data:`SEQUENCE_ENTRIES` bytes decoded back into the E_seq values
+    (the rare fallback to the schema's encoder needs them)."""
+    entries = values.get(SEQUENCE_ENTRIES)
+    if not isinstance(entries, bytes):
+        return values
+    out = {k: v for k, v in values.items() if k != SEQUENCE_ENTRIES}
+    out.update(schema.decode(b"\x0a" + _len_prefix(len(entries)) + entries))
+    return out
+
+
+class SequenceEncoder:
+    """The E_seq map entries of examples (``seq_category``, ``seq_entity_id``,
+    ``seq_entity_type``, ``seq_length``: adjacent in the key order), encoded where the user's
+    exposures are, in the per-user assembly: the carried example then holds one bytes value
+    instead of 3·L tokens, and :class:`RecordEncoder` (``pre_encoded``) appends it as is.
+
+    A timed example's sequence is a window of its user's exposures (``transforms.
+    assemble_user``), so :meth:`windows` encodes each exposure's tokens ONCE per user and cuts
+    every example's entries out of the concatenation: a slice per feature instead of L token
+    look-ups. The bytes are those of :meth:`entries` on the same lists (the
+    ``tests/test_encoding.py`` property).
+    """
+
+    def __init__(self, sequence_length: int):
+        self._L = sequence_length
+        ordered = sorted(sequence_features(sequence_length),
+                         key=lambda f: _map_key_order(f.name))
+        self._plan = [(f.name, f.length if f.is_sequence else 0, _KIND[f.dtype],
+                       _field(b"\x0a", f.name.encode("utf-8"))) for f in ordered]
+        self._pad = _token_field(schema.PAD_TOKEN)
+        # seq_length is the one scalar: its entry for every length 0..L, precomputed.
+        self._lengths = {name: [_map_entry(key_field, kind, 0, n) for n in range(self._L + 1)]
+                         for name, length, kind, key_field in self._plan if kind == _INT64}
+
+    def entries(self, values: Mapping[str, Any]) -> bytes:
+        """The E_seq map entries of one example's values (lists of L tokens + seq_length)."""
+        return b"".join([_map_entry(key_field, kind, length, values[name])
+                         for name, length, kind, key_field in self._plan])
+
+    def windows(self, columns: Mapping[str, Sequence[str]]) -> Callable[[int, int], bytes]:
+        """``columns``: each token feature → the user's exposures' tokens, in order. Returns
+        ``window(lo, hi)``: the entries of the example whose sequence is exposures
+        ``[lo, hi)`` (``hi - lo`` ≤ L), padded, with ``seq_length`` = hi - lo."""
+        L, pad = self._L, self._pad
+        steps = []
+        for name, _, kind, key_field in self._plan:
+            if kind == _INT64:
+                steps.append((None, self._lengths[name], None))
+                continue
+            fields = [_string_list((token,)) for token in columns[name]]
+            offsets = [0]
+            for field in fields:
+                offsets.append(offsets[-1] + len(field))
+            steps.append((key_field, b"".join(fields), offsets))
+
+        def window(lo: int, hi: int) -> bytes:
+            n = hi - lo
+            if not 0 <= n <= L:
+                raise ValueError(f"a window of {n} exposures; the sequence length is {L}")
+            padding = pad * (L - n)
+            parts = []
+            for key_field, blob, offsets in steps:
+                if key_field is None:  # seq_length
+                    parts.append(blob[n])
+                    continue
+                value_list = blob[offsets[lo]:offsets[hi]] + padding
+                feature = b"\x0a" + _len_prefix(len(value_list)) + value_list
+                body = key_field + b"\x12" + _len_prefix(len(feature)) + feature
+                parts.append(b"\x0a" + _len_prefix(len(body)) + body)
+            return b"".join(parts)
+
+        return window
+
+
 @functools.lru_cache(maxsize=None)
-def example_encoder(sequence_length: int) -> RecordEncoder:
-    """The encoder of ``schema.encode_example(values, sequence_length)``."""
+def example_encoder(sequence_length: int, pre_encoded_sequences: bool = False) -> RecordEncoder:
+    """The encoder of ``schema.encode_example(values, sequence_length)``; with
+    ``pre_encoded_sequences`` the E_seq features come as :data:`SEQUENCE_ENTRIES`
+    (:class:`SequenceEncoder`)."""
+    pre_encoded = ([f.name for f in sequence_features(sequence_length)]
+                   if pre_encoded_sequences else ())
     return RecordEncoder(schema.example_features(sequence_length),
-                         functools.partial(_encode_example, sequence_length=sequence_length))
+                         functools.partial(_encode_example, sequence_length=sequence_length),
+                         pre_encoded)
+
+
+@functools.lru_cache(maxsize=None)
+def sequence_encoder(sequence_length: int) -> SequenceEncoder:
+    return SequenceEncoder(sequence_length)
 
 
 @functools.lru_cache(maxsize=None)

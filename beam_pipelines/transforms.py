@@ -23,6 +23,7 @@ import json
 import re
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from beam_pipelines import encoding
 from tfrrl.data import schema
 from tfrrl.data.link_spec import DatasetSpec, EntityTypeSpec, UsersSpec, entity_key
 
@@ -282,10 +283,18 @@ def user_shard(user_id: str, num_shards: int) -> int:
 def carried_example_fields(sequence_length: int) -> Tuple[str, ...]:
     """Example features decided per user (profile, sequences, domain, label, time) + the target
     entity key, in schema order. The target's own features are the same for every example of
-    an entity, so they are attached by key after the per-user step instead of being carried."""
+    an entity, so they are attached by key after the per-user step instead of being carried.
+    The E_seq features travel pre-encoded, as one bytes value (``encoding.SEQUENCE_ENTRIES``,
+    what :func:`assemble_user` writes when given a ``sequence_encoder``)."""
     entity_names = {f.name for f in schema.entity_features()}
-    return tuple(f.name for f in schema.example_features(sequence_length)
-                 if f.name not in entity_names) + ("entity_id",)
+    fields = []
+    for f in schema.example_features(sequence_length):
+        if f.group == "E_seq":
+            if encoding.SEQUENCE_ENTRIES not in fields:
+                fields.append(encoding.SEQUENCE_ENTRIES)
+        elif f.name not in entity_names:
+            fields.append(f.name)
+    return tuple(fields) + ("entity_id",)
 
 
 def complete_example(carried: Sequence[Any], fields: Sequence[str],
@@ -375,7 +384,8 @@ class UserOutput:
 
 def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
                   imps: Iterable[Mapping[str, Any]], *, require_profile: bool,
-                  label: str, split: SplitRule, sequence_length: int) -> UserOutput:
+                  label: str, split: SplitRule, sequence_length: int,
+                  sequence_encoder: Optional[encoding.SequenceEncoder] = None) -> UserOutput:
     """All impressions of one user → examples with exposure sequences (Table I, E_seq).
 
     * no profile while profiles are required → every row ``unknown_user``;
@@ -391,6 +401,8 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
       split is TRAIN);
     * the split: ``split.assign`` per row, or with ``split.per_user`` the user's last
       timestamped exposures (:meth:`SplitRule.per_user_eval_count`) are EVAL;
+    * with a ``sequence_encoder`` (the link), an example holds its E_seq map entries already
+      encoded (``encoding.SEQUENCE_ENTRIES``) instead of the E_seq lists: the same record;
     * the snapshot: the last ``sequence_length`` timestamped exposures; a user with no
       timestamped exposure gets the history an EVAL example of theirs gets (every TRAIN
       exposure, up to the length), so serving a user by id sees the input the model was
@@ -433,6 +445,9 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
     # The E_seq columns of the unique exposures, in order: a timed example's sequence is a
     # slice of them (at most L long, so padding it is exposure_sequence's padding).
     columns = [[u[2][c] for u in unique] for c in ("key", "entity_type", "entity_category")]
+    window = None
+    if sequence_encoder is not None:
+        window = sequence_encoder.windows(dict(zip(SEQUENCE_COLUMNS, columns)))
     entity_names = _entity_feature_names()
     pad = schema.PAD_TOKEN
     first_of_ts = 0  # index of the first exposure sharing the current timestamp
@@ -445,8 +460,15 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         example: Dict[str, Any] = {"user_id": user_id}
         example.update(profile)
         if imp["timestamp"] is None:
-            example.update(exposure_sequence(untimed_history(pool, fp, sequence_length),
-                                             sequence_length))
+            sequence = exposure_sequence(untimed_history(pool, fp, sequence_length),
+                                         sequence_length)
+            if sequence_encoder is None:
+                example.update(sequence)
+            else:
+                example[encoding.SEQUENCE_ENTRIES] = sequence_encoder.entries(sequence)
+        elif window is not None:
+            example[encoding.SEQUENCE_ENTRIES] = window(max(0, first_of_ts - sequence_length),
+                                                        first_of_ts)
         else:
             lo = max(0, first_of_ts - sequence_length)
             padding = [pad] * (sequence_length - (first_of_ts - lo))
@@ -509,6 +531,11 @@ def untimed_history(pool: Sequence[Tuple[str, Mapping[str, Any]]], own: Optional
     [b, c], b gets [a, c], c gets [b, a], an EVAL example (or the snapshot) gets [b, a].
     """
     return [imp for fp, imp in pool if fp != own][:sequence_length]
+
+
+# The E_seq token features, in the order of assemble_user's exposure columns (key, entity type,
+# category).
+SEQUENCE_COLUMNS = ("seq_entity_id", "seq_entity_type", "seq_category")
 
 
 def exposure_sequence(history: Sequence[Mapping[str, Any]], sequence_length: int

@@ -171,3 +171,17 @@ def test_noise_is_dropped_from_a_captured_block_and_the_rest_kept_in_order():
     proc = subprocess.run([sys.executable, "-c", NOISY_BLOCK], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60, check=True)
     assert "PredictCost" in proc.stderr and "InitializeLog" in proc.stderr
+
+
+def test_a_prepare_config_value_out_of_range_is_one_line(tmp_path):
+    """A value PrepareConfig.validate rejects (here split per_user with a fixed cutoff) is the
+    user's mistake: one line naming it, exit code 2, no traceback and no dataset."""
+    (tmp_path / "prepare.yaml").write_text("split: per_user\ncutoff_timestamp: 5\n",
+                                           encoding="utf-8")
+    proc = _tfrrl("prepare", "--input", os.path.join(REPO, "tests"), "--out",
+                  str(tmp_path / "data"), "--config", str(tmp_path / "prepare.yaml"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "tfrrl prepare: error: prepare config: cutoff_timestamp applies to split 'time' only; "
+        "drop one of them"]
+    assert not (tmp_path / "data").exists()

@@ -89,3 +89,59 @@ def test_entity_records():
               "sampling_prob": 1 / 17, "train_count": 4}
     assert encoding.encode_entity(record) == schema.encode_entity(record)
     assert schema.decode(encoding.encode_entity(record))["train_count"] == 4
+
+
+SEQ_NAMES = ("seq_entity_id", "seq_entity_type", "seq_category", "seq_length")
+
+
+def _pre_encoded(values, L=L):
+    """``values`` with its E_seq features replaced by their SequenceEncoder entries."""
+    out = {k: v for k, v in values.items() if k not in SEQ_NAMES}
+    out[encoding.SEQUENCE_ENTRIES] = encoding.SequenceEncoder(L).entries(values)
+    return out
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"timestamp": -5}, {"user_id": "ü-ß-用户"},
+    # A float outside float32 leaves the fast path: the fallback decodes the pre-encoded
+    # entries back and the schema's encoder gives its bytes (inf) for the whole record.
+    {"entity_price": 1e300},
+])
+def test_pre_encoded_sequences_give_the_same_record(overrides):
+    values = _example(**overrides)
+    encoder = encoding.example_encoder(L, pre_encoded_sequences=True)
+    assert encoder(_pre_encoded(values)) == schema.encode_example(values, L)
+
+
+def test_pre_encoded_fallback_keeps_the_schemas_error():
+    values = _example(timestamp=1 << 64)  # outside int64: the schema raises
+    with pytest.raises(ValueError):
+        schema.encode_example(values, L)
+    with pytest.raises(ValueError):
+        encoding.example_encoder(L, pre_encoded_sequences=True)(_pre_encoded(values))
+
+
+def test_windows_are_the_entries_of_the_padded_slices():
+    # A user's 7 exposures; every window [lo, hi) of at most L = 4 tokens must give the bytes
+    # of the lists columns[lo:hi] padded to L (what assemble_user writes without an encoder).
+    rng = np.random.default_rng(0)
+    n, seq_len = 7, 4
+    tokens = ["item:i1", "live:ü", "video:v" + "9" * 300, "", "shop:s", "item:i1", "x"]
+    columns = {name: [tokens[i] for i in rng.integers(0, len(tokens), n)]
+               for name in ("seq_entity_id", "seq_entity_type", "seq_category")}
+    encoder = encoding.SequenceEncoder(seq_len)
+    window = encoder.windows(columns)
+    for hi in range(n + 1):
+        for lo in range(max(0, hi - seq_len), hi + 1):
+            lists = {name: schema.pad_sequence(col[lo:hi], seq_len)
+                     for name, col in columns.items()}
+            assert window(lo, hi) == encoder.entries(dict(lists, seq_length=hi - lo)), (lo, hi)
+    with pytest.raises(ValueError):
+        window(0, seq_len + 1)
+
+
+def test_pre_encoded_features_must_be_adjacent():
+    features = schema.example_features(L)
+    with pytest.raises(ValueError, match="adjacent"):
+        encoding.RecordEncoder(features, schema.encode_example,
+                               pre_encoded=("entity_brand", "timestamp"))

@@ -364,3 +364,26 @@ def test_delimited_lines_parse_as_csv_reader_parses_them(delimiter):
         assert got == expected, repr(text)
         checked += isinstance(got, dict)
     assert checked > 300  # the fast path produced rows, not only errors
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_sequence_encoder_writes_the_entries_of_the_lists(timed):
+    # The same user assembled twice: with a sequence encoder each example holds the E_seq
+    # entries that encoding the lists of the plain assembly gives (timed windows, including a
+    # tie at t = 30, and untimed histories).
+    from beam_pipelines import encoding  # pylint: disable=import-outside-toplevel
+
+    ts = [10, 20, 30, 30, 40, 50] if timed else [None] * 6
+    imps = [_imp("u1", f"item:{e}", t, category=f"c{i % 2}") for i, (e, t) in
+            enumerate(zip("abcdef", ts))]
+    plain = _assemble(imps, L=3)
+    encoder = encoding.SequenceEncoder(3)
+    encoded = transforms.assemble_user(
+        "u1", None, imps, require_profile=False, label="impression",
+        split=transforms.SplitRule(cutoff=None), sequence_length=3, sequence_encoder=encoder)
+    assert len(plain.examples) == len(encoded.examples) == 6
+    for (s1, ex1), (s2, ex2) in zip(plain.examples, encoded.examples):
+        assert s1 == s2
+        assert ex2[encoding.SEQUENCE_ENTRIES] == encoder.entries(ex1)
+        assert {k: v for k, v in ex1.items() if not k.startswith("seq_")} == {
+            k: v for k, v in ex2.items() if k != encoding.SEQUENCE_ENTRIES}

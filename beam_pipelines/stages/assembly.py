@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_pipelines import counters, packed, transforms
+from beam_pipelines import counters, encoding, packed, transforms
 from beam_pipelines.config import PrepareConfig
 from beam_pipelines.counters import IMPRESSIONS, USERS
 from beam_pipelines.dead_letters import reject
@@ -94,6 +94,9 @@ class _AssembleUser(beam.DoFn):
         self._cfg = cfg
         self._fields = transforms.carried_example_fields(cfg.sequence_length)
 
+    def setup(self):
+        self._sequence_encoder = encoding.sequence_encoder(self._cfg.sequence_length)
+
     def start_bundle(self):
         self._train_counts = collections.Counter()
         self._buckets = BucketBatcher(self._cfg.shuffle_buckets)
@@ -115,7 +118,8 @@ class _AssembleUser(beam.DoFn):
                                      seed=self._cfg.seed, per_user=self._cfg.split == "per_user")
         out = transforms.assemble_user(
             user_id, profile, imps, require_profile=self._require_profile, label=self._label,
-            split=split, sequence_length=self._cfg.sequence_length)
+            split=split, sequence_length=self._cfg.sequence_length,
+            sequence_encoder=self._sequence_encoder)
         for reason, imp in out.dead:
             yield reject(IMPRESSIONS, reason, imp["_row"], user_id)
         for rule, imp in out.filtered:

@@ -93,7 +93,7 @@ class _FinalizeBucket(beam.DoFn):
         self._fields = transforms.carried_example_fields(sequence_length)
 
     def setup(self):
-        self._encode = encoding.example_encoder(self._L)
+        self._encode = encoding.example_encoder(self._L, pre_encoded_sequences=True)
 
     def start_bundle(self):
         self._tally = BundleTally()
