@@ -20,6 +20,7 @@ so errors and edge cases are the schema's.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
@@ -30,6 +31,7 @@ _KIND = {"string": _STRING, "float32": _FLOAT, "int64": _INT64}
 # Field tags (field number << 3 | wire type 2) of the Feature oneof.
 _FEATURE_TAG = {_STRING: b"\x0a", _FLOAT: b"\x12", _INT64: b"\x1a"}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_PER_RECORD, _PRE_ENCODED = -2, -1  # plan codes of RecordEncoder (see its __init__)
 
 
 def _varint(n: int) -> bytes:
@@ -147,20 +149,27 @@ class RecordEncoder:
         the bytes value of :data:`SEQUENCE_ENTRIES` (:class:`SequenceEncoder`); they must be
         adjacent in the map's key order."""
         ordered = sorted(features, key=lambda f: _map_key_order(f.name))
+        # (name, default, length, kind, key field). ``length`` > 0: a sequence; 0: a scalar
+        # whose entry is cached; _PER_RECORD: a scalar that seldom repeats (the meta group:
+        # timestamps), encoded without the cache so it cannot crowd the repeating values out;
+        # _PRE_ENCODED: the pre-encoded group, appended as is. The non-zero codes are checked
+        # in the sequence branch: no cost per cached scalar.
         self._plan: List[Tuple[str, Any, int, int, bytes]] = []
         for f in ordered:
             if f.name not in pre_encoded:
-                self._plan.append((f.name, f.default, f.length if f.is_sequence else 0,
-                                   _KIND[f.dtype], _field(b"\x0a", f.name.encode("utf-8"))))
+                length = f.length if f.is_sequence else _PER_RECORD if f.group == "meta" else 0
+                self._plan.append((f.name, f.default, length, _KIND[f.dtype],
+                                   _field(b"\x0a", f.name.encode("utf-8"))))
             elif not self._plan or self._plan[-1][0] != SEQUENCE_ENTRIES:
-                # length −1: appended as is (checked in the sequence branch: no cost per
-                # scalar feature).
-                self._plan.append((SEQUENCE_ENTRIES, None, -1, _STRING, b""))
+                self._plan.append((SEQUENCE_ENTRIES, None, _PRE_ENCODED, _STRING, b""))
         if sum(name == SEQUENCE_ENTRIES for name, *_ in self._plan) > int(bool(pre_encoded)):
             raise ValueError(f"pre-encoded features {sorted(pre_encoded)} are not adjacent in "
                              "the map's key order")
         self._fallback = fallback
         self._cache: Dict[Tuple[str, type, Any], bytes] = {}
+        # 0.0 and -0.0 are equal keys with other bytes: float zeros are cached by sign apart
+        # (the default of a numeric field an entity type lacks: frequent).
+        self._zeros: Dict[Tuple[str, float], bytes] = {}
 
     def __call__(self, values: Mapping[str, Any]) -> bytes:
         try:
@@ -178,11 +187,21 @@ class RecordEncoder:
             if v is None:
                 raise ValueError(name)
             if length:  # a sequence: seldom repeated whole, so its tokens are cached instead
-                entries.append(v if length < 0 else _map_entry(key_field, kind, length, v))
+                if length == _PRE_ENCODED:
+                    entries.append(v)
+                else:
+                    entries.append(_map_entry(key_field, kind, max(length, 0), v))
                 continue
             ckey = (name, type(v), v)
             entry = cache.get(ckey)
             if entry is None:  # (a hit was stored under an equal key: same bytes)
+                if kind == _FLOAT and type(v) is float and v == 0:  # noqa: E721
+                    zkey = (name, math.copysign(1.0, v))
+                    entry = self._zeros.get(zkey)
+                    if entry is None:
+                        entry = self._zeros[zkey] = _map_entry(key_field, kind, length, v)
+                    entries.append(entry)
+                    continue
                 entry = _map_entry(key_field, kind, length, v)
                 if _same_bytes_when_equal(kind, v):
                     if len(cache) >= self.CACHE_ENTRIES:
