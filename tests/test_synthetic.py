@@ -235,6 +235,15 @@ def test_config_defaults_and_validation():
         synthetic.SyntheticConfig(shard_rows=0).resolved()
 
 
+def test_entities_sets_the_catalog_size():
+    # 1,000,000 entities split 90 / 4 / 4 / 2 %: 900,000 items, 40,000 shops and videos,
+    # 20,000 live streams, independent of the impressions (default would be 1000 here).
+    cfg = synthetic.SyntheticConfig(impressions=5_000, entities=1_000_000).resolved()
+    assert (cfg.items, cfg.shops, cfg.videos, cfg.lives) == (900_000, 40_000, 40_000, 20_000)
+    with pytest.raises(ValueError):
+        synthetic.SyntheticConfig(entities=3).resolved()
+
+
 # ---------------------------------------------------------------------------------------------
 def test_oracle_scores_are_log_probabilities(raw):
     oracle = OracleScorer.load(str(raw["root"]))

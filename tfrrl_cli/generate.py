@@ -20,14 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--domains", type=int, default=4)
+    parser.add_argument("--entities", type=int,
+                        help="catalog size over the 4 entity types (90/4/4/2%%; default: "
+                             "max(1000, impressions / 40)), e.g. 1000000 for a 1M corpus")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.impressions < 1 or args.domains < 1:
         raise UserError(f"--impressions and --domains must be at least 1, got "
                         f"{args.impressions} and {args.domains}")
+    if args.entities is not None and args.entities < 4:
+        raise UserError(f"--entities must be at least 4 (one per entity type), got "
+                        f"{args.entities}")
     config = synthetic.SyntheticConfig(impressions=args.impressions, seed=args.seed,
-                                       num_domains=args.domains)
+                                       num_domains=args.domains, entities=args.entities)
     say(f"generating {args.impressions:,} synthetic impressions into {args.out}")
     start = time.time()
     summary = synthetic.generate(config, args.out)

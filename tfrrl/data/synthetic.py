@@ -120,7 +120,9 @@ class SyntheticConfig:
     users: Optional[int] = None  # default: max(200, impressions // 40)
     num_domains: int = 4
     latent_dim: int = 16
-    # Entity counts; default: total = max(1000, impressions // 40) split 90 / 4 / 4 / 2 %.
+    # Entity counts; default: total = ``entities`` or max(1000, impressions // 40), split
+    # 90 / 4 / 4 / 2 % (a type's own count overrides its share).
+    entities: Optional[int] = None
     items: Optional[int] = None
     shops: Optional[int] = None
     videos: Optional[int] = None
@@ -148,7 +150,9 @@ class SyntheticConfig:
         """A copy with every derived field filled in (and validated)."""
         if self.impressions < 1:
             raise ValueError("impressions must be >= 1")
-        total = max(1000, self.impressions // 40)
+        if self.entities is not None and self.entities < 4:
+            raise ValueError("entities must be >= 4 (one per entity type)")
+        total = self.entities if self.entities is not None else max(1000, self.impressions // 40)
         items = self.items if self.items is not None else int(round(0.90 * total))
         shops = self.shops if self.shops is not None else max(10, int(round(0.04 * total)))
         videos = self.videos if self.videos is not None else max(10, int(round(0.04 * total)))
