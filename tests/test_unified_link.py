@@ -134,6 +134,31 @@ def test_click_label_rule_filters_and_counts(tmp_path):
     assert ex["seq_entity_id"][0] == "item:i1"  # the non-clicked exposure stays in the sequence
 
 
+def test_per_user_split_through_the_link(tmp_path):
+    """``split: per_user`` through Beam and back from the TFRecords: by hand, eval_fraction 0.25
+    → u1's 4 rows (t 100..400) give round(1.0) = 1 EVAL row (shop s1), u2's 2 rows (t 900,
+    1000) give 1 (live l1), u3's single row trains; a global cutoff at the 0.75 quantile (950)
+    would test none of u1's rows. stats.json records the rule."""
+    from beam_pipelines.run import PrepareConfig, run
+
+    write_hand_built_raw(tmp_path / "raw", [
+        ["u1", "i1", "item", "d0", "100", "1"], ["u1", "i2", "item", "d0", "200", "1"],
+        ["u1", "i3", "item", "d0", "300", "1"], ["u1", "s1", "shop", "d0", "400", "1"],
+        ["u2", "v1", "video", "d0", "900", "1"], ["u2", "l1", "live", "d0", "1000", "1"],
+        ["u3", "i1", "item", "d0", "950", "1"],
+    ])
+    cfg = PrepareConfig(split="per_user", eval_fraction=0.25, min_frequency=1)
+    result = run(str(tmp_path / "raw"), str(tmp_path / "out"), cfg, beam_args=IN_MEMORY)
+    assert result["stats"]["split"] == {"kind": "per_user_time", "eval_fraction": 0.25,
+                                        "seed": 0}
+    evals = read_records(tmp_path / "out" / "eval")
+    assert sorted((r["user_id"], r["entity_id"]) for r in evals) == [
+        ("u1", "shop:s1"), ("u2", "live:l1")]
+    assert len(read_records(tmp_path / "out" / "train")) == 5
+    s1 = next(r for r in evals if r["entity_id"] == "shop:s1")
+    assert _sequence(s1) == ["item:i1", "item:i2", "item:i3"]  # the time rule's sequence
+
+
 def _sequence(record) -> list:
     return [e for e in record["seq_entity_id"] if e != schema.PAD_TOKEN]
 
