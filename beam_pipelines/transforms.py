@@ -444,10 +444,10 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
             sequence_length + 1)
     # The E_seq columns of the unique exposures, in order: a timed example's sequence is a
     # slice of them (at most L long, so padding it is exposure_sequence's padding).
-    columns = [[u[2][c] for u in unique] for c in ("key", "entity_type", "entity_category")]
+    columns = {name: [u[2][source] for u in unique] for name, source in SEQUENCE_SOURCES}
     window = None
-    if sequence_encoder is not None:
-        window = sequence_encoder.windows(dict(zip(SEQUENCE_COLUMNS, columns)))
+    if sequence_encoder is not None and timed:
+        window = sequence_encoder.windows(columns)
     entity_names = _entity_feature_names()
     pad = schema.PAD_TOKEN
     first_of_ts = 0  # index of the first exposure sharing the current timestamp
@@ -472,9 +472,8 @@ def assemble_user(user_id: str, profile: Optional[Mapping[str, str]],
         else:
             lo = max(0, first_of_ts - sequence_length)
             padding = [pad] * (sequence_length - (first_of_ts - lo))
-            example["seq_entity_id"] = columns[0][lo:first_of_ts] + padding
-            example["seq_entity_type"] = columns[1][lo:first_of_ts] + padding
-            example["seq_category"] = columns[2][lo:first_of_ts] + padding
+            for name, column in columns.items():
+                example[name] = column[lo:first_of_ts] + padding
             example["seq_length"] = first_of_ts - lo
         for name in entity_names:
             if name in imp:
@@ -533,23 +532,20 @@ def untimed_history(pool: Sequence[Tuple[str, Mapping[str, Any]]], own: Optional
     return [imp for fp, imp in pool if fp != own][:sequence_length]
 
 
-# The E_seq token features, in the order of assemble_user's exposure columns (key, entity type,
-# category).
-SEQUENCE_COLUMNS = ("seq_entity_id", "seq_entity_type", "seq_category")
+# The E_seq token features and the exposure field each one is read from.
+SEQUENCE_SOURCES = (("seq_entity_id", "key"), ("seq_entity_type", "entity_type"),
+                    ("seq_category", "entity_category"))
 
 
 def exposure_sequence(history: Sequence[Mapping[str, Any]], sequence_length: int
                       ) -> Dict[str, Any]:
     """The E_seq features of exposures in time order (oldest first) — or, without time, in
     :func:`untimed_history` order — padded to L."""
-    return {
-        "seq_entity_id": schema.pad_sequence([h["key"] for h in history], sequence_length),
-        "seq_entity_type": schema.pad_sequence([h["entity_type"] for h in history],
-                                               sequence_length),
-        "seq_category": schema.pad_sequence([h["entity_category"] for h in history],
-                                            sequence_length),
-        "seq_length": len(history),
-    }
+    features: Dict[str, Any] = {
+        name: schema.pad_sequence([h[source] for h in history], sequence_length)
+        for name, source in SEQUENCE_SOURCES}
+    features["seq_length"] = len(history)
+    return features
 
 
 def sampling_probability(train_count: int, total_train: int, corpus_size: int,
