@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+import types
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from tfrrl.data import schema
@@ -32,6 +33,9 @@ _KIND = {"string": _STRING, "float32": _FLOAT, "int64": _INT64}
 _FEATURE_TAG = {_STRING: b"\x0a", _FLOAT: b"\x12", _INT64: b"\x1a"}
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _PER_RECORD, _PRE_ENCODED = -2, -1  # plan codes of RecordEncoder (see its __init__)
+_NOTHING_PRE_ENCODED: Mapping[str, Sequence[str]] = types.MappingProxyType({})
+# What the fast path raises for a value it does not take as is (then the schema's encoder).
+FAST_PATH_ERRORS = (OverflowError, ValueError, TypeError, struct.error)
 
 
 def _varint(n: int) -> bytes:
@@ -144,27 +148,31 @@ class RecordEncoder:
 
     def __init__(self, features: Sequence[schema.Feature],
                  fallback: Callable[[Mapping[str, Any]], bytes],
-                 pre_encoded: Sequence[str] = ()):
-        """``pre_encoded``: features whose map entries arrive already encoded, together, as
-        the bytes value of :data:`SEQUENCE_ENTRIES` (:class:`SequenceEncoder`); they must be
-        adjacent in the map's key order."""
+                 pre_encoded: Mapping[str, Sequence[str]] = _NOTHING_PRE_ENCODED):
+        """``pre_encoded``: groups of features whose map entries arrive already encoded,
+        together, as the bytes value of one carrier name (:data:`SEQUENCE_ENTRIES`:
+        :class:`SequenceEncoder`; :data:`ENTITY_ENTRIES`: :func:`entity_entries`); the
+        features of a group must be adjacent in the map's key order."""
         ordered = sorted(features, key=lambda f: _map_key_order(f.name))
+        carrier_of = {name: carrier for carrier, names in pre_encoded.items() for name in names}
         # (name, default, length, kind, key field). ``length`` > 0: a sequence; 0: a scalar
         # whose entry is cached; _PER_RECORD: a scalar that seldom repeats (the meta group:
         # timestamps), encoded without the cache so it cannot crowd the repeating values out;
-        # _PRE_ENCODED: the pre-encoded group, appended as is. The non-zero codes are checked
+        # _PRE_ENCODED: a pre-encoded group, appended as is. The non-zero codes are checked
         # in the sequence branch: no cost per cached scalar.
         self._plan: List[Tuple[str, Any, int, int, bytes]] = []
         for f in ordered:
-            if f.name not in pre_encoded:
+            carrier = carrier_of.get(f.name)
+            if carrier is None:
                 length = f.length if f.is_sequence else _PER_RECORD if f.group == "meta" else 0
                 self._plan.append((f.name, f.default, length, _KIND[f.dtype],
                                    _field(b"\x0a", f.name.encode("utf-8"))))
-            elif not self._plan or self._plan[-1][0] != SEQUENCE_ENTRIES:
-                self._plan.append((SEQUENCE_ENTRIES, None, _PRE_ENCODED, _STRING, b""))
-        if sum(name == SEQUENCE_ENTRIES for name, *_ in self._plan) > int(bool(pre_encoded)):
-            raise ValueError(f"pre-encoded features {sorted(pre_encoded)} are not adjacent in "
-                             "the map's key order")
+            elif not self._plan or self._plan[-1][0] != carrier:
+                self._plan.append((carrier, None, _PRE_ENCODED, _STRING, b""))
+        for carrier, names in pre_encoded.items():
+            if sum(name == carrier for name, *_ in self._plan) != 1:
+                raise ValueError(f"pre-encoded features {sorted(names)} are not adjacent in "
+                                 "the map's key order")
         self._fallback = fallback
         self._cache: Dict[Tuple[str, type, Any], bytes] = {}
         # 0.0 and -0.0 are equal keys with other bytes: float zeros are cached by sign apart
@@ -174,11 +182,20 @@ class RecordEncoder:
     def __call__(self, values: Mapping[str, Any]) -> bytes:
         try:
             return self._encode(values)
-        except (OverflowError, ValueError, TypeError, struct.error):
+        except FAST_PATH_ERRORS:
             # The schema's bytes, or its error (pre-encoded entries decoded back first).
             return self._fallback(_with_decoded_entries(values))
 
+    def entries(self, values: Mapping[str, Any]) -> bytes:
+        """The record's map entries without the outer frame (what a record of more features
+        takes as a pre-encoded group); raises where :meth:`__call__` would fall back."""
+        return self._entries(values)
+
     def _encode(self, values: Mapping[str, Any]) -> bytes:
+        features = self._entries(values)
+        return b"\x0a" + _len_prefix(len(features)) + features
+
+    def _entries(self, values: Mapping[str, Any]) -> bytes:
         entries = []
         get = values.get
         cache = self._cache
@@ -208,12 +225,13 @@ class RecordEncoder:
                         cache.clear()
                     cache[ckey] = entry
             entries.append(entry)
-        features = b"".join(entries)
-        return b"\x0a" + _len_prefix(len(features)) + features
+        return b"".join(entries)
 
 
-# The carried value holding an example's pre-encoded E_seq map entries (SequenceEncoder).
+# The carried values holding pre-encoded groups of an example's map entries: the E_seq features
+# (SequenceEncoder, per user) and the target entity's features (entity_entries, per entity).
 SEQUENCE_ENTRIES = "seq_entries"
+ENTITY_ENTRIES = "entity_entries"
 
 
 def sequence_features(sequence_length: int) -> List[schema.Feature]:
@@ -221,14 +239,24 @@ def sequence_features(sequence_length: int) -> List[schema.Feature]:
     return [f for f in schema.example_features(sequence_length) if f.group == "E_seq"]
 
 
+def entity_block_features() -> List[schema.Feature]:
+    """The target entity's features of an example that are the same in every example of the
+    entity: E_aid, E_a, E_ac (adjacent in the key order, ``entity_*``). Not ``sampling_prob``,
+    which sits apart in the key order."""
+    return [f for f in schema.entity_features() if f.group in ("E_aid", "E_a", "E_ac")]
+
+
 def _with_decoded_entries(values: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``values`` with its :data:`SEQUENCE_ENTRIES` bytes decoded back into the E_seq values
-    (the rare fallback to the schema's encoder needs them)."""
-    entries = values.get(SEQUENCE_ENTRIES)
-    if not isinstance(entries, bytes):
+    """``values`` with its pre-encoded groups (:data:`SEQUENCE_ENTRIES`,
+    :data:`ENTITY_ENTRIES`) decoded back into their features' values (the rare fallback to the
+    schema's encoder needs them)."""
+    carried = [c for c in (SEQUENCE_ENTRIES, ENTITY_ENTRIES) if isinstance(values.get(c), bytes)]
+    if not carried:
         return values
-    out = {k: v for k, v in values.items() if k != SEQUENCE_ENTRIES}
-    out.update(schema.decode(b"\x0a" + _len_prefix(len(entries)) + entries))
+    out = {k: v for k, v in values.items() if k not in carried}
+    for carrier in carried:
+        entries = values[carrier]
+        out.update(schema.decode(b"\x0a" + _len_prefix(len(entries)) + entries))
     return out
 
 
@@ -297,15 +325,33 @@ class SequenceEncoder:
 
 
 @functools.lru_cache(maxsize=None)
-def example_encoder(sequence_length: int, pre_encoded_sequences: bool = False) -> RecordEncoder:
+def example_encoder(sequence_length: int, pre_encoded_sequences: bool = False,
+                    pre_encoded_entity: bool = False) -> RecordEncoder:
     """The encoder of ``schema.encode_example(values, sequence_length)``; with
     ``pre_encoded_sequences`` the E_seq features come as :data:`SEQUENCE_ENTRIES`
-    (:class:`SequenceEncoder`)."""
-    pre_encoded = ([f.name for f in sequence_features(sequence_length)]
-                   if pre_encoded_sequences else ())
+    (:class:`SequenceEncoder`), with ``pre_encoded_entity`` the target entity's block as
+    :data:`ENTITY_ENTRIES` (:func:`entity_entries`)."""
+    pre_encoded = {}
+    if pre_encoded_sequences:
+        pre_encoded[SEQUENCE_ENTRIES] = [f.name for f in sequence_features(sequence_length)]
+    if pre_encoded_entity:
+        pre_encoded[ENTITY_ENTRIES] = [f.name for f in entity_block_features()]
     return RecordEncoder(schema.example_features(sequence_length),
                          functools.partial(_encode_example, sequence_length=sequence_length),
                          pre_encoded)
+
+
+@functools.lru_cache(maxsize=None)
+def _entity_block_encoder() -> RecordEncoder:
+    return RecordEncoder(entity_block_features(), schema.encode_entity)
+
+
+def entity_entries(values: Mapping[str, Any]) -> bytes:
+    """The :data:`ENTITY_ENTRIES` of an example of this entity: the map entries of
+    :func:`entity_block_features` (``values``: the entity's features and ``entity_id``, as an
+    example carries them). Raises :data:`FAST_PATH_ERRORS` for a value the fast path does not
+    take: such an entity's examples are then encoded whole."""
+    return _entity_block_encoder().entries(values)
 
 
 @functools.lru_cache(maxsize=None)

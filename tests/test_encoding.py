@@ -113,6 +113,56 @@ def test_pre_encoded_sequences_give_the_same_record(overrides):
     assert encoder(_pre_encoded(values)) == schema.encode_example(values, L)
 
 
+ENTITY_NAMES = tuple(f.name for f in encoding.entity_block_features())
+
+
+def _entity_pre_encoded(values):
+    """``values`` with its E_seq features AND its entity block pre-encoded, as Finalize hands
+    them over."""
+    out = {k: v for k, v in _pre_encoded(values).items() if k not in ENTITY_NAMES}
+    out[encoding.ENTITY_ENTRIES] = encoding.entity_entries(
+        {k: values[k] for k in ENTITY_NAMES})
+    return out
+
+
+def test_the_entity_block_is_the_entity_id_and_its_features():
+    # E_aid + E_a + E_ac: entity_id, type, the categorical and numeric features; not
+    # sampling_prob (logq), which is per entity too but not adjacent in the key order.
+    assert set(ENTITY_NAMES) == {
+        "entity_id", "entity_type", "entity_category", "entity_brand", "entity_shop",
+        "entity_shop_level", "entity_creator", "entity_price", "entity_duration"}
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"entity_price": -0.0}, {"entity_category": "カテゴリ", "user_id": "ü"},
+    {"entity_price": 1e300},  # the REST of the record leaves the fast path: decoded back
+    {"timestamp": -5},
+])
+def test_a_pre_encoded_entity_block_gives_the_same_record(overrides):
+    values = _example(**overrides)
+    encoder = encoding.example_encoder(L, pre_encoded_sequences=True, pre_encoded_entity=True)
+    if overrides.get("entity_price") == 1e300:
+        # The block itself is refused (outside float32): Finalize encodes such an entity's
+        # examples whole.
+        with pytest.raises(encoding.FAST_PATH_ERRORS):
+            encoding.entity_entries({k: values[k] for k in ENTITY_NAMES})
+        return
+    assert encoder(_entity_pre_encoded(values)) == schema.encode_example(values, L)
+
+
+def test_fallback_decodes_both_pre_encoded_groups():
+    # A timestamp beyond int64 makes the fast path fail after both blocks were taken as is:
+    # the fallback decodes them back, and the schema's own error reaches the caller.
+    values = _example(timestamp=1 << 64)
+    encoder = encoding.example_encoder(L, pre_encoded_sequences=True, pre_encoded_entity=True)
+    with pytest.raises(ValueError):
+        encoder(_entity_pre_encoded(values))
+    decoded = encoding._with_decoded_entries(  # pylint: disable=protected-access
+        _entity_pre_encoded(_example()))
+    assert decoded["entity_brand"] == "b2" and decoded["seq_length"] == 2
+    assert decoded["entity_duration"] == 30.0 and encoding.ENTITY_ENTRIES not in decoded
+
+
 def test_pre_encoded_fallback_keeps_the_schemas_error():
     values = _example(timestamp=1 << 64)  # outside int64: the schema raises
     with pytest.raises(ValueError):
@@ -144,4 +194,4 @@ def test_pre_encoded_features_must_be_adjacent():
     features = schema.example_features(L)
     with pytest.raises(ValueError, match="adjacent"):
         encoding.RecordEncoder(features, schema.encode_example,
-                               pre_encoded=("entity_brand", "timestamp"))
+                               pre_encoded={"group": ("entity_brand", "timestamp")})

@@ -28,10 +28,18 @@ EXAMPLES = [
 ]
 
 
-def test_vocabulary_equals_the_token_by_token_sum():
+def _tally(examples):
+    """Each example handed over as Finalize does: its carried values and its entity's part."""
     tally = BundleTally()
-    for split_name, example in EXAMPLES:
-        tally.add(split_name, example)
+    for split_name, example in examples:
+        entity = transforms.entity_part(example)
+        carried = {k: v for k, v in example.items() if k not in entity}
+        tally.add(split_name, carried, entity)
+    return tally
+
+
+def test_vocabulary_equals_the_token_by_token_sum():
+    tally = _tally(EXAMPLES)
     expected = collections.Counter()
     for split_name, example in EXAMPLES:
         if split_name == "train":
@@ -47,9 +55,7 @@ def test_vocabulary_equals_the_token_by_token_sum():
 
 
 def test_split_statistics():
-    tally = BundleTally()
-    for split_name, example in EXAMPLES:
-        tally.add(split_name, example)
+    tally = _tally(EXAMPLES)
     stats = tally.stats()
     assert stats[("train", "total", "")] == 3 and stats[("eval", "total", "")] == 1
     assert stats[("train", "domain", "d1")] == 2 and stats[("train", "domain", "d2")] == 1

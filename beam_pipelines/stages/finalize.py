@@ -11,6 +11,7 @@ runner's per-element cost is paid per bucket, not per example.
 from __future__ import annotations
 
 import collections
+from typing import Any, Mapping
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -41,14 +42,19 @@ class BundleTally:
         self._entity_tokens = {}  # entity key → its values of the entity vocabulary fields
         self._train_per_other = collections.Counter()  # other field values → TRAIN examples
 
-    def add(self, split_name: str, example) -> None:
-        self._splits[(split_name, example["domain"], example["entity_type"])] += 1
+    def add(self, split_name: str, example: Mapping[str, Any],
+            entity: Mapping[str, Any]) -> None:
+        """One example: its per-user values and ``entity_id`` (``example``) and its entity's
+        features (``entity``: :func:`transforms.entity_part`, the same for every example of
+        the entity key)."""
+        self._splits[(split_name, example["domain"], entity["entity_type"])] += 1
         if split_name != transforms.TRAIN:
             return
         key = example["entity_id"]
         self._train_per_entity[key] += 1
         if key not in self._entity_tokens:
-            self._entity_tokens[key] = tuple(example[f] for f, _ in self._entity_fields)
+            values = dict(entity, entity_id=key)
+            self._entity_tokens[key] = tuple(values[f] for f, _ in self._entity_fields)
         self._train_per_other[tuple(example[f] for f, _ in self._other_fields)] += 1
 
     def written(self, split_name: str) -> int:
@@ -80,7 +86,9 @@ class BundleTally:
 class _FinalizeBucket(beam.DoFn):
     """One write bucket of one split: its packed carried examples + each one's entity features
     and Q(a) (a side input) → the serialized tf.Examples in write order, framed as ONE
-    TFRecord block on the split's output.
+    TFRecord block on the split's output. The entity's map entries (E_aid, E_a, E_ac) are
+    encoded once per entity and bundle (``encoding.entity_entries``) and appended to each of
+    its examples as is.
 
     The split statistics and the TRAIN vocabulary counts are summed per bundle
     (:class:`BundleTally`) and emitted in ``finish_bundle`` (``STATS``, ``VOCAB``): one element
@@ -93,25 +101,44 @@ class _FinalizeBucket(beam.DoFn):
         self._fields = transforms.carried_example_fields(sequence_length)
 
     def setup(self):
-        self._encode = encoding.example_encoder(self._L, pre_encoded_sequences=True)
+        self._encode = encoding.example_encoder(self._L, pre_encoded_sequences=True,
+                                                pre_encoded_entity=True)
+        self._encode_whole = encoding.example_encoder(self._L, pre_encoded_sequences=True)
 
     def start_bundle(self):
         self._tally = BundleTally()
-        self._entity_values = {}  # entity key → (its transforms.entity_part, Q(a))
+        # entity key → (its transforms.entity_part, Q(a), its encoding.entity_entries or None)
+        self._entity_values = {}
+
+    def _entity(self, key, entities):
+        """Once per entity and bundle: its features, Q(a) and the pre-encoded entity block
+        (None for an entity whose values the fast path does not take)."""
+        entity, prob = entities[key]
+        part = transforms.entity_part(entity)
+        try:
+            block = encoding.entity_entries(dict(part, entity_id=key))
+        except encoding.FAST_PATH_ERRORS:
+            block = None
+        values = self._entity_values[key] = (part, prob, block)
+        return values
 
     def process(self, bucket, entities):
         (split_name, _), batches = bucket
         records = []
+        fields = self._fields
         for value in in_write_order(batches):
             carried = packed.unpack(value)
             key = carried[-1]
-            entity_values = self._entity_values.get(key)
-            if entity_values is None:  # once per entity and bundle
-                entity, prob = entities[key]
-                entity_values = self._entity_values[key] = (transforms.entity_part(entity), prob)
-            example = transforms.complete_example(carried, self._fields, *entity_values)
-            self._tally.add(split_name, example)
-            records.append(self._encode(example))
+            part, prob, block = self._entity_values.get(key) or self._entity(key, entities)
+            example = dict(zip(fields, carried))
+            self._tally.add(split_name, example, part)
+            if block is not None:
+                example[encoding.ENTITY_ENTRIES] = block
+                example["sampling_prob"] = prob
+                records.append(self._encode(example))
+            else:
+                records.append(self._encode_whole(
+                    transforms.complete_example(carried, fields, part, prob)))
         yield pvalue.TaggedOutput(split_name, frame_records(records))
 
     def finish_bundle(self):
