@@ -27,7 +27,7 @@ from beam_pipelines.stages import outputs
 from beam_pipelines.stages.assembly import assemble_users
 from beam_pipelines.stages.catalog import read_catalog
 from beam_pipelines.stages.finalize import finalize_examples
-from beam_pipelines.stages.impressions import read_impressions
+from beam_pipelines.stages.impressions import impression_header, read_impressions
 from beam_pipelines.stages.probabilities import entity_probabilities
 from beam_pipelines.stages.profiles import read_profiles
 from beam_pipelines.stages.split import split_cutoff
@@ -44,7 +44,8 @@ def build_pipeline(p: beam.Pipeline, raw_dir: str, out_dir: str, spec: DatasetSp
     profiles = read_profiles(p, raw_dir, spec, dead)
     imps = read_impressions(p, raw_dir, spec, dead)
     cutoff = split_cutoff(p, imps, spec, cfg)
-    catalog_less, assembled = assemble_users(catalog, profiles, imps, cutoff, spec, cfg, dead)
+    catalog_less, assembled = assemble_users(catalog, profiles, imps, cutoff, spec, cfg, dead,
+                                             impression_header(raw_dir, spec))
     corpus = (catalog, catalog_less) | "CorpusEntities" >> beam.Flatten()
     # The entity features + Q(a) that every example of the entity takes come from a
     # corpus-sized side input, so no example crosses a per-entity shuffle.

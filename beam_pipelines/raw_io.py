@@ -11,7 +11,7 @@ per-element step instead of two; its dead letters keep the parsed row, as a sepa
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -24,6 +24,15 @@ from tfrrl.data import fileio
 
 def _rows_read_counter(source: str):
     return counters.counter(counters.rows_read_name(source))
+
+
+DELIMITERS = {"csv": ",", "tsv": "\t"}  # the delimited formats and their separators
+
+
+def table_header(pattern: str, fmt: str) -> Optional[List[str]]:
+    """The column names of a delimited table (its first file's header line); None for the
+    formats whose rows name their own fields (JSONL, Parquet)."""
+    return _read_header(pattern, DELIMITERS[fmt]) if fmt in DELIMITERS else None
 
 
 def _read_header(pattern: str, delimiter: str):
@@ -48,7 +57,7 @@ class _ParseLine(beam.DoFn):
     def __init__(self, source: str, fmt: str, header, row_fn: Optional[RowFn]):
         self._source, self._fmt, self._header = source, fmt, header
         self._row_fn = row_fn or _identity
-        self._delimiter = "\t" if fmt == "tsv" else ","
+        self._delimiter = DELIMITERS.get(fmt, ",")
 
     def setup(self):
         self._read = _rows_read_counter(self._source)
@@ -99,11 +108,8 @@ class ReadRawTable(beam.PTransform):
                        | "Count" >> beam.ParDo(_CountRows(self._source, self._row_fn))
                        .with_outputs(DEAD, main="rows"))
             return {"rows": counted.rows, DEAD: counted[DEAD]}
-        header = None
-        skip = 0
-        if self._fmt in ("csv", "tsv"):
-            header = _read_header(self._pattern, "\t" if self._fmt == "tsv" else ",")
-            skip = 1
+        header = table_header(self._pattern, self._fmt)
+        skip = 0 if header is None else 1
         lines = pbegin | "ReadLines" >> beam.io.ReadFromText(
             self._pattern, coder=beam.coders.BytesCoder(), skip_header_lines=skip)
         parsed = lines | "Parse" >> beam.ParDo(

@@ -115,7 +115,8 @@ from beam_pipelines.stages import outputs
 from beam_pipelines.stages.assembly import assemble_users
 from beam_pipelines.stages.catalog import read_catalog
 from beam_pipelines.stages.finalize import finalize_examples
-from beam_pipelines.stages.impressions import impression_user, read_impressions
+from beam_pipelines.stages.impressions import (impression_header, impression_user,
+                                               read_impressions)
 from beam_pipelines.stages.probabilities import entity_probabilities
 from beam_pipelines.stages.profiles import read_profiles
 from beam_pipelines.stages.split import split_cutoff
@@ -282,16 +283,17 @@ def _over_shards(p: beam.Pipeline, layout: Layout, name: str,
 
 
 def build_assemble_pass(p: beam.Pipeline, out_dir: str, layout: Layout, shard: int,
-                        spec: DatasetSpec, cfg: PrepareConfig,
-                        cutoff: Optional[int]) -> AssembledShard:
-    """Per-user assembly of one shard (entity join, sequences, label rule, split)."""
+                        spec: DatasetSpec, cfg: PrepareConfig, cutoff: Optional[int],
+                        row_header: Optional[List[str]]) -> AssembledShard:
+    """Per-user assembly of one shard (entity join, sequences, label rule, split);
+    ``row_header``: ``stages.impressions.impression_header`` of the raw folder."""
     dead: List[beam.PCollection] = []
     catalog = p | "Unstage[catalog]" >> _Unstage(layout.pattern(CATALOG))
     profiles = p | "Unstage[profiles]" >> _Unstage(layout.pattern(PROFILES, shard))
     imps = p | "Unstage[impressions]" >> _Unstage(layout.pattern(IMPRESSIONS, shard))
     fixed_cutoff = p | "FixedCutoff" >> beam.Create([cutoff])
     catalog_less, assembled = assemble_users(catalog, profiles, imps, fixed_cutoff, spec, cfg,
-                                             dead)
+                                             dead, row_header)
     _ = assembled.examples | "Stage[examples]" >> _Stage(layout.prefix(EXAMPLES, shard))
     train_counts = assembled[TRAIN_COUNT] | "CountPerEntity" >> beam.CombinePerKey(sum)
     _ = train_counts | "Stage[train_counts]" >> _Stage(layout.prefix(TRAIN_COUNTS, shard))
@@ -349,11 +351,12 @@ def build_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout, cfg: Prepar
 
 
 def build_assemble_and_merge_pass(p: beam.Pipeline, out_dir: str, layout: Layout,
-                                  spec: DatasetSpec, cfg: PrepareConfig,
-                                  cutoff: Optional[int]) -> None:
+                                  spec: DatasetSpec, cfg: PrepareConfig, cutoff: Optional[int],
+                                  row_header: Optional[List[str]]) -> None:
     """The last shard's assemble pass with the merge in the same pipeline (one start-up less);
     shards 0..N-2 must be assembled."""
-    last = build_assemble_pass(p, out_dir, layout, layout.num_shards - 1, spec, cfg, cutoff)
+    last = build_assemble_pass(p, out_dir, layout, layout.num_shards - 1, spec, cfg, cutoff,
+                               row_header)
     build_merge_pass(p, out_dir, layout, cfg, last)
 
 
@@ -536,11 +539,12 @@ def run_passes(raw_dir: str, work_dir: str, spec: DatasetSpec, cfg: PrepareConfi
     try:
         passes.run("partition", build_partition_pass, raw_dir, work_dir, layout, spec, cfg)
         cutoff = _read_json(layout.cutoff_file)["cutoff"]
+        row_header = impression_header(raw_dir, spec)
         passes.run_all([(f"assemble {i + 1}/{n}", build_assemble_pass, work_dir, layout, i,
-                         spec, cfg, cutoff) for i in range(pooled)])
+                         spec, cfg, cutoff, row_header) for i in range(pooled)])
         if fold:
             passes.run(f"assemble {n}/{n} + merge", build_assemble_and_merge_pass, work_dir,
-                       layout, spec, cfg, cutoff)
+                       layout, spec, cfg, cutoff, row_header)
         else:
             passes.run("merge", build_merge_pass, work_dir, layout, cfg)
         merged = _read_json(layout.merge_file)

@@ -197,6 +197,14 @@ def test_dead_letters_and_snapshots_are_identical(both):
         {**{("impressions", r): n for r, n in EXPECTED_IMPRESSION_DEAD.items()},
          **{("users", r): n for r, n in EXPECTED_USER_DEAD.items()},
          **{("catalog:item", r): n for r, n in EXPECTED_ITEM_DEAD.items()}})
+    # A row dead-lettered after parsing (it travelled compactly, as its values alone) shows
+    # its columns by name, like the rows rejected while parsing.
+    rows = {d["reason"]: d["row"] for d in dead if d["source"] == "impressions"}
+    columns = ["user_id", "entity_id", "entity_type", "domain", "timestamp", "click"]
+    for reason, column, value in (("unknown_user", "user_id", "ghost"),
+                                  ("unknown_entity", "entity_id", "nope")):
+        assert sorted(rows[reason]) == sorted(columns) and rows[reason][column] == value
+    assert sorted(rows["duplicate_row"]) == sorted(columns)
 
 
 def test_accounting_balances_with_each_bad_row_once(both):

@@ -387,3 +387,24 @@ def test_sequence_encoder_writes_the_entries_of_the_lists(timed):
         assert ex2[encoding.SEQUENCE_ENTRIES] == encoder.entries(ex1)
         assert {k: v for k, v in ex1.items() if not k.startswith("seq_")} == {
             k: v for k, v in ex2.items() if k != encoding.SEQUENCE_ENTRIES}
+
+
+@pytest.mark.parametrize("header, line", [
+    (["user_id", "entity_id", "click"], "u1,i9,1"),
+    # A repeated column name: the parser's dict keeps the first place and the last value.
+    (["user_id", "x", "x", "click"], "u1,a,b,0"),
+    # An underscore column is not shown in a dead letter, carried or not.
+    (["user_id", "_internal", "click"], "u1,secret,1"),
+])
+def test_a_carried_delimited_row_restores_to_its_dead_letter_form(header, line):
+    row = transforms.parse_delimited_line(line.encode(), header, ",")
+    carried = transforms.carried_row(row, delimited=True)
+    assert carried == tuple(row.values())  # the values alone travel
+    assert transforms.restored_row(carried, header) == transforms.dead_letter_row(row)
+
+
+def test_other_rows_travel_in_dead_letter_form():
+    row = {"user_id": "u1", "when": 3, "_meta": "x"}  # a JSON or Parquet row
+    carried = transforms.carried_row(row, delimited=False)
+    assert carried == {"user_id": "u1", "when": 3}
+    assert transforms.restored_row(carried, None) == carried

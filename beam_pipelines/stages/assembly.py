@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
-from typing import List
+from typing import List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -45,7 +45,8 @@ class _AttachEntity(beam.DoFn):
     corpus.
     """
 
-    def __init__(self, spec: DatasetSpec):
+    def __init__(self, spec: DatasetSpec, row_header: Optional[Sequence[str]]):
+        self._row_header = row_header
         self._has_catalog = {n: et.path is not None for n, et in spec.entity_types.items()}
         self._category = schema.entity_feature_name("category")
         self._default_category = schema.DEFAULT_TOKEN
@@ -62,7 +63,8 @@ class _AttachEntity(beam.DoFn):
         else:
             type_name, _ = link_spec.split_entity_key(key)
             if self._has_catalog[type_name]:
-                yield reject(IMPRESSIONS, "unknown_entity", imp[ROW_INDEX], key)
+                yield reject(IMPRESSIONS, "unknown_entity",
+                             transforms.restored_row(imp[ROW_INDEX], self._row_header), key)
                 return
             self._catalog_less.add(key)
             category = self._default_category
@@ -88,7 +90,9 @@ class _AssembleUser(beam.DoFn):
     train count per entity (``TRAIN_COUNT``) is summed over the bundle and emitted in
     ``finish_bundle`` (one element per entity and bundle)."""
 
-    def __init__(self, spec: DatasetSpec, cfg: PrepareConfig):
+    def __init__(self, spec: DatasetSpec, cfg: PrepareConfig,
+                 row_header: Optional[Sequence[str]]):
+        self._row_header = row_header
         self._require_profile = spec.users is not None
         self._label = spec.label
         self._cfg = cfg
@@ -121,7 +125,8 @@ class _AssembleUser(beam.DoFn):
             split=split, sequence_length=self._cfg.sequence_length,
             sequence_encoder=self._sequence_encoder)
         for reason, imp in out.dead:
-            yield reject(IMPRESSIONS, reason, imp["_row"], user_id)
+            yield reject(IMPRESSIONS, reason,
+                         transforms.restored_row(imp["_row"], self._row_header), user_id)
         for rule, imp in out.filtered:
             counters.counter(counters.filtered_name(rule)).inc()
             yield pvalue.TaggedOutput(FILTERED, rule)
@@ -144,10 +149,13 @@ class _AssembleUser(beam.DoFn):
 
 def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
                    imps: beam.PCollection, cutoff: beam.PCollection, spec: DatasetSpec,
-                   cfg: PrepareConfig, dead: List[beam.PCollection]):
+                   cfg: PrepareConfig, dead: List[beam.PCollection],
+                   row_header: Optional[Sequence[str]]):
     """Join with unified entities (``catalog``: ``(key, entity)``, read as a side input;
     unknown entities → dead letter), then per user: profile join, dedupe, sequences, label
     rule, split. The per-user shuffle moves compact packed tuples, not dicts (packed.py).
+    ``row_header``: the impression table's column names when it is delimited
+    (``stages.impressions.impression_header``), to name a dead-lettered row's values.
 
     Returns ``(catalog_less, assembled)``: ``catalog_less`` holds ``(key, entity with the
     defaults)`` once per entity of a catalog-less type with an impression (the corpus is
@@ -156,7 +164,7 @@ def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
     ``TRAIN_COUNT``, ``USER_SNAPSHOT`` and ``FILTERED`` outputs.
     """
     joined = (imps | "AttachEntities" >> beam.ParDo(
-        _AttachEntity(spec), catalog=pvalue.AsDict(catalog)).with_outputs(
+        _AttachEntity(spec, row_header), catalog=pvalue.AsDict(catalog)).with_outputs(
             DEAD, CATALOG_LESS, main="imps"))
     dead.append(joined[DEAD])
     catalog_less = (joined[CATALOG_LESS] | "CatalogLessKeys" >> beam.Distinct()
@@ -164,7 +172,8 @@ def assemble_users(catalog: beam.PCollection, profiles: beam.PCollection,
     assembled = ({"profile": profiles, "imps": joined.imps}
                  | "GroupByUser" >> packed.GroupPacked()
                  | "AssembleUsers" >> beam.ParDo(
-                     _AssembleUser(spec, cfg), cutoff=pvalue.AsSingleton(cutoff)).with_outputs(
+                     _AssembleUser(spec, cfg, row_header),
+                     cutoff=pvalue.AsSingleton(cutoff)).with_outputs(
                          DEAD, FILTERED, USER_SNAPSHOT, TRAIN_COUNT, main="examples"))
     dead.append(assembled[DEAD])
     return catalog_less, assembled
