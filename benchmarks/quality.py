@@ -131,7 +131,9 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
          f"train.eval_steps={args.validation_steps or 'null'}"])
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
     start = time.time()
-    model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
+    # A run killed mid-training (a session's end) resumes from its backup: weights, data
+    # position, history and early stopping go on where they were.
+    model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=True)
     train_s = time.time() - start
     data = PreparedDataset(data_dir)
     evaluated = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,

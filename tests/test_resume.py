@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl.training import trainer
+from tfrrl.training.callbacks import RunEarlyStopping, TrainingBackup
 
 STEPS, EPOCHS, EVERY = 12, 3, 4
 SETTINGS = TINY_MODEL + RRL_ON + [f"train.steps_per_epoch={STEPS}", "train.eval_steps=4",
@@ -82,13 +84,84 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(small_synthet
     assert resumed_from >= killed_at  # the kill may land after a newer backup was committed
     got = json.loads((run / "history.json").read_text())
     assert not (run / "backup").exists()  # removed once the run completed
-    # The resumed process only reports the epochs it ran (the one it finished, and later ones).
-    n = len(got["val_loss"])
-    assert 1 <= n <= EPOCHS - resumed_from // STEPS
-    # Same seed, same data position, same state: the eval losses of the epochs it ran equal
-    # the uninterrupted run's. Tolerance: the negatives, dropout and critic interpolates drawn
-    # after the restart come from a re-seeded generator, so they differ (measured: 0.3%).
+    # The resumed run reports every epoch: those before the kill come from the backup.
+    assert len(got["val_loss"]) == EPOCHS
+    # Same seed, same data position, same state: the eval losses equal the uninterrupted
+    # run's. Tolerance: the negatives, dropout and critic interpolates drawn after the restart
+    # come from a re-seeded generator, so they differ (measured: 0.3%).
     print(f"\nkilled at step {killed_at}, resumed from {resumed_from}; eval loss resumed "
-          f"{got['val_loss']} vs uninterrupted {want['val_loss'][-n:]}")
-    np.testing.assert_allclose(got["val_loss"], want["val_loss"][-n:], rtol=0.02)
-    np.testing.assert_allclose(got["val_ce_loss"], want["val_ce_loss"][-n:], rtol=0.02)
+          f"{got['val_loss']} vs uninterrupted {want['val_loss']}")
+    np.testing.assert_allclose(got["val_loss"], want["val_loss"], rtol=0.02)
+    np.testing.assert_allclose(got["val_ce_loss"], want["val_ce_loss"], rtol=0.02)
+
+
+class _StubModel:
+    """What the early stopping and the backup touch of a model."""
+
+    def __init__(self):
+        self.stop_training = False
+        self.weights = "w0"
+
+    def save_weights(self, path, overwrite=True):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.weights)
+
+    def build_optimizers(self):
+        pass
+
+    def load_weights(self, path):
+        with open(path, encoding="utf-8") as f:
+            self.weights = f.read()
+
+
+# Validation CE per epoch. By hand, patience 2: epoch 1 (4.0) is the best; epochs 2 and 3 do
+# not improve on it, so an uninterrupted run stops after epoch 3 (two epochs without progress).
+VAL_CE = [5.0, 4.0, 4.5, 4.6, 3.0]
+
+
+def _epochs(callbacks, model, epochs):
+    """Ends ``epochs`` with their VAL_CE (early stopping first, then the backup, as the trainer
+    orders them); returns the epoch training stopped after, or None."""
+    for cb in callbacks:
+        cb.set_model(model)
+        cb.on_train_begin()
+    for epoch in epochs:
+        logs = {"loss": 10.0 - epoch, "val_ce_loss": VAL_CE[epoch]}
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            return epoch
+    return None
+
+
+def test_early_stopping_and_history_go_on_across_a_restart(tmp_path):
+    uninterrupted = RunEarlyStopping("val_ce_loss", patience=2)
+    assert _epochs([uninterrupted], _StubModel(), range(5)) == 3
+
+    # Killed after epoch 1, restarted in a new process: the backup brings back the history of
+    # epochs 0-1 and the early stopping's state, so the run still stops after epoch 3.
+    first = RunEarlyStopping("val_ce_loss", patience=2)
+    backup = TrainingBackup(str(tmp_path), every_steps=100, fingerprint="f",
+                            early_stopping=first)
+    assert _epochs([first, backup], _StubModel(), range(2)) is None
+    again = RunEarlyStopping("val_ce_loss", patience=2)
+    restored = TrainingBackup(str(tmp_path), every_steps=100, fingerprint="f",
+                              early_stopping=again)
+    model = _StubModel()
+    restored.restore(model)
+    assert restored.history == {"loss": [10.0, 9.0], "val_ce_loss": [5.0, 4.0]}
+    assert again.state() == {"wait": 0, "best": 4.0, "best_epoch": 1}
+    assert _epochs([again, restored], model, range(2, 5)) == 3
+    assert restored.history["val_ce_loss"] == VAL_CE[:4]
+
+    # Keras' own EarlyStopping started afresh would take epoch 2 as its best and run on.
+    fresh = keras.callbacks.EarlyStopping(monitor="val_ce_loss", mode="min", patience=2)
+    assert _epochs([fresh], _StubModel(), range(2, 5)) is None
+
+
+def test_a_second_fit_call_keeps_the_patience_count():
+    # A resume inside an epoch makes two fit calls; the second must not reset the count.
+    early = RunEarlyStopping("val_ce_loss", patience=2)
+    model = _StubModel()
+    assert _epochs([early], model, range(3)) is None  # wait = 1 after epoch 2
+    assert _epochs([early], model, range(3, 5)) == 3

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from typing import Dict, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
 import keras
 
@@ -72,6 +72,39 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 "(train.learning_rate, model.rrl.critic_learning_rate).")
 
 
+class RunEarlyStopping(keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping`` over a whole RUN rather than one ``fit`` call: a run
+    resumed from its backup may need two ``fit`` calls (the rest of the epoch it was killed
+    in, then the later ones), and the patience counter and best value go on across them and
+    across the restart (:meth:`state` is saved with every backup, :meth:`load_state` restores
+    it). It never restores weights itself: the trainer loads the best checkpoint at the end
+    (the file ``ModelCheckpoint`` keeps, which a restarted process still has).
+    """
+
+    def __init__(self, monitor: str, patience: int):
+        super().__init__(monitor=monitor, mode="min", patience=patience,
+                         restore_best_weights=False)
+        self._run_started = False
+
+    def on_train_begin(self, logs=None):
+        if not self._run_started:  # the run's first fit call: Keras' reset
+            super().on_train_begin(logs)
+            self._run_started = True
+        self.stopped_epoch = 0
+
+    def state(self) -> Dict[str, Any]:
+        """What a backup keeps: the patience counter, the best value and its epoch."""
+        return {"wait": int(self.wait), "best": None if self.best is None else float(self.best),
+                "best_epoch": int(self.best_epoch)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        super().on_train_begin()
+        self._run_started = True
+        self.wait = int(state["wait"])
+        self.best = state["best"]
+        self.best_epoch = int(state["best_epoch"])
+
+
 class TrainingBackup(keras.callbacks.Callback):
     """Fault-tolerant training: a backup every ``every_steps`` steps and at every epoch end, from
     which :func:`tfrrl.training.trainer.train` resumes after a crash or ``kill -9``.
@@ -85,11 +118,14 @@ class TrainingBackup(keras.callbacks.Callback):
     backup. ``fingerprint`` ties a backup to its experiment and data; a mismatching one is
     refused rather than silently mixed.
 
-    Not restored: Keras' own per-fit state (EarlyStopping's patience counter and best value
-    restart after a resume; the best-weights checkpoint on disk is kept).
+    With the weights, ``latest.json`` keeps the run's history so far (one value per finished
+    epoch and metric: :attr:`history`, what ``history.json`` shows at the end) and the state
+    of the run's :class:`RunEarlyStopping`, so a resumed run reports every epoch and stops
+    where an uninterrupted one stops.
     """
 
-    def __init__(self, backup_dir: str, every_steps: int, fingerprint: str, start_step: int = 0):
+    def __init__(self, backup_dir: str, every_steps: int, fingerprint: str, start_step: int = 0,
+                 early_stopping: Optional[RunEarlyStopping] = None):
         super().__init__()
         if every_steps < 1:
             raise ValueError("every_steps must be >= 1")
@@ -98,6 +134,8 @@ class TrainingBackup(keras.callbacks.Callback):
         self.fingerprint = fingerprint
         self.step = int(start_step)
         self.epoch = 0
+        self.early_stopping = early_stopping
+        self.history: Dict[str, List[float]] = {}  # metric → its value after each epoch
 
     # -- reading -------------------------------------------------------------------------
     @classmethod
@@ -122,6 +160,9 @@ class TrainingBackup(keras.callbacks.Callback):
         model.load_weights(os.path.join(self.backup_dir, state["weights"]))
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
+        self.history = {k: list(v) for k, v in state.get("history", {}).items()}
+        if self.early_stopping is not None and state.get("early_stopping"):
+            self.early_stopping.load_state(state["early_stopping"])
         return self.step
 
     # -- writing -------------------------------------------------------------------------
@@ -134,7 +175,11 @@ class TrainingBackup(keras.callbacks.Callback):
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
+        # After EarlyStopping's own on_epoch_end (it comes earlier in the callback list), so
+        # the saved state includes this epoch.
         self.epoch = epoch + 1
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(float(v))
         self.save()
 
     def save(self) -> None:
@@ -144,7 +189,9 @@ class TrainingBackup(keras.callbacks.Callback):
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, os.path.join(self.backup_dir, name))
         state = {"step": self.step, "epoch": self.epoch, "weights": name,
-                 "fingerprint": self.fingerprint, "time": time.time()}
+                 "fingerprint": self.fingerprint, "time": time.time(), "history": self.history,
+                 "early_stopping": (self.early_stopping.state()
+                                    if self.early_stopping is not None else None)}
         tmp_state = os.path.join(self.backup_dir, f".tmp-{BACKUP_STATE}")
         with open(tmp_state, "w", encoding="utf-8") as f:
             json.dump(state, f)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -33,8 +33,8 @@ from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
 from tfrrl.model.matching import MatchingModel
 from tfrrl.training import distribution
-from tfrrl.training.callbacks import (NonFiniteGuard, StepLogger, TrainingBackup,
-                                     TrainingProgress)
+from tfrrl.training.callbacks import (NonFiniteGuard, RunEarlyStopping, StepLogger,
+                                     TrainingBackup, TrainingProgress)
 from tfrrl.training.self_training import PseudoFractionSchedule
 
 def _in_validation(example) -> tf.Tensor:
@@ -218,7 +218,10 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     Fault tolerance: every ``train.backup_every_steps`` steps and at each epoch end the full
     training state is backed up under ``<out_dir>/backup/`` (:class:`TrainingBackup`). Running
     the same command again after a crash or kill resumes from there (``resume=False`` starts
-    over); the backup is removed when the run completes.
+    over) with the run's history and early-stopping state (:class:`RunEarlyStopping`), so it
+    reports every epoch and stops where an uninterrupted run stops; the backup is removed when
+    the run completes. The returned model holds the best epoch's weights (the
+    ``checkpoints/`` file of ``ModelCheckpoint``).
     """
     # First: MultiWorkerMirroredStrategy must configure the runtime before any other TF op.
     strategy = distribution.make_strategy(exp.train.distribution)
@@ -264,8 +267,10 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
     backup_dir = run_folder.path(out_dir, run_folder.BACKUP_DIR)
     if not resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
+    # The run's early stopping and history go on across a restart: both are in the backup.
+    early_stopping = RunEarlyStopping(exp.train.monitor, exp.train.early_stopping_patience)
     backup = TrainingBackup(backup_dir, exp.train.backup_every_steps,
-                            run_fingerprint(exp, data, steps))
+                            run_fingerprint(exp, data, steps), early_stopping=early_stopping)
     start_step = backup.restore(model)
     # After the restore: the run's length is this command's (--epochs may differ from the
     # backup's), the progress (optimizer iterations) the backup's.
@@ -275,6 +280,7 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
               f"batch {start_step % steps} of {steps}) in {backup_dir}", flush=True)
     if progress:
         progress.resume_from(start_step)
+    best_path = run_folder.checkpoint_path(out_dir, run_folder.BEST_WEIGHTS)
     callbacks = [
         *([progress] if progress else []),
         keras.callbacks.TensorBoard(run_folder.path(out_dir, run_folder.LOGS_DIR),
@@ -283,36 +289,32 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
         NonFiniteGuard(exp.train.max_nonfinite_steps),
         *([PseudoFractionSchedule.from_config(exp.model.adi.self_training)]  # ADI: p per epoch
           if exp.model.adi.self_training.enabled else []),
-        keras.callbacks.ModelCheckpoint(run_folder.checkpoint_path(out_dir,
-                                                                   run_folder.BEST_WEIGHTS),
-                                        monitor=exp.train.monitor, mode="min",
-                                        save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor=exp.train.monitor, mode="min",  # every loss
-                                      patience=exp.train.early_stopping_patience,
-                                      restore_best_weights=True),
-        backup,
+        keras.callbacks.ModelCheckpoint(best_path, monitor=exp.train.monitor, mode="min",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=early_stopping.best),
+        early_stopping,  # every monitored value is a loss: lower is better
+        backup,  # after early stopping: its state after the epoch goes into the backup
     ]
     if exp.train.save_epoch_checkpoints:  # one file per epoch, for `tfrrl analyze`
         callbacks.append(keras.callbacks.ModelCheckpoint(
             run_folder.checkpoint_path(out_dir, run_folder.EPOCH_WEIGHTS),
             save_weights_only=True, save_freq="epoch"))
-    hist: Dict[str, List[float]] = {}
     for initial_epoch, end_epoch, epoch_steps, first_step in fit_schedule(
             start_step, steps, total_epochs):
         stream = distribution.shard_by_data(train_stream(data, exp, first_step))
-        history = model.fit(stream, validation_data=eval_ds,
-                            initial_epoch=initial_epoch, epochs=end_epoch,
-                            steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=0,
-                            shuffle=False)  # the tf.data pipeline shuffles
-        for k, v in history.history.items():
-            hist.setdefault(k, []).extend(float(x) for x in v)
+        model.fit(stream, validation_data=eval_ds, initial_epoch=initial_epoch,
+                  epochs=end_epoch, steps_per_epoch=epoch_steps, callbacks=callbacks, verbose=0,
+                  shuffle=False)  # the tf.data pipeline shuffles
         if model.stop_training:  # early stopping
             if progress:
                 progress.progress.message(f"early stopping: {exp.train.monitor} stopped "
                                           "improving")
             break
-    return model, hist, backup
+    if early_stopping.best is not None:
+        # The best epoch's weights, which ModelCheckpoint saved (the same monitor and rule),
+        # also when that epoch ran before a restart.
+        model.load_weights(best_path)
+    return model, backup.history, backup
 
 
 def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[str] = None,
