@@ -52,7 +52,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -236,6 +236,56 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
         lines.append(f"| {name} | — | " + " | ".join(
             f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns)
             + " | — | — | — | — | — | — | — |")
+    return "\n".join(lines) + "\n"
+
+
+# The paper's claims as (config, reference, factor): config's mean Recall@N ≥ factor × the
+# reference's. Table III: Backbone&RRL ≥ PLE ≥ DNN and +10% over DNN; Table IV (average
+# relative change: DAL +2.62%, MVWDL +2.58%, DAL&UWL +3.30%, RRL +5.10% over the Backbone):
+# every module helps the Backbone, UWL helps DAL, the full RRL beats every partial version.
+PAPER_CLAIMS: Tuple[Tuple[str, str, float, str], ...] = (
+    ("backbone_rrl", "ple", 1.0, "III"),
+    ("ple", "dnn", 1.0, "III"),
+    ("backbone_rrl", "dnn", 1.10, "III"),
+    ("backbone_dal", "backbone", 1.0, "IV"),
+    ("backbone_mvwdl", "backbone", 1.0, "IV"),
+    ("backbone_dal_uwl", "backbone_dal", 1.0, "IV"),
+    ("backbone_rrl", "backbone_dal_uwl", 1.0, "IV"),
+    ("backbone_rrl", "backbone_mvwdl", 1.0, "IV"),
+    ("backbone_rrl", "backbone", 1.0, "IV"),
+)
+CLAIM_SEEDS = 3  # a claim is settled on at least this many seeds of both configs
+
+
+def claims_table(results: List[Dict], ns: Sequence[int], group: str = "warm") -> str:
+    """The paper's claims (:data:`PAPER_CLAIMS`) on the measured runs: for each pair and N the
+    two mean Recall@N on the ``group`` queries, PASS when config ≥ factor × reference, else
+    MISS; "(n seeds: provisional)" below :data:`CLAIM_SEEDS` seeds; pairs with a config not run
+    are left out."""
+    by_config: Dict[str, List[Dict]] = {}
+    for r in results:
+        by_config.setdefault(r["config"], []).append(r)
+    lines = [f"The paper's claims on {group} queries (mean Recall@N over seeds; PASS when the "
+             "config ≥ factor × the reference; settled on ≥ "
+             f"{CLAIM_SEEDS} seeds of both)", "",
+             "| table | claim | " + " | ".join(f"@{n}" for n in ns) + " | seeds |",
+             "|---|---|" + "---|" * len(ns) + "---|"]
+    for config_name, reference, factor, table in PAPER_CLAIMS:
+        if config_name not in by_config or reference not in by_config:
+            continue
+        cells = []
+        for n in ns:
+            a = float(np.nanmean([run_recall(r, group, n) for r in by_config[config_name]]))
+            b = float(np.nanmean([run_recall(r, group, n) for r in by_config[reference]]))
+            verdict = "PASS" if a >= factor * b else "MISS"
+            cells.append(f"{a:.4f} vs {b:.4f} ({(a / b - 1) * 100:+.1f}%) {verdict}")
+        seeds = min(len(by_config[config_name]), len(by_config[reference]))
+        claim = (f"{config_name} ≥ {reference}" if factor == 1.0
+                 else f"{config_name} ≥ {factor:g} × {reference}")
+        lines.append(f"| {table} | {claim} | " + " | ".join(cells) + f" | {seeds}"
+                     + (" (provisional)" if seeds < CLAIM_SEEDS else "") + " |")
+    if len(lines) == 4:
+        return ""
     return "\n".join(lines) + "\n"
 
 
@@ -473,6 +523,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results, {k: v["macro"] for k, v in references.items()}, ns,
         f"Recall-all@N (macro average over domains) on {args.dataset}, all queries: "
         f"{len(queries)} test queries, corpus {queries.corpus_size:,}; {setup}", "all"))
+    claims = claims_table(results, ns[:3],
+                          "warm" if warm_cold["warm"]["num_queries"] else "all")
+    if claims:
+        tables.append(claims)
     if args.paired_with:
         tables.append(paired_table(results, args.paired_with, "all"))
     window = refs.details["recent_popularity"]

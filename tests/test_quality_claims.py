@@ -1,0 +1,40 @@
+"""The paper's claims as benchmarks/quality.py reports them (``claims_table``), by hand."""
+
+from __future__ import annotations
+
+from benchmarks.quality import claims_table
+
+
+def _run(config, seed, r50, r100):
+    report = {"macro": {"recall@50": r50, "recall@100": r100}}
+    return {"config": config, "seed": seed, "recall": report,
+            "recall_warm_cold": {"warm": report}}
+
+
+def _rows(results):
+    return {line.split(" | ")[1]: line for line in
+            claims_table(results, (50, 100)).splitlines() if line.startswith("| III")
+            or line.startswith("| IV")}
+
+
+def test_table_iii_claims_by_hand():
+    results = [_run("dnn", s, 0.30, 0.40) for s in range(3)]
+    results += [_run("ple", s, 0.31, 0.42) for s in range(3)]
+    # Backbone&RRL: means 0.32 @50 ((0.31 + 0.33) / 2) and 0.45 @100, two seeds only.
+    results += [_run("backbone_rrl", 0, 0.31, 0.44), _run("backbone_rrl", 1, 0.33, 0.46)]
+    rows = _rows(results)
+    # RRL ≥ PLE: 0.32 ≥ 0.31 (+3.2%) and 0.45 ≥ 0.42 (+7.1%): PASS at both N; 2 seeds.
+    assert rows["backbone_rrl ≥ ple"].count("PASS") == 2
+    assert "0.3200 vs 0.3100 (+3.2%)" in rows["backbone_rrl ≥ ple"]
+    assert rows["backbone_rrl ≥ ple"].endswith("| 2 (provisional) |")
+    # PLE ≥ DNN on 3 seeds each: settled, not provisional.
+    assert rows["ple ≥ dnn"].endswith("| 3 |")
+    # +10% over DNN: 0.32 < 1.1 × 0.30 = 0.33 → MISS @50; 0.45 ≥ 0.44 → PASS @100.
+    cells = rows["backbone_rrl ≥ 1.1 × dnn"].split(" | ")
+    assert cells[2].endswith("MISS") and cells[3].endswith("PASS")
+
+
+def test_claims_of_configs_not_run_are_left_out():
+    rows = _rows([_run("backbone", 0, 0.3, 0.4), _run("backbone_dal", 0, 0.29, 0.41)])
+    assert list(rows) == ["backbone_dal ≥ backbone"]
+    assert claims_table([_run("dnn", 0, 0.3, 0.4)], (50,)) == ""
