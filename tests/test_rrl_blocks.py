@@ -512,6 +512,26 @@ def test_uncertainty_weighting_clamps_log_variance():
     np.testing.assert_allclose(uwl.log_vars.numpy(), [-2.0])
 
 
+@pytest.mark.parametrize("rate", [1.0, 10.0])
+def test_uwl_rate_multiplies_the_adam_step_of_the_log_variances(rate):
+    # Adam's first step is lr · m̂ / (√v̂ + ε) = lr · g / |g|: the trained variable moves by lr
+    # (here 1e-3) whatever the gradient's size, and s = rate · v moves by rate · lr. L = 0.1 at
+    # s = ln 50 (weight 0.01): ∂/∂s = −0.5 · 0.01·2 · 0.1 + 0.5 > 0, so s falls (weight rises).
+    s0 = initial_log_variance(0.01)
+    uwl = UncertaintyWeighting(1, init_log_var=s0, rate=rate)
+    np.testing.assert_allclose(uwl.clamped_log_vars().numpy(), [s0], rtol=1e-6)
+    opt = keras.optimizers.Adam(learning_rate=1e-3)
+    with tf.GradientTape() as tape:
+        total = uwl([f32(0.1)])
+    opt.apply_gradients(zip(tape.gradient(total, [uwl.log_vars]), [uwl.log_vars]))
+    np.testing.assert_allclose(uwl.clamped_log_vars().numpy(), [s0 - rate * 1e-3], rtol=1e-5)
+    # The clamp is on s, whatever the rate: the stored bound is max_log_var / rate.
+    uwl.log_vars.assign([100.0])
+    np.testing.assert_allclose(uwl.clamped_log_vars().numpy(), [6.0])
+    with pytest.raises(ValueError, match="uwl_rate"):
+        UncertaintyWeighting(1, rate=0.0)
+
+
 @pytest.mark.parametrize("initial_weight, log_var", [
     (None, 0.0),                 # Kendall et al.: s = 0, weight 0.5
     (0.01, math.log(50.0)),      # 0.5·e^(−ln 50) = 0.5/50 = 0.01, the fixed weight
@@ -561,7 +581,8 @@ CASES = {
     "WassersteinCritic": (lambda: WassersteinCritic((8, 1), activation="tanh"),
                           lambda l: l(_rows())),
     "UncertaintyWeighting": (lambda: UncertaintyWeighting(2, names=["a", "b"], init_log_var=0.5,
-                                                          min_log_var=-3.0, max_log_var=4.0),
+                                                          min_log_var=-3.0, max_log_var=4.0,
+                                                          rate=10.0),
                              lambda l: l([f32(1.0), f32(2.0)])),
     "FixedWeighting": (lambda: FixedWeighting(2, names=["a", "b"], weights=[0.1, 0.2]),
                        lambda l: l([f32(1.0), f32(2.0)])),

@@ -21,6 +21,10 @@ class RRLConfig:
     # weights are (s = ln 50) and learns from there; None: s = log σ² = 0, i.e. 0.5 (Kendall et
     # al.), 50× the fixed 0.01, which swamped the retrieval loss early in training.
     uwl_initial_weight: Optional[float] = 0.01
+    # How fast UWL's log-variances move relative to the other weights under Adam (s = rate · v,
+    # v trained: tfrrl.losses.weighting, "Speed"). 1 = Eq. 25 as it is, where the weights
+    # follow the same ramp 0.01·e^{lr·t} for thousands of steps before their losses matter.
+    uwl_rate: float = 1.0
     fixed_weight: float = 0.01  # §V-A3: auxiliary weights without UWL
     dal_units: int = 64  # §V-A3: DAL is one layer of 64
     grl_scale: float = 1.0
@@ -37,6 +41,8 @@ class RRLConfig:
     orthogonality_normalize: bool = True
 
     def __post_init__(self):
+        if not self.uwl_rate > 0:
+            raise ValueError(f"model.rrl.uwl_rate must be > 0, got {self.uwl_rate}")
         if self.grl_schedule not in GRL_SCHEDULES:
             raise ValueError(f"model.rrl.grl_schedule must be one of {GRL_SCHEDULES}, got "
                              f"{self.grl_schedule!r}")
