@@ -145,8 +145,10 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     val_ce = history.get("val_ce_loss", [float("nan")])
     best_epoch = int(np.nanargmin(val_ce)) + 1 if val_ce and val_ce[0] == val_ce[0] else 0
     epochs_run = len(history.get("loss", []))
-    total_steps = int(model.optimizer.iterations.numpy())
-    steps_per_epoch = total_steps // epochs_run if epochs_run else None
+    # From the epochs run, not the optimizer's iteration count: the returned model holds the
+    # best epoch's state (optimizer included), not the last one's.
+    steps_per_epoch = trainer.steps_per_epoch(data, exp)
+    total_steps = epochs_run * steps_per_epoch
     entry = {"config": config_name, "seed": seed, "train_seconds": round(train_s, 1),
              "epochs_run": epochs_run, "best_epoch": best_epoch, "total_steps": total_steps,
              "steps_per_epoch": steps_per_epoch,
