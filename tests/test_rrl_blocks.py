@@ -24,7 +24,8 @@ from tfrrl.losses.sampled_softmax import sample_negatives, sampled_softmax_logq 
 from tfrrl.losses.wasserstein import (MultiViewWasserstein, WassersteinCritic,  # noqa: E402
                                       gradient_penalty, view_weights)
 from tfrrl.losses.weighting import (ClipConstraint, FixedWeighting,  # noqa: E402
-                                    UncertaintyWeighting, initial_log_variance)
+                                    UncertaintyWeighting, initial_log_variance,
+                                    make_weighting)
 from tfrrl.model.backbones.concat_gate import ConcatGate  # noqa: E402
 
 LN3 = math.log(3.0)
@@ -530,6 +531,26 @@ def test_uwl_rate_multiplies_the_adam_step_of_the_log_variances(rate):
     np.testing.assert_allclose(uwl.clamped_log_vars().numpy(), [6.0])
     with pytest.raises(ValueError, match="uwl_rate"):
         UncertaintyWeighting(1, rate=0.0)
+
+
+def test_uwl_max_weight_caps_every_weight():
+    # Cap 0.05: s ≥ ln(0.5 / 0.05) = ln 10. A loss of 0 pushes s down (∂/∂s = 0.5 > 0) at every
+    # step; SGD with a huge rate drives it to the floor and the weight stops at 0.05.
+    from tfrrl.config import RRLConfig
+
+    uwl = make_weighting(RRLConfig(dal=True, uwl=True, uwl_max_weight=0.05), ["a", "b"])
+    assert uwl.min_log_var == pytest.approx(math.log(10.0))
+    opt = keras.optimizers.SGD(learning_rate=100.0)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            total = uwl([f32(0.0), f32(0.0)])
+        opt.apply_gradients(zip(tape.gradient(total, [uwl.log_vars]), [uwl.log_vars]))
+    np.testing.assert_allclose([float(w) for w in uwl.loss_weights().values()], [0.05, 0.05],
+                               rtol=1e-5)
+    # Without a cap the floor is the stability clamp, s ≥ −6.
+    assert make_weighting(RRLConfig(dal=True, uwl=True), ["a"]).min_log_var == -6.0
+    with pytest.raises(ValueError, match="uwl_max_weight"):
+        RRLConfig(uwl=True, uwl_max_weight=0.005)  # below the initial 0.01
 
 
 @pytest.mark.parametrize("initial_weight, log_var", [

@@ -25,6 +25,10 @@ class RRLConfig:
     # v trained: tfrrl.losses.weighting, "Speed"). 1 = Eq. 25 as it is, where the weights
     # follow the same ramp 0.01·e^{lr·t} for thousands of steps before their losses matter.
     uwl_rate: float = 1.0
+    # The largest weight 1/(2σ²) UWL may give an auxiliary loss (a floor on s = log σ²). Eq. 25's
+    # optimum is 1/(2 L_i), unbounded for a loss near 0 (the domain-specific classifier's);
+    # None = the stability clamp alone (s ≥ −6: weights up to ≈ 202).
+    uwl_max_weight: Optional[float] = None
     fixed_weight: float = 0.01  # §V-A3: auxiliary weights without UWL
     dal_units: int = 64  # §V-A3: DAL is one layer of 64
     grl_scale: float = 1.0
@@ -41,6 +45,11 @@ class RRLConfig:
     orthogonality_normalize: bool = True
 
     def __post_init__(self):
+        if self.uwl_max_weight is not None:
+            start = 0.5 if self.uwl_initial_weight is None else self.uwl_initial_weight
+            if not self.uwl_max_weight >= start:
+                raise ValueError(f"model.rrl.uwl_max_weight ({self.uwl_max_weight}) must be at "
+                                 f"least the initial weight ({start})")
         if not self.uwl_rate > 0:
             raise ValueError(f"model.rrl.uwl_rate must be > 0, got {self.uwl_rate}")
         if self.grl_schedule not in GRL_SCHEDULES:

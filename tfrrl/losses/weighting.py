@@ -100,9 +100,11 @@ class UncertaintyWeighting(layers.Layer):
 
     ``log_vars`` holds s / ``rate`` (= s at the default rate 1; see the module's "Speed")."""
 
+    DEFAULT_MIN_LOG_VAR = -6.0
+
     def __init__(self, num_losses: int, names: Optional[Sequence[str]] = None,
-                 init_log_var: float = 0.0, min_log_var: float = -6.0, max_log_var: float = 6.0,
-                 rate: float = 1.0, **kwargs: Any) -> None:
+                 init_log_var: float = 0.0, min_log_var: float = DEFAULT_MIN_LOG_VAR,
+                 max_log_var: float = 6.0, rate: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not min_log_var <= init_log_var <= max_log_var:
             raise ValueError("need min_log_var <= init_log_var <= max_log_var")
@@ -176,7 +178,10 @@ def make_weighting(rrl_config, names: Sequence[str]) -> Optional[layers.Layer]:
         return None
     r = rrl_config
     if r.uwl:
-        return UncertaintyWeighting(len(names), names,
-                                    init_log_var=initial_log_variance(r.uwl_initial_weight),
-                                    rate=r.uwl_rate, name="uwl")
+        init_log_var = initial_log_variance(r.uwl_initial_weight)
+        min_log_var = UncertaintyWeighting.DEFAULT_MIN_LOG_VAR
+        if r.uwl_max_weight is not None:  # weight 0.5·e^{−s} ≤ max ⇔ s ≥ ln(0.5 / max)
+            min_log_var = max(min_log_var, initial_log_variance(r.uwl_max_weight))
+        return UncertaintyWeighting(len(names), names, init_log_var=init_log_var,
+                                    min_log_var=min_log_var, rate=r.uwl_rate, name="uwl")
     return FixedWeighting(len(names), names, weights=r.fixed_weight, name="fixed_weights")
