@@ -121,6 +121,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
     from tfrrl.model.backbones.budget import count_parameters  # pylint: disable=import-outside-toplevel
     from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
+    from tfrrl.training.callbacks import BackupMismatchError  # pylint: disable=import-outside-toplevel
 
     exp = config.load_experiment(
         os.path.join(REPO, "configs", dataset, f"{config_name}.yaml"),
@@ -132,8 +133,14 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
     start = time.time()
     # A run killed mid-training (a session's end) resumes from its backup: weights, data
-    # position, history and early stopping go on where they were.
-    model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=True)
+    # position, history and early stopping go on where they were. A backup of another
+    # experiment (e.g. the config gained a field since) cannot be resumed: start over.
+    try:
+        model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=True)
+    except BackupMismatchError as e:
+        say(f"{e}: training {config_name} seed {seed} from the start")
+        start = time.time()
+        model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
     train_s = time.time() - start
     data = PreparedDataset(data_dir)
     evaluated = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,

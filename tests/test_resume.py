@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import RRL_ON, TINY_MODEL
 from tfrrl.training import trainer
-from tfrrl.training.callbacks import RunEarlyStopping, TrainingBackup
+from tfrrl.training.callbacks import BackupMismatchError, RunEarlyStopping, TrainingBackup
 
 STEPS, EPOCHS, EVERY = 12, 3, 4
 SETTINGS = TINY_MODEL + RRL_ON + [f"train.steps_per_epoch={STEPS}", "train.eval_steps=4",
@@ -153,6 +153,10 @@ def test_early_stopping_and_history_go_on_across_a_restart(tmp_path):
     assert again.state() == {"wait": 0, "best": 4.0, "best_epoch": 1}
     assert _epochs([again, restored], model, range(2, 5)) == 3
     assert restored.history["val_ce_loss"] == VAL_CE[:4]
+    # A backup of another experiment is refused with its own error (the quality benchmark
+    # then starts that run over).
+    with pytest.raises(BackupMismatchError, match="different experiment"):
+        TrainingBackup(str(tmp_path), every_steps=100, fingerprint="other").restore(_StubModel())
 
     # Keras' own EarlyStopping started afresh would take epoch 2 as its best and run on.
     fresh = keras.callbacks.EarlyStopping(monitor="val_ce_loss", mode="min", patience=2)

@@ -105,6 +105,10 @@ class RunEarlyStopping(keras.callbacks.EarlyStopping):
         self.best_epoch = int(state["best_epoch"])
 
 
+class BackupMismatchError(ValueError):
+    """A backup was taken for another experiment or dataset (its fingerprint differs)."""
+
+
 class TrainingBackup(keras.callbacks.Callback):
     """Fault-tolerant training: a backup every ``every_steps`` steps and at every epoch end, from
     which :func:`tfrrl.training.trainer.train` resumes after a crash or ``kill -9``.
@@ -153,7 +157,7 @@ class TrainingBackup(keras.callbacks.Callback):
         if state is None:
             return 0
         if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(
+            raise BackupMismatchError(
                 f"{self.backup_dir} holds a backup of a different experiment or dataset; remove "
                 "it (or train into a new --out) to start over")
         model.build_optimizers()
