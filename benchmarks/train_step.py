@@ -80,9 +80,15 @@ DNN_CONFIG = os.path.join(REPO, "configs", "synthetic", "dnn.yaml")
 SPEED_TARGET = 4.0
 # --speed: each architecture on the reference path and with each lever added (cumulative).
 SPEED_MODELS = (("Backbone", BACKBONE_CONFIG), ("Backbone&RRL", RRL_CONFIG), ("DNN", DNN_CONFIG))
-SPEED_LEVERS = (("reference", ["model.pair_blocks=false", "model.compute_dtype=float32"]),
-                ("+blocks", ["model.pair_blocks=true", "model.compute_dtype=float32"]),
-                ("+blocks+bf16", ["model.pair_blocks=true", "model.compute_dtype=bfloat16"]))
+SPEED_LEVERS = (("reference", ["model.pair_blocks=false", "model.compute_dtype=float32",
+                               "train.unique_candidates=false"]),
+                ("+blocks", ["model.pair_blocks=true", "model.compute_dtype=float32",
+                             "train.unique_candidates=false"]),
+                ("+blocks+unique", ["model.pair_blocks=true", "model.compute_dtype=float32",
+                                    "train.unique_candidates=true"]),
+                ("+blocks+unique+bf16", ["model.pair_blocks=true",
+                                         "model.compute_dtype=bfloat16",
+                                         "train.unique_candidates=true"]))
 
 
 def _say(message: str) -> None:
@@ -232,14 +238,16 @@ def build_models(specs: Sequence[Tuple[str, str, List[str]]], data) -> list:
     return models
 
 
-def time_models(models, dataset, args: argparse.Namespace, after_round=None):
+def time_models(models, dataset, args: argparse.Namespace, after_round=None,
+                datasets: Optional[Dict[str, object]] = None):
     """Warm-up, then ``--rounds`` alternating blocks of ``--steps`` / rounds steps per model
     (``after_round()`` runs after each round); returns (wall seconds per step per block, CPU
-    seconds per step per block, block, rounds)."""
+    seconds per step per block, block, rounds). ``datasets``: another input for some models,
+    by name (``dataset`` for the others)."""
     batch = models[0][1].train.batch_size
     iterators = {}
     for name, _, model in models:
-        it = iter(dataset)
+        it = iter((datasets or {}).get(name, dataset))
         t0 = time.perf_counter()
         _logs_to_floats(model.train_function(it))
         first = time.perf_counter() - t0
@@ -329,15 +337,21 @@ def run_throughput(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Speed mode (issue 16): the reference path against the fast levers, per architecture.
 
-def dense_flops_per_step(exp, num_domains: int, sequence_length: int) -> float:
-    """An estimate of the FLOPs of one training step of the REFERENCE path: the pair-level
-    Dense layers and the target attention, 2 FLOPs per multiply-add, forward + backward ≈ 3 ×
-    forward, over B × C pairs (C = B in-batch + N sampled). Per pair: the shared and one
-    specific expert on D = 3R + E inputs and one tower on the gate's 3h (Backbone), or one tower
-    on D + E (DNN); the attention's logits and weighted sum (2·L·R). The per-user and
-    per-entity encoders and the RRL heads (positives only) are left out: a lower bound."""
+def dense_flops_per_step(exp, num_domains: int, sequence_length: int,
+                         blocks: bool = False, distinct_fraction: float = 1.0) -> float:
+    """An estimate of the FLOPs of one training step: the pair-level Dense layers and the target
+    attention, 2 FLOPs per multiply-add, forward + backward ≈ 3 × forward, over B × C pairs
+    (C = B in-batch + N sampled). Per pair: the shared and one specific expert on D = 3R + E
+    inputs and one tower on the gate's 3h (Backbone), or one tower on D + E (DNN); the
+    attention's logits and weighted sum (2·L·R). The per-user and per-entity encoders and the
+    RRL heads (positives only) are left out: a lower bound.
+
+    The REFERENCE path by default; ``blocks``: the first Dense layers see only E_att's R inputs
+    per pair (the rest runs per user and per candidate: left out); ``distinct_fraction``: the
+    share of the C columns that are distinct entities (``train.unique_candidates``)."""
     m, t = exp.model, exp.train
     d = 3 * m.representation_dim + m.embedding_dim
+    first = m.representation_dim if blocks else d
 
     def chain(width, units):
         macs = 0
@@ -346,17 +360,52 @@ def dense_flops_per_step(exp, num_domains: int, sequence_length: int) -> float:
             width = u
         return macs
 
+    def without_first(width, units):  # the first layer's per-pair inputs: `first`, not width
+        return chain(width, units) - width * units[0] + first * units[0]
+
     if m.backbone == "rrl":
         h = m.expert_units[-1]
-        per_pair = (2 * chain(d, m.expert_units) + chain(3 * h, list(m.tower_units) + [1])
-                    + 2 * h)  # gate fusion
+        per_pair = (2 * without_first(d, m.expert_units)
+                    + chain(3 * h, list(m.tower_units) + [1]) + 2 * h)  # gate fusion
     elif m.backbone == "dnn":
-        per_pair = chain(d + m.embedding_dim, list(m.expert_units) + list(m.tower_units) + [1])
+        per_pair = without_first(d + m.embedding_dim,
+                                 list(m.expert_units) + list(m.tower_units) + [1])
     else:
         raise ValueError(f"no FLOP model for backbone {m.backbone!r}")
     per_pair += 2 * sequence_length * m.representation_dim
-    pairs = t.batch_size * (t.batch_size + t.num_negatives)
+    pairs = t.batch_size * (t.batch_size + t.num_negatives) * distinct_fraction
     return 3 * 2 * per_pair * pairs
+
+
+def measured_distinct_fraction(model, dataset, steps: int = 20) -> float:
+    """Mean share of distinct entities among a step's candidate columns (the batch's positives
+    + the sampled negatives), over ``steps`` batches of ``dataset`` and fresh negative draws:
+    what ``train.unique_candidates`` leaves to score."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    shares = []
+    for batch in dataset.take(steps):
+        candidates, _ = model.task.sample_negatives(
+            {k: v for k, v in batch.items() if k in model.task.corpus})
+        hashes = candidates["entity_hash"]
+        shares.append(int(tf.size(tf.unique(hashes)[0])) / int(tf.size(hashes)))
+    return sum(shares) / len(shares)
+
+
+def measured_input_cost(data, batch_size: int, args: argparse.Namespace,
+                        batches: int = 200) -> float:
+    """Process CPU seconds per batch of the training input pipeline alone (TFRecords → shuffle →
+    batch → parse → vocabulary lookup), over ``batches`` batches after 20 warm-up ones."""
+    from tfrrl.data.reader import TRAIN  # pylint: disable=import-outside-toplevel
+
+    it = iter(data.dataset(TRAIN, batch_size, shuffle=True, seed=args.seed + 1,
+                           drop_remainder=True).repeat())
+    for _ in range(20):
+        next(it)
+    c0 = time.process_time()
+    for _ in range(batches):
+        next(it)
+    return (time.process_time() - c0) / batches
 
 
 def measured_matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> float:
@@ -383,7 +432,7 @@ def run_speed(args: argparse.Namespace) -> int:
     same cached batches; prints examples/s, the step-time ratio of each lever to the reference
     and the fraction of the measured bf16 matmul peak."""
     _quiet_tensorflow()
-    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
+    from tfrrl.data.reader import TRAIN, PreparedDataset  # pylint: disable=import-outside-toplevel
 
     archs = [a for a in SPEED_MODELS if not args.arch or a[0] in args.arch]
     specs = [(f"{arch} {lever}", path, overrides + list(args.set))
@@ -401,8 +450,22 @@ def run_speed(args: argparse.Namespace) -> int:
             for d in peaks:
                 peaks[d] = max(peaks[d], measured_matmul_peak(d))
 
-        times, cpu, block, rounds = time_models(models, dataset, args, measure_peaks)
+        # The fastest path once more on the live pipeline (TFRecords → parse → vocabulary
+        # lookup → prefetch, as `tfrrl train` reads them): its parse and lookup threads share
+        # the cores with the step, so its step time against the cached one is what the input
+        # costs the training loop.
+        live = {}
+        if args.input == "cached":
+            arch = next((a for a, _ in archs if a == "Backbone&RRL"), archs[-1][0])
+            fastest = f"{arch} {SPEED_LEVERS[-1][0]}"
+            live_name = f"{fastest} (live input)"
+            models.append((live_name,) + next((e, m) for n, e, m in models if n == fastest))
+            live = {live_name: data.dataset(TRAIN, batch, shuffle=True, seed=args.seed,
+                                            drop_remainder=True).repeat()}
+        times, cpu, block, rounds = time_models(models, dataset, args, measure_peaks, live)
         num_domains, seq = models[0][2].num_domains, data.sequence_length
+        distinct = measured_distinct_fraction(models[0][2], dataset)
+        input_cpu = measured_input_cost(data, batch, args)
     print()
     print(f"speed levers (issue 16): {block * rounds} timed steps per model ({rounds} "
           f"alternating rounds × {block}), batch {batch}, input {args.input}; "
@@ -427,11 +490,27 @@ def run_speed(args: argparse.Namespace) -> int:
                   f"{flops / med / 1e9:,.0f} GFLOP/s = {flops / med / peak:.1%} of the "
                   f"{'bf16' if 'bf16' in lever else 'fp32'} matmul peak")
         best = ref / statistics.median(times[f"{arch} {SPEED_LEVERS[-1][0]}"])
+        left = dense_flops_per_step(exp, num_domains, seq, blocks=True,
+                                    distinct_fraction=distinct)
+        floor = left / peaks["bfloat16"]
+        print(f"  roofline: the fastest path still does {left / 1e9:.1f} of the reference's "
+              f"{flops / 1e9:.1f} GFLOP per step ({distinct:.1%} of the candidate columns are "
+              f"distinct); at the measured bf16 matmul peak that alone takes "
+              f"{floor * 1e3:.1f} ms, a ceiling of × {ref / floor:.2f} over the reference")
         if arch == "Backbone&RRL":
             print(f"  → Backbone&RRL speed-up × {best:.2f}; target ≥ {SPEED_TARGET}: "
                   f"{'PASS' if best >= SPEED_TARGET else 'MISS'}")
+    for name in live:
+        fast, slow = statistics.median(times[name[:-len(" (live input)")]]), statistics.median(
+            times[name])
+        print(f"  input: {name} {slow * 1e3:.1f} ms/step against {fast * 1e3:.1f} cached: the "
+              f"live pipeline costs the step {max(0.0, 1 - fast / slow):.1%} of its time; "
+              f"reading + parsing + lookup alone take {input_cpu * 1e3:.1f} ms of CPU per batch "
+              f"({input_cpu / statistics.median(cpu[name]):.1%} of the live step's CPU)")
     print("(GFLOP/s: the reference path's pair-level Dense + attention FLOPs "
-          "(dense_flops_per_step) / step time: the same work, done faster)")
+          "(dense_flops_per_step) / step time: the same work, done faster; the roofline "
+          "counts only the matmul work the fast path keeps, elementwise work and the encoders "
+          "excluded, so the real ceiling is lower)")
     return 0
 
 

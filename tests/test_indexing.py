@@ -145,6 +145,29 @@ def test_hnsw_with_full_beam_equals_exhaustive(indexed, retriever):
         assert small["num_pairs_scored"] == small["num_scored"] < n
 
 
+@pytest.mark.parametrize("n, size", [(1, 16), (16, 16), (17, 20), (33, 40), (100, 112),
+                                     (1000, 1024), (1025, 1280)])
+def test_scoring_size_by_hand(n, size):
+    # 4 sizes per doubling: 17 lies in [16, 32) → steps of 4 (16, 20, 24, 28); 100 in
+    # [64, 128) → steps of 16 → 112; 1025 in [1024, 2048) → steps of 256 → 1280.
+    assert search.scoring_size(n) == size
+    assert all(search.scoring_size(m) <= 1.25 * max(m, 16) for m in range(1, 5000))
+
+
+def test_padded_scoring_equals_one_by_one(indexed, retriever):
+    """score_fn pads its batch to scoring_size (repeating the ids); the scores it returns are
+    the unpadded ones: each equal to scoring that entity alone."""
+    enc = retriever.encode_user(raw_users(indexed["data"], 1)[0])
+    counter = {"calls": 0, "pairs": 0, "seconds": 0.0}
+    score_fn = retriever.scorer(enc, counter)
+    ids = np.array([5, 3, 11, 0, 7, 2, 9], dtype=np.int64)  # 7 ids → a batch of 16
+    together = score_fn(ids)
+    assert together.shape == (7,) and counter == {**counter, "calls": 1, "pairs": 7}
+    alone = np.array([score_fn(np.array([i]))[0] for i in ids])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+    assert score_fn(np.empty(0, np.int64)).shape == (0,)
+
+
 def test_scann_mode_returns_k_valid_keys(indexed, retriever):
     corpus_keys = set(retriever.indexes.entity_keys.tolist())
     index_of = retriever.indexes.key_index()

@@ -108,6 +108,26 @@ class RetrievalTask:
         return tf.reduce_mean(rows)
 
 
+def distinct_columns(entity_hash: tf.Tensor, multiple: int = 1
+                     ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(``first`` [U]: the first column of each distinct entity, ``columns`` [C]: the distinct
+    entity of each column) for the candidates' ``entity_hash`` [C], so that
+    ``tf.gather(x[first], columns)`` equals ``x`` for any per-column ``x`` that depends on the
+    entity only. Worked example: hashes [7, 3, 7, 9, 3] → first [0, 1, 3], columns
+    [0, 1, 0, 2, 1].
+
+    ``multiple`` > 1 pads ``first`` with column 0 up to a multiple of it (no column maps to
+    the padding, so it receives no gradient): the number of distinct candidates varies from step
+    to step, and oneDNN builds (JIT-compiles) a kernel for every new matmul shape; padding
+    bounds the shapes to C / multiple. Same example with multiple 4 → first [0, 1, 3, 0]."""
+    unique, columns = tf.unique(entity_hash, out_idx=tf.int32)
+    first = tf.math.unsorted_segment_min(tf.range(tf.shape(entity_hash)[0]), columns,
+                                         tf.shape(unique)[0])
+    if multiple > 1:
+        first = tf.concat([first, tf.zeros([-tf.shape(first)[0] % multiple], tf.int32)], 0)
+    return first, columns
+
+
 def recency_weights(timestamps: tf.Tensor, t_end: float, half_life_seconds: float
                     ) -> tf.Tensor:
     """w = 2^(−max(t_end − t, 0) / half_life) per row, float32 (1 at ``t_end`` and after)."""

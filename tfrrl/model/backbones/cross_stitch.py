@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
+from tfrrl.model.backbones.registry import COLUMNWISE, PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
 from tfrrl.model.pairs import as_pair, dense_on
 
@@ -44,7 +44,7 @@ class CrossStitch(MultiBranchLayer):
         return {"scores": tower_scores(self.towers, hs, domain_index, training)}
 
 
-@register_backbone("cross_stitch", capabilities=(PAIR_BLOCKS,))
+@register_backbone("cross_stitch", capabilities=(PAIR_BLOCKS, COLUMNWISE))
 def make_cross_stitch(config, num_domains: int) -> CrossStitch:
     c = config
     return CrossStitch(num_domains, c.expert_units, c.tower_units, name="backbone")

@@ -8,7 +8,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
+from tfrrl.model.backbones.registry import COLUMNWISE, PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer
 from tfrrl.model.layers import mlp
 from tfrrl.model.pairs import PairParts, apply_mlp, as_pair
@@ -32,7 +32,7 @@ class SingleTowerDNN(MultiBranchLayer):
         return {"scores": tf.squeeze(self.tower(x, training=training), -1)}
 
 
-@register_backbone("dnn", capabilities=(PAIR_BLOCKS,))
+@register_backbone("dnn", capabilities=(PAIR_BLOCKS, COLUMNWISE))
 def make_dnn(config, num_domains: int) -> SingleTowerDNN:
     del num_domains  # one tower for every domain
     c = config

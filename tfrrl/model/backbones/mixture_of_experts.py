@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
+from tfrrl.model.backbones.registry import COLUMNWISE, PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
 from tfrrl.model.layers import mlp
 from tfrrl.model.pairs import apply_mlp, as_pair, dense_on
@@ -94,8 +94,8 @@ class MixtureOfExperts(MultiBranchLayer):
 
 
 # Decorators apply bottom-up: registered as mmoe, then dselect_k.
-@register_backbone("dselect_k", capabilities=(PAIR_BLOCKS,))
-@register_backbone("mmoe", capabilities=(PAIR_BLOCKS,))
+@register_backbone("dselect_k", capabilities=(PAIR_BLOCKS, COLUMNWISE))
+@register_backbone("mmoe", capabilities=(PAIR_BLOCKS, COLUMNWISE))
 def make_mixture_of_experts(config, num_domains: int) -> MixtureOfExperts:
     """MMoE's softmax gates for ``backbone: mmoe``, DSelect-k's for ``backbone: dselect_k``."""
     c = config

@@ -39,7 +39,7 @@ import tensorflow as tf
 from keras import layers
 
 from tfrrl.model.backbones.peg import PriorElementwiseGate, mix_experts
-from tfrrl.model.backbones.registry import DISENTANGLEMENT, register_backbone
+from tfrrl.model.backbones.registry import COLUMNWISE, DISENTANGLEMENT, register_backbone
 from tfrrl.model.backbones.routing import select_domain
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers
 from tfrrl.model.encoders import embedding_sets
@@ -123,10 +123,10 @@ class MultiEmbeddingBackbone(MultiBranchLayer):
 
 
 # Decorators apply bottom-up: registered as multi_embedding, stem, ame, crocodile.
-@register_backbone("crocodile", capabilities=(DISENTANGLEMENT,))
-@register_backbone("ame", capabilities=(DISENTANGLEMENT,))
-@register_backbone("stem", capabilities=(DISENTANGLEMENT,))
-@register_backbone("multi_embedding", capabilities=(DISENTANGLEMENT,))
+@register_backbone("crocodile", capabilities=(DISENTANGLEMENT, COLUMNWISE))
+@register_backbone("ame", capabilities=(DISENTANGLEMENT, COLUMNWISE))
+@register_backbone("stem", capabilities=(DISENTANGLEMENT, COLUMNWISE))
+@register_backbone("multi_embedding", capabilities=(DISENTANGLEMENT, COLUMNWISE))
 def make_multi_embedding(config, num_domains: int) -> MultiEmbeddingBackbone:
     """The backbone ``config.backbone`` ∈ MULTI_EMBEDDING_BACKBONES names (a ModelConfig)."""
     widths = embedding_sets.pair_widths(config, num_domains)

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
+from tfrrl.model.backbones.registry import COLUMNWISE, PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
 from tfrrl.model.layers import mlp
 from tfrrl.model.pairs import apply_mlp, as_pair, dense_on
@@ -64,7 +64,7 @@ class ProgressiveLayeredExtraction(MultiBranchLayer):
         return {"scores": tower_scores(self.towers, inputs, domain_index, training)}
 
 
-@register_backbone("ple", capabilities=(PAIR_BLOCKS,))
+@register_backbone("ple", capabilities=(PAIR_BLOCKS, COLUMNWISE))
 def make_ple(config, num_domains: int) -> ProgressiveLayeredExtraction:
     c = config
     return ProgressiveLayeredExtraction(num_domains, c.ple_levels, c.ple_specific_experts,

@@ -14,7 +14,9 @@ Capabilities declare which training-only losses may act on a backbone's outputs:
 ``"rrl_losses"`` (the RRL modules need its shared / specific representations ``e_s`` / ``e_d``,
 §III-D), ``"disentanglement"`` (its ``expert_outputs`` come from separate embedding sets) and
 ``"pair_blocks"`` (it also takes r as its blocks, :mod:`tfrrl.model.pairs`, so its first Dense
-layers run per user and per candidate instead of per pair).
+layers run per user and per candidate instead of per pair) and ``"columnwise"`` (each candidate
+column's scores depend on that column only — no statistics across candidates — so a training step
+may score each distinct candidate once, ``train.unique_candidates``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from tfrrl.model.encoders import embedding_sets
 RRL_LOSSES = "rrl_losses"
 DISENTANGLEMENT = "disentanglement"
 PAIR_BLOCKS = "pair_blocks"
-CAPABILITIES = (RRL_LOSSES, DISENTANGLEMENT, PAIR_BLOCKS)
+COLUMNWISE = "columnwise"
+CAPABILITIES = (RRL_LOSSES, DISENTANGLEMENT, PAIR_BLOCKS, COLUMNWISE)
 
 BackboneFactory = Callable[[Any, int], layers.Layer]
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import keras
 
-from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
+from tfrrl.model.backbones.registry import COLUMNWISE, PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers, tower_scores
 from tfrrl.model.layers import mlp
 from tfrrl.model.pairs import apply_mlp, as_pair
@@ -29,7 +29,7 @@ class SharedBottom(MultiBranchLayer):
                                         training)}
 
 
-@register_backbone("shared_bottom", capabilities=(PAIR_BLOCKS,))
+@register_backbone("shared_bottom", capabilities=(PAIR_BLOCKS, COLUMNWISE))
 def make_shared_bottom(config, num_domains: int) -> SharedBottom:
     c = config
     return SharedBottom(num_domains, c.expert_units, c.tower_units, c.dropout, name="backbone")

@@ -28,7 +28,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from tfrrl.model.backbones.registry import PAIR_BLOCKS, register_backbone
+from tfrrl.model.backbones.registry import COLUMNWISE, PAIR_BLOCKS, register_backbone
 from tfrrl.model.backbones.towers import MultiBranchLayer
 from tfrrl.model.layers import mlp
 from tfrrl.model.pairs import PairParts, as_pair
@@ -90,7 +90,7 @@ def make_dot_product_towers(config, name: str) -> DotProductTowers:
                             config.two_tower_normalize, name=name)
 
 
-@register_backbone("two_tower", capabilities=(PAIR_BLOCKS,))
+@register_backbone("two_tower", capabilities=(PAIR_BLOCKS, COLUMNWISE))
 def make_two_tower(config, num_domains: int) -> DotProductTowers:
     del num_domains  # the domain enters the user tower as E_did
     return make_dot_product_towers(config, "backbone")
