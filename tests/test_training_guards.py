@@ -95,4 +95,11 @@ def test_clip_by_global_norm():
 def test_all_finite():
     assert bool(step.all_finite([tf.constant(1.0), tf.ones([2, 2])]))
     assert not bool(step.all_finite([tf.constant(1.0), tf.constant([0.0, np.inf])]))
+    # An embedding gradient: rows 1 and 3 of a [1000, 2] table; checked on its rows.
+    rows = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, 4.0]]), tf.constant([1, 3]),
+                            tf.constant([1000, 2]))
+    assert bool(step.all_finite([rows, tf.constant(1.0)]))
+    bad = tf.IndexedSlices(tf.constant([[1.0, np.nan], [3.0, 4.0]]), tf.constant([1, 3]),
+                           tf.constant([1000, 2]))
+    assert not bool(step.all_finite([tf.constant(1.0), bad]))
     assert not bool(step.all_finite([tf.constant(np.nan)]))

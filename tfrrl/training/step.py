@@ -28,8 +28,13 @@ from tfrrl.training import distribution
 
 
 def all_finite(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
-    """True iff every element of every tensor is finite (one fused reduction per tensor)."""
-    flags = [tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(t))) for t in tensors]
+    """True iff every element of every tensor is finite (one fused reduction per tensor). An
+    embedding table's gradient (``tf.IndexedSlices``: the looked-up rows) is checked on its
+    rows: the rest of the table's gradient is zero, and densifying it would cost a pass over
+    the whole table every step."""
+    flags = [tf.reduce_all(tf.math.is_finite(
+        t.values if isinstance(t, tf.IndexedSlices) else tf.convert_to_tensor(t)))
+        for t in tensors]
     return tf.reduce_all(tf.stack(flags))
 
 
