@@ -86,9 +86,12 @@ def test_backbone_scores_from_blocks_equal_scores_from_r(backbone):
 
 def test_switches_round_trip_through_yaml():
     exp = config.load_experiment(None, ["model.pair_blocks=false",
-                                        "model.compute_dtype=bfloat16"])
+                                        "model.compute_dtype=bfloat16",
+                                        "train.unique_candidates=false"])
     again = config.from_dict(config.ExperimentConfig, yaml.safe_load(exp.to_yaml()))
     assert again.model.pair_blocks is False and again.model.compute_dtype == "bfloat16"
+    assert again.train.unique_candidates is False
+    assert config.load_experiment(None, []).train.unique_candidates is True  # the default
     with pytest.raises(ValueError, match="compute_dtype"):
         config.load_experiment(None, ["model.compute_dtype=float16"])
 
