@@ -135,20 +135,17 @@ class MatchingModel(keras.Model):
         positives, labels = self.task.global_positives(entities)
         candidates, _ = self.task.sample_negatives(positives, seed)
         ue = self.scorer.encode_users(users, training)
+        scored, columns = candidates, None
         if self.unique_candidates:  # each distinct candidate scored once (exact: columnwise)
             first, columns = distinct_columns(candidates["entity_hash"], DISTINCT_MULTIPLE)
-            ce_enc = self.scorer.encode_entities(
-                {k: tf.gather(v, first) for k, v in candidates.items()}, training)
-            out = self.scorer.score_pairs(ue, ce_enc, training)
-            scores = tf.gather(out["scores"], columns, axis=1)
-            own_columns = tf.gather(columns, labels)
-        else:
-            ce_enc = self.scorer.encode_entities(candidates, training)
-            out = self.scorer.score_pairs(ue, ce_enc, training)
-            scores, own_columns = out["scores"], labels
+            scored = {k: tf.gather(v, first) for k, v in candidates.items()}
+        ce_enc = self.scorer.encode_entities(scored, training)
+        out = self.scorer.score_pairs(ue, ce_enc, training)
+        scores = out["scores"] if columns is None else tf.gather(out["scores"], columns, axis=1)
         losses = {"ce_loss": self.task.loss(scores, candidates, entities["entity_hash"], labels,
                                             users.get("timestamp"), training)}
         # each row's positive among the scored columns
+        own_columns = labels if columns is None else tf.gather(columns, labels)
         own = tf.stack([tf.range(tf.shape(labels)[0]), own_columns], axis=1)
         critic_loss = None
         total = losses["ce_loss"]
