@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
     parser.add_argument("--export", help="also Recall-retrieval@N of this export's served model "
                                          "through its index (tfrrl export + tfrrl index)")
+    parser.add_argument("--prior-shift", metavar="TIME_RUN",
+                        help="also the model with its scores shifted toward recent popularity "
+                             "(tfrrl.evaluation.prior_shift); the window and strength are chosen "
+                             "on the time hold-out of TRAIN with TIME_RUN, a run of the same "
+                             "config trained with --set train.validation_split=time (it may be "
+                             "--run itself)")
     parser.add_argument("--fairness-n", type=int, default=100,
                         help="N of the entity-fairness report (share of top-N slots per entity "
                              "type)")
@@ -45,6 +51,24 @@ def parse_ns(text: str) -> Tuple[int, ...]:
     return ns
 
 
+def check_time_run(time_run: str, data_dir: str) -> float:
+    """The hold-out fraction of ``--prior-shift``'s run; a :class:`UserError` unless it was
+    trained on ``data_dir`` with ``train.validation_split: time``."""
+    from tfrrl import config as config_lib
+
+    run_folder.check_run_folder(time_run)
+    train = config_lib.load_experiment(run_folder.path(time_run, run_folder.CONFIG_FILE)).train
+    if train.validation_split != "time" or not train.validation_fraction > 0:
+        raise UserError(f"--prior-shift {time_run}: that run trained on the whole TRAIN period, "
+                        "so it cannot choose the shift on a hold-out it has not seen; train one "
+                        "with --set train.validation_split=time")
+    if os.path.realpath(run_folder.data_dir_of(time_run)) != os.path.realpath(data_dir):
+        raise UserError(f"--prior-shift {time_run} was trained on "
+                        f"{run_folder.data_dir_of(time_run)}, not on {data_dir}: use a run of "
+                        "the same prepared data")
+    return float(train.validation_fraction)
+
+
 def run(args: argparse.Namespace) -> int:
     # What the user typed is checked first, before TensorFlow's seconds of import.
     run_folder.check_run_folder(args.run)
@@ -53,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if args.export and not os.path.isdir(args.export):
         raise UserError(f"export folder {args.export} does not exist: run `tfrrl export` and "
                         "`tfrrl index` first, or leave --export out")
+    shift_fraction = (check_time_run(args.prior_shift, data_dir) if args.prior_shift
+                      else None)
     quiet_tensorflow()
     from tfrrl import config as config_lib
     from tfrrl import evaluation
@@ -67,10 +93,22 @@ def run(args: argparse.Namespace) -> int:
     # Recall-retrieval@N through the export's HNSW index, built here (the library takes any
     # retriever).
     retriever = IndexedRetriever.load(args.export) if args.export else None
-    result = evaluation.evaluation_report(model, PreparedDataset(data_dir), ns,
+    data = PreparedDataset(data_dir)
+    shift = None
+    if args.prior_shift:
+        from tfrrl.evaluation import prior_shift
+
+        say(f"choosing the prior shift on the time hold-out of TRAIN with {args.prior_shift}")
+        try:
+            shift = prior_shift.choose_prior_shift(trainer.load_run(args.prior_shift, data_dir),
+                                                   data, ns, shift_fraction)
+        except ValueError as err:
+            raise UserError(f"--prior-shift: {err}") from None
+    result = evaluation.evaluation_report(model, data, ns,
                                           args.max_queries or None, retriever=retriever,
                                           fairness_n=args.fairness_n, progress=True,
-                                          validation_fraction=fraction or None)
+                                          validation_fraction=fraction or None,
+                                          prior_shift=shift)
     print(evaluation.format_evaluation(result))
     path = run_folder.write_json(args.run, run_folder.EVALUATION_FILE, result, default=float)
     say(f"wrote {path}; a page of it: tfrrl report --run {args.run}")

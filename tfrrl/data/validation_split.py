@@ -7,11 +7,16 @@ One definition for every reader of it: the trainer's early stopping and checkpoi
 recent-popularity reference (:mod:`tfrrl.evaluation.references`, on NumPy arrays) hold out the
 same rows. :func:`validation_bucket` is plain arithmetic on int64 values, so it runs on either
 (int64 products wrap the same way in both; ``%`` is the floor modulo in both).
+
+The time hold-out (``train.validation_split: time``) is defined here too, :func:`time_cut_of`:
+the trainer holds it out and the prior shift (:mod:`tfrrl.evaluation.prior_shift`) chooses on it.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 BUCKETS = 1000
 
@@ -26,3 +31,10 @@ def validation_bucket(entity_hash: Any, user_id: Any, timestamp: Any) -> Any:
 def validation_cut(fraction: float) -> int:
     """Buckets below this are validation rows: ``round(fraction · BUCKETS)``."""
     return int(round(fraction * BUCKETS))
+
+
+def time_cut_of(timestamps: np.ndarray, fraction: float) -> int:
+    """The time hold-out of TRAIN (``train.validation_split: time``): the timestamp from which
+    the last ``fraction`` of the rows ``timestamps`` (by time) start, their (1 − ``fraction``)
+    quantile (method ``higher``: an actual timestamp). The caller checks that they span time."""
+    return int(np.quantile(np.asarray(timestamps, np.int64), 1.0 - fraction, method="higher"))

@@ -33,6 +33,7 @@ import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
 
 from tfrrl.data import schema
 from tfrrl.data.corpus import load_corpus
@@ -131,13 +132,18 @@ def _subsample(domains: np.ndarray, order: Sequence[str], max_queries: int, seed
 def build_queries(data: PreparedDataset, lookup: Optional[FeatureLookup] = None,
                   max_queries: Optional[int] = None, seed: int = 0, *,
                   corpus: Optional[Dict[str, np.ndarray]] = None,
-                  batch_size: int = 4096) -> Queries:
+                  batch_size: int = 4096, split: str = EVAL,
+                  since: Optional[int] = None) -> Queries:
     """The Recall-all@N queries of a prepared dataset's ``eval`` split.
 
     One query per (user, domain) with eval rows; features of the user's earliest eval example in
     the domain; ground truth = corpus indices of all the user's eval entities in the domain;
     optional stratified seeded subsample to ``max_queries`` — see the module docstring.
     ``corpus`` defaults to :func:`tfrrl.data.corpus.load_corpus` (kept in the result).
+
+    ``split`` and ``since`` build the same queries from other rows: those of ``split`` whose
+    timestamp is ≥ ``since`` (e.g. ``TRAIN`` and the start of a time hold-out of TRAIN, whose
+    queries then see only the exposures before it, as eval queries do).
     """
     lookup = lookup or FeatureLookup.from_dataset(data)
     if corpus is None:
@@ -147,7 +153,10 @@ def build_queries(data: PreparedDataset, lookup: Optional[FeatureLookup] = None,
 
     rows_u, rows_d, rows_h = [], [], []  # every eval row (ground truth)
     parts: List[Dict[str, np.ndarray]] = []  # per batch: its earliest row per (domain, user)
-    for raw in data.raw_dataset(EVAL, batch_size):
+    for raw in data.raw_dataset(split, batch_size):
+        if since is not None:
+            inside = tf.cast(raw["timestamp"], tf.int64) >= since
+            raw = {k: tf.boolean_mask(v, inside) for k, v in raw.items()}
         ids = {k: v.numpy() for k, v in lookup(raw).items()}
         u = as_bytes(raw["user_id"].numpy())
         d = as_bytes(raw["domain"].numpy())
@@ -217,3 +226,17 @@ def build_queries(data: PreparedDataset, lookup: Optional[FeatureLookup] = None,
                    features=features, raw_features=raw_features, corpus=corpus,
                    domain_names=domain_names, num_candidates=num_candidates,
                    num_missing_ground_truth=missing)
+
+
+def subset_queries(queries: Queries, keep: np.ndarray) -> Queries:
+    """The queries where ``keep`` (bool [Q]) is true, every per-query field sliced alike."""
+    rows = np.flatnonzero(keep)
+    sliced = {
+        "domains": queries.domains[rows],
+        "ground_truth": [queries.ground_truth[i] for i in rows],
+        "user_ids": None if queries.user_ids is None else queries.user_ids[rows],
+        "timestamps": None if queries.timestamps is None else queries.timestamps[rows],
+        "features": {k: v[rows] for k, v in queries.features.items()},
+        "raw_features": {k: v[rows] for k, v in queries.raw_features.items()},
+    }
+    return dataclasses.replace(queries, **sliced)

@@ -353,6 +353,7 @@ class ReferenceRankings:
     topn: Dict[str, np.ndarray]  # REFERENCES name → int64 [Q, min(n, corpus size)]
     details: Dict[str, Any]  # JSON-ready: the chosen window, its validation scores…
     cold: np.ndarray  # bool [Q]: the query's user has no TRAIN row (in any domain)
+    rows: Optional[TrainInteractions] = None  # the TRAIN rows they learned from
 
 
 def query_rows(users: np.ndarray, query_user_ids: np.ndarray) -> np.ndarray:
@@ -420,4 +421,4 @@ def reference_topns(data: PreparedDataset, queries: Queries, n: int, ns: Sequenc
                    "candidates = the domain's TRAIN entities; ties and users without TRAIN "
                    "rows by popularity in the domain",
     }
-    return ReferenceRankings(topn=topn, details=details, cold=users < 0)
+    return ReferenceRankings(topn=topn, details=details, cold=users < 0, rows=rows)

@@ -17,7 +17,6 @@ the whole corpus); with ``progress`` it reports the queries scored (:mod:`tfrrl.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,7 +25,8 @@ from tfrrl.data.corpus import ENTITY_KEY
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
 from tfrrl.evaluation.auc import auc, gauc, scored_impressions
 from tfrrl.evaluation.fairness import entity_fairness, recall_by_entity_type
-from tfrrl.evaluation.queries import Queries, build_queries
+from tfrrl.evaluation.prior_shift import PriorShift, shift_offsets
+from tfrrl.evaluation.queries import Queries, build_queries, subset_queries
 from tfrrl.evaluation.recall import (DEFAULT_NS, format_report, format_summary, recall_key,
                                      recall_report)
 from tfrrl.evaluation.references import (DEFAULT_VALIDATION_FRACTION, REFERENCES,
@@ -36,6 +36,8 @@ from tfrrl.evaluation.text import entity_type
 from tfrrl.evaluation.topn import PairScoringModel, model_topn
 from tfrrl.progress import Progress
 
+# The key of the model with the prior shift in a report (beside ``model``).
+SHIFTED = "model_shifted"
 PROTOCOL = ("one query per (user, domain) with eval rows; features of the user's earliest eval "
             "example in the domain; G = corpus indices of all the user's eval entities in the "
             "domain; exhaustive scoring of the whole corpus; ties → lower corpus index; empty G "
@@ -101,20 +103,6 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
     return result
 
 
-def subset_queries(queries: Queries, keep: np.ndarray) -> Queries:
-    """The queries where ``keep`` (bool [Q]) is true, every per-query field sliced alike."""
-    rows = np.flatnonzero(keep)
-    sliced = {
-        "domains": queries.domains[rows],
-        "ground_truth": [queries.ground_truth[i] for i in rows],
-        "user_ids": None if queries.user_ids is None else queries.user_ids[rows],
-        "timestamps": None if queries.timestamps is None else queries.timestamps[rows],
-        "features": {k: v[rows] for k, v in queries.features.items()},
-        "raw_features": {k: v[rows] for k, v in queries.raw_features.items()},
-    }
-    return dataclasses.replace(queries, **sliced)
-
-
 def warm_cold_report(topn: Mapping[str, np.ndarray], queries: Queries, ns: Sequence[int],
                      cold: np.ndarray) -> Dict[str, Any]:
     """Recall-all@N of every method (``topn``: name → its top-N of ``queries``) on the warm and
@@ -135,7 +123,9 @@ def warm_cold_report(topn: Mapping[str, np.ndarray], queries: Queries, ns: Seque
 def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
                       max_queries: Optional[int] = None, retriever: Optional[Retriever] = None,
                       seed: int = 0, fairness_n: int = 100, progress: bool = False,
-                      validation_fraction: Optional[float] = None) -> Dict[str, Any]:
+                      validation_fraction: Optional[float] = None,
+                      prior_shift: Optional[Tuple[PriorShift, Mapping[str, Any]]] = None
+                      ) -> Dict[str, Any]:
     """``tfrrl evaluate``: Recall-all@N of the model and of the reference baselines
     (popularity, recent popularity, item-item CF in domain; the recent-popularity window chosen
     on a ``validation_fraction`` of TRAIN held out, by default
@@ -143,7 +133,10 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
     the warm ones (the headline) and the cold ones — plus Recall@N per entity type, the
     entity-fairness report at ``fairness_n``, AUC / gAUC, and — with a ``retriever`` (e.g. the
     HNSW index of the model's export) — Recall-retrieval@N of the served model on the same
-    queries (Eq. 27). ``progress``: report the queries scored on stdout."""
+    queries (Eq. 27). ``progress``: report the queries scored on stdout. ``prior_shift`` = (a
+    shift, the details of its choice) from
+    :func:`tfrrl.evaluation.prior_shift.choose_prior_shift`: the model's scores shifted toward
+    recent popularity are reported beside it (``model_shifted``; counts from all TRAIN rows)."""
     lookup = FeatureLookup.from_dataset(data)
     queries = build_queries(data, lookup, max_queries, seed)
     n_max = max(int(n) for n in ns)
@@ -155,7 +148,15 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
     for name in REFERENCES:
         result[name] = recall_report(references.topn[name], queries, ns)
     result["references"] = references.details
-    result["warm_cold"] = warm_cold_report({"model": top, **references.topn}, queries, ns,
+    methods = {"model": top}
+    if prior_shift is not None:
+        shift, chosen = prior_shift
+        offset = shift_offsets(references.rows, shift, queries.domains)
+        methods[SHIFTED] = model_topn(model, queries, None, n_max, 256, 1024,
+                                      score_offset=offset)
+        result[SHIFTED] = recall_report(methods[SHIFTED], queries, ns)
+        result["prior_shift"] = dict(chosen)
+    result["warm_cold"] = warm_cold_report({**methods, **references.topn}, queries, ns,
                                            references.cold)
     types = [entity_type(k) for k in queries.corpus[ENTITY_KEY]]
     n_f = min(fairness_n, queries.corpus_size)
@@ -174,7 +175,12 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
 
 
 def method_label(name: str, result: Mapping[str, Any]) -> str:
-    """How a method is named in the printed tables (the chosen window of recent popularity)."""
+    """How a method is named in the printed tables (the chosen window of recent popularity, the
+    chosen prior shift)."""
+    if name == SHIFTED:
+        chosen = result.get("prior_shift", {})
+        return (f"model + prior shift (w={chosen.get('window', 0):g}, "
+                f"β={chosen.get('beta', 0):g})")
     if name == "recent_popularity":
         window = result.get("references", {}).get("recent_popularity", {}).get("window")
         return "recent popularity" + (f" (w={window:g})" if window is not None else "")
@@ -192,7 +198,7 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
                         ("cold", "cold queries (users without TRAIN rows)")):
         group = groups.get(name, {})
         if group.get("num_queries"):
-            methods = [m for m in ("model",) + REFERENCES if m in group]
+            methods = [m for m in ("model", SHIFTED) + REFERENCES if m in group]
             lines.append(format_summary(
                 {method_label(m, result): group[m] for m in methods},
                 f"Recall-all@N, {title}: {group['num_queries']} queries, macro average over "
@@ -210,6 +216,11 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
     elif window:
         lines.append("recent popularity: the TRAIN rows carry no timestamps, so it equals "
                      "popularity")
+    chosen = result.get("prior_shift")
+    if chosen:
+        lines.append(f"prior shift: window {chosen['window']:g}, β {chosen['beta']:g}, chosen on "
+                     f"{chosen['holdout_queries']:,} warm queries of the last "
+                     f"{chosen['fraction']:g} of TRAIN (a model trained without them)")
     lines.append("all queries, per domain:")
     lines.append(format_report(result))
     for n_key, per_type in result["per_entity_type"].items():

@@ -118,14 +118,17 @@ def model_topn(model: PairScoringModel, queries: Queries,
                corpus: Optional[Mapping[str, np.ndarray]], n: int, query_chunk: int = 256,
                corpus_chunk: int = 4096, *, cache_entities: bool = True,
                return_scores: bool = False,
-               on_queries_scored: Optional[Callable[[int], None]] = None):
+               on_queries_scored: Optional[Callable[[int], None]] = None,
+               score_offset: Optional[Callable[[int, int, int, int], np.ndarray]] = None):
     """Exhaustive top-``n`` of a model (:class:`PairScoringModel`) per query.
 
     ``encode_users`` runs once per query chunk, ``encode_entities`` once per corpus chunk (its
     output is cached across query chunks when ``cache_entities``, about
     corpus × 2 · representation_dim floats; otherwise re-encoded per query chunk), and only
     ``score_pairs`` runs per block. ``corpus`` defaults to ``queries.corpus``. Tie-breaking and
-    ``on_queries_scored`` as :func:`topn_indices`.
+    ``on_queries_scored`` as :func:`topn_indices`. ``score_offset(q0, q1, c0, c1)`` (float
+    [q1 − q0, c1 − c0]) is added to each block's scores before ranking (e.g. the prior shift,
+    :mod:`tfrrl.evaluation.prior_shift`).
     """
     corpus = queries.corpus if corpus is None else corpus
     if corpus is None:
@@ -153,7 +156,8 @@ def model_topn(model: PairScoringModel, queries: Queries,
     def score_fn(q0, q1, c0, c1):
         out = model.score_pairs(users(q0, q1), entities(c0, c1), training=False)
         scores = out["scores"]
-        return scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
+        scores = scores.numpy() if hasattr(scores, "numpy") else np.asarray(scores)
+        return scores if score_offset is None else scores + score_offset(q0, q1, c0, c1)
 
     return topn_indices(score_fn, len(queries), corpus_size, n, query_chunk, corpus_chunk,
                         return_scores=return_scores, on_queries_scored=on_queries_scored)

@@ -27,7 +27,7 @@ from tfrrl.config import ConfigError, ExperimentConfig
 from tfrrl.data import schema
 from tfrrl.data.corpus import load_corpus
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
-from tfrrl.data.validation_split import validation_bucket, validation_cut
+from tfrrl.data.validation_split import time_cut_of, validation_bucket, validation_cut
 from tfrrl.evaluation.recall import format_report
 from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
@@ -84,7 +84,7 @@ def time_cut(data: PreparedDataset, fraction: float) -> int:
     if stamps.size == 0 or stamps.min() == stamps.max():
         raise ConfigError("train.validation_split: time needs timestamps: this dataset's TRAIN "
                           "rows span no time; use random")
-    return int(np.quantile(stamps, 1.0 - fraction, method="higher"))
+    return time_cut_of(stamps, fraction)
 
 
 def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
