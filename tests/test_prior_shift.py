@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_prior_shift_needs_a_run_trained_without_the_time_hold_out(tmp_path):
     other data, in one line, before any TensorFlow work."""
     from tfrrl import config
     from tfrrl.errors import UserError
-    from tfrrl_cli.evaluate import check_time_run
+    from tfrrl_cli.evaluate import check_time_run, chosen_before
 
     def fake_run(name, data_dir, overrides):
         folder = tmp_path / name
@@ -118,3 +119,15 @@ def test_prior_shift_needs_a_run_trained_without_the_time_hold_out(tmp_path):
     assert check_time_run(timed, str(data)) == 0.2
     with pytest.raises(UserError, match="same prepared data"):
         check_time_run(timed, str(tmp_path / "other"))
+    # A choice made before with this run is reused for the same Ns and hold-out only, and only
+    # while it is newer than the run's weights.
+    assert chosen_before(timed, (1, 2), 0.2) is None
+    (tmp_path / "timed" / "prior_shift.json").write_text(json.dumps(
+        {"window": 0.2, "beta": 0.5, "smoothing": 1.0, "ns": [1, 2], "fraction": 0.2}))
+    assert chosen_before(timed, (1, 2), 0.2)[0] == PriorShift(0.2, 0.5)
+    assert chosen_before(timed, (1,), 0.2) is None and chosen_before(timed, (1, 2), 0.1) is None
+    weights = tmp_path / "timed" / "model.weights.h5"
+    weights.write_bytes(b"")
+    later = os.path.getmtime(tmp_path / "timed" / "prior_shift.json") + 10
+    os.utime(weights, (later, later))
+    assert chosen_before(timed, (1, 2), 0.2) is None

@@ -69,6 +69,22 @@ def check_time_run(time_run: str, data_dir: str) -> float:
     return float(train.validation_fraction)
 
 
+def chosen_before(time_run: str, ns: Tuple[int, ...], fraction: float):
+    """(the shift, its details) that an earlier ``--prior-shift`` chose with ``time_run`` for
+    the same Ns and hold-out (``PRIOR_SHIFT_FILE``, newer than the run's weights), else None."""
+    from tfrrl.evaluation.prior_shift import PriorShift
+
+    cache = run_folder.path(time_run, run_folder.PRIOR_SHIFT_FILE)
+    weights = run_folder.path(time_run, run_folder.WEIGHTS_FILE)
+    if not os.path.exists(cache) or (os.path.exists(weights) and
+                                     os.path.getmtime(weights) > os.path.getmtime(cache)):
+        return None
+    details = run_folder.read_json(time_run, run_folder.PRIOR_SHIFT_FILE)
+    if details.get("ns") != list(ns) or details.get("fraction") != fraction:
+        return None
+    return PriorShift(details["window"], details["beta"], details["smoothing"]), details
+
+
 def run(args: argparse.Namespace) -> int:
     # What the user typed is checked first, before TensorFlow's seconds of import.
     run_folder.check_run_folder(args.run)
@@ -98,12 +114,19 @@ def run(args: argparse.Namespace) -> int:
     if args.prior_shift:
         from tfrrl.evaluation import prior_shift
 
-        say(f"choosing the prior shift on the time hold-out of TRAIN with {args.prior_shift}")
-        try:
-            shift = prior_shift.choose_prior_shift(trainer.load_run(args.prior_shift, data_dir),
-                                                   data, ns, shift_fraction)
-        except ValueError as err:
-            raise UserError(f"--prior-shift: {err}") from None
+        shift = chosen_before(args.prior_shift, ns, shift_fraction)
+        if shift is None:
+            say(f"choosing the prior shift on the time hold-out of TRAIN with "
+                f"{args.prior_shift}")
+            try:
+                shift = prior_shift.choose_prior_shift(
+                    trainer.load_run(args.prior_shift, data_dir), data, ns, shift_fraction)
+            except ValueError as err:
+                raise UserError(f"--prior-shift: {err}") from None
+            run_folder.write_json(args.prior_shift, run_folder.PRIOR_SHIFT_FILE, shift[1])
+        else:
+            say(f"the prior shift chosen before with {args.prior_shift}: "
+                f"{shift[0].label()} ({run_folder.PRIOR_SHIFT_FILE})")
     result = evaluation.evaluation_report(model, data, ns,
                                           args.max_queries or None, retriever=retriever,
                                           fairness_n=args.fairness_n, progress=True,

@@ -37,6 +37,7 @@ HISTORY_FILE = "history.json"
 STEPS_FILE = "steps.csv"
 RECALL_FILE = "recall.json"
 EVALUATION_FILE = "evaluation.json"
+PRIOR_SHIFT_FILE = "prior_shift.json"  # the shift chosen with this (time-held-out) run
 ANALYSIS_FILE = "analysis.json"
 ANALYSIS_DIR = "analysis"
 UWL_PLOT = "uwl_weights.png"
