@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 from tfrrl.config.backbones import ADIConfig, MultiEmbeddingConfig
 from tfrrl.config.rrl import RRLConfig
@@ -27,6 +27,12 @@ class ModelConfig:
     # A learned embedding of each exposure's position relative to the newest one (0), added to
     # the attention keys (recency); off = the paper.
     attention_positions: bool = False
+    # The user id's embedding in the user token of E_tran. Off: the user is known only by the
+    # profile and the exposure sequence. For untimed histories (the user's OTHER TRAIN rows) a
+    # memorised user id lets the model read each TRAIN target off what the history leaves out,
+    # a shortcut that scores on TRAIN-held-out rows and fails on eval (benchmarks/RESULTS.md).
+    # None (auto): on when the TRAIN rows carry time, off without (tfrrl.training.trainer).
+    user_id_input: Optional[bool] = None
     expert_units: Tuple[int, ...] = (256, 128, 64)  # §V-A3 [256, 128, 64, 1]
     tower_units: Tuple[int, ...] = (64,)  # then a final unit → the score
     dropout: float = 0.0

@@ -12,6 +12,7 @@ loss), ``history.json`` and ``model.weights.h5``. The same functions work from a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -124,12 +125,22 @@ def make_optimizer(train) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(train.learning_rate)
 
 
+def resolved_model_config(exp: ExperimentConfig, data: PreparedDataset):
+    """``exp.model`` with its data-dependent defaults decided: ``user_id_input`` None → on when
+    the TRAIN rows span time, off without (their histories are then the user's other TRAIN
+    rows, and a memorised user id would read the target off what the history leaves out)."""
+    if exp.model.user_id_input is not None:
+        return exp.model
+    start, end = train_time_range(data)
+    return dataclasses.replace(exp.model, user_id_input=bool(end > start))
+
+
 def build_model(exp: ExperimentConfig, data: PreparedDataset,
                 lookup: Optional[FeatureLookup] = None) -> MatchingModel:
     lookup = lookup or FeatureLookup.from_dataset(data)
     _, sizes = data.domain_sizes_in_vocabulary_order()
     try:
-        model = MatchingModel(exp.model, exp.train,
+        model = MatchingModel(resolved_model_config(exp, data), exp.train,
                               vocabulary_sizes_from_lookup(lookup),
                               data.sequence_length, sizes, name=exp.name.replace("-", "_"))
     except ValueError as err:
@@ -197,10 +208,20 @@ def fit_schedule(start_step: int, steps: int, epochs: int) -> List[Tuple[int, in
     return plan
 
 
+# Config keys added after backups existed, with the (resolved) value that reproduces the code
+# before them: at that value a key is left out of the fingerprint, so an older backup resumes.
+FINGERPRINT_LEGACY = {("model", "user_id_input"): True}
+
+
 def run_fingerprint(exp: ExperimentConfig, data: PreparedDataset, steps: int) -> str:
-    """What a backup must match to be resumed: the experiment (all but the epoch count) and the
-    dataset's statistics."""
+    """What a backup must match to be resumed: the experiment (all but the epoch count; the
+    model's data-dependent defaults resolved, :data:`FINGERPRINT_LEGACY` keys at their legacy
+    value left out) and the dataset's statistics."""
     cfg = exp.to_dict()
+    cfg["model"]["user_id_input"] = resolved_model_config(exp, data).user_id_input
+    for (section, key), legacy in FINGERPRINT_LEGACY.items():
+        if cfg[section].get(key) == legacy:
+            del cfg[section][key]
     cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "epochs"}
     blob = json.dumps({"experiment": cfg, "stats": data.stats, "steps": steps},
                       sort_keys=True, default=str)

@@ -34,13 +34,16 @@ class UserTransformer(SublayerContainer):
     """[user token; exposure sequence] → transformer encoder → E_tran (the user token's output).
 
     Returns also the raw sequence token embeddings and their mask, the keys of the target
-    attention.
+    attention. ``use_user_id`` false: the user token is built from the profile features
+    without the user id (``model.user_id_input``).
     """
 
     def __init__(self, embeddings: SharedEmbeddings, sequence_length: int, output_dim: int,
-                 num_layers: int, heads: int, ff_dim: int, dropout: float = 0.0, **kwargs):
+                 num_layers: int, heads: int, ff_dim: int, dropout: float = 0.0,
+                 use_user_id: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.embeddings = embeddings
+        self.profile_features = [n for n in USER_CATEGORICAL if use_user_id or n != "user_id"]
         dim = embeddings.dim
         self.sequence_length = sequence_length
         self.position = layers.Embedding(sequence_length + 1, dim, name="position")
@@ -55,7 +58,7 @@ class UserTransformer(SublayerContainer):
                + emb.embed("seq_entity_type", users["seq_entity_type"])
                + emb.embed("seq_category", users["seq_category"]))
         seq_mask = tf.not_equal(users["seq_entity_id"], schema.PAD_ID)
-        profile = tf.concat([emb.embed(n, users[n]) for n in USER_CATEGORICAL], axis=-1)
+        profile = tf.concat([emb.embed(n, users[n]) for n in self.profile_features], axis=-1)
         user_tok = self.user_token(profile)[:, None, :]
         tokens = tf.concat([user_tok, seq], axis=1)
         tokens += self.position(tf.range(self.sequence_length + 1))[None]
