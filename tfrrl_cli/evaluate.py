@@ -4,7 +4,9 @@ cold ones apart — per entity type, entity fairness, AUC/gAUC and, with ``--exp
 Recall-retrieval@N through the served model's index
 (:func:`tfrrl.evaluation.report.evaluation_report`). The recent-popularity window is chosen on
 the validation rows the run held out of TRAIN (``train.validation_fraction``; 0.1 of TRAIN if
-the run held none out)."""
+the run held none out). ``--prior-shift TIME_RUN`` adds the model with its scores shifted
+toward recent popularity (:mod:`tfrrl.evaluation.prior_shift`), chosen with a run trained
+without the time hold-out of TRAIN (checked here, before any TensorFlow work)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@
 * :mod:`~tfrrl.evaluation.recall` — Recall-all@N (Eq. 26) per domain, macro and micro;
 * :mod:`~tfrrl.evaluation.references` — the reference baselines (popularity, recent popularity,
   item-item CF in domain) on the same queries;
+* :mod:`~tfrrl.evaluation.prior_shift` — the model's scores moved toward recent popularity (a
+  label-shift correction), chosen on the time hold-out of TRAIN;
 * :mod:`~tfrrl.evaluation.retrieval` — Recall-retrieval@N (Eq. 27) through a served index;
 * :mod:`~tfrrl.evaluation.fairness` — Recall@N per entity type and the entity-fairness report;
 * :mod:`~tfrrl.evaluation.auc` — AUC / gAUC on the eval impressions;
