@@ -131,3 +131,14 @@ def test_prior_shift_needs_a_run_trained_without_the_time_hold_out(tmp_path):
     later = os.path.getmtime(tmp_path / "timed" / "prior_shift.json") + 10
     os.utime(weights, (later, later))
     assert chosen_before(timed, (1, 2), 0.2) is None
+
+
+def test_warm_hold_out_users_are_those_with_rows_before_it():
+    """toy_rows lists users A, B, C; keeping only the rows before t = 60 of RECENT_ROWS leaves A
+    (t 10, 50), B (t 20) and C (t 30): all warm. Before t = 25: A and B only; D is unknown."""
+    from tfrrl.evaluation.prior_shift import has_rows
+
+    rows = toy_rows(RECENT_ROWS)
+    ids = np.asarray([b"A", b"B", b"C", b"D"], object)
+    assert has_rows(rows.rows(rows.timestamp < 60), ids).tolist() == [True, True, True, False]
+    assert has_rows(rows.rows(rows.timestamp < 25), ids).tolist() == [True, True, False, False]

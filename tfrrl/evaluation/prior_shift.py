@@ -140,6 +140,15 @@ def best_of_grid(grid: Mapping[Tuple[float, float], float], smoothing: float = S
     return PriorShift(window=w, beta=beta, smoothing=smoothing)
 
 
+def has_rows(rows: TrainInteractions, user_ids: np.ndarray) -> np.ndarray:
+    """bool [Q]: the user (raw id) has at least one of ``rows`` (``rows.users`` lists every
+    TRAIN user, also after :meth:`~TrainInteractions.rows` drops some of their rows)."""
+    index = query_rows(rows.users, user_ids)
+    present = np.zeros(len(rows.users) + 1, bool)
+    present[rows.user] = True
+    return present[np.where(index >= 0, index, len(rows.users))]
+
+
 def full_scores(model: PairScoringModel, queries: Queries) -> np.ndarray:
     """float32 [Q, corpus]: the model's score of every query × corpus entity."""
     idx, scores = model_topn(model, queries, None, queries.corpus_size, return_scores=True)
@@ -175,8 +184,7 @@ def choose_prior_shift(model: PairScoringModel, data: PreparedDataset, ns: Seque
     cap = max(1, MAX_SCORED_VALUES // max(rows.corpus_size, 1))
     limit = cap if max_queries is None else min(int(max_queries), cap)
     queries = build_queries(data, lookup, limit, seed, corpus=corpus, split=TRAIN, since=cut)
-    warm = query_rows(fit.users, queries.user_ids) >= 0
-    queries = subset_queries(queries, warm)
+    queries = subset_queries(queries, has_rows(fit, queries.user_ids))
     if not len(queries):
         raise ValueError("the time hold-out of TRAIN has no warm query to choose the shift on")
     grid = grid_recall(full_scores(model, queries), queries, fit, ns, windows, betas, smoothing)
