@@ -283,6 +283,10 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
         progress.progress.set_activity("building the model")
     with strategy.scope():
         model = build_model(exp, data)
+    if exp.model.user_id_input is None and not model.config.user_id_input:
+        print("model.user_id_input: off (auto): the TRAIN rows carry no timestamps, so each "
+              "history is the user's other TRAIN rows and a user id would let the model read "
+              "the target off what it leaves out (docs/data.md)")
     _, eval_ds = make_datasets(data, exp)
     eval_ds = distribution.shard_by_data(eval_ds)
     backup_dir = run_folder.path(out_dir, run_folder.BACKUP_DIR)
