@@ -263,3 +263,46 @@ def test_the_next_export_or_index_removes_stale_temporary_folders(indexed, tmp_p
     killed_export = leftover(other / "tfrrl", ".tmp-5-dead")
     export.export_backbone(indexed["model"], indexed["lookup"], str(other), version=6)
     assert not killed_export.exists() and (other / "tfrrl" / "6" / "saved_model.pb").is_file()
+
+
+def test_exported_prior_shift_is_added_to_every_served_score(indexed, tmp_path):
+    """An export with the prior-shift file (written as `tfrrl export --prior-shift` writes it)
+    serves model score + the offset of the user's domain for every entity: exhaustive and the
+    HNSW walk alike; the index's own files are untouched, so it loads as before."""
+    import shutil
+
+    from tfrrl.evaluation.prior_shift import PriorShift
+
+    base = tmp_path / "export"
+    shutil.copytree(indexed["base"], base)
+    version_dir = base / "tfrrl" / os.path.basename(indexed["version_dir"])
+    arrays = export.prior_shift_arrays(indexed["data"], indexed["lookup"], PriorShift(0.2, 1.0))
+    manifest = export.read_manifest(str(version_dir))
+    assert arrays["domains"].tolist() == manifest["domains"]
+    assert arrays["offsets"].shape == (len(manifest["domains"]), len(arrays["entity_keys"]))
+    # export_backbone publishes the arrays inside the version folder.
+    fresh = export.export_backbone(indexed["model"], indexed["lookup"], str(tmp_path / "e2"),
+                                   extra_arrays={export_folder.PRIOR_SHIFT: arrays})
+    with np.load(os.path.join(fresh, export_folder.PRIOR_SHIFT)) as written:
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(written[name], value)
+    # Hand-set offsets, large enough to reorder the top-K: a different one per (domain, entity).
+    rng = np.random.default_rng(1)
+    arrays["offsets"] = rng.normal(0.0, 3.0, arrays["offsets"].shape).astype(np.float32)
+    np.savez(version_dir / export_folder.PRIOR_SHIFT, **arrays)
+    plain = search.IndexedRetriever.load(indexed["base"])
+    shifted = search.IndexedRetriever.load(str(base))
+    column = {k: i for i, k in enumerate(arrays["entity_keys"].tolist())}
+    n = plain.num_entities
+    for user in raw_users(indexed["data"], 2):
+        domain = int(np.asarray(plain.encode_user(user)["domain_index"]).reshape(-1)[0])
+        keys, scores, _ = plain.retrieve(user, n, mode="exhaustive")
+        base_score = dict(zip(keys.tolist(), scores.tolist()))
+        s_keys, s_scores, _ = shifted.retrieve(user, n, mode="exhaustive")
+        expected = {k: base_score[k] + float(arrays["offsets"][domain, column[k]])
+                    for k in base_score}
+        np.testing.assert_allclose(s_scores, [expected[k] for k in s_keys.tolist()],
+                                   rtol=1e-5, atol=1e-5)
+        assert np.all(np.diff(s_scores) <= 0) and s_keys.tolist() != keys.tolist()
+        h_keys, h_scores, _ = shifted.retrieve(user, K, mode="hnsw", ef=n, top_n_per_layer=n)
+        assert h_keys.tolist() == s_keys[:K].tolist()

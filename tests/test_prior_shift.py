@@ -117,6 +117,11 @@ def test_prior_shift_needs_a_run_trained_without_the_time_hold_out(tmp_path):
     timed = fake_run("timed", data, ["train.validation_fraction=0.2",
                                      "train.validation_split=time"])
     assert check_time_run(timed, str(data)) == 0.2
+    # `tfrrl export --prior-shift` needs the shift chosen first (by `tfrrl evaluate`).
+    from tfrrl_cli.export import chosen_shift
+
+    with pytest.raises(UserError, match="tfrrl evaluate --run RUN --prior-shift"):
+        chosen_shift(timed, str(data))
     with pytest.raises(UserError, match="same prepared data"):
         check_time_run(timed, str(tmp_path / "other"))
     # A choice made before with this run is reused for the same Ns and hold-out only, and only
@@ -125,6 +130,7 @@ def test_prior_shift_needs_a_run_trained_without_the_time_hold_out(tmp_path):
     (tmp_path / "timed" / "prior_shift.json").write_text(json.dumps(
         {"window": 0.2, "beta": 0.5, "smoothing": 1.0, "ns": [1, 2], "fraction": 0.2}))
     assert chosen_before(timed, (1, 2), 0.2)[0] == PriorShift(0.2, 0.5)
+    assert chosen_shift(timed, str(data))["beta"] == 0.5
     assert chosen_before(timed, (1,), 0.2) is None and chosen_before(timed, (1, 2), 0.1) is None
     weights = tmp_path / "timed" / "model.weights.h5"
     weights.write_bytes(b"")
@@ -142,3 +148,32 @@ def test_warm_hold_out_users_are_those_with_rows_before_it():
     ids = np.asarray([b"A", b"B", b"C", b"D"], object)
     assert has_rows(rows.rows(rows.timestamp < 60), ids).tolist() == [True, True, True, False]
     assert has_rows(rows.rows(rows.timestamp < 25), ids).tolist() == [True, True, False, False]
+
+
+def test_domain_offsets_follow_the_given_domain_order():
+    """β 0.5 on the window-0.2 table: d9 (no rows) → zeros; d0 → 0.5 · [−log 4, 0, 0, −log 2]."""
+    from tfrrl.evaluation.prior_shift import domain_offsets
+
+    got = domain_offsets(toy_rows(RECENT_ROWS), PriorShift(0.2, 0.5), ["d9", "d0"])
+    np.testing.assert_allclose(got, [[0, 0, 0, 0],
+                                     [-0.5 * math.log(4), 0, 0, -0.5 * math.log(2)]], rtol=1e-6)
+    assert got.dtype == np.float32
+    assert PriorShift.from_details({"window": 0.2, "beta": 0.5}) == PriorShift(0.2, 0.5)
+
+
+def test_served_offsets_are_aligned_to_the_index_order(tmp_path):
+    """The file's entities b, a, z; the index's a, b, c: a takes the file's column 1, b column
+    0, c (absent) 0. A domain list other than the export's, or a NaN, is refused."""
+    from tfrrl_serving.indexing.index_set import read_prior_offsets
+
+    assert read_prior_offsets(str(tmp_path), np.asarray(["a"])) is None
+    np.savez(tmp_path / "prior_shift.npz", entity_keys=np.asarray(["b", "a", "z"]),
+             domains=np.asarray(["d0", "d1"]), offsets=np.float32([[1, 2, 3], [4, 5, 6]]))
+    got = read_prior_offsets(str(tmp_path), np.asarray(["a", "b", "c"]), ["d0", "d1"])
+    np.testing.assert_array_equal(got, [[2, 1, 0], [5, 4, 0]])
+    with pytest.raises(ValueError, match="differ from the export"):
+        read_prior_offsets(str(tmp_path), np.asarray(["a"]), ["d1", "d0"])
+    np.savez(tmp_path / "prior_shift.npz", entity_keys=np.asarray(["a"]),
+             domains=np.asarray(["d0"]), offsets=np.float32([[np.nan]]))
+    with pytest.raises(ValueError, match="not finite"):
+        read_prior_offsets(str(tmp_path), np.asarray(["a"]))

@@ -84,7 +84,7 @@ def chosen_before(time_run: str, ns: Tuple[int, ...], fraction: float):
     details = run_folder.read_json(time_run, run_folder.PRIOR_SHIFT_FILE)
     if details.get("ns") != list(ns) or details.get("fraction") != fraction:
         return None
-    return PriorShift(details["window"], details["beta"], details["smoothing"]), details
+    return PriorShift.from_details(details), details
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@
       <model>/<version>/                 a SavedModel of the scorer (stock TF ops only)
         saved_model.pb, variables/, assets/<vocabulary>.txt
         export_manifest.json             signatures, domains, vocabulary sizes, dims
+        prior_shift.npz                  optional (``tfrrl export --prior-shift``): the score
+                                         offset of every (domain, entity), added when serving
       <model>/index-<version>/           written by ``tfrrl index`` beside the SavedModel
         manifest.json                    format, sizes, and ``checksums``: the sha256 of every
                                          other file of the folder, verified when it is loaded
@@ -36,6 +38,9 @@ from typing import List, Optional
 SAVED_MODEL = "saved_model.pb"  # in a version folder: what makes it a SavedModel
 ASSETS_DIR = "assets"  # in a version folder: the vocabularies, <vocabulary>.txt
 MANIFEST = "export_manifest.json"
+# In a version folder, optional: ``entity_keys`` [N] str, ``domains`` [D] str (expert-index
+# order, as the manifest's), ``offsets`` float32 [D, N] (tfrrl.evaluation.prior_shift).
+PRIOR_SHIFT = "prior_shift.npz"
 MODELS_CONFIG = "models.config"
 README = "README.md"
 INDEX_SIGNATURE = "encode_entities"  # the signature whose output the indexes are built on

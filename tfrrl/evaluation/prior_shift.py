@@ -72,6 +72,12 @@ class PriorShift:
     def label(self) -> str:
         return f"w={self.window:g}, β={self.beta:g}"
 
+    @classmethod
+    def from_details(cls, details: Mapping[str, Any]) -> "PriorShift":
+        """The shift recorded in :func:`choose_prior_shift`'s details (``prior_shift.json``)."""
+        return cls(float(details["window"]), float(details["beta"]),
+                   float(details.get("smoothing", SMOOTHING)))
+
 
 def shift_table(rows: TrainInteractions, window: float, smoothing: float = SMOOTHING
                 ) -> Tuple[List[str], np.ndarray]:
@@ -106,6 +112,15 @@ def shift_offsets(rows: TrainInteractions, shift: PriorShift, domains: Sequence[
         return beta * table[per_query[q0:q1], c0:c1]
 
     return offset
+
+
+def domain_offsets(rows: TrainInteractions, shift: PriorShift, domains: Sequence[str]
+                   ) -> np.ndarray:
+    """float32 [len(domains), corpus]: β · offset_d(i) for each of ``domains`` in that order
+    (e.g. an export's expert-index order; zeros for a domain without TRAIN rows): what
+    ``tfrrl export --prior-shift`` writes for serving."""
+    names, table = shift_table(rows, shift.window, shift.smoothing)
+    return np.float32(shift.beta) * table[table_rows(names, domains)]
 
 
 def ranked(scores: np.ndarray, n: int) -> np.ndarray:

@@ -29,6 +29,7 @@ The signatures and the SavedModel root are :mod:`tfrrl.export.signatures`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -45,7 +46,11 @@ import tensorflow as tf
 from tfrrl.artifacts import export_folder
 from tfrrl.artifacts.export_folder import INDEX_OUTPUT, MANIFEST, MODELS_CONFIG
 from tfrrl.data import schema
+from tfrrl.data.corpus import ENTITY_KEY, load_corpus
 from tfrrl.data.reader import FeatureLookup, PreparedDataset
+from tfrrl.evaluation.prior_shift import PriorShift, domain_offsets
+from tfrrl.evaluation.references import read_train_interactions
+from tfrrl.evaluation.text import as_text
 from tfrrl.progress import Steps
 from tfrrl.export.signatures import (BackboneServingModule, ServingScorer, VocabularyTables,
                                      entity_input_names, user_input_names)
@@ -210,10 +215,17 @@ def _serving_image_tag() -> str:
 
 
 # --------------------------------------------------------------------------------------------
+def exported_domains(lookup) -> List[str]:
+    """The domains of an export in expert-index order (the manifest's ``domains``)."""
+    return list(lookup.vocabularies["domain"][schema.FIRST_DOMAIN_ID - 2:])
+
+
 def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
                     version: Optional[int] = None, config_base_path: Optional[str] = None,
                     extra_manifest: Optional[Mapping] = None,
-                    steps: Optional[Steps] = None) -> str:
+                    steps: Optional[Steps] = None,
+                    extra_arrays: Optional[Mapping[str, Mapping[str, np.ndarray]]] = None
+                    ) -> str:
     """Exports the scorer of ``model`` (a MatchingModel or a Scorer) to
     ``<base_dir>/<name>/<version>``; returns it.
 
@@ -222,7 +234,9 @@ def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
     version is never overwritten. ``config_base_path`` is the model's base path written into
     ``<base_dir>/models.config`` (default ``/models/<name>``, the official image's mount point).
     ``steps``: a :class:`~tfrrl.progress.Steps` reporter told of the three steps here (tracing,
-    writing the SavedModel, the serving files).
+    writing the SavedModel, the serving files). ``extra_arrays``: ``{file name: {array name:
+    array}}`` written (``np.savez``) into the version folder before it is published, e.g.
+    :data:`~tfrrl.artifacts.export_folder.PRIOR_SHIFT`.
     """
     steps = steps or Steps("export", 3, None)
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name.startswith("."):
@@ -265,7 +279,12 @@ def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
         module = BackboneServingModule(scorer)
         steps(f"writing the SavedModel {final_dir}")
         tf.saved_model.save(module, tmp_dir, signatures=signatures)
-        domains = list(lookup.vocabularies["domain"][schema.FIRST_DOMAIN_ID - 2:])
+        domains = exported_domains(lookup)
+        for file_name, arrays in (extra_arrays or {}).items():
+            buffer = io.BytesIO()  # np.savez seeks; a GFile (e.g. gs://) cannot
+            np.savez(buffer, **arrays)
+            with tf.io.gfile.GFile(os.path.join(tmp_dir, file_name), "wb") as f:
+                f.write(buffer.getvalue())
         manifest = {
             "format": "tfrrl-backbone-savedmodel/1",
             "model_name": name,
@@ -339,13 +358,29 @@ def latest_version_dir(export_dir: str, name: str = "tfrrl") -> str:
     return os.path.join(model_dir, str(versions[-1]))
 
 
+def prior_shift_arrays(data: PreparedDataset, lookup: FeatureLookup, shift: PriorShift
+                       ) -> Dict[str, np.ndarray]:
+    """The :data:`~tfrrl.artifacts.export_folder.PRIOR_SHIFT` arrays of ``shift`` with counts
+    from all of ``data``'s TRAIN rows: every corpus entity, the export's domains in expert-index
+    order, β · offset [domains, entities] (:func:`tfrrl.evaluation.prior_shift.domain_offsets`)."""
+    corpus = load_corpus(data, lookup)
+    rows = read_train_interactions(data, corpus)
+    domains = exported_domains(lookup)
+    return {"entity_keys": np.asarray([as_text(k) for k in corpus[ENTITY_KEY]], dtype=str),
+            "domains": np.asarray(domains, dtype=str),
+            "offsets": domain_offsets(rows, shift, domains)}
+
+
 def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = "tfrrl",
                version: Optional[int] = None,
-               progress: Optional[Callable[[str], None]] = None) -> str:
+               progress: Optional[Callable[[str], None]] = None,
+               prior_shift: Optional[Tuple[PriorShift, Mapping]] = None) -> str:
     """``tfrrl export``: rebuilds a trained run (config.yaml + weights) and exports it.
 
     ``data_dir`` None = the prepared dataset the run was trained on (``run.json``).
-    ``progress``: called with one line per step (``export [k/4] …``)."""
+    ``progress``: called with one line per step (``export [k/4] …``). ``prior_shift`` = (a
+    shift, the details of its choice): its offsets are exported beside the SavedModel
+    (:func:`prior_shift_arrays`) and the matching service adds them to every score."""
     steps = Steps("export", 4, progress)
     data_dir = trainer.run_data_dir(run_dir, data_dir)
     steps(f"rebuilding the trained model of {run_dir}")
@@ -353,7 +388,10 @@ def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = 
     lookup = FeatureLookup.from_dataset(data)
     # Served scores are float32 whatever the run trained in (the variables are float32 anyway).
     model = trainer.load_run(run_dir, data_dir, overrides=["model.compute_dtype=float32"])
+    extra = {"run_dir": os.path.abspath(run_dir), "data_dir": os.path.abspath(data_dir)}
+    arrays = None
+    if prior_shift is not None:
+        arrays = {export_folder.PRIOR_SHIFT: prior_shift_arrays(data, lookup, prior_shift[0])}
+        extra["prior_shift"] = dict(prior_shift[1], file=export_folder.PRIOR_SHIFT)
     return export_backbone(model, lookup, out_dir, name=name, version=version,
-                           extra_manifest={"run_dir": os.path.abspath(run_dir),
-                                           "data_dir": os.path.abspath(data_dir)},
-                           steps=steps)
+                           extra_manifest=extra, steps=steps, extra_arrays=arrays)

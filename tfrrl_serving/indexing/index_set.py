@@ -1,5 +1,6 @@
 """A published index loaded for serving (:func:`load_indexes`): entity keys, the cached entity
-representations, the HNSW graph and the ScaNN index of one model version, checked against the
+representations, the HNSW graph, the ScaNN index and the export's prior-shift offsets (if any)
+of one model version, checked against the
 index manifest (:mod:`tfrrl_serving.indexing.build` writes it): every file against its recorded
 sha256 (:mod:`tfrrl_serving.indexing.checksums`), the parts against the manifest's counts, dims
 and versions, and the representations for NaN / Inf.
@@ -16,7 +17,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from tfrrl.artifacts.export_folder import INDEX_FORMAT, INDEX_MANIFEST
+from tfrrl.artifacts.export_folder import INDEX_FORMAT, INDEX_MANIFEST, MANIFEST, PRIOR_SHIFT
 from tfrrl_serving.ann.hnsw import HnswGraph
 from tfrrl_serving.ann.scann import ScannIndex
 from tfrrl_serving.indexing.checksums import verify_index_checksums
@@ -34,6 +35,9 @@ class IndexSet:
     hnsw: HnswGraph
     scann: Optional[ScannIndex]
     checksums_verified: bool = False  # False: not asked, or built before checksums existed
+    # float32 [domains, N] in index id order: the export's prior shift (tfrrl export
+    # --prior-shift), added to the scores of a request's domain; None without one.
+    prior_offsets: Optional[np.ndarray] = None
 
     @property
     def version(self) -> int:
@@ -45,6 +49,30 @@ class IndexSet:
 
     def key_index(self) -> Dict[str, int]:
         return {k: i for i, k in enumerate(self.entity_keys)}
+
+
+def read_prior_offsets(version_dir: str, entity_keys: np.ndarray,
+                       domains: Optional[list] = None) -> Optional[np.ndarray]:
+    """The version folder's :data:`PRIOR_SHIFT` offsets re-ordered to ``entity_keys`` (index
+    id order; an entity the file lacks gets 0), float32 [domains, N]; None without the file.
+    ``domains`` (the export manifest's) must match the file's."""
+    path = pathlib.Path(version_dir) / PRIOR_SHIFT
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        keys, offsets, file_domains = f["entity_keys"], f["offsets"], f["domains"].tolist()
+    if domains is not None and list(domains) != file_domains:
+        raise ValueError(f"{path}: domains {file_domains} differ from the export's {domains}")
+    if offsets.shape != (len(file_domains), len(keys)) or not np.all(np.isfinite(offsets)):
+        raise ValueError(f"{path}: offsets {offsets.shape} for {len(file_domains)} domains x "
+                         f"{len(keys)} entities, or not finite")
+    column = {k: i for i, k in enumerate(keys.tolist())}
+    out = np.zeros((len(file_domains), len(entity_keys)), np.float32)
+    found = [(i, column[k]) for i, k in enumerate(entity_keys.tolist()) if k in column]
+    if found:
+        ids, cols = (np.asarray(x, np.int64) for x in zip(*found))
+        out[:, ids] = offsets[:, cols]
+    return out
 
 
 def load_indexes(export_dir: str, version: Optional[int] = None, name: str = "tfrrl", *,
@@ -88,6 +116,11 @@ def load_indexes(export_dir: str, version: Optional[int] = None, name: str = "tf
     if problems:
         raise ValueError(f"{root}: manifest says {n} x {dim} for model {manifest['model_version']}"
                          f" / corpus {manifest['corpus_version']}, but: {'; '.join(problems)}")
+    version_dir = pathlib.Path(export_dir) / name / str(manifest["model_version"])
+    export_manifest = version_dir / MANIFEST
+    domains = (json.loads(export_manifest.read_text(encoding="utf-8")).get("domains")
+               if export_manifest.is_file() else None)
     return IndexSet(directory=str(root), manifest=manifest, checksums_verified=verified,
                     entity_keys=keys,
-                    entity_repr=reprs, hnsw=graph, scann=scann)
+                    entity_repr=reprs, hnsw=graph, scann=scann,
+                    prior_offsets=read_prior_offsets(str(version_dir), keys, domains))

@@ -148,12 +148,23 @@ class IndexedRetriever:
     def encode_user(self, raw_user: Mapping[str, Any]) -> Dict[str, Any]:
         return dict(self._encode_user(**self.user_tensors(raw_user)))
 
+    def prior_offsets_of(self, encoded_user: Mapping[str, Any]) -> Optional[np.ndarray]:
+        """float32 [N]: the export's prior-shift offsets of the user's domain (index id order),
+        None without a prior shift or for a domain outside the exported list."""
+        offsets = self.indexes.prior_offsets
+        if offsets is None or not int(np.asarray(encoded_user["domain_known"]).reshape(-1)[0]):
+            return None
+        return offsets[int(np.asarray(encoded_user["domain_index"]).reshape(-1)[0])]
+
     def scorer(self, encoded_user: Mapping[str, Any], counter: Optional[Dict[str, Any]] = None,
                should_stop: Optional[Callable[[], bool]] = None):
         """``score_fn(ids) -> float64 scores`` for one encoded user: one ``score_encoded`` call
-        on ``entity_repr[ids]``; :class:`RetrievalStopped` instead when ``should_stop()``."""
+        on ``entity_repr[ids]``, plus the prior-shift offsets of the user's domain when the
+        export has them (:meth:`prior_offsets_of`); :class:`RetrievalStopped` instead when
+        ``should_stop()``."""
         tf = self._tf
         user = {k: v for k, v in encoded_user.items() if k in self._score_specs}
+        shift = self.prior_offsets_of(encoded_user)
 
         def score_fn(ids: np.ndarray) -> np.ndarray:
             if should_stop is not None and should_stop():
@@ -164,6 +175,8 @@ class IndexedRetriever:
             rows = tf.constant(self.entity_repr[padded])
             scores = np.asarray(
                 self._score_encoded(**user, entity_repr=rows)["scores"])[0][:ids.size]
+            if shift is not None:
+                scores = scores + shift[ids]
             if counter is not None:
                 counter["calls"] += 1
                 counter["pairs"] += int(len(ids))
