@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     # Recall-retrieval@N through the export's HNSW index, built here (the library takes any
     # retriever).
     retriever = IndexedRetriever.load(args.export) if args.export else None
+    if retriever is not None and retriever.indexes.prior_offsets is not None:
+        say(f"{args.export} carries a prior shift (tfrrl export --prior-shift): "
+            "Recall-retrieval@N ranks the shifted scores, Recall-all@N the model's own")
     data = PreparedDataset(data_dir)
     shift = None
     if args.prior_shift:
