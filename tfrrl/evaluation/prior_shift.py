@@ -104,12 +104,12 @@ def shift_offsets(rows: TrainInteractions, shift: PriorShift, domains: Sequence[
                   ) -> Callable[[int, int, int, int], np.ndarray]:
     """The ``score_offset`` of :func:`~tfrrl.evaluation.topn.model_topn` for queries of
     ``domains``: block (q0, q1, c0, c1) of β · offset_d(i)."""
-    names, table = shift_table(rows, shift.window, shift.smoothing)
+    names = sorted(set(map(str, domains)))
+    table = domain_offsets(rows, shift, names)
     per_query = table_rows(names, domains)
-    beta = np.float32(shift.beta)
 
     def offset(q0: int, q1: int, c0: int, c1: int) -> np.ndarray:
-        return beta * table[per_query[q0:q1], c0:c1]
+        return table[per_query[q0:q1], c0:c1]
 
     return offset
 

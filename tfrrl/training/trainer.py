@@ -281,9 +281,12 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
     and the ``fit`` calls; returns (model, history dict, the backup)."""
     if progress:
         progress.progress.set_activity("building the model")
+    auto_user_id = exp.model.user_id_input is None
+    # Resolved once (one pass over TRAIN's timestamps), for the model and the fingerprint.
+    exp = dataclasses.replace(exp, model=resolved_model_config(exp, data))
     with strategy.scope():
         model = build_model(exp, data)
-    if exp.model.user_id_input is None and not model.config.user_id_input:
+    if auto_user_id and not model.config.user_id_input:
         print("model.user_id_input: off (auto): the TRAIN rows carry no timestamps, so each "
               "history is the user's other TRAIN rows and a user id would let the model read "
               "the target off what it leaves out (docs/data.md)")
