@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Optional
+
+_RECALL_MONITOR = re.compile(r"^val_recall@([1-9][0-9]*)$")
+
+
+def recall_monitor_n(monitor: str) -> Optional[int]:
+    """N of a ``val_recall@N`` monitor (:mod:`tfrrl.training.validation_recall`); None for any
+    other monitor (a logged loss)."""
+    match = _RECALL_MONITOR.match(monitor)
+    return int(match.group(1)) if match else None
+
+
+def monitor_mode(monitor: str) -> str:
+    """``"max"`` for a recall monitor (higher is better), ``"min"`` for a loss."""
+    return "max" if recall_monitor_n(monitor) is not None else "min"
 
 
 @dataclasses.dataclass
@@ -26,7 +41,12 @@ class TrainConfig:
     # What early stopping and the best checkpoint watch. "val_loss" includes the RRL auxiliary
     # terms (adversarial, UWL-weighted: they may rise while retrieval improves); "val_ce_loss"
     # is the sampled-softmax objective alone, the same quantity for every architecture.
+    # "val_recall@N": Recall@N of the whole corpus on held-out TRAIN rows, scored exhaustively
+    # after every epoch (tfrrl/training/validation_recall.py; needs validation_fraction > 0).
     monitor: str = "val_loss"
+    # A recall monitor scores this many held-out rows (stratified by domain, the same rows every
+    # epoch; 0: all of them). Each costs one query of exhaustive scoring per epoch.
+    monitor_queries: int = 1000
     seed: int = 0
     shuffle_buffer: int = 20_000
     # Score each distinct candidate of a step once (tfrrl.tasks.retrieval.distinct_columns):
@@ -64,5 +84,15 @@ class TrainConfig:
         if self.validation_split not in ("random", "time"):
             raise ValueError(f"train.validation_split must be random or time, got "
                              f"{self.validation_split!r}")
+        if self.monitor.startswith("val_recall") and recall_monitor_n(self.monitor) is None:
+            raise ValueError(f"train.monitor {self.monitor!r}: a recall monitor is written "
+                             f"val_recall@N with N a positive integer, e.g. val_recall@50")
+        if recall_monitor_n(self.monitor) is not None and not self.validation_fraction > 0:
+            raise ValueError(f"train.monitor {self.monitor} needs train.validation_fraction > 0:"
+                             f" it ranks held-out TRAIN rows (on the eval split it would choose "
+                             f"the model on the test set)")
+        if self.monitor_queries < 0:
+            raise ValueError(f"train.monitor_queries must be ≥ 0 (0: every held-out row), got "
+                             f"{self.monitor_queries}")
         if self.weight_decay < 0:
             raise ValueError(f"train.weight_decay must be ≥ 0, got {self.weight_decay}")

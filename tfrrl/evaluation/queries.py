@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -129,6 +129,25 @@ def _subsample(domains: np.ndarray, order: Sequence[str], max_queries: int, seed
     return np.sort(np.concatenate(kept)) if kept else np.zeros([0], np.int64)
 
 
+def corpus_positions(corpus_hash: np.ndarray, hashes: np.ndarray
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+    """(corpus index of each of ``hashes``, whether it is in the corpus at all); the index of a
+    hash missing from the corpus is meaningless. Logs how many are missing."""
+    corpus_hash = np.asarray(corpus_hash, np.int64)
+    corpus_size = len(corpus_hash)
+    c_sort = np.argsort(corpus_hash, kind="stable")
+    sorted_hash = corpus_hash[c_sort]
+    if corpus_size and np.any(sorted_hash[1:] == sorted_hash[:-1]):
+        raise ValueError("duplicate entity_hash values in the corpus")
+    pos = np.minimum(np.searchsorted(sorted_hash, hashes), max(corpus_size - 1, 0))
+    found = (sorted_hash[pos] == hashes) if corpus_size else np.zeros(len(hashes), bool)
+    if not found.all():
+        log.warning("%d rows have an entity missing from the corpus: skipped",
+                    int(np.count_nonzero(~found)))
+    index = c_sort[pos] if corpus_size else np.zeros(len(hashes), np.int64)
+    return index.astype(np.int64), found
+
+
 def build_queries(data: PreparedDataset, lookup: Optional[FeatureLookup] = None,
                   max_queries: Optional[int] = None, seed: int = 0, *,
                   corpus: Optional[Dict[str, np.ndarray]] = None,
@@ -199,16 +218,9 @@ def build_queries(data: PreparedDataset, lookup: Optional[FeatureLookup] = None,
     q_code = pair_code(q_u, q_d)
     q_sort = np.argsort(q_code)
     row_q = q_sort[np.searchsorted(q_code[q_sort], pair_code(all_u, all_d))]
-    c_sort = np.argsort(corpus_hash, kind="stable")
-    sorted_hash = corpus_hash[c_sort]
-    if corpus_size and np.any(sorted_hash[1:] == sorted_hash[:-1]):
-        raise ValueError("duplicate entity_hash values in the corpus")
-    pos = np.minimum(np.searchsorted(sorted_hash, all_h), max(corpus_size - 1, 0))
-    found = (sorted_hash[pos] == all_h) if corpus_size else np.zeros(len(all_h), bool)
+    index, found = corpus_positions(corpus_hash, all_h)
     missing = int(np.count_nonzero(~found))
-    if missing:
-        log.warning("%d eval rows have an entity missing from the corpus: skipped", missing)
-    pairs = np.unique(row_q[found].astype(np.int64) * max(corpus_size, 1) + c_sort[pos[found]])
+    pairs = np.unique(row_q[found].astype(np.int64) * max(corpus_size, 1) + index[found])
     pair_q = pairs // max(corpus_size, 1)
     bounds = np.searchsorted(pair_q, np.arange(num_candidates + 1))
     gt_all = [(pairs[a:b] % max(corpus_size, 1)).astype(np.int64)
@@ -240,3 +252,56 @@ def subset_queries(queries: Queries, keep: np.ndarray) -> Queries:
         "raw_features": {k: v[rows] for k, v in queries.raw_features.items()},
     }
     return dataclasses.replace(queries, **sliced)
+
+
+def row_queries(data: PreparedDataset, split: str,
+                keep: Callable[[Dict[str, np.ndarray]], np.ndarray],
+                lookup: Optional[FeatureLookup] = None, max_queries: Optional[int] = None,
+                seed: int = 0, *, corpus: Optional[Dict[str, np.ndarray]] = None,
+                batch_size: int = 4096) -> Queries:
+    """One query per row of ``split`` that ``keep`` selects: the row's own user-side features
+    and, as the ground truth, the row's own entity (Recall@N is then the hit rate of held-out
+    rows). ``keep(ids)`` gets a batch's looked-up features (NumPy) and returns a bool mask.
+
+    The query of a row sees exactly the inputs the model saw for it in training, so a history
+    that holds the user's other TRAIN rows (data without timestamps) never holds the answer, as a
+    per-(user, domain) query's history could. Subsample and order as :func:`build_queries`.
+    """
+    lookup = lookup or FeatureLookup.from_dataset(data)
+    if corpus is None:
+        corpus = load_corpus(data, lookup)
+    parts: List[Dict[str, np.ndarray]] = []
+    for raw in data.raw_dataset(split, batch_size):
+        ids = {k: v.numpy() for k, v in lookup(raw).items()}
+        sel = np.flatnonzero(np.asarray(keep(ids), bool))
+        if not sel.size:
+            continue
+        part = {k: v[sel] for k, v in ids.items() if k not in _NON_USER}
+        part.update(_u=as_bytes(raw["user_id"].numpy()[sel]),
+                    _d=as_bytes(raw["domain"].numpy()[sel]),
+                    _ts=raw["timestamp"].numpy().astype(np.int64)[sel],
+                    _h=ids["entity_hash"].astype(np.int64)[sel])
+        part.update({f"_raw_{k}": raw[k].numpy()[sel] for k in RAW_USER_INPUTS})
+        parts.append(part)
+    domain_names = list(data.domains)
+    corpus_size = len(corpus["entity_hash"])
+    if not parts:
+        return Queries(domains=np.zeros([0], object), ground_truth=[], corpus_size=corpus_size,
+                       corpus=corpus, domain_names=domain_names)
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    index, found = corpus_positions(corpus["entity_hash"], rows["_h"])
+    q_dom = np.asarray([d.decode("utf-8") for d in rows["_d"]], dtype=object)
+    order = [d for d in domain_names if d in set(q_dom)]
+    order += sorted(set(q_dom) - set(order))
+    candidates = np.flatnonzero(found)
+    chosen = candidates
+    if max_queries is not None and max_queries < len(candidates):
+        chosen = candidates[_subsample(q_dom[candidates], order, int(max_queries), seed)]
+    return Queries(domains=q_dom[chosen], ground_truth=[index[i:i + 1] for i in chosen],
+                   corpus_size=corpus_size, user_ids=rows["_u"][chosen],
+                   timestamps=rows["_ts"][chosen],
+                   features={k: v[chosen] for k, v in rows.items() if not k.startswith("_")},
+                   raw_features={k[len("_raw_"):]: v[chosen] for k, v in rows.items()
+                                 if k.startswith("_raw_")},
+                   corpus=corpus, domain_names=domain_names, num_candidates=len(candidates),
+                   num_missing_ground_truth=int(np.count_nonzero(~found)))

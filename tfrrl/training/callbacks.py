@@ -81,8 +81,8 @@ class RunEarlyStopping(keras.callbacks.EarlyStopping):
     (the file ``ModelCheckpoint`` keeps, which a restarted process still has).
     """
 
-    def __init__(self, monitor: str, patience: int):
-        super().__init__(monitor=monitor, mode="min", patience=patience,
+    def __init__(self, monitor: str, patience: int, mode: str = "min"):
+        super().__init__(monitor=monitor, mode=mode, patience=patience,
                          restore_best_weights=False)
         self._run_started = False
 

@@ -25,10 +25,12 @@ import tensorflow as tf
 
 from tfrrl.artifacts import run_folder
 from tfrrl.config import ConfigError, ExperimentConfig
+from tfrrl.config.train import monitor_mode, recall_monitor_n
 from tfrrl.data import schema
 from tfrrl.data.corpus import load_corpus
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.data.validation_split import time_cut_of, validation_bucket, validation_cut
+from tfrrl.evaluation.queries import row_queries
 from tfrrl.evaluation.recall import format_report
 from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
@@ -37,6 +39,7 @@ from tfrrl.training import distribution
 from tfrrl.training.callbacks import (NonFiniteGuard, RunEarlyStopping, StepLogger,
                                      TrainingBackup, TrainingProgress)
 from tfrrl.training.self_training import PseudoFractionSchedule
+from tfrrl.training.validation_recall import ValidationRecall, holdout_mask
 
 def _in_validation(example) -> tf.Tensor:
     """A fixed pseudo-random 1/1000 bucket of an example (:mod:`tfrrl.data.validation_split`)."""
@@ -210,7 +213,7 @@ def fit_schedule(start_step: int, steps: int, epochs: int) -> List[Tuple[int, in
 
 # Config keys added after backups existed, with the (resolved) value that reproduces the code
 # before them: at that value a key is left out of the fingerprint, so an older backup resumes.
-FINGERPRINT_LEGACY = {("model", "user_id_input"): True}
+FINGERPRINT_LEGACY = {("model", "user_id_input"): True, ("train", "monitor_queries"): 1000}
 
 
 def run_fingerprint(exp: ExperimentConfig, data: PreparedDataset, steps: int) -> str:
@@ -296,7 +299,8 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
     if not resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
     # The run's early stopping and history go on across a restart: both are in the backup.
-    early_stopping = RunEarlyStopping(exp.train.monitor, exp.train.early_stopping_patience)
+    early_stopping = RunEarlyStopping(exp.train.monitor, exp.train.early_stopping_patience,
+                                      mode=monitor_mode(exp.train.monitor))
     backup = TrainingBackup(backup_dir, exp.train.backup_every_steps,
                             run_fingerprint(exp, data, steps), early_stopping=early_stopping)
     start_step = backup.restore(model)
@@ -310,6 +314,7 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
         progress.resume_from(start_step)
     best_path = run_folder.checkpoint_path(out_dir, run_folder.BEST_WEIGHTS)
     callbacks = [
+        *validation_recall_callbacks(exp, data, progress),  # first: the others read its value
         *([progress] if progress else []),
         keras.callbacks.TensorBoard(run_folder.path(out_dir, run_folder.LOGS_DIR),
                                     update_freq=20),
@@ -317,10 +322,11 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
         NonFiniteGuard(exp.train.max_nonfinite_steps),
         *([PseudoFractionSchedule.from_config(exp.model.adi.self_training)]  # ADI: p per epoch
           if exp.model.adi.self_training.enabled else []),
-        keras.callbacks.ModelCheckpoint(best_path, monitor=exp.train.monitor, mode="min",
+        keras.callbacks.ModelCheckpoint(best_path, monitor=exp.train.monitor,
+                                        mode=monitor_mode(exp.train.monitor),
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=early_stopping.best),
-        early_stopping,  # every monitored value is a loss: lower is better
+        early_stopping,
         backup,  # after early stopping: its state after the epoch goes into the backup
     ]
     if exp.train.save_epoch_checkpoints:  # one file per epoch, for `tfrrl analyze`
@@ -343,6 +349,28 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
         # also when that epoch ran before a restart.
         model.load_weights(best_path)
     return model, backup.history, backup
+
+
+def validation_recall_callbacks(exp: ExperimentConfig, data: PreparedDataset,
+                                progress: Optional[TrainingProgress]) -> List[ValidationRecall]:
+    """``[ValidationRecall]`` on the run's held-out TRAIN rows when ``train.monitor`` is
+    ``val_recall@N``, else ``[]``."""
+    n = recall_monitor_n(exp.train.monitor)
+    if n is None:
+        return []
+    t = exp.train
+    if progress:
+        progress.progress.set_activity("building the validation recall queries")
+    queries = row_queries(data, TRAIN, holdout_mask(t.validation_fraction,
+                                                    validation_time_cut(data, exp)),
+                          max_queries=t.monitor_queries or None, seed=t.seed)
+    if not len(queries):
+        raise ConfigError(f"train.monitor {t.monitor}: the validation hold-out has no rows")
+    say = progress.progress.message if progress else None
+    if say:
+        say(f"{t.monitor}: {len(queries):,} of {queries.num_candidates:,} held-out rows ranked "
+            f"against the {queries.corpus_size:,}-entity corpus after every epoch")
+    return [ValidationRecall(queries, n, say=say)]
 
 
 def recall_vs_popularity(model: MatchingModel, data_dir: str, out_dir: Optional[str] = None,
