@@ -68,3 +68,25 @@ def test_the_switch_is_a_model_config_key_decided_by_the_data(hand_built_prepare
     untimed = PreparedDataset(str(tmp_path / "out"))
     assert resolved_model_config(auto, untimed).user_id_input is False
     assert resolved_model_config(on, untimed).user_id_input is True
+
+
+@pytest.mark.parametrize("use_user_id", [True, False])
+def test_crocodiles_prior_user_embedding_follows_the_switch(hand_built_prepared, use_user_id):
+    """Crocodile's PEG prior (user id, domain, entity id embeddings) reads the user id only when
+    ``model.user_id_input`` is on; off, every user gets the OOV row (same width)."""
+    from tests.conftest import TINY_MODEL
+    from tfrrl.data.reader import TRAIN, PreparedDataset
+    from tfrrl.training import trainer
+
+    data = PreparedDataset(str(hand_built_prepared["out"]))
+    exp = config.load_experiment("configs/synthetic/crocodile.yaml", TINY_MODEL + [
+        f"model.user_id_input={str(use_user_id).lower()}"])
+    model = trainer.build_model(exp, data)
+    one = next(iter(data.dataset(TRAIN, 1)))
+    users = {k: tf.concat([v, v], 0) for k, v in one.items()}
+    users["user_id"] = tf.constant([2, 3], users["user_id"].dtype)  # two users, same features
+    e_tran = model.encode_users(users)["e_tran"].numpy()
+    prior = int(exp.model.multi_embedding.prior_dim)
+    assert prior > 0
+    user_prior = e_tran[:, -2 * prior:-prior]  # [.., prior(user id), prior(domain id)]
+    assert np.allclose(user_prior[0], user_prior[1]) != use_user_id

@@ -162,6 +162,9 @@ class EmbeddingSets(SublayerContainer):
             {v: vocabulary_sizes[v] for v in vocabs}, prior_dim, name="prior_embeddings")
             if prior_dim else None)
         self.prior_dim = int(prior_dim)
+        # model.user_id_input false: every user reads the prior table's OOV row (id 1), a
+        # learned constant, so the prior carries no user identity and the width stays the same.
+        self.use_user_id = config.user_id_input is not False
         self.build()
 
     @property
@@ -195,7 +198,9 @@ class EmbeddingSets(SublayerContainer):
         encs = [s.user_transformer(users, training=training) for s in self._stacks(primary)]
         e_tran = [e["e_tran"] for e in encs]
         if self.prior is not None:
-            e_tran += [self.prior.embed("user_id", users["user_id"]),
+            user_ids = (users["user_id"] if self.use_user_id
+                        else tf.ones_like(users["user_id"]))  # id 1: OOV
+            e_tran += [self.prior.embed("user_id", user_ids),
                        self.prior.embed("domain", users["domain"])]
         return {"e_tran": tf.concat(e_tran, -1),
                 "seq_keys": tf.concat([e["seq_keys"] for e in encs], -1),
