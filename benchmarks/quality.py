@@ -24,7 +24,9 @@ Protocol (no tuning on the test split):
   steps given here, and ``train.validation_fraction=0.1``: early stopping and the best
   checkpoint watch a validation set carved from TRAIN (tfrrl/training/trainer.py ``carve``),
   on ``val_ce_loss`` (``train.monitor``): the retrieval objective, the same quantity for every
-  row (the RRL total also holds its adversarial, UWL-weighted auxiliary terms);
+  row (the RRL total also holds its adversarial, UWL-weighted auxiliary terms); ``--monitor
+  val_recall@N`` watches Recall@N of held-out TRAIN rows instead
+  (tfrrl/training/validation_recall.py);
 * test metrics: Recall-all@N (Eq. 26, exhaustive scoring of the whole corpus, tfrrl/evaluation/
   recall.py) on the same ``--max-queries`` (user, domain) queries for every run; its macro
   average over domains ("avg" in the paper) is the table's number; AUC / gAUC on eval
@@ -112,6 +114,18 @@ def shared_representations(model, data, max_rows: int = 2000):
     return np.concatenate(reps)[:max_rows], np.concatenate(doms)[:max_rows]
 
 
+def best_epoch_of(history: Dict[str, List[float]], monitor: str) -> int:
+    """The epoch (from 1) that early stopping kept: the best value of ``monitor`` in
+    ``history`` (the lowest loss, the highest recall); 0 when it was never logged."""
+    from tfrrl.config.train import monitor_mode  # pylint: disable=import-outside-toplevel
+
+    values = history.get(monitor) or []
+    if not values or all(v != v for v in values):
+        return 0
+    pick = np.nanargmax if monitor_mode(monitor) == "max" else np.nanargmin
+    return int(pick(values)) + 1
+
+
 def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, args,
             queries, lookup, cold) -> Dict[str, Any]:
     import keras  # pylint: disable=import-outside-toplevel
@@ -127,7 +141,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
         os.path.join(REPO, "configs", dataset, f"{config_name}.yaml"),
         [f"train.seed={seed}", f"train.epochs={args.epochs}",
          f"train.steps_per_epoch={args.steps_per_epoch or 'null'}",
-         "train.validation_fraction=0.1", "train.monitor=val_ce_loss",
+         "train.validation_fraction=0.1", f"train.monitor={args.monitor}",
          f"train.early_stopping_patience={args.patience}",
          f"train.eval_steps={args.validation_steps or 'null'}"])
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
@@ -150,7 +164,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
                  for g in ("warm", "cold") if evaluated["warm_cold"][g]["num_queries"]}
     scored = evaluation.scored_impressions(model, data, num_negatives=20, max_rows=3000, seed=seed)
     val_ce = history.get("val_ce_loss", [float("nan")])
-    best_epoch = int(np.nanargmin(val_ce)) + 1 if val_ce and val_ce[0] == val_ce[0] else 0
+    best_epoch = best_epoch_of(history, args.monitor)
     epochs_run = len(history.get("loss", []))
     # From the epochs run, not the optimizer's iteration count: the returned model holds the
     # best epoch's state (optimizer included), not the last one's.
@@ -404,7 +418,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--epochs", type=int, default=30,
                         help="at most this many epochs (early stopping ends most runs sooner)")
     parser.add_argument("--patience", type=int, default=3,
-                        help="epochs without a better validation ce_loss before stopping")
+                        help="epochs without a better monitored value before stopping")
+    parser.add_argument("--monitor", default="val_ce_loss",
+                        help="what early stopping and the best checkpoint watch: val_ce_loss, "
+                             "or val_recall@N (Recall@N of held-out TRAIN rows, 1,000 of them)")
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="0 = full epochs")
     parser.add_argument("--validation-steps", type=int, default=0,
                         help="0 = the whole validation split")
@@ -450,12 +467,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             stored = json.load(f)
         results = stored["runs"]
         # Every row of one table must be measured on the same test queries.
-        before = stored.get("args", {}).get("max_queries", args.max_queries)
-        if before != args.max_queries:
-            if not args.report_only:
-                parser.error(f"{results_path} was measured with --max-queries {before}; "
-                             f"got {args.max_queries} (use another --out)")
-            args.max_queries = before
+        for flag in ("max_queries", "monitor"):
+            before = stored.get("args", {}).get(flag, "val_ce_loss" if flag == "monitor"
+                                                else getattr(args, flag))
+            if before != getattr(args, flag):
+                if not args.report_only:
+                    parser.error(f"{results_path} was measured with --{flag.replace('_', '-')}"
+                                 f" {before}; got {getattr(args, flag)} (use another --out)")
+                setattr(args, flag, before)
         if args.report_only:  # describe the runs as they were made
             for key in ("epochs", "steps_per_epoch", "validation_steps"):
                 setattr(args, key, stored.get("args", {}).get(key, getattr(args, key)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks.quality import claims_table
+import pytest
+
+from benchmarks.quality import best_epoch_of, claims_table
 
 
 def _run(config, seed, r50, r100):
@@ -38,3 +40,13 @@ def test_claims_of_configs_not_run_are_left_out():
     rows = _rows([_run("backbone", 0, 0.3, 0.4), _run("backbone_dal", 0, 0.29, 0.41)])
     assert list(rows) == ["backbone_dal ≥ backbone"]
     assert claims_table([_run("dnn", 0, 0.3, 0.4)], (50,)) == ""
+
+
+@pytest.mark.parametrize("history,monitor,epoch", [
+    ({"val_ce_loss": [4.9, 4.7, 4.8]}, "val_ce_loss", 2),      # the lowest loss
+    ({"val_recall@50": [0.30, 0.35, 0.33]}, "val_recall@50", 2),  # the highest recall
+    ({"val_recall@50": [0.40, 0.35, 0.33]}, "val_recall@50", 1),
+    ({"val_ce_loss": [4.9]}, "val_recall@50", 0),              # never logged
+])
+def test_best_epoch_follows_the_monitor(history, monitor, epoch):
+    assert best_epoch_of(history, monitor) == epoch
