@@ -14,11 +14,13 @@ the trainer holds it out and the prior shift (:mod:`tfrrl.evaluation.prior_shift
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 BUCKETS = 1000
+# The looked-up features that decide whether an example is held out (in this order).
+HOLDOUT_KEYS = ("entity_hash", "user_id", "timestamp")
 
 
 def validation_bucket(entity_hash: Any, user_id: Any, timestamp: Any) -> Any:
@@ -31,6 +33,16 @@ def validation_bucket(entity_hash: Any, user_id: Any, timestamp: Any) -> Any:
 def validation_cut(fraction: float) -> int:
     """Buckets below this are validation rows: ``round(fraction · BUCKETS)``."""
     return int(round(fraction * BUCKETS))
+
+
+def in_holdout(entity_hash: Any, user_id: Any, timestamp: Any, fraction: float,
+               time_cut: Optional[int] = None) -> Any:
+    """Whether examples are validation rows (int64 tensors or arrays, as
+    :func:`validation_bucket`): at or after ``time_cut`` for the time hold-out, otherwise a
+    bucket below ``fraction`` · ``BUCKETS``."""
+    if time_cut is not None:
+        return timestamp >= time_cut
+    return validation_bucket(entity_hash, user_id, timestamp) < validation_cut(fraction)
 
 
 def time_cut_of(timestamps: np.ndarray, fraction: float) -> int:

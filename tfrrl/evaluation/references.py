@@ -47,8 +47,8 @@ import tensorflow as tf
 from tfrrl.data import schema
 from tfrrl.data.corpus import ENTITY_KEY, load_corpus
 from tfrrl.data.reader import TRAIN, FeatureLookup, PreparedDataset
-from tfrrl.data.validation_split import validation_bucket, validation_cut
-from tfrrl.evaluation.queries import Queries
+from tfrrl.data.validation_split import in_holdout
+from tfrrl.evaluation.queries import Queries, corpus_positions
 from tfrrl.evaluation.recall import recall_key, recall_report
 from tfrrl.evaluation.text import as_bytes, as_text
 from tfrrl.evaluation.topn import _best
@@ -159,9 +159,6 @@ def read_train_interactions(data: PreparedDataset, corpus: Mapping[str, np.ndarr
     spec = schema.parsing_spec([f for f in data.features(TRAIN) if f.name in names])
     lookup = FeatureLookup.from_dataset(data)
     corpus_hash = np.asarray(corpus["entity_hash"], np.int64)
-    c_sort = np.argsort(corpus_hash, kind="stable")
-    sorted_hash = corpus_hash[c_sort]
-    cut = validation_cut(validation_fraction)
     parts: Dict[str, List[np.ndarray]] = collections.defaultdict(list)
     ds = (tf.data.TFRecordDataset(data.files(TRAIN)).batch(batch_size)
           .map(lambda s: tf.io.parse_example(s, spec)))
@@ -169,17 +166,13 @@ def read_train_interactions(data: PreparedDataset, corpus: Mapping[str, np.ndarr
         ids = {k: v.numpy() for k, v in lookup(raw).items()}
         h = ids["entity_hash"].astype(np.int64)
         ts = ids["timestamp"].astype(np.int64)
-        bucket = validation_bucket(h, ids["user_id"].astype(np.int64), ts)
-        pos = np.minimum(np.searchsorted(sorted_hash, h), max(len(sorted_hash) - 1, 0))
-        found = sorted_hash[pos] == h if len(sorted_hash) else np.zeros(len(h), bool)
+        held_out = in_holdout(h, ids["user_id"].astype(np.int64), ts, validation_fraction)
+        index, found = corpus_positions(corpus_hash, h)  # logs rows it skips
         parts["user"].append(as_bytes(raw["user_id"].numpy())[found])
-        parts["entity"].append(c_sort[pos[found]].astype(np.int64))
+        parts["entity"].append(index[found])
         parts["domain"].append(as_bytes(raw["domain"].numpy())[found])
         parts["timestamp"].append(ts[found])
-        parts["validation"].append((bucket < cut)[found])
-        if not found.all():
-            log.warning("%d TRAIN rows have an entity missing from the corpus: skipped",
-                        int((~found).sum()))
+        parts["validation"].append(held_out[found])
     cols = {k: np.concatenate(v) for k, v in parts.items()} if parts else {
         "user": np.zeros([0], object), "entity": np.zeros([0], np.int64),
         "domain": np.zeros([0], object), "timestamp": np.zeros([0], np.int64),

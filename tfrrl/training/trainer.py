@@ -29,7 +29,7 @@ from tfrrl.config.train import monitor_mode, recall_monitor_n
 from tfrrl.data import schema
 from tfrrl.data.corpus import load_corpus
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
-from tfrrl.data.validation_split import time_cut_of, validation_bucket, validation_cut
+from tfrrl.data.validation_split import HOLDOUT_KEYS, in_holdout, time_cut_of
 from tfrrl.evaluation.queries import row_queries
 from tfrrl.evaluation.recall import format_report
 from tfrrl.evaluation.report import evaluate_model
@@ -41,24 +41,16 @@ from tfrrl.training.callbacks import (NonFiniteGuard, RunEarlyStopping, StepLogg
 from tfrrl.training.self_training import PseudoFractionSchedule
 from tfrrl.training.validation_recall import ValidationRecall, holdout_mask
 
-def _in_validation(example) -> tf.Tensor:
-    """A fixed pseudo-random 1/1000 bucket of an example (:mod:`tfrrl.data.validation_split`)."""
-    return validation_bucket(*(tf.cast(example[k], tf.int64)
-                               for k in ("entity_hash", "user_id", "timestamp")))
-
 
 def carve(ds: tf.data.Dataset, fraction: float, validation: bool, batch_size: int,
           time_cut: Optional[int] = None) -> tf.data.Dataset:
     """The validation (``validation=True``) or the remaining training part of batched TRAIN
-    data: examples whose :func:`_in_validation` bucket is below ``fraction`` · 1000, or with
-    ``time_cut`` the examples at or after that timestamp (the end of the TRAIN period)."""
-    cut = validation_cut(fraction)
-
+    data: examples whose hash bucket (:mod:`tfrrl.data.validation_split`) is below
+    ``fraction`` · 1000, or with ``time_cut`` the examples at or after that timestamp (the end
+    of the TRAIN period)."""
     def keep(example):
-        if time_cut is not None:
-            inside = tf.cast(example["timestamp"], tf.int64) >= time_cut
-        else:
-            inside = _in_validation(example) < cut
+        inside = in_holdout(*(tf.cast(example[k], tf.int64) for k in HOLDOUT_KEYS), fraction,
+                            time_cut)
         return inside if validation else tf.logical_not(inside)
 
     return ds.unbatch().filter(keep).batch(batch_size, drop_remainder=True)

@@ -22,24 +22,21 @@ from typing import Callable, Dict, Optional
 import keras
 import numpy as np
 
-from tfrrl.data.validation_split import validation_bucket, validation_cut
+from tfrrl.data.validation_split import HOLDOUT_KEYS, in_holdout
 from tfrrl.evaluation.queries import Queries
 from tfrrl.evaluation.recall import recall_key, recall_report
 from tfrrl.evaluation.topn import model_topn
 
+
 def holdout_mask(fraction: float, time_cut: Optional[int]
                  ) -> Callable[[Dict[str, np.ndarray]], np.ndarray]:
-    """The trainer's validation rows (:func:`tfrrl.training.trainer.carve`) on NumPy batches of
-    looked-up features: timestamp ≥ ``time_cut`` for the time hold-out, otherwise the hash
-    bucket below ``fraction`` · 1000."""
-    cut = validation_cut(fraction)
+    """The trainer's validation rows (:func:`tfrrl.training.trainer.carve`, the same
+    :func:`~tfrrl.data.validation_split.in_holdout`) as a mask of NumPy batches of looked-up
+    features."""
 
     def keep(ids: Dict[str, np.ndarray]) -> np.ndarray:
-        stamps = np.asarray(ids["timestamp"], np.int64)
-        if time_cut is not None:
-            return stamps >= time_cut
-        return validation_bucket(np.asarray(ids["entity_hash"], np.int64),
-                                 np.asarray(ids["user_id"], np.int64), stamps) < cut
+        return in_holdout(*(np.asarray(ids[k], np.int64) for k in HOLDOUT_KEYS), fraction,
+                          time_cut)
 
     return keep
 
