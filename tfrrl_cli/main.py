@@ -7,6 +7,8 @@
     tfrrl inspect  --data DATA_DIR [--split train] [--n 2]
     tfrrl train    --config CONFIG.yaml --data DATA_DIR --out RUN_DIR [--epochs N] [--set K=V]
                    [--no-resume]
+    tfrrl tune     --config CONFIG.yaml --data DATA_DIR --out SWEEP_DIR --grid KEY=V1,V2,…
+                   [--grid …] [--set K=V] [--epochs N]
     tfrrl evaluate --run RUN_DIR --data DATA_DIR [--ns 50,100,200] [--max-queries Q]
                    [--export EXPORT_DIR]
     tfrrl plot-uwl --run RUN_DIR [--out uwl.png]
@@ -35,12 +37,12 @@ import traceback
 from typing import Optional, Sequence
 
 from tfrrl_cli import (analyze, demo, evaluate, export, generate, index, inspect, plot_uwl,
-                       prepare, query, report, serve, train)
+                       prepare, query, report, serve, train, tune)
 from tfrrl_cli.console import configure_tensorflow_logging, error_line, user_error_message
 
 # In the order `tfrrl --help` lists them.
-COMMANDS = (generate, prepare, inspect, train, evaluate, plot_uwl, export, index, serve, query,
-            analyze, report, demo)
+COMMANDS = (generate, prepare, inspect, train, tune, evaluate, plot_uwl, export, index, serve,
+            query, analyze, report, demo)
 EXIT_USER_ERROR = 2  # argparse's code for a bad command line, and ours for every user mistake
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 # The subcommands that run a Beam pipeline: the flags they do not know are Beam's.

@@ -1,0 +1,103 @@
+"""Settings chosen on validation (learning rate, temperature, sizes per dataset): a grid of
+dotted config overrides, each point trained to convergence like ``tfrrl train``, and the point
+with the best value of ``train.monitor`` on the validation hold-out carved from TRAIN kept as a
+named experiment (``tfrrl tune``). The test split plays no part.
+
+The pure parts live here: the grid (:func:`parse_grid`, :func:`grid_points`), the value a run
+reached (:func:`best_of_history`), the choice (:func:`choose`) and the chosen experiment as YAML
+(:func:`chosen_yaml`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from tfrrl.config import ConfigError
+from tfrrl.config.experiment import apply_overrides
+from tfrrl.config.train import monitor_mode
+
+
+def split_values(raw: str) -> List[str]:
+    """``"0.001,0.003"`` → ``["0.001", "0.003"]``; commas inside brackets stay (``"[64,32],[128]"``
+    → ``["[64,32]", "[128]"]``)."""
+    values, depth, current = [], 0, []
+    for ch in raw:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            values.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    values.append("".join(current).strip())
+    return values
+
+
+def parse_grid(specs: Sequence[str]) -> Dict[str, List[str]]:
+    """``["train.learning_rate=0.0003,0.001", …]`` → ``{"train.learning_rate": ["0.0003",
+    "0.001"], …}`` in the given order."""
+    grid: Dict[str, List[str]] = {}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        values = split_values(raw) if sep else []
+        if not key or not values or any(not v for v in values):
+            raise ConfigError(f"--grid {spec!r}: expected KEY=V1,V2,…, e.g. "
+                              f"train.learning_rate=0.0003,0.001,0.003")
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice: list all its values in one --grid")
+        grid[key] = values
+    if not grid:
+        raise ConfigError("give at least one --grid KEY=V1,V2,…")
+    return grid
+
+
+def grid_points(grid: Mapping[str, Sequence[str]]) -> List[List[str]]:
+    """Every combination, as override lists, the last key varying fastest."""
+    keys = list(grid)
+    return [[f"{k}={v}" for k, v in zip(keys, combo)]
+            for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(overrides: Sequence[str]) -> str:
+    """A folder name for a point: ``["train.learning_rate=0.003"]`` → ``learning_rate-0.003``."""
+    parts = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}-{re.sub(r'[^A-Za-z0-9.+-]+', '_', value)}")
+    return "_".join(parts)
+
+
+def best_of_history(history: Mapping[str, Sequence[float]], monitor: str
+                    ) -> Tuple[Optional[float], int]:
+    """(the best value of ``monitor`` in a run's history, its epoch from 1); (None, 0) when it
+    was never logged or never finite."""
+    values = [float(v) for v in history.get(monitor) or []]
+    finite = [(v, i) for i, v in enumerate(values) if v == v and abs(v) != float("inf")]
+    if not finite:
+        return None, 0
+    pick = max if monitor_mode(monitor) == "max" else min
+    value, index = pick(finite, key=lambda p: p[0])
+    return value, index + 1
+
+
+def choose(values: Sequence[Optional[float]], monitor: str) -> int:
+    """Index of the best of ``values`` (None = the run failed), the first on ties."""
+    scored = [(v, i) for i, v in enumerate(values) if v is not None]
+    if not scored:
+        raise ValueError("no point of the grid reached a value of the monitor")
+    if monitor_mode(monitor) == "max":
+        return min(scored, key=lambda p: (-p[0], p[1]))[1]
+    return min(scored, key=lambda p: (p[0], p[1]))[1]
+
+
+def chosen_yaml(base_config: str, overrides: Sequence[str], comment: str, yaml_dir: str) -> str:
+    """A named experiment to be written into ``yaml_dir``: ``base:`` = the tuned config
+    (relative to ``yaml_dir``) and the chosen overrides on top; ``comment`` heads the file."""
+    values = apply_overrides({}, list(overrides))
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    base = os.path.relpath(os.path.abspath(base_config), os.path.abspath(yaml_dir))
+    return header + yaml.safe_dump({"base": base, **values}, sort_keys=False)
