@@ -127,3 +127,22 @@ def test_issue_17_switch_experiments(dataset):
                         "backbone_rrl_attention_dann": ("none", True, "dann", 0.01)}
     assert load("backbone_rrl_attention_dann").model.rrl.any
     assert load("backbone_attention").train == load("backbone").train
+
+
+@pytest.mark.parametrize("override,key,message", [
+    ("train.learning_rate=fast", "train.learning_rate", "must be a number"),
+    ("train.batch_size=12.5", "train.batch_size", "must be a whole number"),
+    ("train.batch_size=true", "train.batch_size", "must be a whole number"),
+    ("model.rrl.uwl=1", "model.rrl.uwl", "must be true or false"),
+])
+def test_a_value_of_the_wrong_type_names_its_key(override, key, message):
+    with pytest.raises(config.ConfigError, match=f"{key} {message}"):
+        config.load_experiment(None, [override])
+
+
+def test_scientific_notation_is_a_number():
+    # YAML 1.1 reads "1e-4" (no dot) as a string; a float field takes it as the number.
+    exp = config.load_experiment(None, ["train.learning_rate=1e-4",
+                                        "train.recency_half_life=2e-1", "train.temperature=1"])
+    assert exp.train.learning_rate == 1e-4 and isinstance(exp.train.learning_rate, float)
+    assert exp.train.recency_half_life == 0.2 and exp.train.temperature == 1.0

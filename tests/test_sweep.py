@@ -73,15 +73,19 @@ def test_tune_trains_every_point_and_keeps_the_best(small_synthetic_prepared, tm
     out = tmp_path / "sweep"
     args = ["tune", "--config", "configs/synthetic/two_tower.yaml", "--data",
             str(small_synthetic_prepared), "--out", str(out), "--epochs", "1",
-            "--grid", "train.learning_rate=0.00001,0.01"]
-    for s in TINY_MODEL + ["train.steps_per_epoch=20", "train.eval_steps=5"]:
+            "--grid", "train.learning_rate=0.00001,0.01,1e9"]
+    for s in TINY_MODEL + ["train.steps_per_epoch=20", "train.eval_steps=5",
+                           "train.max_nonfinite_steps=2"]:
         args += ["--set", s]
     assert main(args) == 0
     result = json.loads((out / "tune.json").read_text())
     values = [p["best"] for p in result["points"]]
-    assert result["monitor"] == "val_ce_loss" and len(values) == 2
+    assert result["monitor"] == "val_ce_loss" and len(values) == 3
     # 20 steps at lr 1e-5 barely move from the initial loss; 1e-2 lowers it: lower is better.
     assert values[1] < values[0]
+    # lr 1e9 diverges: its steps are skipped as non-finite, the point is recorded as failed
+    # and the sweep goes on.
+    assert values[2] is None and "non-finite" in result["points"][2]["failure"].lower()
     assert result["chosen"] == ["train.learning_rate=0.01"]
     chosen = config.load_experiment(str(out / "chosen.yaml"))
     assert chosen.train.learning_rate == 0.01 and chosen.train.steps_per_epoch == 20

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from tfrrl.artifacts import run_folder
     from tfrrl.config.experiment import resolve_experiment
     from tfrrl.training import sweep, trainer
+    from tfrrl.training.callbacks import NonFiniteTrainingError
 
     monitor = exps[0].train.monitor
     os.makedirs(args.out, exist_ok=True)
@@ -73,17 +74,23 @@ def run(args: argparse.Namespace) -> int:
     for k, (exp, point) in enumerate(zip(exps, points)):
         run_dir = os.path.join(args.out, "runs", sweep.point_name(point))
         history_path = run_folder.path(run_dir, run_folder.HISTORY_FILE)
+        failure = None
         if os.path.exists(history_path):
             say(f"point {k + 1}/{len(points)} ({' '.join(point)}): done before, read back")
             history, minutes = _read_json(history_path), None
         else:
             say(f"point {k + 1}/{len(points)} ({' '.join(point)}) → {run_dir}")
             start = time.time()
-            _, history = trainer.train(exp, args.data, run_dir, epochs=args.epochs)
+            try:
+                _, history = trainer.train(exp, args.data, run_dir, epochs=args.epochs)
+            except NonFiniteTrainingError as err:  # e.g. a learning rate too high: a result
+                say(f"point {k + 1} diverged: {err}")
+                history, failure = {}, str(err)
             minutes = (time.time() - start) / 60
         value, epoch = sweep.best_of_history(history, monitor)
         rows.append({"overrides": point, "run": run_dir, "best": value, "best_epoch": epoch,
-                     "epochs_run": len(history.get("loss", [])), "minutes": minutes})
+                     "epochs_run": len(history.get("loss", [])), "minutes": minutes,
+                     "failure": failure})
     best = sweep.choose([r["best"] for r in rows], monitor)
     chosen = rows[best]["overrides"]
     run_folder.write_json(args.out, RESULTS_FILE, {"config": args.config, "data": args.data,

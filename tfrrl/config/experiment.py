@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
 import yaml
@@ -60,6 +61,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def scalar_of(hint: Any, value: Any, key: str) -> Any:
+    """``value`` checked against a field's type when it is a plain scalar type (``float``,
+    ``int``, ``bool``, optionally ``Optional``): a float field takes an int or a string such as
+    ``1e-4`` (which YAML reads as a string), anything else that does not fit is a
+    :class:`ConfigError` naming the key. Other field types pass ``value`` through."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union and type(None) in args and len(args) == 2:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, e.g. 0.001 or 1e-3; got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def from_dict(cls: Type[T], values: Mapping[str, Any], path: str = "") -> T:
     """Builds dataclass ``cls`` from a nested mapping, rejecting unknown keys."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -74,6 +103,7 @@ def from_dict(cls: Type[T], values: Mapping[str, Any], path: str = "") -> T:
         raise ConfigError(f"unknown config keys at {where}: {sorted(unknown)}{hint}; known: "
                           f"{sorted(fields)}")
     kwargs = {}
+    hints = typing.get_type_hints(cls)
     for name, value in values.items():
         f = fields[name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else \
@@ -88,7 +118,7 @@ def from_dict(cls: Type[T], values: Mapping[str, Any], path: str = "") -> T:
                 raise ConfigError(f"{path}{name} must be a list, e.g. [64, 32]; got {value!r}")
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = scalar_of(hints.get(name), value, f"{path}{name}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:  # a config's own check of its values
