@@ -94,3 +94,6 @@ def test_tune_trains_every_point_and_keeps_the_best(small_synthetic_prepared, tm
     before = (out / "runs" / "learning_rate-0.01" / "history.json").stat().st_mtime
     assert main(args) == 0
     assert (out / "runs" / "learning_rate-0.01" / "history.json").stat().st_mtime == before
+    # The same folder with another fixed setting would mix runs of different settings: refused.
+    assert main(args + ["--set", "train.batch_size=16"]) == 2
+    assert "holds a sweep with another fixed" in capsys.readouterr().err

@@ -19,6 +19,7 @@ NAME = "tune"
 HELP = "choose settings (e.g. the learning rate) on the validation split: train a grid"
 RESULTS_FILE = "tune.json"
 CHOSEN_FILE = "chosen.yaml"
+SPEC_FILE = "sweep.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,25 @@ def _load_points(args):
     return exps, points
 
 
+def _check_same_sweep(args: argparse.Namespace, config_path: str) -> None:
+    """A sweep folder belongs to one config, dataset and set of fixed overrides (its finished
+    points are read back, so mixing would compare runs of different settings): written on the
+    first run (``sweep.json``), refused when a later run differs."""
+    spec = {"config": os.path.abspath(config_path), "data": os.path.abspath(args.data),
+            "fixed": sorted(args.set)}
+    path = os.path.join(args.out, SPEC_FILE)
+    if os.path.exists(path):
+        before = _read_json(path)
+        changed = [k for k in spec if before.get(k) != spec[k]]
+        if changed:
+            raise UserError(f"{args.out} holds a sweep with another {', '.join(changed)} "
+                            f"({'; '.join(f'{k}: {before.get(k)}' for k in changed)}): use "
+                            f"another --out")
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(spec, f, indent=1)
+
+
 def _read_json(path: str):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -70,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     monitor = exps[0].train.monitor
     os.makedirs(args.out, exist_ok=True)
+    _check_same_sweep(args, resolve_experiment(args.config))
     rows = []
     for k, (exp, point) in enumerate(zip(exps, points)):
         run_dir = os.path.join(args.out, "runs", sweep.point_name(point))
