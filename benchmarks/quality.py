@@ -115,15 +115,11 @@ def shared_representations(model, data, max_rows: int = 2000):
 
 
 def best_epoch_of(history: Dict[str, List[float]], monitor: str) -> int:
-    """The epoch (from 1) that early stopping kept: the best value of ``monitor`` in
-    ``history`` (the lowest loss, the highest recall); 0 when it was never logged."""
-    from tfrrl.config.train import monitor_mode  # pylint: disable=import-outside-toplevel
+    """The epoch (from 1) that early stopping kept (:func:`tfrrl.training.sweep.best_of_history`:
+    the lowest loss, the highest recall); 0 when ``monitor`` was never logged."""
+    from tfrrl.training.sweep import best_of_history  # pylint: disable=import-outside-toplevel
 
-    values = history.get(monitor) or []
-    if not values or all(v != v for v in values):
-        return 0
-    pick = np.nanargmax if monitor_mode(monitor) == "max" else np.nanargmin
-    return int(pick(values)) + 1
+    return best_of_history(history, monitor)[1]
 
 
 def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, args,
@@ -176,7 +172,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
              "steps_to_best": best_epoch * steps_per_epoch if steps_per_epoch else None,
              "monitor": args.monitor,
              "best_monitored": (float(history[args.monitor][best_epoch - 1]) if best_epoch
-                                else float("nan")),
+                                else float("nan")),  # the value at the epoch kept
              "best_val_ce_loss": float(min(val_ce)),
              "best_val_loss": float(min(history.get("val_loss", [float("nan")]))),
              "parameters_backbone": count_parameters(model.backbone),

@@ -7,11 +7,10 @@ finished point is read back, an interrupted one continues from its backup."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
-from tfrrl.artifacts import prepared
+from tfrrl.artifacts import prepared, run_folder
 from tfrrl.errors import UserError
 from tfrrl_cli.console import quiet_tensorflow, say
 
@@ -59,22 +58,15 @@ def _check_same_sweep(args: argparse.Namespace, config_path: str) -> None:
     first run (``sweep.json``), refused when a later run differs."""
     spec = {"config": os.path.abspath(config_path), "data": os.path.abspath(args.data),
             "fixed": sorted(args.set)}
-    path = os.path.join(args.out, SPEC_FILE)
-    if os.path.exists(path):
-        before = _read_json(path)
-        changed = [k for k in spec if before.get(k) != spec[k]]
-        if changed:
-            raise UserError(f"{args.out} holds a sweep with another {', '.join(changed)} "
-                            f"({'; '.join(f'{k}: {before.get(k)}' for k in changed)}): use "
-                            f"another --out")
+    if not os.path.exists(os.path.join(args.out, SPEC_FILE)):
+        run_folder.write_json(args.out, SPEC_FILE, spec)
         return
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(spec, f, indent=1)
-
-
-def _read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    before = run_folder.read_json(args.out, SPEC_FILE)
+    changed = [k for k in spec if before.get(k) != spec[k]]
+    if changed:
+        raise UserError(f"{args.out} holds a sweep with another {', '.join(changed)} "
+                        f"({'; '.join(f'{k}: {before.get(k)}' for k in changed)}): use "
+                        f"another --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     quiet_tensorflow()
-    from tfrrl.artifacts import run_folder
     from tfrrl.config.experiment import resolve_experiment
     from tfrrl.training import sweep, trainer
     from tfrrl.training.callbacks import NonFiniteTrainingError
@@ -98,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         failure = None
         if os.path.exists(history_path):
             say(f"point {k + 1}/{len(points)} ({' '.join(point)}): done before, read back")
-            history, minutes = _read_json(history_path), None
+            history, minutes = run_folder.read_json(run_dir, run_folder.HISTORY_FILE), None
         else:
             say(f"point {k + 1}/{len(points)} ({' '.join(point)}) → {run_dir}")
             start = time.time()
