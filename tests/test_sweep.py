@@ -56,6 +56,30 @@ def test_best_of_history_and_choose_follow_the_monitor():
         sweep.choose([None, None], "val_ce_loss")
 
 
+def test_seeds_and_summary_by_hand():
+    assert sweep.seeds_of(7, 3) == [7, 8, 9]
+    with pytest.raises(ConfigError):
+        sweep.seeds_of(0, 0)
+    # mean of 4.6, 4.7, 4.8 = 4.7; deviations ±0.1 → sample std sqrt((0.01+0+0.01)/2) = 0.1.
+    mean, std = sweep.summarize([4.6, 4.7, 4.8])
+    assert mean == pytest.approx(4.7) and std == pytest.approx(0.1)
+    assert sweep.summarize([4.6]) == (4.6, None)
+    assert sweep.summarize([4.6, None]) == (None, None)  # one seed diverged: not a candidate
+    assert sweep.runner_up([4.8, None, 4.7, 4.75], "val_ce_loss", best=2) == 3
+    assert sweep.runner_up([4.8, None], "val_ce_loss", best=0) is None
+
+
+def test_separation_is_welch_t_test():
+    # [1,2,3] against [4,5,6]: means 2 and 5, sample variances 1 and 1, standard error
+    # sqrt(1/3 + 1/3) = 0.8165, t = 3 / 0.8165 = 3.674; Welch's degrees of freedom
+    # (2/3)^2 / ((1/3)^2/2 + (1/3)^2/2) = 4; two-sided p for t = 3.674 with 4 df = 0.0213.
+    assert sweep.separation([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.0213, abs=2e-4)
+    assert sweep.separation([1.0, 2.0, 3.0], [1.1, 2.1, 2.9]) > 0.5   # overlapping seeds
+    assert sweep.separation([4.7, 4.7], [4.7, 4.7]) == 1.0            # no spread, same value
+    assert sweep.separation([4.7, 4.7], [4.8, 4.8]) == 0.0            # no spread, apart
+    assert sweep.separation([4.7], [4.8, 4.9]) is None               # one seed: no test
+
+
 def test_chosen_yaml_loads_as_the_base_plus_the_overrides(tmp_path):
     overrides = ["train.learning_rate=0.003", "model.expert_units=[64,32]"]
     text = sweep.chosen_yaml("configs/synthetic/two_tower.yaml", overrides, "tuned\non val",
@@ -85,7 +109,7 @@ def test_tune_trains_every_point_and_keeps_the_best(small_synthetic_prepared, tm
     assert values[1] < values[0]
     # lr 1e9 diverges: its steps are skipped as non-finite, the point is recorded as failed
     # and the sweep goes on.
-    assert values[2] is None and "non-finite" in result["points"][2]["failure"].lower()
+    assert values[2] is None and "non-finite" in result["points"][2]["runs"][0]["failure"].lower()
     assert result["chosen"] == ["train.learning_rate=0.01"]
     chosen = config.load_experiment(str(out / "chosen.yaml"))
     assert chosen.train.learning_rate == 0.01 and chosen.train.steps_per_epoch == 20
@@ -97,3 +121,33 @@ def test_tune_trains_every_point_and_keeps_the_best(small_synthetic_prepared, tm
     # The same folder with another fixed setting would mix runs of different settings: refused.
     assert main(args + ["--set", "train.batch_size=16"]) == 2
     assert "holds a sweep with another fixed" in capsys.readouterr().err
+
+
+def test_tune_with_seeds_chooses_on_the_mean(small_synthetic_prepared, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["tune", "--config", "configs/synthetic/two_tower.yaml", "--data",
+            str(small_synthetic_prepared), "--out", str(out), "--epochs", "1", "--seeds", "2",
+            "--grid", "train.learning_rate=0.00001,0.01", "--set", "train.seed=5"]
+    for s in TINY_MODEL + ["train.steps_per_epoch=15", "train.eval_steps=4"]:
+        args += ["--set", s]
+    assert main(args) == 0
+    result = json.loads((out / "tune.json").read_text())
+    assert result["seeds"] == [5, 6]
+    for point in result["points"]:
+        assert [r["seed"] for r in point["runs"]] == [5, 6]
+        seed_values = [r["best"] for r in point["runs"]]
+        assert point["best"] == pytest.approx(sum(seed_values) / 2)
+        assert all(r["run"].endswith(f"seed-{r['seed']}") for r in point["runs"])
+    assert result["chosen"] == ["train.learning_rate=0.01"]
+    assert result["runner_up"] == ["train.learning_rate=0.00001"]
+    assert 0.0 <= result["p_vs_runner_up"] <= 1.0
+    assert "Welch t-test p =" in capsys.readouterr().out
+    assert (out / "runs" / "learning_rate-0.01" / "seed-6" / "history.json").exists()
+    # The seeds come from --seeds: a grid over train.seed as well is refused, so are 0 seeds,
+    # and so is another number of seeds in the same folder.
+    assert main(args + ["--grid", "train.seed=1,2"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(args + ["--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
+    assert main(args + ["--seeds", "3"]) == 2
+    assert "another seeds" in capsys.readouterr().err

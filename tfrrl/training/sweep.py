@@ -3,9 +3,14 @@ dotted config overrides, each point trained to convergence like ``tfrrl train``,
 with the best value of ``train.monitor`` on the validation hold-out carved from TRAIN kept as a
 named experiment (``tfrrl tune``). The test split plays no part.
 
-The pure parts live here: the grid (:func:`parse_grid`, :func:`grid_points`), the value a run
-reached (:func:`best_of_history`), the choice (:func:`choose`) and the chosen experiment as YAML
-(:func:`chosen_yaml`).
+With several seeds per point the choice is on the mean over the seeds, and a Welch t-test
+against the runner-up says whether the seeds separate the two (:func:`separation`): on a
+plateau, one seed cannot tell points 0.005 of CE apart.
+
+The pure parts live here: the grid (:func:`parse_grid`, :func:`grid_points`), the seeds
+(:func:`seeds_of`), the value a run reached (:func:`best_of_history`), a point's value over its
+seeds (:func:`summarize`), the choice (:func:`choose`, :func:`separation`) and the chosen
+experiment as YAML (:func:`chosen_yaml`).
 """
 
 from __future__ import annotations
@@ -82,6 +87,47 @@ def best_of_history(history: Mapping[str, Sequence[float]], monitor: str
     pick = max if monitor_mode(monitor) == "max" else min
     value, index = pick(finite, key=lambda p: p[0])
     return value, index + 1
+
+
+def seeds_of(base_seed: int, count: int) -> List[int]:
+    """The seeds every point trains with: ``base_seed`` (the config's ``train.seed``) and the
+    ``count - 1`` next integers."""
+    if count < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {count}")
+    return [base_seed + k for k in range(count)]
+
+
+def summarize(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
+    """(mean, sample standard deviation with ddof 1) of a point's best values over its seeds;
+    the deviation is None for one seed; (None, None) when any seed failed (a setting that
+    diverges on some seeds is not a candidate)."""
+    if not values or any(v is None for v in values):
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def separation(chosen: Sequence[float], runner_up: Sequence[float]) -> Optional[float]:
+    """p-value of Welch's two-sided t-test between the chosen point's per-seed values and the
+    runner-up's (scipy.stats.ttest_ind, unequal variances); None with fewer than two seeds on
+    either side. A large p means the seeds do not separate the two settings."""
+    if len(chosen) < 2 or len(runner_up) < 2:
+        return None
+    if len(set(chosen)) == 1 and len(set(runner_up)) == 1:  # no spread: the test is undefined
+        return 1.0 if chosen[0] == runner_up[0] else 0.0
+    from scipy import stats
+
+    return float(stats.ttest_ind(list(chosen), list(runner_up), equal_var=False).pvalue)
+
+
+def runner_up(values: Sequence[Optional[float]], monitor: str, best: int) -> Optional[int]:
+    """Index of the second-best of ``values`` (None when no other point has a value)."""
+    others = [None if i == best else v for i, v in enumerate(values)]
+    if all(v is None for v in others):
+        return None
+    return choose(others, monitor)
 
 
 def choose(values: Sequence[Optional[float]], monitor: str) -> int:
