@@ -127,6 +127,7 @@ def test_tune_with_seeds_chooses_on_the_mean(small_synthetic_prepared, tmp_path,
     out = tmp_path / "sweep"
     args = ["tune", "--config", "configs/synthetic/two_tower.yaml", "--data",
             str(small_synthetic_prepared), "--out", str(out), "--epochs", "1", "--seeds", "2",
+            "--jobs", "2",
             "--grid", "train.learning_rate=0.00001,0.01", "--set", "train.seed=5"]
     for s in TINY_MODEL + ["train.steps_per_epoch=15", "train.eval_steps=4"]:
         args += ["--set", s]
@@ -143,11 +144,15 @@ def test_tune_with_seeds_chooses_on_the_mean(small_synthetic_prepared, tmp_path,
     assert 0.0 <= result["p_vs_runner_up"] <= 1.0
     assert "Welch t-test p =" in capsys.readouterr().out
     assert (out / "runs" / "learning_rate-0.01" / "seed-6" / "history.json").exists()
+    # Two runs side by side, each in its own process, each writing its own log.
+    assert "train:" in (out / "runs" / "learning_rate-0.01" / "seed-6.log").read_text()
     # The seeds come from --seeds: a grid over train.seed as well is refused, so are 0 seeds,
     # and so is another number of seeds in the same folder.
     assert main(args + ["--grid", "train.seed=1,2"]) == 2
     assert "--seeds" in capsys.readouterr().err
     assert main(args + ["--seeds", "0"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
+    assert main(args + ["--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
     assert main(args + ["--seeds", "3"]) == 2
     assert "another seeds" in capsys.readouterr().err

@@ -8,8 +8,10 @@ finished point is read back, an interrupted one continues from its backup."""
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import time
+from typing import Dict, List, Optional, Tuple
 
 from tfrrl.artifacts import prepared, run_folder
 from tfrrl.errors import UserError
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fixed dotted override for every point")
     parser.add_argument("--epochs", type=int, help="at most this many epochs per point")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained side by side, each in its own process with a share "
+                             "of the cores (default 1; its output then goes to RUN.log)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="train every point with this many seeds (train.seed and the next "
                              "ones) and choose on the mean; from 2 on, a t-test says whether "
@@ -39,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_points(args):
-    """(per point, the experiment of each seed; the points' override lists; the seeds) — all
-    checked before any training."""
+    """(per point, the overrides of each seed's run; the points' override lists; the seeds;
+    the monitor) — every config checked before any training."""
     from tfrrl import config
     from tfrrl.training import sweep
 
@@ -53,14 +58,23 @@ def _load_points(args):
         raise UserError("a key is both in --set and in --grid: keep it in --grid only")
     points = sweep.grid_points(grid)
     seeds = sweep.seeds_of(config.load_experiment(args.config, fixed).train.seed, args.seeds)
-    exps = [[config.load_experiment(args.config, fixed + p + (
-        [f"train.seed={seed}"] if args.seeds > 1 else [])) for seed in seeds] for p in points]
-    t = exps[0][0].train
+    overrides = [[_run_overrides(fixed, p, seed, args.seeds > 1) for seed in seeds]
+                 for p in points]
+    t = config.load_experiment(args.config, overrides[0][0]).train
+    for point_runs in overrides:  # every point's config checked before any training
+        for run_overrides in point_runs:
+            config.load_experiment(args.config, run_overrides)
     if not t.validation_fraction > 0:
         raise UserError("tfrrl tune chooses on the validation split carved from TRAIN: set "
                         "train.validation_fraction > 0 (e.g. --set train.validation_fraction=0.1)"
                         "; with 0 it would choose on the eval (test) split")
-    return exps, points, seeds
+    return overrides, points, seeds, t.monitor
+
+
+def _run_overrides(fixed: List[str], point: List[str], seed: int, many_seeds: bool) -> List[str]:
+    """The overrides of one run: the fixed ones, the point's, and its seed when there are
+    several."""
+    return fixed + point + ([f"train.seed={seed}"] if many_seeds else [])
 
 
 def _run_dir(out: str, point, seed: int, many_seeds: bool) -> str:
@@ -71,28 +85,57 @@ def _run_dir(out: str, point, seed: int, many_seeds: bool) -> str:
     return os.path.join(run_dir, f"seed-{seed}") if many_seeds else run_dir
 
 
-def _train_or_read(exp, data: str, run_dir: str, epochs, label: str, monitor: str) -> dict:
-    """One run of a point: trained to convergence, or read back when it finished before; a
-    diverged run is a result (its failure recorded), not an error."""
-    from tfrrl.training import sweep, trainer
+def train_one(task: dict) -> dict:
+    """One run of a point, in a child process of its own (spawned: a fresh interpreter whose
+    memory all returns when it ends; TensorFlow in one process grows over many runs). Trains to
+    convergence, or resumes from the run's backup; a diverged run is a result (its failure
+    recorded), not an error. With ``task["log"]`` its output goes to that file (runs side by
+    side would interleave), with ``task["threads"]`` TensorFlow uses that many threads per op."""
+    if task.get("log"):
+        os.makedirs(os.path.dirname(task["log"]), exist_ok=True)
+        fd = os.open(task["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    if task.get("threads"):
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(task["threads"])
+    quiet_tensorflow()
+    from tfrrl import config
+    from tfrrl.training import trainer
     from tfrrl.training.callbacks import NonFiniteTrainingError
 
-    failure, minutes = None, None
-    if os.path.exists(run_folder.path(run_dir, run_folder.HISTORY_FILE)):
-        say(f"{label}: done before, read back")
-        history = run_folder.read_json(run_dir, run_folder.HISTORY_FILE)
-    else:
-        say(f"{label} → {run_dir}")
-        start = time.time()
-        try:
-            _, history = trainer.train(exp, data, run_dir, epochs=epochs)
-        except NonFiniteTrainingError as err:  # e.g. a learning rate too high: a result
-            say(f"{label} diverged: {err}")
-            history, failure = {}, str(err)
-        minutes = (time.time() - start) / 60
-    value, epoch = sweep.best_of_history(history, monitor)
-    return {"seed": exp.train.seed, "run": run_dir, "best": value, "best_epoch": epoch,
-            "epochs_run": len(history.get("loss", [])), "minutes": minutes, "failure": failure}
+    exp = config.load_experiment(task["config"], task["overrides"])
+    start, failure = time.time(), None
+    try:
+        trainer.train(exp, task["data"], task["run"], epochs=task["epochs"])
+    except NonFiniteTrainingError as err:  # e.g. a learning rate too high: a result
+        failure = str(err)
+    return {"key": task["key"], "failure": failure, "minutes": (time.time() - start) / 60}
+
+
+def _threads_per_job(jobs: int) -> Optional[int]:
+    """Intra-op threads of each of ``jobs`` runs side by side: the cores this process may use,
+    shared out; None (TensorFlow's default, or the user's ``TF_NUM_INTRAOP_THREADS``) for one."""
+    if jobs <= 1 or os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
+
+
+def _run_all(tasks: List[dict], jobs: int) -> Dict[Tuple[int, int], dict]:
+    """Every pending run, ``jobs`` at a time, each in a fresh spawned process; returns each
+    run's outcome by its key."""
+    outcomes: Dict[Tuple[int, int], dict] = {}
+    if not tasks:
+        return outcomes
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes=min(jobs, len(tasks)), maxtasksperchild=1) as pool:
+        for outcome in pool.imap_unordered(train_one, tasks):
+            key = tuple(outcome["key"])
+            outcomes[key] = outcome
+            label = next(t["label"] for t in tasks if tuple(t["key"]) == key)
+            state = "diverged" if outcome["failure"] else "finished"
+            say(f"{label}: {state} in {outcome['minutes']:.1f} min "
+                f"({len(outcomes)}/{len(tasks)} runs)")
+    return outcomes
 
 
 def _check_same_sweep(args: argparse.Namespace, config_path: str) -> None:
@@ -116,7 +159,9 @@ def _check_same_sweep(args: argparse.Namespace, config_path: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    exps, points, seeds = _load_points(args)  # the user's mistakes first, before TF loads
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    overrides, points, seeds, monitor = _load_points(args)  # the user's mistakes first, before TF loads
     prepared.check_prepared(args.data)
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
@@ -124,19 +169,37 @@ def run(args: argparse.Namespace) -> int:
     from tfrrl.config.experiment import resolve_experiment
     from tfrrl.training import sweep
 
-    monitor = exps[0][0].train.monitor
     many = len(seeds) > 1
     os.makedirs(args.out, exist_ok=True)
     _check_same_sweep(args, resolve_experiment(args.config))
-    rows = []
-    for k, (point_exps, point) in enumerate(zip(exps, points)):
-        runs = []
-        for exp in point_exps:
+    threads = _threads_per_job(args.jobs)
+    tasks, run_dirs = [], {}
+    for k, point in enumerate(points):
+        for j, seed in enumerate(seeds):
+            run_dir = _run_dir(args.out, point, seed, many)
+            run_dirs[k, j] = run_dir
             label = (f"point {k + 1}/{len(points)} ({' '.join(point)})"
-                     + (f" seed {exp.train.seed}" if many else ""))
-            runs.append(_train_or_read(exp, args.data, _run_dir(args.out, point, exp.train.seed,
-                                                                 many), args.epochs, label,
-                                       monitor))
+                     + (f" seed {seed}" if many else ""))
+            if os.path.exists(run_folder.path(run_dir, run_folder.HISTORY_FILE)):
+                say(f"{label}: done before, read back")
+                continue
+            say(f"{label} → {run_dir}" + (f" (log: {run_dir}.log)" if args.jobs > 1 else ""))
+            tasks.append({"key": (k, j), "label": label, "config": args.config,
+                          "overrides": overrides[k][j],
+                          "data": args.data, "run": run_dir, "epochs": args.epochs,
+                          "threads": threads, "log": f"{run_dir}.log" if args.jobs > 1 else None})
+    outcomes = _run_all(tasks, args.jobs)
+    rows = []
+    for k, point in enumerate(points):
+        runs = []
+        for j, seed in enumerate(seeds):
+            outcome = outcomes.get((k, j), {"failure": None, "minutes": None})
+            history = ({} if outcome["failure"] else
+                       run_folder.read_json(run_dirs[k, j], run_folder.HISTORY_FILE))
+            value, epoch = sweep.best_of_history(history, monitor)
+            runs.append({"seed": seed, "run": run_dirs[k, j], "best": value,
+                         "best_epoch": epoch, "epochs_run": len(history.get("loss", [])),
+                         "minutes": outcome["minutes"], "failure": outcome["failure"]})
         mean, std = sweep.summarize([r["best"] for r in runs])
         rows.append({"overrides": point, "best": mean, "std": std, "runs": runs})
     values = [r["best"] for r in rows]

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 import keras
 
 from tfrrl.artifacts.run_folder import BACKUP_STATE, STEPS_FILE
+from tfrrl.errors import UserError
 from tfrrl.progress import DEFAULT_INTERVAL, Progress, format_duration, format_value
 
 
@@ -46,8 +47,9 @@ class StepLogger(keras.callbacks.Callback):
             csv.writer(f).writerow(row)
 
 
-class NonFiniteTrainingError(RuntimeError):
-    """Training produced more non-finite steps than ``train.max_nonfinite_steps`` allows."""
+class NonFiniteTrainingError(UserError, RuntimeError):
+    """Training produced more non-finite steps than ``train.max_nonfinite_steps`` allows: the
+    settings (a learning rate too high) or the data, so ``tfrrl train`` says it in one line."""
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
