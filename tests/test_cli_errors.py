@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_MODEL
 from tfrrl_cli import console
 from tfrrl_cli.main import COMMANDS
 
@@ -188,3 +188,20 @@ def test_a_prepare_config_value_out_of_range_is_one_line(tmp_path):
         "tfrrl prepare: error: prepare config: cutoff_timestamp applies to split 'time' only; "
         "drop one of them"]
     assert not (tmp_path / "data").exists()
+
+
+def test_a_diverged_training_is_one_line(small_synthetic_prepared, tmp_path):
+    """A learning rate of 1e9 makes every step non-finite: the run stops once more than
+    train.max_nonfinite_steps were skipped, and the user reads why in one line (exit code 2)."""
+    sets = []
+    for s in TINY_MODEL + ["train.learning_rate=1e9", "train.max_nonfinite_steps=2",
+                           "train.steps_per_epoch=10", "train.eval_steps=2"]:
+        sets += ["--set", s]
+    proc = _tfrrl("train", "--config", "configs/synthetic/two_tower.yaml", "--data",
+                  str(small_synthetic_prepared), "--out", str(tmp_path / "r"), "--epochs", "1",
+                  *sets)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tfrrl train: error:") and "non-finite" in last
+    assert "train.learning_rate" in last  # what to do
