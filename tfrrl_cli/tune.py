@@ -244,7 +244,7 @@ def _verdict(runner_up, p_value) -> str:
 def _table(rows, monitor: str, best: int) -> str:
     """Each point: its mean best value (± the seeds' std), best epoch / epochs run per seed,
     and the minutes trained (— when read back)."""
-    lines = [f"{'point':<48} {'best ' + monitor:>24} {'epoch/run':>14} {'min':>6}"]
+    lines = [f"{'point':<48} {'best ' + monitor:>24} {'epoch/run':>18} {'min':>6}"]
     for k, r in enumerate(rows):
         if r["best"] is None:
             value = "failed"
@@ -254,6 +254,6 @@ def _table(rows, monitor: str, best: int) -> str:
         spent = [x["minutes"] for x in r["runs"] if x["minutes"] is not None]
         minutes = f"{sum(spent):.1f}" if spent else "—"
         mark = "  ← chosen" if k == best else ""
-        lines.append(f"{' '.join(r['overrides']):<48} {value:>24} {epochs:>14} "
+        lines.append(f"{' '.join(r['overrides']):<48} {value:>24} {epochs:>18} "
                      f"{minutes:>6}{mark}")
     return "\n".join(lines)
