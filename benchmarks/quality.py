@@ -211,10 +211,14 @@ def run_isolated(argv: Sequence[str], name: str, seed: int, out: str) -> Dict[st
 
 
 def _mean_std(values: Sequence[float]) -> str:
+    """"mean ± sample std" (ddof 1: the spread of a seed, estimated from a few) of the finite
+    values; the mean alone for one value, "—" for none."""
     values = [v for v in values if v == v]
     if not values:
         return "—"
-    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
 def run_recall(entry: Dict[str, Any], group: str, n: int) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks import quality
 from benchmarks.quality import best_epoch_of, claims_table
 
 
@@ -50,3 +51,14 @@ def test_claims_of_configs_not_run_are_left_out():
 ])
 def test_best_epoch_follows_the_monitor(history, monitor, epoch):
     assert best_epoch_of(history, monitor) == epoch
+
+
+@pytest.mark.parametrize("values,cell", [
+    # mean 0.2; deviations ±0.1 → sample std sqrt(0.02 / 2) = 0.1 (ddof 1: three seeds
+    # estimate the spread of one seed; ddof 0 would print 0.0816).
+    ([0.1, 0.2, 0.3], "0.2000 ± 0.1000"),
+    ([0.3, float("nan")], "0.3000"),       # a run that did not measure it is left out
+    ([], "—"),
+])
+def test_table_cells_use_the_sample_std(values, cell):
+    assert quality._mean_std(values) == cell
