@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tfrrl_cli.main import COMMANDS, main
+from tfrrl_cli.main import COMMANDS, build_parser, main
 
 
 def _tfrrl(*args, check=True):
@@ -84,6 +85,17 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert f"usage: tfrrl {command}" in capsys.readouterr().out
+
+
+def test_every_subcommand_flag_has_a_help_text():
+    """``tfrrl <command> --help`` says what each flag does: no argument without ``help=``."""
+    subparsers = next(a for a in build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {action.option_strings or action.dest}"
+               for name, sub in subparsers.choices.items() for action in sub._actions
+               if not isinstance(action, argparse._HelpAction)
+               and not (action.help or "").strip()]
+    assert not missing, f"arguments without a help text: {', '.join(missing)}"
 
 
 def test_help_imports_neither_tensorflow_nor_beam():

@@ -20,7 +20,8 @@ HELP = ("dimensional collapse (singular spectra, Information Abundance) and Dive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True)
+    parser.add_argument("--run", required=True,
+                        help="a finished training run (tfrrl train --out)")
     parser.add_argument("--data",
                         help="prepared dataset (default: the one the run was trained on)")
     parser.add_argument("--out", help="output folder (default RUN/analysis)")

@@ -33,11 +33,17 @@ RRL_OVERRIDES = ("name=demo_backbone_rrl", "model.rrl.dal=true", "model.rrl.mvwd
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default="runs/demo")
-    parser.add_argument("--impressions", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--steps-per-epoch", type=int, default=300)
+    parser.add_argument("--workdir", default="runs/demo",
+                        help="folder of every stage's output; a previous demo's is replaced "
+                             "(default: %(default)s)")
+    parser.add_argument("--impressions", type=int, default=200_000,
+                        help="synthetic impressions to generate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the synthetic data (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="training epochs (default: %(default)s)")
+    parser.add_argument("--steps-per-epoch", type=int, default=300,
+                        help="training steps per epoch (default: %(default)s)")
 
 
 def clear_workdir(workdir: str) -> None:

@@ -23,10 +23,11 @@ HELP = "Recall-all@N of a trained run vs popularity, recent popularity and item-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True)
+    parser.add_argument("--run", required=True, help="a trained run folder (tfrrl train --out)")
     parser.add_argument("--data",
                         help="prepared dataset (default: the one the run was trained on)")
-    parser.add_argument("--ns", default="50,100,200,500,2000")
+    parser.add_argument("--ns", default="50,100,200,500,2000",
+                        help="comma-separated Ns of Recall@N (default: %(default)s)")
     parser.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
     parser.add_argument("--export", help="also Recall-retrieval@N of this export's served model "
                                          "through its index (tfrrl export + tfrrl index)")

@@ -18,12 +18,17 @@ HELP = "backbone-only SavedModel in TF Serving layout"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--run", required=True,
+                        help="a finished training run (tfrrl train --out)")
+    parser.add_argument("--out", required=True,
+                        help="export folder: NAME/VERSION/ SavedModel, TF Serving config")
     parser.add_argument("--data",
                         help="prepared dataset (default: the one the run was trained on)")
-    parser.add_argument("--name", default="tfrrl")
-    parser.add_argument("--version", type=int)
+    parser.add_argument("--name", default="tfrrl",
+                        help="model name, its folder in --out (default: %(default)s)")
+    parser.add_argument("--version", type=int,
+                        help="model version (default: the Unix time, or the latest + 1); an "
+                             "existing version is never overwritten")
     parser.add_argument("--prior-shift", metavar="TIME_RUN",
                         help="export the prior shift that `tfrrl evaluate --prior-shift "
                              "TIME_RUN` chose: the matching service adds it to every score")

@@ -16,10 +16,14 @@ HELP = "write synthetic raw logs (the embedded default)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--impressions", type=int, default=200_000)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--domains", type=int, default=4)
+    parser.add_argument("--impressions", type=int, default=200_000,
+                        help="impressions to generate (default: %(default)s)")
+    parser.add_argument("--out", required=True,
+                        help="raw folder to write (the input of tfrrl prepare)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the generator (default: %(default)s)")
+    parser.add_argument("--domains", type=int, default=4,
+                        help="number of domains (default: %(default)s)")
     parser.add_argument("--entities", type=int,
                         help="catalog size over the 4 entity types (90/4/4/2%%; default: "
                              "max(1000, impressions / 40)), e.g. 1000000 for a 1M corpus")

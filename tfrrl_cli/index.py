@@ -17,12 +17,17 @@ HELP = "ScaNN + 4-layer HNSW index beside an export"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--export", required=True)
+    parser.add_argument("--export", required=True,
+                        help="an export folder (tfrrl export --out)")
     parser.add_argument("--data",
                         help="prepared dataset (default: the one recorded by the export)")
-    parser.add_argument("--version", type=int)
-    parser.add_argument("--name", default="tfrrl")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--version", type=int,
+                        help="model version to index (default: the latest exported)")
+    parser.add_argument("--name", default="tfrrl",
+                        help="model name in the export (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing index of this version built from another "
+                             "corpus, model or parameters")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,9 +17,11 @@ HELP = "print a few parsed records of a prepared dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--split", default="train", choices=("train", "eval", "corpus"))
-    parser.add_argument("--n", type=int, default=2)
+    parser.add_argument("--data", required=True, help="a prepared dataset (tfrrl prepare)")
+    parser.add_argument("--split", default="train", choices=("train", "eval", "corpus"),
+                        help="the split to read: train, eval or corpus (default: %(default)s)")
+    parser.add_argument("--n", type=int, default=2,
+                        help="records to print (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,8 +13,9 @@ HELP = "plot the learned UWL weights of a run (Fig. 5)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True)
-    parser.add_argument("--out")
+    parser.add_argument("--run", required=True,
+                        help="a run trained with model.rrl.uwl=true (tfrrl train --out)")
+    parser.add_argument("--out", help=f"the PNG (default RUN/{run_folder.UWL_PLOT})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from typing import List, Optional
 import yaml
 
 from beam_pipelines.adapters import ADAPTERS  # light: no Beam at import
-from beam_pipelines.config import SPLITS  # light: no Beam at import
+from beam_pipelines.config import SPLITS, PrepareConfig  # light: no Beam at import
 from tfrrl.errors import UserError
 
 NAME = "prepare"
@@ -24,17 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--input", required=True,
                         help="raw folder (or the source data of --adapter)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--adapter", choices=ADAPTER_CHOICES, default="synthetic")
+    parser.add_argument("--out", required=True,
+                        help="prepared dataset folder to write (TFRecords, vocabularies, stats)")
+    parser.add_argument("--adapter", choices=ADAPTER_CHOICES, default="synthetic",
+                        help="what --input holds: synthetic = a raw folder (tfrrl generate or "
+                             f"your own), else the source files of {', '.join(ADAPTERS)} "
+                             "(default: %(default)s)")
     parser.add_argument("--config", help="YAML with PrepareConfig fields")
-    parser.add_argument("--sequence-length", type=int)
-    parser.add_argument("--min-frequency", type=int)
-    parser.add_argument("--eval-fraction", type=float)
+    parser.add_argument("--sequence-length", type=int,
+                        help="exposures in each example's user sequence (default: --config's, "
+                             f"else {PrepareConfig.sequence_length})")
+    parser.add_argument("--min-frequency", type=int,
+                        help="tokens rarer than this in TRAIN map to OOV (default: --config's, "
+                             f"else {PrepareConfig.min_frequency})")
+    parser.add_argument("--eval-fraction", type=float,
+                        help="share of the data held out for eval (default: --config's, else "
+                             f"the adapter's recommendation, else {PrepareConfig.eval_fraction})")
     parser.add_argument("--split", choices=SPLITS,
                         help="time (default): one cutoff at the (1 - eval_fraction) quantile of "
                              "timestamps; per_user: each user's last eval_fraction of exposures "
                              "(every user with history gets test rows)")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int,
+                        help="seed of the random split of rows without timestamps (default: "
+                             f"--config's, else {PrepareConfig.seed})")
     parser.add_argument("--user-shards", type=int, metavar="N",
                         help="local runner: run the link one user-hash shard at a time (N > 1), "
                              "so peak memory is bounded by ~1/N of the impressions (same "

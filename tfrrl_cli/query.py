@@ -20,11 +20,17 @@ HELP = "ask a running matching service for a user's top-k"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", required=True, help="user id (in the service's user store)")
-    parser.add_argument("--domain", required=True)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--port", type=int, default=8600)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--mode", choices=MODES)
+    parser.add_argument("--domain", required=True,
+                        help="domain to recommend in (one of the model's domains)")
+    parser.add_argument("--k", type=int, default=10,
+                        help="entities to return (default: %(default)s; at most the server's "
+                             "--max-k)")
+    parser.add_argument("--port", type=int, default=8600,
+                        help="the service's gRPC port (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the service's host (default: %(default)s)")
+    parser.add_argument("--mode", choices=MODES,
+                        help=f"retrieval mode: {', '.join(MODES)} (default: the server's --mode)")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
     parser.add_argument("--ef", type=int, default=0, help="hnsw beam width (0 = server default)")
     parser.add_argument("--num-candidates", type=int, default=0,

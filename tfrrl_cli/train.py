@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="e.g. configs/synthetic/backbone_rrl.yaml")
     parser.add_argument("--data", required=True, help="a prepared dataset (tfrrl prepare)")
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--epochs", type=int,
+                        help="epochs to train (default: train.epochs of --config)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="dotted config override, e.g. train.batch_size=64 (repeatable)")
     parser.add_argument("--no-recall", action="store_true", help="skip Recall@N after training")

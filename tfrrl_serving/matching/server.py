@@ -189,10 +189,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SQLite user store (default EXPORT/NAME/users.sqlite)")
     parser.add_argument("--tf-serving", metavar="HOST:PORT",
                         help="score on this TF Serving PredictionService instead of in-process")
-    parser.add_argument("--mode", choices=MODES, default="hnsw")
+    parser.add_argument("--mode", choices=MODES, default="hnsw",
+                        help="retrieval mode of requests that name none: hnsw (model-scored "
+                             "HNSW walk), scann (ScaNN candidates) or exhaustive (every entity "
+                             "scored) (default: %(default)s)")
     parser.add_argument("--ef", type=int, help="hnsw layer-0 beam width (default: max(k, 64))")
-    parser.add_argument("--max-k", type=int, default=DEFAULT_MAX_K)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--max-k", type=int, default=DEFAULT_MAX_K,
+                        help="largest k a request may ask for (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=8,
+                        help="gRPC worker threads: requests served at once (default: "
+                             "%(default)s)")
     parser.add_argument("--poll-seconds", type=float, default=30.0,
                         help="look for a newer indexed model version this often (0 = never)")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds for in-flight requests "
