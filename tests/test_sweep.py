@@ -114,10 +114,14 @@ def test_tune_trains_every_point_and_keeps_the_best(small_synthetic_prepared, tm
     chosen = config.load_experiment(str(out / "chosen.yaml"))
     assert chosen.train.learning_rate == 0.01 and chosen.train.steps_per_epoch == 20
     assert "← chosen" in capsys.readouterr().out
-    # A second run reads the finished points back instead of training them again.
+    # A second run reads the finished points back instead of training them again, the
+    # diverged one included.
     before = (out / "runs" / "learning_rate-0.01" / "history.json").stat().st_mtime
     assert main(args) == 0
     assert (out / "runs" / "learning_rate-0.01" / "history.json").stat().st_mtime == before
+    assert "diverged before, read back" in capsys.readouterr().out
+    again = json.loads((out / "tune.json").read_text())
+    assert again["points"][2]["runs"][0]["failure"] == result["points"][2]["runs"][0]["failure"]
     # The same folder with another fixed setting would mix runs of different settings: refused.
     assert main(args + ["--set", "train.batch_size=16"]) == 2
     assert "holds a sweep with another fixed" in capsys.readouterr().err

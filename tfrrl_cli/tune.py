@@ -20,6 +20,7 @@ from tfrrl_cli.console import quiet_tensorflow, say
 NAME = "tune"
 HELP = "choose settings (e.g. the learning rate) on the validation split: train a grid"
 RESULTS_FILE = "tune.json"
+FAILURE_FILE = "diverged.json"  # in a run folder whose training diverged
 CHOSEN_FILE = "chosen.yaml"
 SPEC_FILE = "sweep.json"
 
@@ -109,6 +110,7 @@ def train_one(task: dict) -> dict:
         trainer.train(exp, task["data"], task["run"], epochs=task["epochs"])
     except NonFiniteTrainingError as err:  # e.g. a learning rate too high: a result
         failure = str(err)
+        run_folder.write_json(task["run"], FAILURE_FILE, {"failure": failure})
     return {"key": task["key"], "failure": failure, "minutes": (time.time() - start) / 60}
 
 
@@ -173,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     _check_same_sweep(args, resolve_experiment(args.config))
     threads = _threads_per_job(args.jobs)
-    tasks, run_dirs = [], {}
+    tasks, run_dirs, outcomes = [], {}, {}
     for k, point in enumerate(points):
         for j, seed in enumerate(seeds):
             run_dir = _run_dir(args.out, point, seed, many)
@@ -183,12 +185,17 @@ def run(args: argparse.Namespace) -> int:
             if os.path.exists(run_folder.path(run_dir, run_folder.HISTORY_FILE)):
                 say(f"{label}: done before, read back")
                 continue
+            if os.path.exists(run_folder.path(run_dir, FAILURE_FILE)):
+                say(f"{label}: diverged before, read back")
+                outcomes[k, j] = {"minutes": None, **run_folder.read_json(run_dir,
+                                                                          FAILURE_FILE)}
+                continue
             say(f"{label} → {run_dir}" + (f" (log: {run_dir}.log)" if args.jobs > 1 else ""))
             tasks.append({"key": (k, j), "label": label, "config": args.config,
                           "overrides": overrides[k][j],
                           "data": args.data, "run": run_dir, "epochs": args.epochs,
                           "threads": threads, "log": f"{run_dir}.log" if args.jobs > 1 else None})
-    outcomes = _run_all(tasks, args.jobs)
+    outcomes.update(_run_all(tasks, args.jobs))
     rows = []
     for k, point in enumerate(points):
         runs = []
