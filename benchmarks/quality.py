@@ -48,13 +48,14 @@ per domain, Recall-all@N against N, one line per config) and, when both ``backbo
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import gc
 import json
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -191,11 +192,14 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     return entry
 
 
-def run_isolated(argv: Sequence[str], name: str, seed: int, out: str) -> Dict[str, Any]:
+def run_isolated(argv: Sequence[str], name: str, seed: int, out: str,
+                 threads: Optional[int] = None, log: Optional[str] = None) -> Dict[str, Any]:
     """Runs one (config, seed) in a child process and returns its results entry.
 
     A long benchmark in one process grows until the OOM killer stops it (12 GB resident after
-    ~20 runs, still after ``clear_session``); a child per run returns all of its memory.
+    ~20 runs, still after ``clear_session``); a child per run returns all of its memory. With
+    ``threads`` the child's TensorFlow uses that many threads per op; with ``log`` its output
+    goes to that file (runs side by side would interleave).
     """
     entry_path = os.path.join(out, "runs", f"{name}-seed{seed}.entry.json")
     os.makedirs(os.path.dirname(entry_path), exist_ok=True)
@@ -203,11 +207,37 @@ def run_isolated(argv: Sequence[str], name: str, seed: int, out: str) -> Dict[st
         os.remove(entry_path)
     child = [sys.executable, "-m", "benchmarks.quality", *argv,
              "--single", f"{name}:{seed}", "--entry-out", entry_path]
-    code = subprocess.call(child, cwd=REPO)
+    env = dict(os.environ, **({"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else {}))
+    if log:
+        with open(log, "ab") as f:
+            code = subprocess.call(child, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    else:
+        code = subprocess.call(child, cwd=REPO, env=env)
     if code != 0 or not os.path.exists(entry_path):
-        raise RuntimeError(f"run {name} seed {seed} failed (exit {code}); see its output above")
+        where = f"see {log}" if log else "see its output above"
+        raise RuntimeError(f"run {name} seed {seed} failed (exit {code}); {where}")
     with open(entry_path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def run_side_by_side(argv: Sequence[str], todo: Sequence[Tuple[int, str]], out: str,
+                     jobs: int) -> Iterator[Tuple[Tuple[int, str], Optional[Dict], str]]:
+    """Every (seed, config) of ``todo`` in a child process, ``jobs`` at a time, each with a
+    share of the cores and its output in ``OUT/runs/<config>-seed<S>.log``; yields
+    ((seed, config), entry or None, error message) as each ends, so a failed run does not stop
+    the others."""
+    from tfrrl.training.sweep import threads_per_run  # pylint: disable=import-outside-toplevel
+
+    threads = threads_per_run(jobs)
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(run_isolated, argv, name, s, out, threads,
+                               os.path.join(out, "runs", f"{name}-seed{s}.log")): (s, name)
+                   for s, name in todo}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                yield futures[future], future.result(), ""
+            except RuntimeError as err:
+                yield futures[future], None, str(err)
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -438,6 +468,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="train every run in this process (default: a child process per "
                              "run, so memory does not accumulate over a long benchmark)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained side by side, each in a child process with a share "
+                             "of the cores and its output in OUT/runs/<config>-seed<S>.log "
+                             "(default 1)")
     parser.add_argument("--paired-with", metavar="CONFIG",
                         help="also compare every config with CONFIG seed by seed (validation "
                              "ce_loss within 1%%, Recall@100 within the seed spread)")
@@ -447,6 +481,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="only print the parameter budget of the configs (no data needed)")
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     configs = [c for c in args.configs.split(",") if c]
     if args.budget:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -511,20 +547,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runs = Progress("runs", len(todo), "runs", terminal=False, interval=0.0, prefix="quality")
     if done and todo:
         say(f"{len(done)} runs already in {results_path}; {len(todo)} to do")
-    for k, (s, name) in enumerate(todo, 1):
-        say(f"run {k}/{len(todo)} of this invocation: {name}, seed {s}")
-        if args.in_process:
-            entry = run_one(args.dataset, name, s, paths["data"], out, args, queries, lookup,
-                            refs.cold)
-        else:
-            entry = run_isolated(raw_argv, name, s, out)
-        say(f"    Recall-all@100 avg {entry['recall']['macro']['recall@100']:.4f}, "
-            f"AUC {entry['auc']:.4f}, {entry['train_seconds']}s")
+    def record(entry: Dict) -> None:
+        say(f"    {entry['config']} seed {entry['seed']}: Recall-all@100 avg "
+            f"{entry['recall']['macro']['recall@100']:.4f}, AUC {entry['auc']:.4f}, "
+            f"{entry['train_seconds']}s")
         results.append(entry)
         with open(results_path, "w", encoding="utf-8") as f:
             json.dump({"dataset": args.dataset, "args": vars(args), "runs": results}, f,
                       indent=2, default=float)
         runs.advance(1)
+
+    if args.jobs > 1 and not args.in_process and todo:
+        say(f"{len(todo)} runs, {args.jobs} side by side (their output: {out}/runs/*.log)")
+        failed = []
+        for (s, name), entry, error in run_side_by_side(raw_argv, todo, out, args.jobs):
+            if entry is None:
+                say(f"    {error}")
+                failed.append(f"{name} seed {s}")
+            else:
+                record(entry)
+        if failed:
+            raise RuntimeError(f"runs failed: {', '.join(failed)}; the others are in "
+                               f"{results_path}")
+    else:
+        for k, (s, name) in enumerate(todo, 1):
+            say(f"run {k}/{len(todo)} of this invocation: {name}, seed {s}")
+            if args.in_process:
+                entry = run_one(args.dataset, name, s, paths["data"], out, args, queries,
+                                lookup, refs.cold)
+            else:
+                entry = run_isolated(raw_argv, name, s, out)
+            record(entry)
     if todo:
         runs.close()
     labels = {"popularity": "popularity", "recent_popularity": "recent popularity (w="

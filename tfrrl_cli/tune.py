@@ -11,7 +11,7 @@ import argparse
 import multiprocessing
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from tfrrl.artifacts import prepared, run_folder
 from tfrrl.errors import UserError
@@ -114,14 +114,6 @@ def train_one(task: dict) -> dict:
     return {"key": task["key"], "failure": failure, "minutes": (time.time() - start) / 60}
 
 
-def _threads_per_job(jobs: int) -> Optional[int]:
-    """Intra-op threads of each of ``jobs`` runs side by side: the cores this process may use,
-    shared out; None (TensorFlow's default, or the user's ``TF_NUM_INTRAOP_THREADS``) for one."""
-    if jobs <= 1 or os.environ.get("TF_NUM_INTRAOP_THREADS"):
-        return None
-    return max(1, len(os.sched_getaffinity(0)) // jobs)
-
-
 def _run_all(tasks: List[dict], jobs: int) -> Dict[Tuple[int, int], dict]:
     """Every pending run, ``jobs`` at a time, each in a fresh spawned process; returns each
     run's outcome by its key."""
@@ -174,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     many = len(seeds) > 1
     os.makedirs(args.out, exist_ok=True)
     _check_same_sweep(args, resolve_experiment(args.config))
-    threads = _threads_per_job(args.jobs)
+    threads = sweep.threads_per_run(args.jobs)
     tasks, run_dirs, outcomes = [], {}, {}
     for k, point in enumerate(points):
         for j, seed in enumerate(seeds):

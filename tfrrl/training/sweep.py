@@ -140,6 +140,15 @@ def choose(values: Sequence[Optional[float]], monitor: str) -> int:
     return min(scored, key=lambda p: (p[0], p[1]))[1]
 
 
+def threads_per_run(jobs: int) -> Optional[int]:
+    """Intra-op threads (``TF_NUM_INTRAOP_THREADS``) for each of ``jobs`` trainings run side by
+    side: the cores this process may use, shared out; None for one run, or when the user set
+    ``TF_NUM_INTRAOP_THREADS`` (TensorFlow's default, or theirs, is kept)."""
+    if jobs <= 1 or os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
+
+
 def chosen_yaml(base_config: str, overrides: Sequence[str], comment: str, yaml_dir: str) -> str:
     """A named experiment to be written into ``yaml_dir``: ``base:`` = the tuned config
     (relative to ``yaml_dir``) and the chosen overrides on top; ``comment`` heads the file."""
