@@ -5,7 +5,7 @@ shared-representation plot.
     python -m benchmarks.quality --dataset synthetic|ciao|movielens
         [--configs dnn,ple,backbone,...] [--seeds 3] [--epochs 30] [--patience 3]
         [--steps-per-epoch 0] [--max-queries 0] [--out runs/quality-synthetic] [--data DATA_DIR]
-        [--impressions 200000]
+        [--impressions 200000] [--jobs 1]
     python -m benchmarks.quality --dataset synthetic|ciao|movielens --budget   # budgets only
     python -m benchmarks.quality ... --out DIR --report-only   # table + plots of DIR's runs
     python -m benchmarks.quality ... --paired-with CONFIG   # + each config vs CONFIG by seed
@@ -32,13 +32,16 @@ Protocol (no tuning on the test split):
   average over domains ("avg" in the paper) is the table's number; AUC / gAUC on eval
   impressions with 20 uniform negatives each (tfrrl/evaluation/auc.py);
 * the tables: warm queries (users with TRAIN rows) are the headline, cold queries (users
-  without) and all queries follow; mean ± std over seeds, relative change of the mean vs DNN
+  without) and all queries follow; mean ± std (ddof 1) over seeds, relative change of the mean vs DNN
   (if run); reference rows computed once per dataset on the same queries
   (tfrrl/evaluation/references.py): ``popularity`` (per-domain most frequent TRAIN entities),
   ``recent popularity`` (the same over the last part of the TRAIN period, the window chosen on
   a hold-out of TRAIN), ``item-item CF`` (cosine, restricted to the domain's entities) and, on
   synthetic, ``oracle`` (the generator's true scores, tfrrl/data/oracle.py, ranked over the
   generator's catalog: the ceiling; all queries only).
+* every run trains in a child process (memory returns); ``--jobs N`` trains N side by side,
+  each with 1/N of the cores and its output in ``OUT/runs/<config>-seed<S>.log``. On 2 cores
+  two small runs with one thread each use the cores better than one run with both.
 
 Outputs in ``--out``: ``results.json`` (every run), ``table.md``, ``recall_curves.png`` (Fig. 4:
 per domain, Recall-all@N against N, one line per config) and, when both ``backbone`` and
