@@ -40,8 +40,7 @@ Protocol (no tuning on the test split):
   synthetic, ``oracle`` (the generator's true scores, tfrrl/data/oracle.py, ranked over the
   generator's catalog: the ceiling; all queries only).
 * every run trains in a child process (memory returns); ``--jobs N`` trains N side by side,
-  each with 1/N of the cores and its output in ``OUT/runs/<config>-seed<S>.log``. On 2 cores
-  two small runs with one thread each use the cores better than one run with both.
+  each with 1/N of the cores and its output in ``OUT/runs/<config>-seed<S>.log``.
 
 Outputs in ``--out``: ``results.json`` (every run), ``table.md``, ``recall_curves.png`` (Fig. 4:
 per domain, Recall-all@N against N, one line per config) and, when both ``backbone`` and
