@@ -306,3 +306,61 @@ def test_exported_prior_shift_is_added_to_every_served_score(indexed, tmp_path):
         assert np.all(np.diff(s_scores) <= 0) and s_keys.tolist() != keys.tolist()
         h_keys, h_scores, _ = shifted.retrieve(user, K, mode="hnsw", ef=n, top_n_per_layer=n)
         assert h_keys.tolist() == s_keys[:K].tolist()
+
+
+def test_top_ids_and_merge_by_hand():
+    # values 0.5 (id 0), 2.0 (1), 2.0 (2), -1 (3), 3.0 (4): largest first, the tie 1 before 2.
+    values = np.array([0.5, 2.0, 2.0, -1.0, 3.0])
+    assert search.top_ids(values, 3).tolist() == [4, 1, 2]
+    assert search.top_ids(values, 2).tolist() == [4, 1]   # the tie at the cut: smaller id
+    assert search.top_ids(values, 9).tolist() == [4, 1, 2, 0, 3]
+    # Walk found 7 (0.9) and 3 (0.4); the head adds 3 again (same score) and 5 (0.6).
+    ids, scores = search.merge_top_k([7, 3], [0.9, 0.4], [3, 5], [0.4, 0.6], 3)
+    assert ids.tolist() == [7, 5, 3] and scores.tolist() == [0.9, 0.6, 0.4]
+
+
+def test_served_prior_shift_finds_an_entity_the_walk_never_scores(indexed, tmp_path,
+                                                                  monkeypatch):
+    """The walk follows the model's geometry. An entity it never reaches, lifted by a large
+    offset, is the top of the shifted ranking: the prior head brings it in, in hnsw and scann
+    mode alike."""
+    import shutil
+
+    from tfrrl.evaluation.prior_shift import PriorShift
+
+    user = raw_users(indexed["data"], 1)[0]
+    plain = search.IndexedRetriever.load(indexed["base"])
+    scored = set()
+    real_scorer = search.IndexedRetriever.scorer
+
+    def recording_scorer(self, *args, **kwargs):
+        score_fn = real_scorer(self, *args, **kwargs)
+
+        def record(ids):
+            scored.update(np.asarray(ids).tolist())
+            return score_fn(ids)
+        return record
+
+    monkeypatch.setattr(search.IndexedRetriever, "scorer", recording_scorer)
+    plain.retrieve(user, 2, mode="hnsw", ef=2, top_n_per_layer=1)
+    plain.retrieve(user, 2, mode="scann", num_candidates=2, num_anchors=1)
+    monkeypatch.undo()
+    never = sorted(set(range(plain.num_entities)) - scored)
+    assert never, "the narrow walk scored every entity: the fixture is too small for this test"
+    lifted = never[0]
+    base = tmp_path / "export"
+    shutil.copytree(indexed["base"], base)
+    version_dir = base / "tfrrl" / os.path.basename(indexed["version_dir"])
+    arrays = export.prior_shift_arrays(indexed["data"], indexed["lookup"], PriorShift(0.2, 1.0))
+    arrays["offsets"] = np.zeros_like(arrays["offsets"])
+    column = {k: i for i, k in enumerate(arrays["entity_keys"].tolist())}
+    lifted_key = plain.indexes.entity_keys[lifted]
+    arrays["offsets"][:, column[lifted_key]] = 100.0   # far above any model score
+    np.savez(version_dir / export_folder.PRIOR_SHIFT, **arrays)
+    shifted = search.IndexedRetriever.load(str(base))
+    for mode, options in (("hnsw", {"ef": 2, "top_n_per_layer": 1}),
+                          ("scann", {"num_candidates": 2, "num_anchors": 1})):
+        keys, scores, stats = shifted.retrieve(user, 2, mode=mode, **options)
+        assert keys[0] == lifted_key and stats["num_prior_head"] == 2
+        want, want_scores, _ = shifted.retrieve(user, 1, mode="exhaustive")
+        assert keys[0] == want[0] and scores[0] == pytest.approx(want_scores[0])
