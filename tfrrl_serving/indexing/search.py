@@ -20,32 +20,6 @@ from tfrrl_serving.indexing.layout import model_fingerprint
 from tfrrl_serving.signatures import signature_inputs
 
 MODES = ("hnsw", "scann", "exhaustive")
-PRIOR_HEAD_CAP = 4096  # per domain, the entities with the largest prior-shift offsets kept
-
-
-def top_ids(values: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the ``m`` largest ``values``, largest first, ties by smaller index."""
-    values = np.asarray(values)
-    m = min(int(m), values.size)
-    if m <= 0:
-        return np.empty(0, np.int64)
-    cut = np.argpartition(-values, m - 1)[:m] if m < values.size else np.arange(values.size)
-    # argpartition may keep either of two tied values at the cut: take every one tied with
-    # the m-th, then order by (value descending, index).
-    cut = np.flatnonzero(values >= values[cut].min())
-    return cut[np.lexsort((cut, -values[cut]))][:m].astype(np.int64)
-
-
-def merge_top_k(ids: np.ndarray, scores: np.ndarray, more_ids: np.ndarray,
-                more_scores: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` of two scored lists (an id in both once), best first, ties by smaller id."""
-    all_ids = np.concatenate([np.asarray(ids, np.int64), np.asarray(more_ids, np.int64)])
-    all_scores = np.concatenate([np.asarray(scores, np.float64),
-                                 np.asarray(more_scores, np.float64)])
-    all_ids, first = np.unique(all_ids, return_index=True)
-    all_scores = all_scores[first]
-    order = np.lexsort((all_ids, -all_scores))[:k]
-    return all_ids[order], all_scores[order]
 # score_encoded runs on a padded batch of one of few sizes (scoring_size): the walk's rounds
 # score a different number of entities each time, and oneDNN builds a kernel for every new
 # matmul shape it meets; a fresh size costs more than the padding.
@@ -87,12 +61,6 @@ class IndexedRetriever:
       ``ceil(num_candidates / num_anchors)`` neighbours of each, and the never-scored ones are
       scored in one more call; top-k of everything scored. Cheaper and flatter than the walk
       (2 model calls), less exact on multi-modal score landscapes.
-
-    With a prior shift in the export (``tfrrl export --prior-shift``), every score is the model's
-    plus the offset of the user's domain. The walk and ScaNN follow the model's geometry, in
-    which an entity lifted by a large offset can lie far from the user, so ``hnsw`` and
-    ``scann`` also score the domain's ``k`` entities with the largest offsets (the PRIOR HEAD,
-    :meth:`prior_head`; one more model call) and merge them in.
 
     ``saved_model``: the version folder (its version and SavedModel fingerprint are checked
     against the index manifest), a served model
@@ -141,7 +109,6 @@ class IndexedRetriever:
         self.user_specs = signature_inputs(self._encode_user)
         self._score_specs = signature_inputs(self._score_encoded)
         self.max_anchor_pool = int(max_anchor_pool)
-        self._prior_heads: Dict[int, np.ndarray] = {}
 
     @classmethod
     def load(cls, export_dir: str, version: Optional[int] = None, name: str = "tfrrl",
@@ -188,18 +155,6 @@ class IndexedRetriever:
         if offsets is None or not int(np.asarray(encoded_user["domain_known"]).reshape(-1)[0]):
             return None
         return offsets[int(np.asarray(encoded_user["domain_index"]).reshape(-1)[0])]
-
-    def prior_head(self, encoded_user: Mapping[str, Any], m: int) -> Optional[np.ndarray]:
-        """Index ids of the ``m`` entities with the largest prior-shift offsets in the user's
-        domain, largest first (ties: smaller id first); None without a prior shift. Sorted once
-        per domain, at most ``PRIOR_HEAD_CAP`` of them."""
-        offsets = self.prior_offsets_of(encoded_user)
-        if offsets is None:
-            return None
-        domain = int(np.asarray(encoded_user["domain_index"]).reshape(-1)[0])
-        if domain not in self._prior_heads:
-            self._prior_heads[domain] = top_ids(offsets, PRIOR_HEAD_CAP)
-        return self._prior_heads[domain][:m]
 
     def scorer(self, encoded_user: Mapping[str, Any], counter: Optional[Dict[str, Any]] = None,
                should_stop: Optional[Callable[[], bool]] = None):
@@ -254,7 +209,7 @@ class IndexedRetriever:
         is gone.
 
         ``stats``: mode, num_scored, fraction_scored, num_score_calls (model calls),
-        num_rounds / layers (hnsw), num_prior_head (entities of the prior head merged in), encode_ms, score_ms, total_ms, domain_known, model_version.
+        num_rounds / layers (hnsw), encode_ms, score_ms, total_ms, domain_known, model_version.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -284,10 +239,6 @@ class IndexedRetriever:
             ids, scores, num_scored = self._scann_retrieve(score_fn, k, num_candidates,
                                                            num_anchors, query_vector)
             stats.update(num_scored=num_scored)
-        head = None if mode == "exhaustive" else self.prior_head(encoded, k)
-        if head is not None and head.size:
-            ids, scores = merge_top_k(ids, scores, head, score_fn(head), k)
-            stats.update(num_prior_head=int(head.size))
         stats.update(num_entities=self.num_entities,
                      fraction_scored=stats["num_scored"] / max(1, self.num_entities),
                      num_score_calls=counter["calls"], num_pairs_scored=counter["pairs"],
