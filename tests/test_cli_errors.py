@@ -205,3 +205,9 @@ def test_a_diverged_training_is_one_line(small_synthetic_prepared, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("tfrrl train: error:") and "non-finite" in last
     assert "train.learning_rate" in last  # what to do
+
+
+def test_evaluate_ef_without_an_export_is_one_line(tmp_path):
+    proc = _tfrrl("evaluate", "--run", str(tmp_path / "missing"), "--ef", "400")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("tfrrl evaluate: error: --ef")

@@ -36,9 +36,19 @@ def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
     from tfrrl_serving.indexing import search as indexing
 
     model, data = tiny_indexed_export["model"], tiny_indexed_export["data"]
-    retriever = indexing.IndexedRetriever.load(tiny_indexed_export["base"])
-    result = evaluation_report(model, data, (10, 20), max_queries=30, retriever=retriever,
-                               fairness_n=20)
+    served = indexing.IndexedRetriever.load(tiny_indexed_export["base"])
+    options_seen = []
+
+    class Recording:  # the served retriever, recording the options of every search
+        def retrieve(self, raw, k, **options):
+            options_seen.append(options)
+            return served.retrieve(raw, k, **options)
+
+    result = evaluation_report(model, data, (10, 20), max_queries=30, retriever=Recording(),
+                               fairness_n=20, retrieve_options={"ef": 33})
+    # `tfrrl evaluate --ef 33`: every search of the served model used that beam width.
+    assert options_seen and all(o == {"allow_unknown_domain": True, "ef": 33}
+                                for o in options_seen)
     assert set(result["per_entity_type"]) == {"recall@10", "recall@20"}
     for shares in result["fairness"]["domains"].values():
         assert sum(v["top_share"] for v in shares.values()) == pytest.approx(1.0)

@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queries", type=int, default=0, help="0 = every eval query")
     parser.add_argument("--export", help="also Recall-retrieval@N of this export's served model "
                                          "through its index (tfrrl export + tfrrl index)")
+    parser.add_argument("--ef", type=int,
+                        help="with --export: the HNSW beam width of the search, as `tfrrl serve "
+                             "--ef`; the search returns the largest N at once (default: max(largest N, "
+                             "64))")
     parser.add_argument("--prior-shift", metavar="TIME_RUN",
                         help="also the model with its scores shifted toward recent popularity "
                              "(tfrrl.evaluation.prior_shift); the window and strength are chosen "
@@ -90,6 +94,9 @@ def chosen_before(time_run: str, ns: Tuple[int, ...], fraction: float):
 
 def run(args: argparse.Namespace) -> int:
     # What the user typed is checked first, before TensorFlow's seconds of import.
+    if args.ef is not None and (not args.export or args.ef < 1):
+        raise UserError("--ef is the beam width of the search through --export: give --export "
+                        "EXPORT and --ef >= 1")
     run_folder.check_run_folder(args.run)
     data_dir = prepared.check_prepared(args.data or run_folder.data_dir_of(args.run))
     ns = parse_ns(args.ns)
@@ -137,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
                                           args.max_queries or None, retriever=retriever,
                                           fairness_n=args.fairness_n, progress=True,
                                           validation_fraction=fraction or None,
-                                          prior_shift=shift)
+                                          prior_shift=shift,
+                                          retrieve_options={"ef": args.ef} if args.ef else None)
     print(evaluation.format_evaluation(result))
     path = run_folder.write_json(args.run, run_folder.EVALUATION_FILE, result, default=float)
     say(f"wrote {path}; a page of it: tfrrl report --run {args.run}")

@@ -124,7 +124,8 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
                       max_queries: Optional[int] = None, retriever: Optional[Retriever] = None,
                       seed: int = 0, fairness_n: int = 100, progress: bool = False,
                       validation_fraction: Optional[float] = None,
-                      prior_shift: Optional[Tuple[PriorShift, Mapping[str, Any]]] = None
+                      prior_shift: Optional[Tuple[PriorShift, Mapping[str, Any]]] = None,
+                      retrieve_options: Optional[Mapping[str, Any]] = None
                       ) -> Dict[str, Any]:
     """``tfrrl evaluate``: Recall-all@N of the model and of the reference baselines
     (popularity, recent popularity, item-item CF in domain; the recent-popularity window chosen
@@ -136,7 +137,8 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
     queries (Eq. 27). ``progress``: report the queries scored on stdout. ``prior_shift`` = (a
     shift, the details of its choice) from
     :func:`tfrrl.evaluation.prior_shift.choose_prior_shift`: the model's scores shifted toward
-    recent popularity are reported beside it (``model_shifted``; counts from all TRAIN rows)."""
+    recent popularity are reported beside it (``model_shifted``; counts from all TRAIN rows).
+    ``retrieve_options`` go to every ``retriever.retrieve`` call (e.g. ``{"ef": 800}``)."""
     lookup = FeatureLookup.from_dataset(data)
     queries = build_queries(data, lookup, max_queries, seed)
     n_max = max(int(n) for n in ns)
@@ -169,7 +171,7 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
     result["gauc"] = gauc(scored["users"], scored["labels"], scored["scores"])
     if retriever is not None:
         found = retrieval_topn(retriever, queries.raw_features, queries.corpus[ENTITY_KEY],
-                               min(n_max, queries.corpus_size))
+                               min(n_max, queries.corpus_size), **(retrieve_options or {}))
         result["retrieval"] = recall_report(found, queries, ns)
     return result
 
