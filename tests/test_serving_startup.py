@@ -119,3 +119,16 @@ def test_prediction_service_command_line_prints_one_line_and_exits_2(tmp_path):
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert len(lines) == 1 and words in lines[0], proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("prior_shift,mode,ef,advised", [
+    (True, "hnsw", None, True),      # shifted scores, the default beam: say it
+    (True, "hnsw", 800, False),      # the operator chose a beam
+    (True, "exhaustive", None, False),
+    (False, "hnsw", None, False),    # no shift: the default beam is what was measured
+])
+def test_beam_advice_only_for_a_prior_shift_on_the_default_beam(prior_shift, mode, ef, advised):
+    advice = matching_server.beam_advice(prior_shift, mode, ef)
+    assert (advice is not None) == advised
+    if advised:
+        assert "--ef" in advice and "prior shift" in advice
