@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import statistics
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
@@ -93,7 +94,7 @@ def seeds_of(base_seed: int, count: int) -> List[int]:
     """The seeds every point trains with: ``base_seed`` (the config's ``train.seed``) and the
     ``count - 1`` next integers."""
     if count < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {count}")
+        raise ConfigError(f"the number of seeds must be at least 1, got {count}")
     return [base_seed + k for k in range(count)]
 
 
@@ -103,10 +104,7 @@ def summarize(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optio
     diverges on some seeds is not a candidate)."""
     if not values or any(v is None for v in values):
         return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def separation(chosen: Sequence[float], runner_up: Sequence[float]) -> Optional[float]:
