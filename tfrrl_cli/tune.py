@@ -61,10 +61,8 @@ def _load_points(args):
     seeds = sweep.seeds_of(config.load_experiment(args.config, fixed).train.seed, args.seeds)
     overrides = [[_run_overrides(fixed, p, seed, args.seeds > 1) for seed in seeds]
                  for p in points]
-    t = config.load_experiment(args.config, overrides[0][0]).train
-    for point_runs in overrides:  # every point's config checked before any training
-        for run_overrides in point_runs:
-            config.load_experiment(args.config, run_overrides)
+    # Every run's config is checked before any training.
+    t = [config.load_experiment(args.config, o) for runs in overrides for o in runs][0].train
     if not t.validation_fraction > 0:
         raise UserError("tfrrl tune chooses on the validation split carved from TRAIN: set "
                         "train.validation_fraction > 0 (e.g. --set train.validation_fraction=0.1)"
@@ -122,10 +120,11 @@ def _run_all(tasks: List[dict], jobs: int) -> Dict[Tuple[int, int], dict]:
         return outcomes
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes=min(jobs, len(tasks)), maxtasksperchild=1) as pool:
+        labels = {tuple(t["key"]): t["label"] for t in tasks}
         for outcome in pool.imap_unordered(train_one, tasks):
             key = tuple(outcome["key"])
             outcomes[key] = outcome
-            label = next(t["label"] for t in tasks if tuple(t["key"]) == key)
+            label = labels[key]
             state = "diverged" if outcome["failure"] else "finished"
             say(f"{label}: {state} in {outcome['minutes']:.1f} min "
                 f"({len(outcomes)}/{len(tasks)} runs)")
