@@ -1,0 +1,138 @@
+"""Would XLA pay on this CPU? A pair-sized MLP step, TF's graph against XLA, side by side.
+
+    python -m benchmarks.xla_probe [--rounds 4] [--steps 5] [--pairs 32768]
+
+The training step of a pair scorer is half elementwise work (bias, ReLU and their gradients,
+each a separate pass over a [pairs, width] tensor; benchmarks/RESULTS.md, "Training speed").
+XLA fuses elementwise chains, and its classic CPU runtime (``XLA_FLAGS=
+--xla_cpu_use_thunk_runtime=false``) rewrites bfloat16 dots into oneDNN calls, which run on AMX
+where the CPU has it. This probe measures what that would buy before any model is changed:
+one step of a [pairs, 128] → [256, 128, 64] ReLU MLP (the size of a backbone expert), forward and
+backward, one thread, in six modes:
+
+* ``graph``: a plain ``tf.function`` (TF's grappler + oneDNN kernels, what training runs today);
+* ``xla``: the whole step (forward, loss and gradients) in ``tf.function(jit_compile=True)``;
+* ``nested``: only the forward pass jit-compiled, called inside a plain ``tf.function`` that
+  takes the gradient (what compiling one sub-layer of a model gives);
+
+each in float32 and bfloat16 (float32 variables, casts inside the step, as Keras'
+``mixed_bfloat16`` policy does). The input is [pairs, 128] (``--shape 2d``) or [128, pairs / 128,
+128] (``--shape 3d``: the [users, candidates, width] layout of the model).
+
+Each (mode, dtype) runs in its own process (the XLA flag must be set before TensorFlow
+loads); the processes alternate over ``--rounds`` rounds so that drift in the load of a shared
+machine hits every mode, and each round reports the best of ``--steps`` timed steps after 3
+warm-up steps. Printed: the median ms per step of each mode and its speed-up over ``graph`` in
+the same dtype and over ``graph`` float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+MODES = ("graph", "xla", "nested")
+DTYPES = ("float32", "bfloat16")
+XLA_FLAGS = "--xla_cpu_use_thunk_runtime=false"
+
+
+def child(mode: str, dtype: str, pairs: int, shape: str, steps: int) -> float:
+    """Best ms per step of one (mode, dtype), in this process."""
+    import time  # pylint: disable=import-outside-toplevel
+
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    width, units = 128, (256, 128, 64)
+    compute = tf.bfloat16 if dtype == "bfloat16" else tf.float32
+    x = tf.random.stateless_normal([pairs, width] if shape == "2d"
+                                   else [128, pairs // 128, width], seed=[0, 1])
+    sizes = list(zip((width,) + units[:-1], units))
+    kernels = [tf.Variable(tf.random.stateless_normal(s, seed=[1, i]) * 0.05)
+               for i, s in enumerate(sizes)]
+    biases = [tf.Variable(tf.zeros([u])) for u in units]
+
+    def forward(inputs):
+        h = tf.cast(inputs, compute)
+        for kernel, bias in zip(kernels, biases):
+            h = tf.nn.relu(tf.matmul(h, tf.cast(kernel, compute)) + tf.cast(bias, compute))
+        return tf.cast(h, tf.float32)
+
+    inner = tf.function(forward, jit_compile=True) if mode == "nested" else forward
+
+    @tf.function(jit_compile=(mode == "xla"))
+    def step(inputs):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(inner(inputs)))
+        return loss, tape.gradient(loss, kernels + biases)
+
+    for _ in range(3):
+        step(x)[0].numpy()
+    best = float("inf")
+    for _ in range(steps):
+        start = time.perf_counter()
+        step(x)[0].numpy()
+        best = min(best, time.perf_counter() - start)
+    return best * 1000.0
+
+
+def run_child(mode: str, dtype: str, args: argparse.Namespace) -> float:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if mode != "graph":
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + XLA_FLAGS).strip()
+    cmd = [sys.executable, "-m", "benchmarks.xla_probe", "--child", mode, dtype,
+           "--pairs", str(args.pairs), "--shape", args.shape, "--steps", str(args.steps)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{mode}/{dtype} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def speedups(times: Dict[Tuple[str, str], List[float]]) -> List[Tuple[str, str, float, float,
+                                                                       float]]:
+    """(mode, dtype, median ms, × over graph in the same dtype, × over graph float32)."""
+    median = {key: statistics.median(v) for key, v in times.items()}
+    rows = []
+    for dtype in DTYPES:
+        for mode in MODES:
+            ms = median[(mode, dtype)]
+            rows.append((mode, dtype, ms, median[("graph", dtype)] / ms,
+                         median[("graph", "float32")] / ms))
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per mode and round")
+    parser.add_argument("--pairs", type=int, default=32768, help="rows of the MLP's input")
+    parser.add_argument("--shape", choices=("2d", "3d"), default="2d",
+                        help="[pairs, 128] or [128, pairs/128, 128]")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "DTYPE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(f"{child(args.child[0], args.child[1], args.pairs, args.shape, args.steps):.3f}")
+        return 0
+    times: Dict[Tuple[str, str], List[float]] = {}
+    order = [(m, d) for d in DTYPES for m in MODES]
+    for r in range(args.rounds):
+        for mode, dtype in (order if r % 2 == 0 else order[::-1]):
+            ms = run_child(mode, dtype, args)
+            times.setdefault((mode, dtype), []).append(ms)
+            print(f"round {r + 1}/{args.rounds}: {mode:6s} {dtype:8s} {ms:8.1f} ms", flush=True)
+    print(f"\n{args.pairs:,} pairs ({args.shape}) → [256, 128, 64], forward + backward, one "
+          f"thread; median of {args.rounds} rounds (best of {args.steps} steps each)\n")
+    print("| mode | dtype | ms/step | × graph, same dtype | × graph float32 |")
+    print("|---|---|---|---|---|")
+    for mode, dtype, ms, same, f32 in speedups(times):
+        print(f"| {mode} | {dtype} | {ms:.1f} | ×{same:.2f} | ×{f32:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
