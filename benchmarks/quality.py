@@ -9,6 +9,8 @@ shared-representation plot.
     python -m benchmarks.quality --dataset synthetic|ciao|movielens --budget   # budgets only
     python -m benchmarks.quality ... --out DIR --report-only   # table + plots of DIR's runs
     python -m benchmarks.quality ... --paired-with CONFIG   # + each config vs CONFIG by seed
+    python -m benchmarks.quality ... --out DIR --report-only --merge DIR2 [--merge DIR3]
+        # one table of the runs of several --out folders (e.g. seeds run in separate queues)
 
 Protocol (no tuning on the test split):
 
@@ -62,6 +64,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tfrrl.progress import Progress
+from tfrrl.training import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ("dnn", "shared_bottom", "mmoe", "ple", "backbone", "backbone_dal",
@@ -242,6 +245,39 @@ def run_side_by_side(argv: Sequence[str], todo: Sequence[Tuple[int, str]], out: 
                 yield futures[future], None, str(err)
 
 
+MERGE_KEYS = ("data", "max_queries", "monitor")
+
+
+def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str,
+               args: Dict[str, Any]) -> Tuple[List[Dict], List[str]]:
+    """``own`` runs followed by the runs of other results files (``(path, stored results.json)``)
+    of the same benchmark: the same dataset, prepared data, test queries (``--max-queries``) and
+    monitor, else ValueError. A (config, seed) already present is kept as it is and the other
+    copy skipped (said in the returned notes). The merged list is for the report only."""
+    merged, notes = list(own), []
+    seen = {(r["config"], r["seed"]): "this --out" for r in own}
+    for path, stored in others:
+        if stored.get("dataset") != dataset:
+            raise ValueError(f"{path} holds {stored.get('dataset')} runs, not {dataset}")
+        theirs = stored.get("args", {})
+        for key in MERGE_KEYS:
+            value = theirs.get(key)
+            if key == "monitor" and value is None:  # results from before --monitor
+                value = "val_ce_loss"
+            if key in args and value != args[key]:
+                raise ValueError(f"{path} was measured with --{key.replace('_', '-')} "
+                                 f"{value}, this table with {args[key]}")
+        for run in stored.get("runs", []):
+            key = (run["config"], run["seed"])
+            if key in seen:
+                notes.append(f"{run['config']} seed {run['seed']} of {path} left out: already "
+                             f"in {seen[key]}")
+                continue
+            seen[key] = path
+            merged.append(run)
+    return merged, notes
+
+
 def _mean_std(values: Sequence[float]) -> str:
     """"mean ± sample std" (ddof 1: the spread of a seed, estimated from a few) of the finite
     values; the mean alone for one value, "—" for none."""
@@ -325,7 +361,8 @@ def claims_table(results: List[Dict], ns: Sequence[int], group: str = "warm") ->
         by_config.setdefault(r["config"], []).append(r)
     lines = [f"The paper's claims on {group} queries (mean Recall@N over seeds; PASS when the "
              "config ≥ factor × the reference; settled on ≥ "
-             f"{CLAIM_SEEDS} seeds of both)", "",
+             f"{CLAIM_SEEDS} seeds of both; p: Welch's t-test of the two sides' seeds, "
+             "from 2 seeds each)", "",
              "| table | claim | " + " | ".join(f"@{n}" for n in ns) + " | seeds |",
              "|---|---|" + "---|" * len(ns) + "---|"]
     for config_name, reference, factor, table in PAPER_CLAIMS:
@@ -333,10 +370,13 @@ def claims_table(results: List[Dict], ns: Sequence[int], group: str = "warm") ->
             continue
         cells = []
         for n in ns:
-            a = float(np.nanmean([run_recall(r, group, n) for r in by_config[config_name]]))
-            b = float(np.nanmean([run_recall(r, group, n) for r in by_config[reference]]))
+            ours = [run_recall(r, group, n) for r in by_config[config_name]]
+            theirs = [run_recall(r, group, n) for r in by_config[reference]]
+            a, b = float(np.nanmean(ours)), float(np.nanmean(theirs))
             verdict = "PASS" if a >= factor * b else "MISS"
-            cells.append(f"{a:.4f} vs {b:.4f} ({(a / b - 1) * 100:+.1f}%) {verdict}")
+            p = sweep.separation(ours, [factor * v for v in theirs])
+            cells.append(f"{a:.4f} vs {b:.4f} ({(a / b - 1) * 100:+.1f}%) {verdict}"
+                         + ("" if p is None else f", p {p:.2f}"))
         seeds = min(len(by_config[config_name]), len(by_config[reference]))
         claim = (f"{config_name} ≥ {reference}" if factor == 1.0
                  else f"{config_name} ≥ {factor:g} × {reference}")
@@ -467,6 +507,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="output dir (default runs/quality-<dataset>)")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: the table and plots from the runs in OUT/results.json")
+    parser.add_argument("--merge", action="append", default=[], metavar="OTHER_OUT",
+                        help="also report the runs of OTHER_OUT/results.json (another --out of "
+                             "this benchmark on the same --data, --max-queries and --monitor, "
+                             "e.g. other seeds); repeatable; they are not copied into OUT")
     parser.add_argument("--in-process", action="store_true",
                         help="train every run in this process (default: a child process per "
                              "run, so memory does not accumulate over a long benchmark)")
@@ -519,6 +563,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.report_only:  # describe the runs as they were made
             for key in ("epochs", "steps_per_epoch", "validation_steps"):
                 setattr(args, key, stored.get("args", {}).get(key, getattr(args, key)))
+    others = []
+    for other in args.merge:
+        other_path = os.path.join(other, "results.json")
+        if not os.path.exists(other_path):
+            parser.error(f"--merge {other}: no results.json there")
+        with open(other_path, encoding="utf-8") as f:
+            others.append((other_path, json.load(f)))
+    merge_args = {"data": os.path.abspath(paths["data"]), "max_queries": args.max_queries,
+                  "monitor": args.monitor}
+    # Other folders record their --data as given: compare absolute paths.
+    others = [(path, {**stored, "args": {**stored.get("args", {}), "data": os.path.abspath(
+        stored.get("args", {}).get("data") or "")}}) for path, stored in others]
+    try:
+        merge_runs([], others, args.dataset, merge_args)
+    except ValueError as error:
+        parser.error(f"--merge: {error}")
     data = PreparedDataset(paths["data"])
     lookup = FeatureLookup.from_dataset(data)
     queries = evaluation.build_queries(data, lookup, args.max_queries or None, seed=0)
@@ -582,6 +642,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             record(entry)
     if todo:
         runs.close()
+    if others:  # the other folders' runs join the report (not this folder's results.json)
+        results, notes = merge_runs(results, others, args.dataset, merge_args)
+        for note in notes:
+            say(note)
     labels = {"popularity": "popularity", "recent_popularity": "recent popularity (w="
               f"{refs.details['recent_popularity']['window']:g})", "item_cf": "item-item CF"}
     warm_cold = evaluation.warm_cold_report(refs.topn, queries, ns, refs.cold)

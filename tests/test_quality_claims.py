@@ -34,7 +34,27 @@ def test_table_iii_claims_by_hand():
     assert rows["ple ≥ dnn"].endswith("| 3 |")
     # +10% over DNN: 0.32 < 1.1 × 0.30 = 0.33 → MISS @50; 0.45 ≥ 0.44 → PASS @100.
     cells = rows["backbone_rrl ≥ 1.1 × dnn"].split(" | ")
-    assert cells[2].endswith("MISS") and cells[3].endswith("PASS")
+    assert "MISS" in cells[2] and "PASS" in cells[3]
+
+
+def test_claims_carry_welchs_p_from_two_seeds_on_each_side():
+    results = [_run("dnn", s, 0.30, 0.40) for s in range(3)]
+    results += [_run("ple", s, 0.31, 0.42) for s in range(3)]
+    results += [_run("backbone_rrl", 0, 0.31, 0.44), _run("backbone_rrl", 1, 0.33, 0.46)]
+    results += [_run("backbone", 0, 0.30, 0.40)]
+    rows = _rows(results)
+    # RRL vs PLE @100: RRL's seeds 0.44, 0.46 (mean 0.45, sample variance 0.0002, so the
+    # standard error of its mean is sqrt(0.0002 / 2) = 0.01); PLE's three seeds 0.42 have no
+    # spread. t = (0.45 - 0.42) / 0.01 = 3 with Welch's df = 1 (a Cauchy t): two-sided
+    # p = 1 - (2/π)·arctan(3) = 0.2048. @50: t = (0.32 - 0.31) / 0.01 = 1, p = 1 - (2/π)·π/4 = 0.5.
+    cells = rows["backbone_rrl ≥ ple"].split(" | ")
+    assert cells[2].endswith("PASS, p 0.50") and cells[3].endswith("PASS, p 0.20")
+    # +10% over DNN: RRL's seeds against 1.1 × DNN's (0.33 @50): t = (0.32 - 0.33) / 0.01 = -1.
+    assert rows["backbone_rrl ≥ 1.1 × dnn"].split(" | ")[2].endswith("MISS, p 0.50")
+    # Neither side has a spread and the means differ: p 0 (scipy's test is undefined there).
+    assert rows["ple ≥ dnn"].split(" | ")[2].endswith("PASS, p 0.00")
+    # One seed of the Backbone: no test, no p.
+    assert "p " not in rows["backbone_rrl ≥ backbone"].split(" | ")[2]
 
 
 def test_claims_of_configs_not_run_are_left_out():

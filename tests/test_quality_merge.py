@@ -1,0 +1,69 @@
+"""benchmarks/quality.py ``--merge``: the runs of several results folders in one report."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from benchmarks import quality
+
+ARGS = {"data": "/d/ml", "max_queries": 0, "monitor": "val_ce_loss"}
+
+
+def _stored(runs, dataset="movielens", **args):
+    return {"dataset": dataset, "args": {**ARGS, **args},
+            "runs": [{"config": c, "seed": s, "tag": t} for c, s, t in runs]}
+
+
+def test_merge_appends_new_runs_and_keeps_the_first_copy_of_a_duplicate():
+    own = [{"config": "dnn", "seed": 0, "tag": "own"}]
+    others = [("q2/results.json", _stored([("dnn", 1, "q2"), ("dnn", 0, "q2")])),
+              ("q3/results.json", _stored([("ple", 0, "q3"), ("dnn", 1, "q3")]))]
+    merged, notes = quality.merge_runs(own, others, "movielens", ARGS)
+    assert [(r["config"], r["seed"], r["tag"]) for r in merged] == [
+        ("dnn", 0, "own"), ("dnn", 1, "q2"), ("ple", 0, "q3")]
+    assert notes == ["dnn seed 0 of q2/results.json left out: already in this --out",
+                     "dnn seed 1 of q3/results.json left out: already in q2/results.json"]
+
+
+@pytest.mark.parametrize("stored,message", [
+    (_stored([], dataset="ciao"), "holds ciao runs, not movielens"),
+    (_stored([], data="/d/other"), "--data /d/other, this table with /d/ml"),
+    (_stored([], max_queries=500), "--max-queries 500, this table with 0"),
+    (_stored([], monitor="val_recall@50"), "--monitor val_recall@50, this table with "),
+])
+def test_merge_refuses_runs_measured_otherwise(stored, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        quality.merge_runs([], [("q2/results.json", stored)], "movielens", ARGS)
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_results_file_without_monitor_was_measured_on_val_ce_loss(drop):
+    stored = _stored([("dnn", 0, "old")])
+    if drop:
+        del stored["args"]["monitor"]
+    else:
+        stored["args"]["monitor"] = None
+    merged, _ = quality.merge_runs([], [("old/results.json", stored)], "movielens", ARGS)
+    assert [r["tag"] for r in merged] == ["old"]
+
+
+def test_merge_of_a_folder_without_results_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        quality.main(["--dataset", "movielens", "--data", str(tmp_path), "--out",
+                      str(tmp_path / "q"), "--report-only", "--merge", str(tmp_path / "none")])
+    assert stop.value.code == 2
+    assert f"--merge {tmp_path / 'none'}: no results.json there" in capsys.readouterr().err
+
+
+def test_merge_of_another_dataset_is_one_line(tmp_path, capsys):
+    other = tmp_path / "q2"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps(_stored([], dataset="ciao")))
+    with pytest.raises(SystemExit) as stop:
+        quality.main(["--dataset", "movielens", "--data", str(tmp_path), "--out",
+                      str(tmp_path / "q"), "--report-only", "--merge", str(other)])
+    assert stop.value.code == 2
+    assert "holds ciao runs, not movielens" in capsys.readouterr().err
