@@ -278,6 +278,24 @@ def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str
     return merged, notes
 
 
+def _same_data_as(ours: str, theirs: str) -> str:
+    """``ours`` (absolute) when ``theirs`` is the same prepared dataset: the same folder, or
+    one prepared alike elsewhere (the same ``stats.json``: split sizes, domains, corpus); else
+    ``theirs`` (absolute)."""
+    ours, theirs = os.path.abspath(ours), os.path.abspath(theirs)
+
+    def stats(folder):
+        path = os.path.join(folder, "stats.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    if ours == theirs or (stats(ours) is not None and stats(ours) == stats(theirs)):
+        return ours
+    return theirs
+
+
 def _mean_std(values: Sequence[float]) -> str:
     """"mean ± sample std" (ddof 1: the spread of a seed, estimated from a few) of the finite
     values; the mean alone for one value, "—" for none."""
@@ -572,9 +590,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             others.append((other_path, json.load(f)))
     merge_args = {"data": os.path.abspath(paths["data"]), "max_queries": args.max_queries,
                   "monitor": args.monitor}
-    # Other folders record their --data as given: compare absolute paths.
-    others = [(path, {**stored, "args": {**stored.get("args", {}), "data": os.path.abspath(
-        stored.get("args", {}).get("data") or "")}}) for path, stored in others]
+    others = [(path, {**stored, "args": {**stored.get("args", {}), "data": _same_data_as(
+        paths["data"], stored.get("args", {}).get("data")
+        or os.path.join(os.path.dirname(path), "data"))}}) for path, stored in others]
     try:
         merge_runs([], others, args.dataset, merge_args)
     except ValueError as error:

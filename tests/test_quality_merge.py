@@ -67,3 +67,15 @@ def test_merge_of_another_dataset_is_one_line(tmp_path, capsys):
                       str(tmp_path / "q"), "--report-only", "--merge", str(other)])
     assert stop.value.code == 2
     assert "holds ciao runs, not movielens" in capsys.readouterr().err
+
+
+def test_data_prepared_alike_elsewhere_is_the_same_data(tmp_path):
+    ours, copy, other = (tmp_path / n for n in ("ours", "copy", "other"))
+    for folder, corpus in ((ours, 10), (copy, 10), (other, 11)):
+        folder.mkdir()
+        (folder / "stats.json").write_text(json.dumps({"corpus_size": corpus}))
+    assert quality._same_data_as(str(ours), str(copy)) == str(ours)
+    assert quality._same_data_as(str(ours), str(ours / ".")) == str(ours)
+    assert quality._same_data_as(str(ours), str(other)) == str(other)
+    assert quality._same_data_as(str(ours), str(tmp_path / "missing")) == str(
+        tmp_path / "missing")
