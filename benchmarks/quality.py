@@ -245,15 +245,17 @@ def run_side_by_side(argv: Sequence[str], todo: Sequence[Tuple[int, str]], out: 
                 yield futures[future], None, str(err)
 
 
-MERGE_KEYS = ("data", "max_queries", "monitor")
+# What makes two results files one table: the same test queries and the same training budget.
+MERGE_KEYS = ("data", "max_queries", "monitor", "epochs", "steps_per_epoch", "patience")
 
 
 def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str,
                args: Dict[str, Any]) -> Tuple[List[Dict], List[str]]:
     """``own`` runs followed by the runs of other results files (``(path, stored results.json)``)
-    of the same benchmark: the same dataset, prepared data, test queries (``--max-queries``) and
-    monitor, else ValueError. A (config, seed) already present is kept as it is and the other
-    copy skipped (said in the returned notes). The merged list is for the report only."""
+    of the same benchmark: the same dataset and the same values of :data:`MERGE_KEYS` (prepared
+    data, test queries, monitor, training budget; a key a file predates is not compared), else
+    ValueError. A (config, seed) already present is kept as it is and the other copy skipped
+    (said in the returned notes). The merged list is for the report only."""
     merged, notes = list(own), []
     seen = {(r["config"], r["seed"]): "this --out" for r in own}
     for path, stored in others:
@@ -264,6 +266,8 @@ def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str
             value = theirs.get(key)
             if key == "monitor" and value is None:  # results from before --monitor
                 value = "val_ce_loss"
+            elif key not in theirs:  # a flag newer than the file
+                continue
             if key in args and value != args[key]:
                 raise ValueError(f"{path} was measured with --{key.replace('_', '-')} "
                                  f"{value}, this table with {args[key]}")
@@ -588,8 +592,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"--merge {other}: no results.json there")
         with open(other_path, encoding="utf-8") as f:
             others.append((other_path, json.load(f)))
-    merge_args = {"data": os.path.abspath(paths["data"]), "max_queries": args.max_queries,
-                  "monitor": args.monitor}
+    merge_args = {key: getattr(args, key) for key in MERGE_KEYS}
+    merge_args["data"] = os.path.abspath(paths["data"])
     others = [(path, {**stored, "args": {**stored.get("args", {}), "data": _same_data_as(
         paths["data"], stored.get("args", {}).get("data")
         or os.path.join(os.path.dirname(path), "data"))}}) for path, stored in others]

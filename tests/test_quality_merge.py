@@ -9,7 +9,8 @@ import pytest
 
 from benchmarks import quality
 
-ARGS = {"data": "/d/ml", "max_queries": 0, "monitor": "val_ce_loss"}
+ARGS = {"data": "/d/ml", "max_queries": 0, "monitor": "val_ce_loss", "epochs": 30,
+        "steps_per_epoch": 0, "patience": 3}
 
 
 def _stored(runs, dataset="movielens", **args):
@@ -33,10 +34,19 @@ def test_merge_appends_new_runs_and_keeps_the_first_copy_of_a_duplicate():
     (_stored([], data="/d/other"), "--data /d/other, this table with /d/ml"),
     (_stored([], max_queries=500), "--max-queries 500, this table with 0"),
     (_stored([], monitor="val_recall@50"), "--monitor val_recall@50, this table with "),
+    (_stored([], steps_per_epoch=200), "--steps-per-epoch 200, this table with 0"),
+    (_stored([], patience=5), "--patience 5, this table with 3"),
 ])
 def test_merge_refuses_runs_measured_otherwise(stored, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         quality.merge_runs([], [("q2/results.json", stored)], "movielens", ARGS)
+
+
+def test_a_flag_newer_than_the_file_is_not_compared():
+    stored = _stored([("dnn", 0, "old")])
+    del stored["args"]["patience"]
+    merged, _ = quality.merge_runs([], [("old/results.json", stored)], "movielens", ARGS)
+    assert [r["tag"] for r in merged] == ["old"]
 
 
 @pytest.mark.parametrize("drop", [True, False])
