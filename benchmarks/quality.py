@@ -598,9 +598,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         paths["data"], stored.get("args", {}).get("data")
         or os.path.join(os.path.dirname(path), "data"))}}) for path, stored in others]
     try:
-        merge_runs([], others, args.dataset, merge_args)
+        reported, _ = merge_runs(results, others, args.dataset, merge_args)
     except ValueError as error:
         parser.error(f"--merge: {error}")
+    if args.report_only:  # the budget of the rows reported, not of --configs
+        configs = list(dict.fromkeys(r["config"] for r in reported)) or configs
     data = PreparedDataset(paths["data"])
     lookup = FeatureLookup.from_dataset(data)
     queries = evaluation.build_queries(data, lookup, args.max_queries or None, seed=0)

@@ -89,3 +89,54 @@ def test_data_prepared_alike_elsewhere_is_the_same_data(tmp_path):
     assert quality._same_data_as(str(ours), str(other)) == str(other)
     assert quality._same_data_as(str(ours), str(tmp_path / "missing")) == str(
         tmp_path / "missing")
+
+
+def _entry(config, seed, recall):
+    """A results.json run whose every Recall@N is ``recall`` (all queries warm or not)."""
+    report = {f"recall@{n}": recall for n in quality.NS}
+    block = {"macro": report, "per_domain": {"d0": report}}
+    return {"config": config, "seed": seed, "recall": block,
+            "recall_warm_cold": {"warm": block, "cold": block}, "parameters_backbone": 1000,
+            "auc": 0.7, "gauc": 0.8, "best_epoch": 2, "steps_to_best": 20, "train_seconds": 60}
+
+
+def _results_folder(folder, data, runs):
+    folder.mkdir()
+    args = {"data": str(data), "max_queries": 0, "monitor": "val_ce_loss", "epochs": 30,
+            "steps_per_epoch": 0, "patience": 3}
+    (folder / "results.json").write_text(json.dumps(
+        {"dataset": "synthetic", "args": args, "runs": runs}))
+
+
+@pytest.mark.slow
+def test_report_only_merges_the_rows_of_two_folders(small_synthetic_prepared, tmp_path,
+                                                    capsys):
+    # DNN seeds 0–1 in one folder, Backbone&RRL seeds 0–1 and a duplicate DNN seed 1 in the
+    # other: one table with both rows, each over 2 seeds; RRL at 0.33 against 1.1 × DNN's
+    # 0.30 = 0.33 (both sides without spread, equal: p 1.00, PASS).
+    q1, q2 = tmp_path / "q1", tmp_path / "q2"
+    _results_folder(q1, small_synthetic_prepared, [_entry("dnn", 0, 0.30),
+                                                   _entry("dnn", 1, 0.30)])
+    _results_folder(q2, small_synthetic_prepared, [_entry("backbone_rrl", 0, 0.33),
+                                                   _entry("backbone_rrl", 1, 0.33),
+                                                   _entry("dnn", 1, 0.99)])
+    assert quality.main(["--dataset", "synthetic", "--data", str(small_synthetic_prepared),
+                         "--out", str(q1), "--report-only", "--merge", str(q2)]) == 0
+    out = capsys.readouterr().out
+    # The first table (warm queries) rows of the two configs: their params cell is 1,000.
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("| ") and " | 1,000 | " in line:
+            rows.setdefault(line.split(" | ")[0], line)
+    assert "| dnn" in rows and "| backbone_rrl" in rows
+    assert "0.3000 ± 0.0000" in rows["| dnn"]        # the duplicate (0.99) was left out
+    cells = rows["| backbone_rrl"].split(" | ")
+    assert cells[-4] == "2"                 # the seeds column
+    assert cells[-7] == "+10.00%"           # Δ@100 vs DNN: 0.33 / 0.30 − 1
+    claim = [line for line in out.splitlines() if "backbone_rrl ≥ 1.1 × dnn" in line][0]
+    assert "PASS, p 1.00" in claim
+    # The budget lists the reported rows, not the default --configs.
+    budget = out.split("Parameter budget")[1].split("Recall-all@N")[0]
+    assert "| dnn |" in budget and "| backbone_rrl |" in budget and "| ple |" not in budget
+    # Nothing of q2 was copied into q1's results.
+    assert len(json.loads((q1 / "results.json").read_text())["runs"]) == 2
