@@ -249,6 +249,13 @@ def run_side_by_side(argv: Sequence[str], todo: Sequence[Tuple[int, str]], out: 
 MERGE_KEYS = ("data", "max_queries", "monitor", "epochs", "steps_per_epoch", "patience")
 
 
+def recorded_flag(stored_args: Dict[str, Any], key: str, default: Any = None) -> Any:
+    """A flag's value as a results file recorded it; files from before ``--monitor`` (missing
+    or null) were measured on ``val_ce_loss``; another missing flag gives ``default``."""
+    value = stored_args.get(key, default)
+    return "val_ce_loss" if key == "monitor" and value is None else value
+
+
 def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str,
                args: Dict[str, Any]) -> Tuple[List[Dict], List[str]]:
     """``own`` runs followed by the runs of other results files (``(path, stored results.json)``)
@@ -263,11 +270,9 @@ def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str
             raise ValueError(f"{path} holds {stored.get('dataset')} runs, not {dataset}")
         theirs = stored.get("args", {})
         for key in MERGE_KEYS:
-            value = theirs.get(key)
-            if key == "monitor" and value is None:  # results from before --monitor
-                value = "val_ce_loss"
-            elif key not in theirs:  # a flag newer than the file
+            if key not in theirs and key != "monitor":  # a flag newer than the file
                 continue
+            value = recorded_flag(theirs, key)
             if key in args and value != args[key]:
                 raise ValueError(f"{path} was measured with --{key.replace('_', '-')} "
                                  f"{value}, this table with {args[key]}")
@@ -295,9 +300,10 @@ def _same_data_as(ours: str, theirs: str) -> str:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
-    if ours == theirs or (stats(ours) is not None and stats(ours) == stats(theirs)):
+    if ours == theirs:
         return ours
-    return theirs
+    our_stats = stats(ours)
+    return ours if our_stats is not None and our_stats == stats(theirs) else theirs
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -531,8 +537,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="no training: the table and plots from the runs in OUT/results.json")
     parser.add_argument("--merge", action="append", default=[], metavar="OTHER_OUT",
                         help="also report the runs of OTHER_OUT/results.json (another --out of "
-                             "this benchmark on the same --data, --max-queries and --monitor, "
-                             "e.g. other seeds); repeatable; they are not copied into OUT")
+                             "this benchmark on the same --data, --max-queries, --monitor and "
+                             "training budget, e.g. other seeds); repeatable; they are not "
+                             "copied into OUT")
     parser.add_argument("--in-process", action="store_true",
                         help="train every run in this process (default: a child process per "
                              "run, so memory does not accumulate over a long benchmark)")
@@ -575,8 +582,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = stored["runs"]
         # Every row of one table must be measured on the same test queries.
         for flag in ("max_queries", "monitor"):
-            before = stored.get("args", {}).get(flag, "val_ce_loss" if flag == "monitor"
-                                                else getattr(args, flag))
+            before = recorded_flag(stored.get("args", {}), flag, getattr(args, flag))
             if before != getattr(args, flag):
                 if not args.report_only:
                     parser.error(f"{results_path} was measured with --{flag.replace('_', '-')}"

@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 MODES = ("graph", "xla", "nested")
 DTYPES = ("float32", "bfloat16")
 XLA_FLAGS = "--xla_cpu_use_thunk_runtime=false"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def child(mode: str, dtype: str, pairs: int, shape: str, steps: int) -> float:
@@ -86,7 +87,7 @@ def run_child(mode: str, dtype: str, args: argparse.Namespace) -> float:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + XLA_FLAGS).strip()
     cmd = [sys.executable, "-m", "benchmarks.xla_probe", "--child", mode, dtype,
            "--pairs", str(args.pairs), "--shape", args.shape, "--steps", str(args.steps)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{mode}/{dtype} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])

@@ -140,3 +140,14 @@ def test_report_only_merges_the_rows_of_two_folders(small_synthetic_prepared, tm
     assert "| dnn |" in budget and "| backbone_rrl |" in budget and "| ple |" not in budget
     # Nothing of q2 was copied into q1's results.
     assert len(json.loads((q1 / "results.json").read_text())["runs"]) == 2
+
+
+@pytest.mark.parametrize("stored,key,default,value", [
+    ({"monitor": None}, "monitor", None, "val_ce_loss"),     # null: before --monitor
+    ({}, "monitor", None, "val_ce_loss"),                    # missing: the same
+    ({"monitor": "val_recall@50"}, "monitor", None, "val_recall@50"),
+    ({}, "max_queries", 500, 500),                           # another flag: the default
+    ({"max_queries": 0}, "max_queries", 500, 0),
+])
+def test_recorded_flag(stored, key, default, value):
+    assert quality.recorded_flag(stored, key, default) == value
