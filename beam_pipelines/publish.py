@@ -48,7 +48,7 @@ def delete_folder(path: str) -> None:
 
 def claim_output(out_dir: str, overwrite: bool) -> str:
     """Checks ``out_dir`` and returns the folder the run writes into: a fresh staging sibling
-    for a local ``out_dir``, ``out_dir`` itself on an object store (whose old dataset, with
+    for a local ``out_dir`` (its parent is created), ``out_dir`` itself on an object store (whose old dataset, with
     ``overwrite``, is deleted here: its ``_SUCCESS`` first)."""
     if fileio.exists(out_dir) and fileio.glob(fileio.join(out_dir, "*")):
         if not overwrite:
@@ -59,7 +59,11 @@ def claim_output(out_dir: str, overwrite: bool) -> str:
             if fileio.exists(marker):
                 FileSystems.delete([marker])
             delete_folder(out_dir)
-    return staging_dir(out_dir) if is_local(out_dir) else out_dir
+    if not is_local(out_dir):
+        return out_dir
+    # The parent exists from here on, whichever step of the run writes first or fails first.
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+    return staging_dir(out_dir)
 
 
 def discard(work_dir: str, out_dir: str) -> None:

@@ -46,6 +46,19 @@ def test_overwrite_on_an_object_store_deletes_the_old_folder_recursively(
     assert deleted == ["gs://b/data/_SUCCESS", "gs://b/data/"]
 
 
+def test_a_local_claim_creates_the_parent_and_a_hidden_staging_name(tmp_path):
+    # The parent of out exists once the output is claimed, so a run that fails before its
+    # first write leaves the same folders as one that fails after (Beam's steps run in no fixed
+    # order, and the injected crash can come first). The staging folder is made by the first write.
+    from beam_pipelines import publish
+
+    out = tmp_path / "a" / "b" / "out"
+    work = publish.claim_output(str(out), overwrite=False)
+    assert os.listdir(tmp_path / "a" / "b") == []
+    assert os.path.dirname(work) == str(out.parent)
+    assert os.path.basename(work).startswith(".out.tmp-")
+
+
 def _crashing_pipeline(real_build):
     """build_pipeline plus a step that raises, so the run dies after writing part of its
     output (a stand-in for a worker crash)."""
