@@ -146,3 +146,13 @@ def test_scientific_notation_is_a_number():
                                         "train.recency_half_life=2e-1", "train.temperature=1"])
     assert exp.train.learning_rate == 1e-4 and isinstance(exp.train.learning_rate, float)
     assert exp.train.recency_half_life == 0.2 and exp.train.temperature == 1.0
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                                         if p.parent.name != "prepare"),
+                         ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_named_experiment_loads(path):
+    # A named experiment that does not load (a key renamed, a bad base:) fails here, not in
+    # the middle of a benchmark queue. (configs/prepare/ holds the link's configs.)
+    exp = config.load_experiment(str(path))
+    assert exp.train.epochs >= 1 and exp.model.backbone
