@@ -19,6 +19,12 @@ each in float32 and bfloat16 (float32 variables, casts inside the step, as Keras
 ``mixed_bfloat16`` policy does). The input is [pairs, 128] (``--shape 2d``) or [128, pairs / 128,
 128] (``--shape 3d``: the [users, candidates, width] layout of the model).
 
+``--shape attention`` times the model's other per-pair block instead: the target attention
+(tfrrl/model/encoders/target_attention.py, softmax weights) of 128 users' exposure sequences
+(``--sequence`` long, 48-wide, 70% valid) against pairs / 128 candidates, projected to 32 —
+its einsums ``cd,bld->bcl`` and ``bcl,bld->bcd`` are batched dots, not the 2-D matmuls of the
+MLP.
+
 Each (mode, dtype) runs in its own process (the XLA flag must be set before TensorFlow
 loads); the processes alternate over ``--rounds`` rounds so that drift in the load of a shared
 machine hits every mode, and each round reports the best of ``--steps`` timed steps after 3
@@ -41,15 +47,16 @@ XLA_FLAGS = "--xla_cpu_use_thunk_runtime=false"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def child(mode: str, dtype: str, pairs: int, shape: str, steps: int) -> float:
+def child(mode: str, dtype: str, pairs: int, shape: str, steps: int,
+          sequence: int = 20) -> float:
     """Best ms per step of one (mode, dtype), in this process."""
-    import time  # pylint: disable=import-outside-toplevel
-
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     width, units = 128, (256, 128, 64)
     compute = tf.bfloat16 if dtype == "bfloat16" else tf.float32
+    if shape == "attention":
+        return _timed_step(mode, steps, *_attention(pairs, sequence, compute))
     x = tf.random.stateless_normal([pairs, width] if shape == "2d"
                                    else [128, pairs // 128, width], seed=[0, 1])
     sizes = list(zip((width,) + units[:-1], units))
@@ -63,20 +70,56 @@ def child(mode: str, dtype: str, pairs: int, shape: str, steps: int) -> float:
             h = tf.nn.relu(tf.matmul(h, tf.cast(kernel, compute)) + tf.cast(bias, compute))
         return tf.cast(h, tf.float32)
 
+    return _timed_step(mode, steps, forward, x, kernels + biases)
+
+
+def _attention(pairs: int, sequence: int, compute):
+    """(forward, inputs, variables) of the target attention of 128 users × pairs / 128
+    candidates (the model's einsums and masked softmax)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    users, width, dim = 128, 48, 32
+    target = tf.random.stateless_normal([pairs // users, width], seed=[0, 1])
+    seq = tf.random.stateless_normal([users, sequence, width], seed=[0, 2])
+    mask = tf.random.stateless_uniform([users, sequence], seed=[0, 3]) < 0.7
+    query, key, value = [tf.Variable(tf.random.stateless_normal([width, dim], seed=[1, i]) * 0.1)
+                         for i in range(3)]
+
+    def forward(inputs):
+        target, seq, mask = inputs
+        q = tf.matmul(tf.cast(target, compute), tf.cast(query, compute))
+        k = tf.einsum("ble,ed->bld", tf.cast(seq, compute), tf.cast(key, compute))
+        v = tf.einsum("ble,ed->bld", tf.cast(seq, compute), tf.cast(value, compute))
+        logits = tf.einsum("cd,bld->bcl", q, k) / tf.cast(dim ** 0.5, compute)
+        logits = tf.where(mask[:, None, :], logits, tf.fill(tf.shape(logits),
+                                                             tf.cast(-1e9, compute)))
+        weights = tf.nn.softmax(logits, axis=-1)
+        return tf.cast(tf.einsum("bcl,bld->bcd", weights, v), tf.float32)
+
+    return forward, (target, seq, mask), [query, key, value]
+
+
+def _timed_step(mode: str, steps: int, forward, inputs, variables) -> float:
+    """Best ms of ``steps`` steps (forward, mean-square loss, gradients) after 3 warm-up
+    steps, ``mode`` deciding what XLA compiles."""
+    import time  # pylint: disable=import-outside-toplevel
+
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     inner = tf.function(forward, jit_compile=True) if mode == "nested" else forward
 
     @tf.function(jit_compile=(mode == "xla"))
     def step(inputs):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(inner(inputs)))
-        return loss, tape.gradient(loss, kernels + biases)
+        return loss, tape.gradient(loss, variables)
 
     for _ in range(3):
-        step(x)[0].numpy()
+        step(inputs)[0].numpy()
     best = float("inf")
     for _ in range(steps):
         start = time.perf_counter()
-        step(x)[0].numpy()
+        step(inputs)[0].numpy()
         best = min(best, time.perf_counter() - start)
     return best * 1000.0
 
@@ -86,7 +129,8 @@ def run_child(mode: str, dtype: str, args: argparse.Namespace) -> float:
     if mode != "graph":
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + XLA_FLAGS).strip()
     cmd = [sys.executable, "-m", "benchmarks.xla_probe", "--child", mode, dtype,
-           "--pairs", str(args.pairs), "--shape", args.shape, "--steps", str(args.steps)]
+           "--pairs", str(args.pairs), "--shape", args.shape, "--steps", str(args.steps),
+           "--sequence", str(args.sequence)]
     out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{mode}/{dtype} failed:\n{out.stderr[-2000:]}")
@@ -112,12 +156,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per mode and round")
     parser.add_argument("--pairs", type=int, default=32768, help="rows of the MLP's input")
-    parser.add_argument("--shape", choices=("2d", "3d"), default="2d",
-                        help="[pairs, 128] or [128, pairs/128, 128]")
+    parser.add_argument("--shape", choices=("2d", "3d", "attention"), default="2d",
+                        help="the MLP on [pairs, 128] or [128, pairs/128, 128], or the target "
+                             "attention of 128 users × pairs/128 candidates")
+    parser.add_argument("--sequence", type=int, default=20,
+                        help="--shape attention: exposures per user (L)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(f"{child(args.child[0], args.child[1], args.pairs, args.shape, args.steps):.3f}")
+        ms = child(args.child[0], args.child[1], args.pairs, args.shape, args.steps,
+                   args.sequence)
+        print(f"{ms:.3f}")
         return 0
     times: Dict[Tuple[str, str], List[float]] = {}
     order = [(m, d) for d in DTYPES for m in MODES]
@@ -126,8 +175,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ms = run_child(mode, dtype, args)
             times.setdefault((mode, dtype), []).append(ms)
             print(f"round {r + 1}/{args.rounds}: {mode:6s} {dtype:8s} {ms:8.1f} ms", flush=True)
-    print(f"\n{args.pairs:,} pairs ({args.shape}) → [256, 128, 64], forward + backward, one "
-          f"thread; median of {args.rounds} rounds (best of {args.steps} steps each)\n")
+    what = (f"target attention, L = {args.sequence}" if args.shape == "attention"
+            else f"{args.shape} → [256, 128, 64]")
+    print(f"\n{args.pairs:,} pairs: {what}, forward + backward, one thread; median of "
+          f"{args.rounds} rounds (best of {args.steps} steps each)\n")
     print("| mode | dtype | ms/step | × graph, same dtype | × graph float32 |")
     print("|---|---|---|---|---|")
     for mode, dtype, ms, same, f32 in speedups(times):
