@@ -48,8 +48,8 @@ def delete_folder(path: str) -> None:
 
 def claim_output(out_dir: str, overwrite: bool) -> str:
     """Checks ``out_dir`` and returns the folder the run writes into: a fresh staging sibling
-    for a local ``out_dir`` (its parent is created), ``out_dir`` itself on an object store (whose old dataset, with
-    ``overwrite``, is deleted here: its ``_SUCCESS`` first)."""
+    for a local ``out_dir`` (whose parent is created here), ``out_dir`` itself on an object
+    store (whose old dataset, with ``overwrite``, is deleted here: its ``_SUCCESS`` first)."""
     if fileio.exists(out_dir) and fileio.glob(fileio.join(out_dir, "*")):
         if not overwrite:
             raise OutputExistsError(
