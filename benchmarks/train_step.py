@@ -80,15 +80,24 @@ DNN_CONFIG = os.path.join(REPO, "configs", "synthetic", "dnn.yaml")
 SPEED_TARGET = 4.0
 # --speed: each architecture on the reference path and with each lever added (cumulative).
 SPEED_MODELS = (("Backbone", BACKBONE_CONFIG), ("Backbone&RRL", RRL_CONFIG), ("DNN", DNN_CONFIG))
-SPEED_LEVERS = (("reference", ["model.pair_blocks=false", "model.compute_dtype=float32",
-                               "train.unique_candidates=false"]),
-                ("+blocks", ["model.pair_blocks=true", "model.compute_dtype=float32",
-                             "train.unique_candidates=false"]),
-                ("+blocks+unique", ["model.pair_blocks=true", "model.compute_dtype=float32",
-                                    "train.unique_candidates=true"]),
-                ("+blocks+unique+bf16", ["model.pair_blocks=true",
-                                         "model.compute_dtype=bfloat16",
-                                         "train.unique_candidates=true"]))
+_REFERENCE_PATH = {"model.pair_blocks": "false", "train.unique_candidates": "false",
+                   "train.fused_adam": "false", "model.compute_dtype": "float32"}
+_LEVERS = (("+blocks", "model.pair_blocks", "true"),
+           ("+unique", "train.unique_candidates", "true"),
+           ("+fused", "train.fused_adam", "true"),
+           ("+bf16", "model.compute_dtype", "bfloat16"))
+
+
+def _cumulative_levers():
+    """(name, overrides) of the reference path and of each lever added to the ones before."""
+    path, name, levers = dict(_REFERENCE_PATH), "", [("reference", _REFERENCE_PATH)]
+    for suffix, key, value in _LEVERS:
+        path, name = {**path, key: value}, name + suffix
+        levers.append((name, path))
+    return tuple((n, [f"{k}={v}" for k, v in p.items()]) for n, p in levers)
+
+
+SPEED_LEVERS = _cumulative_levers()
 
 
 def _say(message: str) -> None:
@@ -635,7 +644,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--log-every", type=int, default=100, help="soak progress interval")
     parser.add_argument("--speed", action="store_true",
                         help="speed mode: the reference path vs the fast levers (pair blocks, "
-                             "bf16) for Backbone, Backbone&RRL and DNN, side by side")
+                             "distinct candidates, fused Adam, bf16) for Backbone, Backbone&RRL and DNN, side by side")
     parser.add_argument("--arch", action="append", default=[],
                         help="--speed: only these architectures (Backbone, Backbone&RRL, DNN)")
     args = parser.parse_args(argv)

@@ -95,11 +95,15 @@ def test_weight_decay_selects_adamw_and_decays_by_hand():
     import keras
     import numpy as np
 
+    from tfrrl.training.optimizers import FusedAdam
     from tfrrl.training.trainer import make_optimizer
 
-    assert type(make_optimizer(config.TrainConfig())) is keras.optimizers.Adam
+    assert type(make_optimizer(config.TrainConfig())) is FusedAdam
+    assert type(make_optimizer(config.TrainConfig(fused_adam=False))) is keras.optimizers.Adam
+    assert type(make_optimizer(config.TrainConfig(weight_decay=0.5, fused_adam=False))) is \
+        keras.optimizers.AdamW
     opt = make_optimizer(config.TrainConfig(learning_rate=0.1, weight_decay=0.5))
-    assert isinstance(opt, keras.optimizers.AdamW)
+    assert type(opt) is FusedAdam and opt.weight_decay == 0.5
     # Decoupled decay with a zero gradient: Adam's update is 0, the decay multiplies the
     # variable by 1 − lr·wd = 1 − 0.1·0.5 = 0.95 → 2.0 · 0.95 = 1.9.
     v = keras.Variable(np.array([2.0], np.float32))

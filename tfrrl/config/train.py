@@ -56,6 +56,9 @@ class TrainConfig:
     # score columns independently (capability "columnwise": not ADI's batch statistics) and
     # without dropout; otherwise every column is scored.
     unique_candidates: bool = True
+    # Adam's per-variable update as one fused TensorFlow kernel (tfrrl.training.optimizers.
+    # FusedAdam: the same update); False: Keras' own Adam, for comparison.
+    fused_adam: bool = True
     clip_norm: Optional[float] = None  # global-norm clip of the main gradients (off: paper)
     # A step whose loss terms or gradients are not finite is skipped (no variable changes) and
     # counted; training stops with NonFiniteTrainingError once more than this many were skipped.

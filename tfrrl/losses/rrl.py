@@ -24,6 +24,7 @@ from tfrrl.losses.domain_adversarial import DomainAdversarial
 from tfrrl.losses.orthogonality import orthogonality_loss
 from tfrrl.losses.wasserstein import MultiViewWasserstein
 from tfrrl.model.layers import SublayerContainer
+from tfrrl.training import optimizers
 
 
 def auxiliary_loss_names(rrl_config) -> List[str]:
@@ -67,12 +68,13 @@ class RRLLosses(SublayerContainer):
         """The MVWDL critics' variables: the critic optimizer's, never the main one's."""
         return list(self.mvwdl.critic_variables) if self.mvwdl is not None else []
 
-    def make_critic_optimizer(self) -> Optional[keras.optimizers.Optimizer]:
-        """The critics' own optimizer (WGAN-GP style Adam, β = (0.5, 0.9)); None without
-        MVWDL."""
+    def make_critic_optimizer(self, fused: bool = True) -> Optional[keras.optimizers.Optimizer]:
+        """The critics' own optimizer (WGAN-GP style Adam, β = (0.5, 0.9); ``fused``:
+        :class:`tfrrl.training.optimizers.FusedAdam`); None without MVWDL."""
         if self.mvwdl is None:
             return None
-        return keras.optimizers.Adam(self.critic_learning_rate, beta_1=0.5, beta_2=0.9)
+        return optimizers.make_adam(self.critic_learning_rate, beta_1=0.5, beta_2=0.9,
+                                    fused=fused)
 
     def compute(self, e_s: tf.Tensor, e_d: tf.Tensor, domain_index: tf.Tensor,
                 training: bool = False) -> Tuple[Dict[str, tf.Tensor], Optional[tf.Tensor]]:

@@ -76,7 +76,8 @@ class MatchingModel(keras.Model):
             else None
         self.aux_names: List[str] = list(self.rrl.names) if self.rrl is not None else []
         self.weighting = make_weighting(config.rrl, self.aux_names)
-        self.critic_optimizer = self.rrl.make_critic_optimizer() if self.rrl else None
+        self.critic_optimizer = (self.rrl.make_critic_optimizer(train_config.fused_adam)
+                                 if self.rrl else None)
         self.disentanglement = embedding_sets.disentanglement_kind(config)
         st = config.adi.self_training
         # ADI self-training (Alg. 1): p, set per epoch by PseudoFractionSchedule.

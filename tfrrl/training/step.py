@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from tfrrl.training import distribution
+from tfrrl.training import distribution, optimizers
 
 
 def all_finite(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -71,13 +71,16 @@ def train_step(model, data) -> Dict[str, tf.Tensor]:
         # over the global batch (1 replica: unchanged).
         scaled_loss = losses["loss"] / replicas
         scaled_critic_loss = critic_loss / replicas if critic_loss is not None else None
-    pairs = [(g, v) for g, v in zip(tape.gradient(scaled_loss, main_vars), main_vars)
-             if g is not None]
+    # An embedding's row gradient repeats a row once per lookup: sum the copies, so the
+    # global norm and Adam's second moment see each row's whole gradient (optimizers.py).
+    pairs = [(optimizers.summed_rows(g), v)
+             for g, v in zip(tape.gradient(scaled_loss, main_vars), main_vars) if g is not None]
     grads = clip([g for g, _ in pairs], model.train_config.clip_norm)
     checked = list(losses.values()) + grads
     critic_grads = []
     if critic_vars:
-        critic_grads = clip(tape.gradient(scaled_critic_loss, critic_vars),
+        critic_grads = clip([optimizers.summed_rows(g) for g in
+                             tape.gradient(scaled_critic_loss, critic_vars)],
                             model.config.rrl.critic_clip_norm)
         losses["critic_loss"] = critic_loss
         checked += [critic_loss] + critic_grads

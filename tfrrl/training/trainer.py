@@ -35,7 +35,7 @@ from tfrrl.evaluation.recall import format_report
 from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
 from tfrrl.model.matching import MatchingModel
-from tfrrl.training import distribution
+from tfrrl.training import distribution, optimizers
 from tfrrl.training.callbacks import (NonFiniteGuard, RunEarlyStopping, StepLogger,
                                      TrainingBackup, TrainingProgress)
 from tfrrl.training.self_training import PseudoFractionSchedule
@@ -114,10 +114,10 @@ def train_time_range(data: PreparedDataset) -> Tuple[int, int]:
 
 def make_optimizer(train) -> keras.optimizers.Optimizer:
     """The main optimizer of a :class:`tfrrl.config.TrainConfig`: Adam, or AdamW (decoupled
-    weight decay, Loshchilov & Hutter) when ``train.weight_decay`` > 0."""
-    if train.weight_decay > 0:
-        return keras.optimizers.AdamW(train.learning_rate, weight_decay=train.weight_decay)
-    return keras.optimizers.Adam(train.learning_rate)
+    weight decay, Loshchilov & Hutter) when ``train.weight_decay`` > 0; fused unless
+    ``train.fused_adam`` is off (:mod:`tfrrl.training.optimizers`)."""
+    return optimizers.make_adam(train.learning_rate, weight_decay=train.weight_decay,
+                                fused=train.fused_adam)
 
 
 def resolved_model_config(exp: ExperimentConfig, data: PreparedDataset):

@@ -1,0 +1,127 @@
+"""tfrrl.training.optimizers: row gradients summed per row, and the fused Adam that equals Keras'
+Adam."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import RRL_ON, TINY_MODEL
+from tfrrl import config
+from tfrrl.data.reader import PreparedDataset
+from tfrrl.training import optimizers, trainer
+
+# Row 0 looked up twice (gradient 1 each time), row 2 once (gradient 5): the gradient of a
+# 3 × 1 table is [2, 0, 5].
+DUPLICATED = tf.IndexedSlices(tf.constant([[1.0], [5.0], [1.0]]), tf.constant([0, 2, 0]),
+                              tf.constant([3, 1]))
+
+
+def test_summed_rows_by_hand():
+    summed = optimizers.summed_rows(DUPLICATED)
+    assert sorted(summed.indices.numpy().tolist()) == [0, 2]
+    by_row = dict(zip(summed.indices.numpy().tolist(), summed.values.numpy()[:, 0].tolist()))
+    assert by_row == {0: 2.0, 2: 5.0}
+    np.testing.assert_array_equal(tf.convert_to_tensor(summed).numpy(),
+                                  tf.convert_to_tensor(DUPLICATED).numpy())
+    dense = tf.constant([1.0, 2.0])
+    assert optimizers.summed_rows(dense) is dense and optimizers.summed_rows(None) is None
+
+
+def _one_step(optimizer, gradient):
+    table = keras.Variable(np.zeros((3, 1), np.float32))
+    optimizer.apply_gradients([(gradient, table)])
+    return float(optimizer._velocities[0].numpy()[0, 0])  # v of row 0
+
+
+def test_second_moment_squares_the_whole_row_gradient():
+    # v after one step = (1 − β₂) g² = 0.001 · 2² = 0.004 for row 0, whose whole gradient is 2.
+    # Keras' Adam squares the two copies one by one: 0.001 · (1² + 1²) = 0.002.
+    assert _one_step(keras.optimizers.Adam(0.1), DUPLICATED) == pytest.approx(0.002, rel=1e-4)
+    assert _one_step(keras.optimizers.Adam(0.1),
+                     optimizers.summed_rows(DUPLICATED)) == pytest.approx(0.004, rel=1e-4)
+    assert _one_step(optimizers.make_adam(0.1), DUPLICATED) == pytest.approx(0.004, rel=1e-4)
+
+
+def test_fused_adam_first_step_by_hand():
+    # θ = 1, g = 0.5, lr = 0.1: m = 0.1 · 0.5 = 0.05, v = 0.001 · 0.25 = 0.00025,
+    # α = 0.1 · √(1 − 0.999) / (1 − 0.9) = √0.001 = 0.031623, √v = 0.015811,
+    # θ ← 1 − α · m / (√v + ε) = 1 − 0.031623 · 0.05 / 0.015811 = 1 − 0.1 = 0.9.
+    theta = keras.Variable(np.array([1.0], np.float32))
+    opt = optimizers.make_adam(0.1)
+    opt.apply_gradients([(tf.constant([0.5]), theta)])
+    np.testing.assert_allclose(theta.numpy(), [0.9], rtol=1e-5)
+    np.testing.assert_allclose(opt._momentums[0].numpy(), [0.05], rtol=1e-4)
+    np.testing.assert_allclose(opt._velocities[0].numpy(), [0.00025], rtol=1e-4)
+
+
+def _compiled_step(optimizer, variable):
+    @tf.function
+    def step(gradient):
+        optimizer.apply_gradients([(gradient, variable)])
+    return step
+
+
+@pytest.mark.parametrize("beta_1,beta_2,weight_decay", [(0.9, 0.999, 0.0), (0.5, 0.9, 0.0),
+                                                        (0.9, 0.999, 0.3)],
+                         ids=["adam", "critic_betas", "adamw"])
+def test_fused_adam_equals_keras_adam_over_steps(beta_1, beta_2, weight_decay):
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(4, 3)).astype(np.float32)
+    grads = rng.normal(size=(6, 4, 3)).astype(np.float32)
+    results = []
+    for fused in (True, False):
+        variable = keras.Variable(start)
+        opt = optimizers.make_adam(0.05, beta_1=beta_1, beta_2=beta_2,
+                                   weight_decay=weight_decay, fused=fused)
+        opt.build([variable])
+        step = _compiled_step(opt, variable)
+        for g in grads:
+            step(tf.constant(g))
+        results.append(variable.numpy())
+        assert isinstance(opt, optimizers.FusedAdam) == fused
+        assert isinstance(opt, keras.optimizers.AdamW) == (weight_decay > 0 and not fused)
+    assert not np.allclose(results[0], start)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adam_config_round_trip():
+    opt = optimizers.make_adam(0.01, beta_1=0.5, beta_2=0.9, weight_decay=0.2)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert type(again) is optimizers.FusedAdam
+    assert (again.beta_1, again.beta_2, again.weight_decay, again.name) == (0.5, 0.9, 0.2, "adamw")
+    assert float(again.learning_rate.numpy()) == pytest.approx(0.01)
+
+
+@pytest.fixture(scope="module")
+def data(small_synthetic_prepared):
+    return PreparedDataset(str(small_synthetic_prepared))
+
+
+def _trained(data, overrides, steps=3):
+    tf.keras.utils.set_random_seed(1)
+    model = trainer.build_model(config.load_experiment(None, TINY_MODEL + RRL_ON + overrides),
+                                data)
+    model.make_train_function()
+    batches = iter(data.dataset("train", 32, shuffle=True, seed=0).repeat())
+    for _ in range(steps):
+        model.train_function(batches)
+    return model
+
+
+def test_a_model_trains_the_same_with_and_without_the_fused_update(data):
+    """Backbone&RRL (both optimizers: main and critics) from the same seed and batches: the
+    weights after three steps agree up to float32 rounding, and they moved."""
+    fused = _trained(data, [])
+    keras_adam = _trained(data, ["train.fused_adam=false"])
+    assert type(fused.optimizer) is optimizers.FusedAdam
+    assert type(fused.critic_optimizer) is optimizers.FusedAdam
+    assert type(keras_adam.optimizer) is keras.optimizers.Adam
+    untrained = _trained(data, [], steps=0)
+    moved = 0
+    for a, b, c in zip(fused.weights, keras_adam.weights, untrained.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+        moved += not np.array_equal(a.numpy(), c.numpy())
+    assert moved > len(fused.trainable_variables) // 2
