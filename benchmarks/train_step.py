@@ -59,10 +59,13 @@ checked too and reported separately.
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import math
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -247,13 +250,10 @@ def build_models(specs: Sequence[Tuple[str, str, List[str]]], data) -> list:
     return models
 
 
-def time_models(models, dataset, args: argparse.Namespace, after_round=None,
-                datasets: Optional[Dict[str, object]] = None):
-    """Warm-up, then ``--rounds`` alternating blocks of ``--steps`` / rounds steps per model
-    (``after_round()`` runs after each round); returns (wall seconds per step per block, CPU
-    seconds per step per block, block, rounds). ``datasets``: another input for some models,
-    by name (``dataset`` for the others)."""
-    batch = models[0][1].train.batch_size
+def warm_up(models, dataset, args: argparse.Namespace,
+            datasets: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    """``--warmup`` untimed steps per model (the first traces ``train_step``); returns each
+    model's input iterator, by name (``datasets``: another input for some models)."""
     iterators = {}
     for name, _, model in models:
         it = iter((datasets or {}).get(name, dataset))
@@ -269,6 +269,26 @@ def time_models(models, dataset, args: argparse.Namespace, after_round=None,
         _say(f"warm-up {name}: first step (tracing) {first:.1f}s, then {rest * 1e3:.0f} ms/step"
              f" over {args.warmup - 1} steps (not counted)")
         iterators[name] = it
+    return iterators
+
+
+def timed_block(model, iterator, steps: int) -> Tuple[float, float]:
+    """(wall, process CPU) seconds per step of ``steps`` train steps."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        logs = model.train_function(iterator)
+    _logs_to_floats(logs)  # synchronise before stopping the clock
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+
+
+def time_models(models, dataset, args: argparse.Namespace, after_round=None,
+                datasets: Optional[Dict[str, object]] = None):
+    """Warm-up, then ``--rounds`` alternating blocks of ``--steps`` / rounds steps per model
+    (``after_round()`` runs after each round); returns (wall seconds per step per block, CPU
+    seconds per step per block, block, rounds). ``datasets``: another input for some models,
+    by name (``dataset`` for the others)."""
+    batch = models[0][1].train.batch_size
+    iterators = warm_up(models, dataset, args, datasets)
 
     rounds = max(1, args.rounds)
     block = max(1, args.steps // rounds)
@@ -280,14 +300,9 @@ def time_models(models, dataset, args: argparse.Namespace, after_round=None,
         order = models if r % 2 == 0 else models[::-1]
         line = []
         for name, _, model in order:
-            it = iterators[name]
-            t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(block):
-                logs = model.train_function(it)
-            _logs_to_floats(logs)  # synchronise before stopping the clock
-            dt = (time.perf_counter() - t0) / block
+            dt, dc = timed_block(model, iterators[name], block)
             times[name].append(dt)
-            cpu[name].append((time.process_time() - c0) / block)
+            cpu[name].append(dc)
             line.append(f"{name} {batch / dt:,.0f} ex/s ({dt * 1e3:.0f} ms/step, "
                         f"CPU {cpu[name][-1] * 1e3:.0f} ms)")
         _say(f"round {r + 1}/{rounds}: " + ", ".join(line))
@@ -524,6 +539,130 @@ def run_speed(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# Threads mode: the same paths in processes with other TensorFlow thread pools.
+
+_CHILD_MARK = "@@"
+
+
+def parse_thread_setting(text: str) -> Dict[str, str]:
+    """``default`` → TensorFlow's own pools; ``INTRA[:INTER]`` → the environment of a process
+    with those pool sizes (``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS``)."""
+    if text == "default":
+        return {}
+    intra, _, inter = text.partition(":")
+    if not intra.isdigit() or int(intra) < 1 or (inter and (not inter.isdigit() or int(inter) < 1)):
+        raise ValueError(f"--threads: {text!r} is not 'default' or INTRA[:INTER] "
+                         "(positive integers), e.g. 1:2")
+    env = {"TF_NUM_INTRAOP_THREADS": intra}
+    if inter:
+        env["TF_NUM_INTEROP_THREADS"] = inter
+    return env
+
+
+def _thread_specs(args: argparse.Namespace) -> List[Tuple[str, str, List[str]]]:
+    """The reference path and the fastest path of each ``--arch`` (default: Backbone&RRL)."""
+    archs = [a for a in SPEED_MODELS if a[0] in (args.arch or ["Backbone&RRL"])]
+    return [(f"{arch} {lever}", path, overrides + list(args.set))
+            for arch, path in archs for lever, overrides in (SPEED_LEVERS[0], SPEED_LEVERS[-1])]
+
+
+def run_thread_child(args: argparse.Namespace) -> int:
+    """A child of ``--threads``: builds and warms up the models, then times one block of steps
+    of each per ``round`` line on stdin, answering one marked JSON line."""
+    _quiet_tensorflow()
+    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
+
+    data = PreparedDataset(args.data)
+    models = build_models(_thread_specs(args), data)
+    dataset = _input_dataset(data, models[0][1].train.batch_size, args)
+    iterators = warm_up(models, dataset, args)
+    block = max(1, args.steps // max(1, args.rounds))
+    print(_CHILD_MARK + json.dumps({"ready": True}), flush=True)
+    for r, line in enumerate(sys.stdin):
+        if line.strip() != "round":
+            break
+        order = models if r % 2 == 0 else models[::-1]
+        print(_CHILD_MARK + json.dumps({name: timed_block(model, iterators[name], block)
+                                        for name, _, model in order}), flush=True)
+    return 0
+
+
+class _Child:
+    """One ``--thread-child`` process with its thread environment."""
+
+    def __init__(self, setting: str, args: argparse.Namespace, data_dir: str):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+        env.update(parse_thread_setting(setting))
+        command = [sys.executable, "-m", "benchmarks.train_step", "--thread-child",
+                   "--data", data_dir, "--steps", str(args.steps), "--rounds", str(args.rounds),
+                   "--warmup", str(args.warmup), "--cache-batches", str(args.cache_batches),
+                   "--seed", str(args.seed)]
+        for arch in args.arch:
+            command += ["--arch", arch]
+        for override in args.set:
+            command += ["--set", override]
+        self.setting = setting
+        self.process = subprocess.Popen(command, cwd=REPO, env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def answer(self) -> Dict:
+        for line in self.process.stdout:
+            if line.startswith(_CHILD_MARK):
+                return json.loads(line[len(_CHILD_MARK):])
+            print(f"  [{self.setting}] {line.rstrip()}", flush=True)
+        raise RuntimeError(f"the --threads {self.setting} child ended early "
+                           f"(exit {self.process.wait()})")
+
+    def round(self) -> Dict:
+        self.process.stdin.write("round\n")
+        self.process.stdin.flush()
+        return self.answer()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
+
+
+def run_threads(args: argparse.Namespace) -> int:
+    """The reference and fastest paths in one process per ``--threads`` setting; the processes
+    take turns (one round each, alternating order; the others wait idle), so every setting
+    meets the same load. Prints ms/step and the speed-up over the first setting's reference."""
+    settings = args.threads.split(",")
+    for setting in settings:
+        parse_thread_setting(setting)
+    with _DataDir(args) as data_dir:
+        children = []
+        try:
+            for setting in settings:  # one at a time: a build does not slow another's warm-up
+                children.append(_Child(setting, args, data_dir))
+                children[-1].answer()
+            times: Dict[Tuple[str, str], List[float]] = collections.defaultdict(list)
+            for r in range(max(1, args.rounds)):
+                for child in (children if r % 2 == 0 else children[::-1]):
+                    for name, (wall, _) in child.round().items():
+                        times[(child.setting, name)].append(wall)
+                _say(f"round {r + 1}/{args.rounds} done")
+        finally:
+            for child in children:
+                child.close()
+    names = [name for name, _, _ in _thread_specs(args)]
+    print()
+    print(f"thread pools (issue 16): {args.steps // max(1, args.rounds) * args.rounds} timed "
+          f"steps per model and setting ({args.rounds} alternating rounds), input cached; "
+          f"{os.cpu_count()} cores; settings INTRA:INTER threads of TensorFlow's pools")
+    for name in names:
+        arch = name.rsplit(" ", 1)[0]
+        base = statistics.median(times[(settings[0], f"{arch} {SPEED_LEVERS[0][0]}")])
+        for setting in settings:
+            med = statistics.median(times[(setting, name)])
+            print(f"  {name:<40} threads {setting:<8} {med * 1e3:7.1f} ms/step  × "
+                  f"{base / med:.2f} over the {settings[0]} reference")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # Soak mode.
 
 def run_soak(args: argparse.Namespace) -> int:
@@ -645,9 +784,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--speed", action="store_true",
                         help="speed mode: the reference path vs the fast levers (pair blocks, "
                              "distinct candidates, fused Adam, bf16) for Backbone, Backbone&RRL and DNN, side by side")
+    parser.add_argument("--threads", metavar="SETTINGS",
+                        help="threads mode: the reference and fastest paths (--arch, default "
+                             "Backbone&RRL) in one process per setting, taking turns; settings "
+                             "comma-separated, each 'default' or INTRA[:INTER] thread-pool "
+                             "sizes, e.g. default,1:2")
+    parser.add_argument("--thread-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arch", action="append", default=[],
                         help="--speed: only these architectures (Backbone, Backbone&RRL, DNN)")
     args = parser.parse_args(argv)
+    if args.thread_child:
+        return run_thread_child(args)
+    if args.threads:
+        try:
+            for setting in args.threads.split(","):
+                parse_thread_setting(setting)
+        except ValueError as e:
+            parser.error(str(e))
+        return run_threads(args)
     if args.speed:
         return run_speed(args)
     if args.soak_steps is not None:

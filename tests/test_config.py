@@ -57,8 +57,10 @@ def test_common_yaml_equals_the_code_defaults():
 
 def test_overrides_round_trip_and_errors(tmp_path):
     exp = config.load_experiment(None, ["model.rrl.uwl=true", "train.batch_size=64",
-                                        "model.expert_units=[8,4]"])
+                                        "model.expert_units=[8,4]", "train.fused_adam=false",
+                                        "train.intra_op_threads=1", "train.inter_op_threads=0"])
     assert exp.model.rrl.uwl and exp.train.batch_size == 64
+    assert not exp.train.fused_adam and (exp.train.intra_op_threads, exp.train.inter_op_threads) == (1, 0)
     assert exp.model.expert_units == (8, 4)
     path = tmp_path / "exp.yaml"
     path.write_text(exp.to_yaml())

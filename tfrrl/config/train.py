@@ -59,6 +59,12 @@ class TrainConfig:
     # Adam's per-variable update as one fused TensorFlow kernel (tfrrl.training.optimizers.
     # FusedAdam: the same update); False: Keras' own Adam, for comparison.
     fused_adam: bool = True
+    # TensorFlow's thread pools for the process (tfrrl.training.threads), set when training
+    # starts: null = auto (for a "branched" backbone half the cores intra-op and two inter-op,
+    # else TensorFlow's default), 0 = TensorFlow's default, else that many threads.
+    # TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS in the environment win.
+    intra_op_threads: Optional[int] = None
+    inter_op_threads: Optional[int] = None
     clip_norm: Optional[float] = None  # global-norm clip of the main gradients (off: paper)
     # A step whose loss terms or gradients are not finite is skipped (no variable changes) and
     # counted; training stops with NonFiniteTrainingError once more than this many were skipped.
@@ -99,3 +105,8 @@ class TrainConfig:
                              f"{self.monitor_queries}")
         if self.weight_decay < 0:
             raise ValueError(f"train.weight_decay must be ≥ 0, got {self.weight_decay}")
+        for name in ("intra_op_threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"train.{name} must be null (auto), 0 (TensorFlow's default) "
+                                 f"or a positive number of threads, got {value!r}")

@@ -34,8 +34,10 @@ from tfrrl.evaluation.queries import row_queries
 from tfrrl.evaluation.recall import format_report
 from tfrrl.evaluation.report import evaluate_model
 from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
+from tfrrl.model.backbones import backbone_spec
+from tfrrl.model.backbones.registry import BRANCHED
 from tfrrl.model.matching import MatchingModel
-from tfrrl.training import distribution, optimizers
+from tfrrl.training import distribution, optimizers, threads
 from tfrrl.training.callbacks import (NonFiniteGuard, RunEarlyStopping, StepLogger,
                                      TrainingBackup, TrainingProgress)
 from tfrrl.training.self_training import PseudoFractionSchedule
@@ -239,7 +241,10 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     the run completes. The returned model holds the best epoch's weights (the
     ``checkpoints/`` file of ``ModelCheckpoint``).
     """
-    # First: MultiWorkerMirroredStrategy must configure the runtime before any other TF op.
+    # First: the thread pools and MultiWorkerMirroredStrategy configure the runtime, before
+    # any other TF op of the process.
+    threads.apply(exp.train.intra_op_threads, exp.train.inter_op_threads,
+                  BRANCHED in backbone_spec(exp.model.backbone).capabilities)
     strategy = distribution.make_strategy(exp.train.distribution)
     distribution.check_global_batch(exp.train.batch_size, strategy)
     out_dir = distribution.worker_out_dir(out_dir)

@@ -19,7 +19,8 @@ import tensorflow as tf
 from keras import layers
 
 from tfrrl.model.backbones.concat_gate import ConcatGate
-from tfrrl.model.backbones.registry import COLUMNWISE, PAIR_BLOCKS, RRL_LOSSES, register_backbone
+from tfrrl.model.backbones.registry import (BRANCHED, COLUMNWISE, PAIR_BLOCKS, RRL_LOSSES,
+                                            register_backbone)
 from tfrrl.model.backbones.routing import route_by_domain
 from tfrrl.model.layers import mlp
 from tfrrl.model.pairs import PairParts, apply_mlp, as_pair
@@ -83,7 +84,7 @@ class HybridExpertBackbone(layers.Layer):
                 "dropout": self.dropout}
 
 
-@register_backbone("rrl", capabilities=(RRL_LOSSES, PAIR_BLOCKS, COLUMNWISE))
+@register_backbone("rrl", capabilities=(RRL_LOSSES, PAIR_BLOCKS, COLUMNWISE, BRANCHED))
 def make_hybrid_experts(config, num_domains: int) -> HybridExpertBackbone:
     c = config
     return HybridExpertBackbone(num_domains, c.expert_units, c.tower_units, c.dropout,

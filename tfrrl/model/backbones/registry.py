@@ -16,7 +16,10 @@ Capabilities declare which training-only losses may act on a backbone's outputs:
 ``"pair_blocks"`` (it also takes r as its blocks, :mod:`tfrrl.model.pairs`, so its first Dense
 layers run per user and per candidate instead of per pair) and ``"columnwise"`` (each candidate
 column's scores depend on that column only — no statistics across candidates — so a training step
-may score each distinct candidate once, ``train.unique_candidates``).
+may score each distinct candidate once, ``train.unique_candidates``) and ``"branched"`` (its step
+is many mid-sized ops on independent branches, one per domain, so on few cores one intra-op
+thread and two inter-op threads train it faster than TensorFlow's default pools:
+:mod:`tfrrl.training.threads`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ RRL_LOSSES = "rrl_losses"
 DISENTANGLEMENT = "disentanglement"
 PAIR_BLOCKS = "pair_blocks"
 COLUMNWISE = "columnwise"
-CAPABILITIES = (RRL_LOSSES, DISENTANGLEMENT, PAIR_BLOCKS, COLUMNWISE)
+BRANCHED = "branched"
+CAPABILITIES = (RRL_LOSSES, DISENTANGLEMENT, PAIR_BLOCKS, COLUMNWISE, BRANCHED)
 
 BackboneFactory = Callable[[Any, int], layers.Layer]
 
