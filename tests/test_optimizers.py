@@ -111,17 +111,43 @@ def _trained(data, overrides, steps=3):
     return model
 
 
-def test_a_model_trains_the_same_with_and_without_the_fused_update(data):
-    """Backbone&RRL (both optimizers: main and critics) from the same seed and batches: the
-    weights after three steps agree up to float32 rounding, and they moved."""
-    fused = _trained(data, [])
-    keras_adam = _trained(data, ["train.fused_adam=false"])
+@pytest.fixture(scope="module")
+def trained_pair(data):
+    """Backbone&RRL from the same seed and batches, three steps with each optimizer, and the
+    fused model's weights before training."""
+    fused = _trained(data, [], steps=0)
+    initial = [w.numpy() for w in fused.weights]
+    batches = iter(data.dataset("train", 32, shuffle=True, seed=0).repeat())
+    for _ in range(3):
+        fused.train_function(batches)
+    return fused, _trained(data, ["train.fused_adam=false"]), initial
+
+
+def test_a_model_trains_the_same_with_and_without_the_fused_update(trained_pair):
+    """Both optimizers (main and critics): the weights after three steps agree up to float32
+    rounding, and they moved."""
+    fused, keras_adam, initial = trained_pair
     assert type(fused.optimizer) is optimizers.FusedAdam
     assert type(fused.critic_optimizer) is optimizers.FusedAdam
     assert type(keras_adam.optimizer) is keras.optimizers.Adam
-    untrained = _trained(data, [], steps=0)
     moved = 0
-    for a, b, c in zip(fused.weights, keras_adam.weights, untrained.weights):
+    for a, b, c in zip(fused.weights, keras_adam.weights, initial):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
-        moved += not np.array_equal(a.numpy(), c.numpy())
+        moved += not np.array_equal(a.numpy(), c)
     assert moved > len(fused.trainable_variables) // 2
+
+
+def test_a_weight_file_of_keras_adam_loads_into_the_fused_optimizer(data, trained_pair,
+                                                                   tmp_path):
+    """A backup written with Keras' Adam (``model.save_weights``, what runs before this
+    optimizer wrote) resumes into FusedAdam: every slot and the step count carry over."""
+    keras_adam = trained_pair[1]
+    path = str(tmp_path / "backup.weights.h5")
+    keras_adam.save_weights(path)
+    fused = _trained(data, [], steps=0)
+    fused.build_optimizers()
+    fused.load_weights(path)
+    assert int(fused.optimizer.iterations.numpy()) == 3
+    for a, b in zip(keras_adam.optimizer.variables + keras_adam.critic_optimizer.variables,
+                    fused.optimizer.variables + fused.critic_optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
