@@ -43,6 +43,9 @@ Protocol (no tuning on the test split):
   generator's catalog: the ceiling; all queries only).
 * every run trains in a child process (memory returns); ``--jobs N`` trains N side by side,
   each with 1/N of the cores and its output in ``OUT/runs/<config>-seed<S>.log``.
+* every run records the code that trained it (the commit, ``+changes`` for uncommitted edits;
+  every version when a run was resumed by other code: ``OUT/runs/<config>-seed<S>/
+  code_versions.txt`` and the entry's ``code``); the table ends with which runs share a code.
 
 Outputs in ``--out``: ``results.json`` (every run), ``table.md``, ``recall_curves.png`` (Fig. 4:
 per domain, Recall-all@N against N, one line per config) and, when both ``backbone`` and
@@ -128,6 +131,52 @@ def best_epoch_of(history: Dict[str, List[float]], monitor: str) -> int:
     return best_of_history(history, monitor)[1]
 
 
+CODE_FILE = "code_versions.txt"
+
+
+def code_version() -> str:
+    """The checkout's commit (short hash), ``+changes`` when tracked files differ from it;
+    ``unknown`` outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=REPO).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+changes" if changed else "")
+
+
+def record_code_version(run_dir: str, version: str) -> List[str]:
+    """Appends ``version`` to the run folder's list when it differs from the last one (a run
+    resumed by other code) and returns the list: every code version that trained the run."""
+    path = os.path.join(run_dir, CODE_FILE)
+    versions = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            versions = [line.strip() for line in f if line.strip()]
+    if not versions or versions[-1] != version:
+        versions.append(version)
+        os.makedirs(run_dir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(versions) + "\n")
+    return versions
+
+
+def code_note(results: Sequence[Dict[str, Any]]) -> str:
+    """One line per code version that trained the table's runs (runs resumed by other code
+    marked), so a table assembled over sessions says which rows share the same code."""
+    by_version: Dict[str, List[str]] = {}
+    for r in results:
+        versions = r.get("code") or ["not recorded"]
+        key = " → ".join(versions) + (" (resumed by other code)" if len(versions) > 1 else "")
+        by_version.setdefault(key, []).append(f"{r['config']}:{r['seed']}")
+    if len(by_version) <= 1:
+        return f"\ncode: every run by {next(iter(by_version), 'not recorded')}\n" \
+            if by_version else ""
+    return "\ncode versions (config:seed):\n" + "".join(
+        f"- {k}: {', '.join(v)}\n" for k, v in by_version.items())
+
+
 def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, args,
             queries, lookup, cold) -> Dict[str, Any]:
     import keras  # pylint: disable=import-outside-toplevel
@@ -147,6 +196,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
          f"train.early_stopping_patience={args.patience}",
          f"train.eval_steps={args.validation_steps or 'null'}"])
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
+    versions = record_code_version(run_dir, code_version())
     start = time.time()
     # A run killed mid-training (a session's end) resumes from its backup: weights, data
     # position, history and early stopping go on where they were. A backup of another
@@ -155,6 +205,9 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
         model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=True)
     except BackupMismatchError as e:
         say(f"{e}: training {config_name} seed {seed} from the start")
+        versions = versions[-1:]
+        with open(os.path.join(run_dir, CODE_FILE), "w", encoding="utf-8") as f:
+            f.write(versions[0] + "\n")
         start = time.time()
         model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
     train_s = time.time() - start
@@ -172,7 +225,8 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     # best epoch's state (optimizer included), not the last one's.
     steps_per_epoch = trainer.steps_per_epoch(data, exp)
     total_steps = epochs_run * steps_per_epoch
-    entry = {"config": config_name, "seed": seed, "train_seconds": round(train_s, 1),
+    entry = {"config": config_name, "seed": seed, "code": versions,
+             "train_seconds": round(train_s, 1),
              "epochs_run": epochs_run, "best_epoch": best_epoch, "total_steps": total_steps,
              "steps_per_epoch": steps_per_epoch,
              "steps_to_best": best_epoch * steps_per_epoch if steps_per_epoch else None,
@@ -729,6 +783,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      for name in dict.fromkeys(r["config"] for r in results)}
         notes += (f"\nRecall-all@100 as a fraction of the oracle's ({ceiling:.4f}): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()) + "\n")
+    notes += code_note(results)
     with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
         f.write(table + notes + "\n" + budget)
     print(table + notes + "\n" + budget)

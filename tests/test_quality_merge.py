@@ -151,3 +151,25 @@ def test_report_only_merges_the_rows_of_two_folders(small_synthetic_prepared, tm
 ])
 def test_recorded_flag(stored, key, default, value):
     assert quality.recorded_flag(stored, key, default) == value
+
+
+def test_a_run_folder_lists_every_code_version_that_trained_it(tmp_path):
+    run = str(tmp_path / "dnn-seed0")
+    assert quality.record_code_version(run, "abc1234") == ["abc1234"]
+    assert quality.record_code_version(run, "abc1234") == ["abc1234"]  # resumed, same code
+    assert quality.record_code_version(run, "def5678") == ["abc1234", "def5678"]
+    assert (tmp_path / "dnn-seed0" / quality.CODE_FILE).read_text() == "abc1234\ndef5678\n"
+
+
+def test_the_table_says_which_code_trained_which_run():
+    one = [{"config": "dnn", "seed": 0, "code": ["abc1234"]},
+           {"config": "ple", "seed": 0, "code": ["abc1234"]}]
+    assert quality.code_note(one) == "\ncode: every run by abc1234\n"
+    mixed = one + [{"config": "dnn", "seed": 1, "code": ["abc1234", "def5678"]},
+                   {"config": "two_tower", "seed": 0}]  # a run from before the record
+    assert quality.code_note(mixed) == (
+        "\ncode versions (config:seed):\n"
+        "- abc1234: dnn:0, ple:0\n"
+        "- abc1234 → def5678 (resumed by other code): dnn:1\n"
+        "- not recorded: two_tower:0\n")
+    assert re.fullmatch(r"[0-9a-f]{4,40}(\+changes)?|unknown", quality.code_version())
