@@ -10,9 +10,9 @@ way. :func:`summed_rows` sums the copies first (``tf.unique`` + ``unsorted_segme
 both see the gradient that Adam's definition uses.
 
 **Fused Adam.** Keras 3's Adam writes each variable's update as about fifteen graph ops (casts,
-powers, two moment updates, the division, three variable writes). A model with 126 variables
-runs about 1,900 small ops per step for its optimizers, and on two CPU cores their dispatch is a
-measured share of the step (``benchmarks/train_step.py --speed``, lever "+fused Adam").
+powers, two moment updates, the division, three variable writes), so a model with a hundred
+variables runs over a thousand small ops per step for its optimizers (priced by
+``benchmarks/train_step.py --speed``, lever ``+fused``; figures in benchmarks/RESULTS.md).
 :class:`FusedAdam` keeps Keras' optimizer (its variables, learning-rate schedules, weight decay,
 clipping, loss scaling, checkpoints) and replaces only the per-variable update with TensorFlow's
 ``ResourceApplyAdam`` kernel, which computes the same formulas in one op::

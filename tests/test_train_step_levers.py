@@ -1,0 +1,36 @@
+"""benchmarks/train_step.py: the cumulative speed levers and the --threads settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import train_step
+
+
+def test_each_lever_adds_one_switch_to_the_path_before():
+    names = [name for name, _ in train_step.SPEED_LEVERS]
+    assert names == ["reference", "+blocks", "+blocks+unique", "+blocks+unique+fused",
+                     "+blocks+unique+fused+bf16"]
+    paths = [dict(o.split("=") for o in overrides) for _, overrides in train_step.SPEED_LEVERS]
+    assert paths[0] == {"model.pair_blocks": "false", "train.unique_candidates": "false",
+                        "train.fused_adam": "false", "model.compute_dtype": "float32"}
+    for before, after in zip(paths, paths[1:]):
+        assert len({k for k in after if after[k] != before[k]}) == 1
+    assert paths[-1] == {"model.pair_blocks": "true", "train.unique_candidates": "true",
+                         "train.fused_adam": "true", "model.compute_dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("text,env", [
+    ("default", {}),
+    ("1", {"TF_NUM_INTRAOP_THREADS": "1"}),
+    ("1:2", {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}),
+])
+def test_thread_settings(text, env):
+    assert train_step.parse_thread_setting(text) == env
+
+
+@pytest.mark.parametrize("bad", ["0:2", "1:0", "x", "1:2:3", ""])
+def test_a_bad_thread_setting_is_one_clear_error(bad, capsys):
+    with pytest.raises(SystemExit):
+        train_step.main(["--threads", f"default,{bad}"])
+    assert "is not 'default' or INTRA[:INTER]" in capsys.readouterr().err
