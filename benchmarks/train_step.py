@@ -2,6 +2,8 @@
 
     python -m benchmarks.train_step [--data DIR | --impressions 200000] [--steps 200]
     python -m benchmarks.train_step --soak-steps [2000] [--data DIR]
+    python -m benchmarks.train_step --speed [--arch "Backbone&RRL"] [--data DIR]
+    python -m benchmarks.train_step --threads default,1:2 [--arch Backbone] [--data DIR]
 
 **Throughput mode** (default). Builds ``configs/synthetic/backbone.yaml`` and
 ``configs/synthetic/backbone_rrl.yaml`` with :func:`tfrrl.training.trainer.build_model` on the same
@@ -43,6 +45,18 @@ prepared dataset, and prints the examples/s of each and the ratio
       --variant "ADI-ST=configs/synthetic/adi_self_training.yaml" \
       --variant "ADI-ST-p0.5=configs/synthetic/adi_self_training.yaml \
                  model.adi.self_training.initial_fraction=0.5"
+
+**Speed mode** (``--speed [--arch A]``): Backbone, Backbone&RRL and DNN on the reference path
+(``model.pair_blocks=false``, ``train.unique_candidates=false``, ``train.fused_adam=false``,
+float32) and with each lever added in turn (``SPEED_LEVERS``: +blocks, +unique, +fused, +bf16),
+alternating on the same cached batches; prints each path's step time and speed-up, the share of
+the measured matmul peak, a roofline ceiling and what the live input pipeline costs.
+
+**Threads mode** (``--threads default,1:2,…``): the reference and the fastest path of each
+``--arch`` (default Backbone&RRL) in one child process per setting of TensorFlow's thread pools
+(``INTRA[:INTER]`` → ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS``; ``default``:
+TensorFlow's own). The pools are fixed per process, so the children take turns: one round each,
+in alternating order, while the others wait idle; every setting meets the same load.
 
 **Soak mode** (``--soak-steps [N]``, default 2,000): trains Backbone&RRL (``backbone_rrl.yaml``)
 for N steps on the synthetic default, on ``trainer.make_datasets``' training dataset with
