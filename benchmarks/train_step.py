@@ -1,4 +1,5 @@
-"""Train-step cost of Backbone&RRL against the plain Backbone, and a 2,000-step NaN/Inf soak.
+"""Train-step cost of Backbone&RRL against the plain Backbone, the speed levers and thread pools of
+issue 16 side by side, and a 2,000-step NaN/Inf soak.
 
     python -m benchmarks.train_step [--data DIR | --impressions 200000] [--steps 200]
     python -m benchmarks.train_step --soak-steps [2000] [--data DIR]
