@@ -666,7 +666,8 @@ def run_threads(args: argparse.Namespace) -> int:
     print()
     print(f"thread pools (issue 16): {args.steps // max(1, args.rounds) * args.rounds} timed "
           f"steps per model and setting ({args.rounds} alternating rounds), input cached; "
-          f"{os.cpu_count()} cores; settings INTRA:INTER threads of TensorFlow's pools")
+          f"{os.cpu_count()} cores; settings INTRA:INTER threads of TensorFlow's pools"
+          + (f"; on every model (after the levers): {' '.join(args.set)}" if args.set else ""))
     for name in names:
         arch = name.rsplit(" ", 1)[0]
         base = statistics.median(times[(settings[0], f"{arch} {SPEED_LEVERS[0][0]}")])
