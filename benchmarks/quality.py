@@ -170,9 +170,10 @@ def code_note(results: Sequence[Dict[str, Any]]) -> str:
         versions = r.get("code") or ["not recorded"]
         key = " → ".join(versions) + (" (resumed by other code)" if len(versions) > 1 else "")
         by_version.setdefault(key, []).append(f"{r['config']}:{r['seed']}")
-    if len(by_version) <= 1:
-        return f"\ncode: every run by {next(iter(by_version), 'not recorded')}\n" \
-            if by_version else ""
+    if not by_version:
+        return ""
+    if len(by_version) == 1:
+        return f"\ncode: every run by {next(iter(by_version))}\n"
     return "\ncode versions (config:seed):\n" + "".join(
         f"- {k}: {', '.join(v)}\n" for k, v in by_version.items())
 
@@ -205,9 +206,8 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
         model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=True)
     except BackupMismatchError as e:
         say(f"{e}: training {config_name} seed {seed} from the start")
-        versions = versions[-1:]
-        with open(os.path.join(run_dir, CODE_FILE), "w", encoding="utf-8") as f:
-            f.write(versions[0] + "\n")
+        os.remove(os.path.join(run_dir, CODE_FILE))  # started over: this code only
+        versions = record_code_version(run_dir, versions[-1])
         start = time.time()
         model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
     train_s = time.time() - start

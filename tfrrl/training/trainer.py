@@ -33,9 +33,9 @@ from tfrrl.data.validation_split import HOLDOUT_KEYS, in_holdout, time_cut_of
 from tfrrl.evaluation.queries import row_queries
 from tfrrl.evaluation.recall import format_report
 from tfrrl.evaluation.report import evaluate_model
-from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
 from tfrrl.model.backbones import backbone_spec
 from tfrrl.model.backbones.registry import BRANCHED
+from tfrrl.model.encoders.features import vocabulary_sizes_from_lookup
 from tfrrl.model.matching import MatchingModel
 from tfrrl.training import distribution, optimizers, threads
 from tfrrl.training.callbacks import (NonFiniteGuard, RunEarlyStopping, StepLogger,
