@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import gc
 import json
 import os
@@ -134,9 +135,12 @@ def best_epoch_of(history: Dict[str, List[float]], monitor: str) -> int:
 CODE_FILE = "code_versions.txt"
 
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> str:
     """The checkout's commit (short hash), ``+changes`` when tracked files differ from it;
-    ``unknown`` outside a git checkout."""
+    ``unknown`` outside a git checkout. Read once per process (:func:`main` asks first): a
+    process runs the code it imported, so a commit made while it runs does not relabel its
+    later runs."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
                                 capture_output=True, text=True).stdout.strip()
@@ -610,6 +614,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="only print the parameter budget of the configs (no data needed)")
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    code_version()  # now, before the runs: the code this process is about to import
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     configs = [c for c in args.configs.split(",") if c]

@@ -74,13 +74,10 @@ checked too and reported separately.
 from __future__ import annotations
 
 import argparse
-import collections
-import json
 import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -90,6 +87,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+from benchmarks import thread_children  # noqa: E402  (after the path fix-up above)
 
 TARGET_RATIO = 1.3
 BACKBONE_CONFIG = os.path.join(REPO, "configs", "synthetic", "backbone.yaml")
@@ -556,24 +555,6 @@ def run_speed(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Threads mode: the same paths in processes with other TensorFlow thread pools.
 
-_CHILD_MARK = "@@"
-
-
-def parse_thread_setting(text: str) -> Dict[str, str]:
-    """``default`` → TensorFlow's own pools; ``INTRA[:INTER]`` → the environment of a process
-    with those pool sizes (``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS``)."""
-    if text == "default":
-        return {}
-    intra, _, inter = text.partition(":")
-    if not intra.isdigit() or int(intra) < 1 or (inter and (not inter.isdigit() or int(inter) < 1)):
-        raise ValueError(f"--threads: {text!r} is not 'default' or INTRA[:INTER] "
-                         "(positive integers), e.g. 1:2")
-    env = {"TF_NUM_INTRAOP_THREADS": intra}
-    if inter:
-        env["TF_NUM_INTEROP_THREADS"] = inter
-    return env
-
-
 def _thread_specs(args: argparse.Namespace) -> List[Tuple[str, str, List[str]]]:
     """The reference path and the fastest path of each ``--arch`` (default: Backbone&RRL)."""
     archs = [a for a in SPEED_MODELS if a[0] in (args.arch or ["Backbone&RRL"])]
@@ -592,76 +573,29 @@ def run_thread_child(args: argparse.Namespace) -> int:
     dataset = _input_dataset(data, models[0][1].train.batch_size, args)
     iterators = warm_up(models, dataset, args)
     block = max(1, args.steps // max(1, args.rounds))
-    print(_CHILD_MARK + json.dumps({"ready": True}), flush=True)
-    for r, line in enumerate(sys.stdin):
-        if line.strip() != "round":
-            break
+
+    def time_round(r: int):
         order = models if r % 2 == 0 else models[::-1]
-        print(_CHILD_MARK + json.dumps({name: timed_block(model, iterators[name], block)
-                                        for name, _, model in order}), flush=True)
+        return {name: timed_block(model, iterators[name], block) for name, _, model in order}
+    thread_children.serve_rounds(time_round)
     return 0
-
-
-class _Child:
-    """One ``--thread-child`` process with its thread environment."""
-
-    def __init__(self, setting: str, args: argparse.Namespace, data_dir: str):
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
-        env.update(parse_thread_setting(setting))
-        command = [sys.executable, "-m", "benchmarks.train_step", "--thread-child",
-                   "--data", data_dir, "--steps", str(args.steps), "--rounds", str(args.rounds),
-                   "--warmup", str(args.warmup), "--cache-batches", str(args.cache_batches),
-                   "--seed", str(args.seed)]
-        for arch in args.arch:
-            command += ["--arch", arch]
-        for override in args.set:
-            command += ["--set", override]
-        self.setting = setting
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def answer(self) -> Dict:
-        for line in self.process.stdout:
-            if line.startswith(_CHILD_MARK):
-                return json.loads(line[len(_CHILD_MARK):])
-            print(f"  [{self.setting}] {line.rstrip()}", flush=True)
-        raise RuntimeError(f"the --threads {self.setting} child ended early "
-                           f"(exit {self.process.wait()})")
-
-    def round(self) -> Dict:
-        self.process.stdin.write("round\n")
-        self.process.stdin.flush()
-        return self.answer()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            self.process.wait()
 
 
 def run_threads(args: argparse.Namespace) -> int:
     """The reference and fastest paths in one process per ``--threads`` setting; the processes
     take turns (one round each, alternating order; the others wait idle), so every setting
     meets the same load. Prints ms/step and the speed-up over the first setting's reference."""
-    settings = args.threads.split(",")
-    for setting in settings:
-        parse_thread_setting(setting)
+    settings = thread_children.parse_thread_settings(args.threads)
     with _DataDir(args) as data_dir:
-        children = []
-        try:
-            for setting in settings:  # one at a time: a build does not slow another's warm-up
-                children.append(_Child(setting, args, data_dir))
-                children[-1].answer()
-            times: Dict[Tuple[str, str], List[float]] = collections.defaultdict(list)
-            for r in range(max(1, args.rounds)):
-                for child in (children if r % 2 == 0 else children[::-1]):
-                    for name, (wall, _) in child.round().items():
-                        times[(child.setting, name)].append(wall)
-                _say(f"round {r + 1}/{args.rounds} done")
-        finally:
-            for child in children:
-                child.close()
+        command = ["benchmarks.train_step", "--thread-child", "--data", data_dir,
+                   "--steps", str(args.steps), "--rounds", str(args.rounds),
+                   "--warmup", str(args.warmup), "--cache-batches", str(args.cache_batches),
+                   "--seed", str(args.seed)]
+        command += [a for arch in args.arch for a in ("--arch", arch)]
+        command += [a for override in args.set for a in ("--set", override)]
+        times = thread_children.take_turns(
+            settings, command, args.rounds,
+            on_round=lambda r: _say(f"round {r + 1}/{args.rounds} done"))
     names = [name for name, _, _ in _thread_specs(args)]
     print()
     print(f"thread pools (issue 16): {args.steps // max(1, args.rounds) * args.rounds} timed "
@@ -670,9 +604,9 @@ def run_threads(args: argparse.Namespace) -> int:
           + (f"; on every model (after the levers): {' '.join(args.set)}" if args.set else ""))
     for name in names:
         arch = name.rsplit(" ", 1)[0]
-        base = statistics.median(times[(settings[0], f"{arch} {SPEED_LEVERS[0][0]}")])
+        base = statistics.median(w for w, _ in times[(settings[0], f"{arch} {SPEED_LEVERS[0][0]}")])
         for setting in settings:
-            med = statistics.median(times[(setting, name)])
+            med = statistics.median(w for w, _ in times[(setting, name)])
             print(f"  {name:<40} threads {setting:<8} {med * 1e3:7.1f} ms/step  × "
                   f"{base / med:.2f} over the {settings[0]} reference")
     return 0
@@ -813,8 +747,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_thread_child(args)
     if args.threads:
         try:
-            for setting in args.threads.split(","):
-                parse_thread_setting(setting)
+            thread_children.parse_thread_settings(args.threads)
         except ValueError as e:
             parser.error(str(e))
         return run_threads(args)

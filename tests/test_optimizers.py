@@ -36,13 +36,24 @@ def _one_step(optimizer, gradient):
     return float(optimizer._velocities[0].numpy()[0, 0])  # v of row 0
 
 
-def test_second_moment_squares_the_whole_row_gradient():
-    # v after one step = (1 − β₂) g² = 0.001 · 2² = 0.004 for row 0, whose whole gradient is 2.
-    # Keras' Adam squares the two copies one by one: 0.001 · (1² + 1²) = 0.002.
-    assert _one_step(keras.optimizers.Adam(0.1), DUPLICATED) == pytest.approx(0.002, rel=1e-4)
-    assert _one_step(keras.optimizers.Adam(0.1),
-                     optimizers.summed_rows(DUPLICATED)) == pytest.approx(0.004, rel=1e-4)
-    assert _one_step(optimizers.make_adam(0.1), DUPLICATED) == pytest.approx(0.004, rel=1e-4)
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "keras"])
+@pytest.mark.parametrize("rows,expected", [("summed", 0.004), ("per_copy", 0.002)])
+def test_second_moment_of_a_row_looked_up_twice(fused, rows, expected):
+    # v after one step = (1 − β₂) g² = 0.001 · 2² = 0.004 for row 0, whose whole gradient is 2
+    # (summed); Keras' Adam squares the two copies one by one: 0.001 · (1² + 1²) = 0.002
+    # (per_copy). The fused optimizer gives what Keras gives.
+    gradient = optimizers.row_gradients(DUPLICATED, rows)
+    assert _one_step(optimizers.make_adam(0.1, fused=fused), gradient) == \
+        pytest.approx(expected, rel=1e-4)
+
+
+def test_row_gradients_modes():
+    assert optimizers.row_gradients(DUPLICATED, "per_copy") is DUPLICATED
+    assert sorted(optimizers.row_gradients(DUPLICATED, "summed").indices.numpy()) == [0, 2]
+    with pytest.raises(ValueError, match="summed or per_copy"):
+        optimizers.row_gradients(DUPLICATED, "mean")
+    with pytest.raises(ValueError, match="train.row_gradients must be one of summed, per_copy"):
+        config.TrainConfig(row_gradients="sum")
 
 
 def test_fused_adam_first_step_by_hand():
@@ -135,6 +146,19 @@ def test_a_model_trains_the_same_with_and_without_the_fused_update(trained_pair)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
         moved += not np.array_equal(a.numpy(), c)
     assert moved > len(fused.trainable_variables) // 2
+
+
+def test_the_row_gradients_switch_reaches_the_step(data, trained_pair):
+    """Per copy, the fused optimizer still equals Keras' Adam over three steps; summed and per
+    copy train the entity embeddings (rows looked up many times per batch) differently."""
+    per_copy = _trained(data, ["train.row_gradients=per_copy"])
+    per_copy_keras = _trained(data, ["train.row_gradients=per_copy", "train.fused_adam=false"])
+    for a, b in zip(per_copy.weights, per_copy_keras.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    summed = {w.path: w.numpy() for w in trained_pair[0].weights}
+    tables = [w for w in per_copy.weights if "embedding" in w.path and len(w.shape) == 2]
+    assert tables
+    assert any(not np.allclose(w.numpy(), summed[w.path], rtol=1e-4, atol=1e-5) for w in tables)
 
 
 def test_a_weight_file_of_keras_adam_loads_into_the_fused_optimizer(data, trained_pair,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
@@ -173,3 +174,17 @@ def test_the_table_says_which_code_trained_which_run():
         "- abc1234 → def5678 (resumed by other code): dnn:1\n"
         "- not recorded: two_tower:0\n")
     assert re.fullmatch(r"[0-9a-f]{4,40}(\+changes)?|unknown", quality.code_version())
+
+
+def test_the_code_version_is_read_once_per_process(monkeypatch):
+    """A commit made while a benchmark runs must not relabel its later runs: git is asked once."""
+    quality.code_version.cache_clear()
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout=f"abc{len(calls)}\n")
+    monkeypatch.setattr(quality.subprocess, "run", fake_run)
+    assert quality.code_version() == quality.code_version() == "abc1"
+    assert len(calls) == 2  # rev-parse and diff, once
+    quality.code_version.cache_clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import train_step
+from benchmarks import thread_children, train_step
 
 
 def test_each_lever_adds_one_switch_to_the_path_before():
@@ -26,7 +26,18 @@ def test_each_lever_adds_one_switch_to_the_path_before():
     ("1:2", {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}),
 ])
 def test_thread_settings(text, env):
-    assert train_step.parse_thread_setting(text) == env
+    assert thread_children.parse_thread_setting(text) == env
+
+
+def test_children_take_turns_with_their_own_pools():
+    """Each setting's child sees its pool sizes in its environment (TensorFlow reads them at
+    its first op) and answers every round; 'default' leaves both unset."""
+    times = thread_children.take_turns(["1:2", "default"], ["tests.thread_child_probe"],
+                                       rounds=3)
+    assert times == {("1:2", "intra"): [(1.0, 0.0), (1.0, 1.0), (1.0, 2.0)],
+                     ("1:2", "inter"): [(2.0, 0.0), (2.0, 1.0), (2.0, 2.0)],
+                     ("default", "intra"): [(0.0, 0.0), (0.0, 1.0), (0.0, 2.0)],
+                     ("default", "inter"): [(0.0, 0.0), (0.0, 1.0), (0.0, 2.0)]}
 
 
 @pytest.mark.parametrize("bad", ["0:2", "1:0", "x", "1:2:3", ""])

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from typing import Optional
 
+ROW_GRADIENTS = ("summed", "per_copy")  # train.row_gradients
 _RECALL_MONITOR = re.compile(r"^val_recall@([1-9][0-9]*)$")
 
 
@@ -59,6 +60,12 @@ class TrainConfig:
     # Adam's per-variable update as one fused TensorFlow kernel (tfrrl.training.optimizers.
     # FusedAdam: the same update); False: Keras' own Adam, for comparison.
     fused_adam: bool = True
+    # An embedding's row gradient repeats a row once per lookup in the batch (tfrrl.training.
+    # optimizers): "summed" adds the copies of each row before the clip and Adam (Adam's
+    # definition: the second moment squares the row's whole gradient, (Σ g_i)²); "per_copy"
+    # leaves them to Keras 3's Adam, which squares each copy (Σ g_i²), and to the clip, which
+    # measures them the same way.
+    row_gradients: str = "summed"
     # TensorFlow's thread pools for the process (tfrrl.training.threads), set when training
     # starts: null = auto (for a "branched" backbone half the cores intra-op and two inter-op,
     # else TensorFlow's default), 0 = TensorFlow's default, else that many threads.
@@ -90,6 +97,9 @@ class TrainConfig:
         if self.recency_half_life is not None and not self.recency_half_life > 0:
             raise ValueError(f"train.recency_half_life must be > 0 (a fraction of the TRAIN "
                              f"period) or null, got {self.recency_half_life}")
+        if self.row_gradients not in ROW_GRADIENTS:
+            raise ValueError(f"train.row_gradients must be one of {', '.join(ROW_GRADIENTS)}, "
+                             f"got {self.row_gradients!r}")
         if self.validation_split not in ("random", "time"):
             raise ValueError(f"train.validation_split must be random or time, got "
                              f"{self.validation_split!r}")

@@ -7,7 +7,10 @@ thousands of copies). Adam's second moment needs the square of the row's *whole*
 (Σ_i g_i)²; Keras 3's Adam squares the IndexedSlices' values one copy at a time and densifies
 after, which gives Σ_i g_i², and ``tf.clip_by_global_norm`` measures the copies' norm the same
 way. :func:`summed_rows` sums the copies first (``tf.unique`` + ``unsorted_segment_sum``), so
-both see the gradient that Adam's definition uses.
+both see the gradient that Adam's definition uses. :func:`row_gradients` applies the choice of
+``train.row_gradients``: ``summed``, or ``per_copy`` (Keras' behaviour kept: a row looked up
+many times with gradients of one sign gets a smaller second moment than Adam's, so a larger
+step; benchmarks/RESULTS.md compares the two on validation).
 
 **Fused Adam.** Keras 3's Adam writes each variable's update as about fifteen graph ops (casts,
 powers, two moment updates, the division, three variable writes), so a model with a hundred
@@ -42,6 +45,16 @@ def summed_rows(gradient):
     return tf.IndexedSlices(values, rows, gradient.dense_shape)
 
 
+def row_gradients(gradient, mode: str):
+    """A gradient as ``train.row_gradients`` asks: ``"summed"`` → :func:`summed_rows`;
+    ``"per_copy"`` → unchanged (each lookup's copy of a row kept for the clip and Adam)."""
+    if mode == "summed":
+        return summed_rows(gradient)
+    if mode == "per_copy":
+        return gradient
+    raise ValueError(f"row gradients must be summed or per_copy, got {mode!r}")
+
+
 def _handle(variable) -> tf.Tensor:
     """The resource handle of a Keras variable or of the tf.Variable inside it."""
     return (variable.value if isinstance(variable, keras.Variable) else variable).handle
@@ -49,13 +62,17 @@ def _handle(variable) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="tfrrl")
 class FusedAdam(keras.optimizers.Adam):
-    """Keras' Adam (or AdamW, with ``weight_decay``) whose per-variable update is one
-    ``ResourceApplyAdam`` op. The same variables and the same update as ``keras.optimizers.Adam``
+    """Keras' Adam (or AdamW, with ``weight_decay``) whose per-variable update of a dense
+    gradient is one ``ResourceApplyAdam`` op; a row gradient (``tf.IndexedSlices``) keeps Keras'
+    update. The same variables and the same update as ``keras.optimizers.Adam``
     (``tests/test_optimizers.py``: equal after several steps, float32 tolerance)."""
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or tf.distribute.has_strategy():
-            return super().update_step(summed_rows(gradient), variable, learning_rate)
+        if (self.amsgrad or tf.distribute.has_strategy()
+                or isinstance(gradient, tf.IndexedSlices)):
+            # A row gradient keeps Keras' update: its copies of a row (if the step left any,
+            # train.row_gradients = per_copy) are squared as Keras squares them.
+            return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, dtype)
@@ -67,9 +84,7 @@ class FusedAdam(keras.optimizers.Adam):
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
             epsilon=tf.cast(self.epsilon, dtype),
-            # A row gradient becomes dense here, its copies summed (Keras' Adam updates m and
-            # v densely too).
-            grad=tf.cast(tf.convert_to_tensor(gradient), dtype), use_locking=False)
+            grad=tf.cast(gradient, dtype), use_locking=False)
 
 
 def make_adam(learning_rate: float, *, beta_1: float = 0.9, beta_2: float = 0.999,

@@ -71,15 +71,17 @@ def train_step(model, data) -> Dict[str, tf.Tensor]:
         # over the global batch (1 replica: unchanged).
         scaled_loss = losses["loss"] / replicas
         scaled_critic_loss = critic_loss / replicas if critic_loss is not None else None
-    # An embedding's row gradient repeats a row once per lookup: sum the copies, so the
-    # global norm and Adam's second moment see each row's whole gradient (optimizers.py).
-    pairs = [(optimizers.summed_rows(g), v)
+    # An embedding's row gradient repeats a row once per lookup: "summed" adds the copies,
+    # so the global norm and Adam's second moment see each row's whole gradient
+    # (optimizers.py); "per_copy" leaves them as they are.
+    rows = model.train_config.row_gradients
+    pairs = [(optimizers.row_gradients(g, rows), v)
              for g, v in zip(tape.gradient(scaled_loss, main_vars), main_vars) if g is not None]
     grads = clip([g for g, _ in pairs], model.train_config.clip_norm)
     checked = list(losses.values()) + grads
     critic_grads = []
     if critic_vars:
-        critic_grads = clip([optimizers.summed_rows(g) for g in
+        critic_grads = clip([optimizers.row_gradients(g, rows) for g in
                              tape.gradient(scaled_critic_loss, critic_vars)],
                             model.config.rrl.critic_clip_norm)
         losses["critic_loss"] = critic_loss
