@@ -136,7 +136,7 @@ def trained_pair(data):
 
 def test_a_model_trains_the_same_with_and_without_the_fused_update(trained_pair):
     """Both optimizers (main and critics): the weights after three steps agree up to float32
-    rounding, and they moved."""
+    rounding, and they moved (row gradients per copy, the default)."""
     fused, keras_adam, initial = trained_pair
     assert type(fused.optimizer) is optimizers.FusedAdam
     assert type(fused.critic_optimizer) is optimizers.FusedAdam
@@ -149,16 +149,18 @@ def test_a_model_trains_the_same_with_and_without_the_fused_update(trained_pair)
 
 
 def test_the_row_gradients_switch_reaches_the_step(data, trained_pair):
-    """Per copy, the fused optimizer still equals Keras' Adam over three steps; summed and per
-    copy train the entity embeddings (rows looked up many times per batch) differently."""
-    per_copy = _trained(data, ["train.row_gradients=per_copy"])
-    per_copy_keras = _trained(data, ["train.row_gradients=per_copy", "train.fused_adam=false"])
-    for a, b in zip(per_copy.weights, per_copy_keras.weights):
+    """Summed, the fused optimizer still equals Keras' Adam over three steps; summed and per
+    copy (the default, ``trained_pair``) train the entity embeddings (rows looked up many times
+    per batch) differently."""
+    summed = _trained(data, ["train.row_gradients=summed"])
+    summed_keras = _trained(data, ["train.row_gradients=summed", "train.fused_adam=false"])
+    for a, b in zip(summed.weights, summed_keras.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
-    summed = {w.path: w.numpy() for w in trained_pair[0].weights}
-    tables = [w for w in per_copy.weights if "embedding" in w.path and len(w.shape) == 2]
+    per_copy = {w.path: w.numpy() for w in trained_pair[0].weights}
+    tables = [w for w in summed.weights if "embedding" in w.path and len(w.shape) == 2]
     assert tables
-    assert any(not np.allclose(w.numpy(), summed[w.path], rtol=1e-4, atol=1e-5) for w in tables)
+    assert any(not np.allclose(w.numpy(), per_copy[w.path], rtol=1e-4, atol=1e-5)
+               for w in tables)
 
 
 def test_a_weight_file_of_keras_adam_loads_into_the_fused_optimizer(data, trained_pair,

@@ -61,11 +61,11 @@ class TrainConfig:
     # FusedAdam: the same update); False: Keras' own Adam, for comparison.
     fused_adam: bool = True
     # An embedding's row gradient repeats a row once per lookup in the batch (tfrrl.training.
-    # optimizers): "summed" adds the copies of each row before the clip and Adam (Adam's
-    # definition: the second moment squares the row's whole gradient, (Σ g_i)²); "per_copy"
-    # leaves them to Keras 3's Adam, which squares each copy (Σ g_i²), and to the clip, which
-    # measures them the same way.
-    row_gradients: str = "summed"
+    # optimizers): "per_copy" leaves the copies to Keras 3's Adam, which squares each copy
+    # (Σ g_i²), and to the clip, which measures them the same way; "summed" adds the copies of
+    # each row first (Adam's definition: the second moment squares the row's whole gradient,
+    # (Σ g_i)²). Default chosen on validation CE (benchmarks/RESULTS.md, thirteenth session).
+    row_gradients: str = "per_copy"
     # TensorFlow's thread pools for the process (tfrrl.training.threads), set when training
     # starts: null = auto (for a "branched" backbone half the cores intra-op and two inter-op,
     # else TensorFlow's default), 0 = TensorFlow's default, else that many threads.

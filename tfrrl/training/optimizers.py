@@ -8,9 +8,9 @@ thousands of copies). Adam's second moment needs the square of the row's *whole*
 after, which gives Σ_i g_i², and ``tf.clip_by_global_norm`` measures the copies' norm the same
 way. :func:`summed_rows` sums the copies first (``tf.unique`` + ``unsorted_segment_sum``), so
 both see the gradient that Adam's definition uses. :func:`row_gradients` applies the choice of
-``train.row_gradients``: ``summed``, or ``per_copy`` (Keras' behaviour kept: a row looked up
+``train.row_gradients``: ``per_copy`` (the default, Keras' behaviour kept: a row looked up
 many times with gradients of one sign gets a smaller second moment than Adam's, so a larger
-step; benchmarks/RESULTS.md compares the two on validation).
+step; it gave the lower validation CE, benchmarks/RESULTS.md) or ``summed``.
 
 **Fused Adam.** Keras 3's Adam writes each variable's update as about fifteen graph ops (casts,
 powers, two moment updates, the division, three variable writes), so a model with a hundred
