@@ -154,7 +154,7 @@ def readme_text(base_dir: str, names: Sequence[str], manifest: Mapping) -> str:
         "## Serve with the official TF Serving image",
         "",
         "```bash",
-        f"docker run --rm -p 8500:8500 -p 8501:8501 \\",
+        "docker run --rm -p 8500:8500 -p 8501:8501 \\",
         f"  -v \"{os.path.abspath(base_dir) if _is_local(base_dir) else base_dir}:/models\" \\",
         f"  tensorflow/serving:{_serving_image_tag()} \\",
         "  --model_config_file=/models/models.config \\",
