@@ -117,6 +117,16 @@ def _cumulative_levers():
 SPEED_LEVERS = _cumulative_levers()
 
 
+def shown_lever(lever: str, overrides: Sequence[str]) -> str:
+    """A path's label as run: the levers that ``--set`` (applied after them) turns back off are
+    dropped, e.g. ``+blocks+bf16`` with ``model.compute_dtype=float32`` → ``+blocks``."""
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    for suffix, key, value in _LEVERS:
+        if key in values and values[key] != value:
+            lever = lever.replace(suffix, "")
+    return lever or "reference"
+
+
 def _say(message: str) -> None:
     print(f"[train_step {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -522,8 +532,10 @@ def run_speed(args: argparse.Namespace) -> int:
             med = statistics.median(times[name])
             paired = statistics.median(r / t for r, t in zip(times[f"{arch} reference"],
                                                               times[name]))
+            lever = shown_lever(lever, args.set)
             peak = peaks["bfloat16" if "bf16" in lever else "float32"]
-            print(f"  {name:<{width}}  {batch / med:>8,.0f} examples/s  {med * 1e3:7.1f} "
+            shown = f"{arch} {lever}"
+            print(f"  {shown:<{width}}  {batch / med:>8,.0f} examples/s  {med * 1e3:7.1f} "
                   f"ms/step  speed-up × {ref / med:.2f} (paired {paired:.2f}; CPU × "
                   f"{ref_cpu / statistics.median(cpu[name]):.2f})  "
                   f"{flops / med / 1e9:,.0f} GFLOP/s = {flops / med / peak:.1%} of the "
@@ -607,7 +619,8 @@ def run_threads(args: argparse.Namespace) -> int:
         base = statistics.median(w for w, _ in times[(settings[0], f"{arch} {SPEED_LEVERS[0][0]}")])
         for setting in settings:
             med = statistics.median(w for w, _ in times[(setting, name)])
-            print(f"  {name:<40} threads {setting:<8} {med * 1e3:7.1f} ms/step  × "
+            shown = f"{arch} {shown_lever(name.rsplit(' ', 1)[1], args.set)}"
+            print(f"  {shown:<40} threads {setting:<8} {med * 1e3:7.1f} ms/step  × "
                   f"{base / med:.2f} over the {settings[0]} reference")
     return 0
 

@@ -29,6 +29,17 @@ def test_thread_settings(text, env):
     assert thread_children.parse_thread_setting(text) == env
 
 
+@pytest.mark.parametrize("lever,overrides,shown", [
+    ("+blocks+unique+fused+bf16", [], "+blocks+unique+fused+bf16"),
+    ("+blocks+unique+fused+bf16", ["model.compute_dtype=float32"], "+blocks+unique+fused"),
+    ("+blocks+unique", ["model.pair_blocks=false", "train.batch_size=64"], "+unique"),
+    ("+blocks", ["model.pair_blocks=true"], "+blocks"),  # the lever's own value: kept
+    ("+blocks", ["model.pair_blocks=false"], "reference"),
+])
+def test_a_lever_turned_back_off_by_set_leaves_the_label(lever, overrides, shown):
+    assert train_step.shown_lever(lever, overrides) == shown
+
+
 def test_children_take_turns_with_their_own_pools():
     """Each setting's child sees its pool sizes in its environment (TensorFlow reads them at
     its first op) and answers every round; 'default' leaves both unset."""
