@@ -1,12 +1,12 @@
-"""The optimizers of training: Adam (Kingma & Ba, Algorithm 1) with one fused kernel per variable,
-and gradients of gathered rows summed per row before any optimizer sees them.
+"""The optimizers of training: Adam (Kingma & Ba, Algorithm 1) with one fused kernel per variable
+with a dense gradient, and the choice of how an embedding row's copies reach it.
 
-**Summed rows.** The gradient of an embedding lookup is a ``tf.IndexedSlices`` that repeats a
-row's index once per occurrence in the batch (an entity type looked up by thousands of pairs:
-thousands of copies). Adam's second moment needs the square of the row's *whole* gradient,
-(Σ_i g_i)²; Keras 3's Adam squares the IndexedSlices' values one copy at a time and densifies
-after, which gives Σ_i g_i², and ``tf.clip_by_global_norm`` measures the copies' norm the same
-way. :func:`summed_rows` sums the copies first (``tf.unique`` + ``unsorted_segment_sum``), so
+**Row gradients.** The gradient of an embedding lookup is a ``tf.IndexedSlices`` that repeats a
+row's index once per occurrence in the batch (an entity type's row is looked up by every
+candidate column and every history slot: thousands of copies). Adam's second moment, as
+defined, squares the row's *whole* gradient, (Σ_i g_i)²; Keras 3's Adam squares the
+IndexedSlices' values one copy at a time and densifies after, which gives Σ_i g_i², and
+``tf.clip_by_global_norm`` measures the copies' norm the same way. :func:`summed_rows` sums the copies first (``tf.unique`` + ``unsorted_segment_sum``), so
 both see the gradient that Adam's definition uses. :func:`row_gradients` applies the choice of
 ``train.row_gradients``: ``per_copy`` (the default, Keras' behaviour kept: a row looked up
 many times with gradients of one sign gets a smaller second moment than Adam's, so a larger
