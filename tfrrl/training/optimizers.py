@@ -6,8 +6,9 @@ row's index once per occurrence in the batch (an entity type's row is looked up 
 candidate column and every history slot: thousands of copies). Adam's second moment, as
 defined, squares the row's *whole* gradient, (Σ_i g_i)²; Keras 3's Adam squares the
 IndexedSlices' values one copy at a time and densifies after, which gives Σ_i g_i², and
-``tf.clip_by_global_norm`` measures the copies' norm the same way. :func:`summed_rows` sums the copies first (``tf.unique`` + ``unsorted_segment_sum``), so
-both see the gradient that Adam's definition uses. :func:`row_gradients` applies the choice of
+``tf.clip_by_global_norm`` measures the copies' norm the same way. :func:`summed_rows` sums
+the copies first (``tf.unique`` + ``unsorted_segment_sum``), so both see the gradient that
+Adam's definition uses. :func:`row_gradients` applies the choice of
 ``train.row_gradients``: ``per_copy`` (the default, Keras' behaviour kept: a row looked up
 many times with gradients of one sign gets a smaller second moment than Adam's, so a larger
 step; it gave the lower validation CE, benchmarks/RESULTS.md) or ``summed``.
