@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import model_pb2, predict_pb2
 
 from tfrrl import export
 from tfrrl_serving.prediction.tensors import to_tensor_proto
