@@ -11,6 +11,8 @@ shared-representation plot.
     python -m benchmarks.quality ... --paired-with CONFIG   # + each config vs CONFIG by seed
     python -m benchmarks.quality ... --out DIR --report-only --merge DIR2 [--merge DIR3]
         # one table of the runs of several --out folders (e.g. seeds run in separate queues)
+    python -m benchmarks.quality ... --out DIR --report-only --merge benchmarks/results/D/F.json
+        # ... or of a results file kept in the repository (matched by the data stats it recorded)
 
 Protocol (no tuning on the test split):
 
@@ -345,23 +347,36 @@ def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str
     return merged, notes
 
 
-def _same_data_as(ours: str, theirs: str) -> str:
+def _stats_of(folder: str) -> Optional[Dict]:
+    """The ``stats.json`` of a prepared dataset folder, None when it has none (or is gone)."""
+    path = os.path.join(folder, "stats.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _same_data_as(ours: str, theirs: str, theirs_stats: Optional[Dict] = None) -> str:
     """``ours`` (absolute) when ``theirs`` is the same prepared dataset: the same folder, or
     one prepared alike elsewhere (the same ``stats.json``: split sizes, domains, corpus); else
-    ``theirs`` (absolute)."""
+    ``theirs`` (absolute). ``theirs_stats`` (the ``data_stats`` a results file recorded) stands
+    in for the folder's ``stats.json`` when the folder is gone, e.g. a results file kept in
+    ``benchmarks/results/`` merged on another machine after preparing the data again."""
     ours, theirs = os.path.abspath(ours), os.path.abspath(theirs)
-
-    def stats(folder):
-        path = os.path.join(folder, "stats.json")
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-
     if ours == theirs:
         return ours
-    our_stats = stats(ours)
-    return ours if our_stats is not None and our_stats == stats(theirs) else theirs
+    our_stats = _stats_of(ours)
+    their_stats = _stats_of(theirs)
+    if their_stats is None:
+        their_stats = theirs_stats
+    return ours if our_stats is not None and our_stats == their_stats else theirs
+
+
+def results_file(path: str) -> str:
+    """A ``--merge`` argument as a results file: ``path`` itself when it is a ``.json`` file
+    (a kept copy, e.g. ``benchmarks/results/movielens/uwl_cap.json``), else
+    ``path/results.json`` (another ``--out``)."""
+    return path if path.endswith(".json") else os.path.join(path, "results.json")
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -596,8 +611,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--merge", action="append", default=[], metavar="OTHER_OUT",
                         help="also report the runs of OTHER_OUT/results.json (another --out of "
                              "this benchmark on the same --data, --max-queries, --monitor and "
-                             "training budget, e.g. other seeds); repeatable; they are not "
-                             "copied into OUT")
+                             "training budget, e.g. other seeds) or of a kept results file "
+                             "(a path ending in .json, e.g. under benchmarks/results/); "
+                             "repeatable; they are not copied into OUT")
     parser.add_argument("--in-process", action="store_true",
                         help="train every run in this process (default: a child process per "
                              "run, so memory does not accumulate over a long benchmark)")
@@ -652,16 +668,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 setattr(args, key, stored.get("args", {}).get(key, getattr(args, key)))
     others = []
     for other in args.merge:
-        other_path = os.path.join(other, "results.json")
+        other_path = results_file(other)
         if not os.path.exists(other_path):
-            parser.error(f"--merge {other}: no results.json there")
+            parser.error(f"--merge {other}: no results.json there" if other_path != other
+                         else f"--merge {other}: no such file")
         with open(other_path, encoding="utf-8") as f:
             others.append((other_path, json.load(f)))
     merge_args = {key: getattr(args, key) for key in MERGE_KEYS}
     merge_args["data"] = os.path.abspath(paths["data"])
     others = [(path, {**stored, "args": {**stored.get("args", {}), "data": _same_data_as(
         paths["data"], stored.get("args", {}).get("data")
-        or os.path.join(os.path.dirname(path), "data"))}}) for path, stored in others]
+        or os.path.join(os.path.dirname(path), "data"), stored.get("data_stats"))}})
+        for path, stored in others]
     try:
         reported, _ = merge_runs(results, others, args.dataset, merge_args)
     except ValueError as error:
@@ -704,8 +722,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"{entry['train_seconds']}s")
         results.append(entry)
         with open(results_path, "w", encoding="utf-8") as f:
-            json.dump({"dataset": args.dataset, "args": vars(args), "runs": results}, f,
-                      indent=2, default=float)
+            json.dump({"dataset": args.dataset, "args": vars(args),
+                       "data_stats": data.stats, "runs": results}, f, indent=2, default=float)
         runs.advance(1)
 
     if args.jobs > 1 and not args.in_process and todo:

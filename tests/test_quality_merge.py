@@ -92,6 +92,34 @@ def test_data_prepared_alike_elsewhere_is_the_same_data(tmp_path):
         tmp_path / "missing")
 
 
+@pytest.mark.parametrize("recorded,same", [({"corpus_size": 10}, True),
+                                           ({"corpus_size": 11}, False), (None, False)])
+def test_a_kept_results_file_is_matched_by_the_stats_it_recorded(tmp_path, recorded, same):
+    # The folder the runs were trained on is gone (another machine); the results file's
+    # data_stats stand in for its stats.json.
+    ours, gone = tmp_path / "ours", tmp_path / "gone"
+    ours.mkdir()
+    (ours / "stats.json").write_text(json.dumps({"corpus_size": 10}))
+    got = quality._same_data_as(str(ours), str(gone), recorded)
+    assert got == (str(ours) if same else str(gone))
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("benchmarks/results/movielens/uwl_cap.json", "benchmarks/results/movielens/uwl_cap.json"),
+    ("runs/q2", "runs/q2/results.json")])
+def test_merge_takes_a_folder_or_a_kept_results_file(given, expected):
+    assert quality.results_file(given) == expected
+
+
+def test_merge_of_a_missing_results_file_is_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "kept.json")
+    with pytest.raises(SystemExit) as stop:
+        quality.main(["--dataset", "movielens", "--data", str(tmp_path), "--out",
+                      str(tmp_path / "q"), "--report-only", "--merge", missing])
+    assert stop.value.code == 2
+    assert f"--merge {missing}: no such file" in capsys.readouterr().err
+
+
 def _entry(config, seed, recall):
     """A results.json run whose every Recall@N is ``recall`` (all queries warm or not)."""
     report = {f"recall@{n}": recall for n in quality.NS}
