@@ -11,8 +11,10 @@ shared-representation plot.
     python -m benchmarks.quality ... --paired-with CONFIG   # + each config vs CONFIG by seed
     python -m benchmarks.quality ... --out DIR --report-only --merge DIR2 [--merge DIR3]
         # one table of the runs of several --out folders (e.g. seeds run in separate queues)
+    python -m benchmarks.quality ... --out DIR --report-only --keep benchmarks/results/D/F.json
+        # a copy of DIR's runs, with the data's stats, to commit ...
     python -m benchmarks.quality ... --out DIR --report-only --merge benchmarks/results/D/F.json
-        # ... or of a results file kept in the repository (matched by the data stats it recorded)
+        # ... and merge on any machine (matched by the data stats it recorded)
 
 Protocol (no tuning on the test split):
 
@@ -372,6 +374,28 @@ def _same_data_as(ours: str, theirs: str, theirs_stats: Optional[Dict] = None) -
     return ours if our_stats is not None and our_stats == their_stats else theirs
 
 
+def keep_results(results_path: str, keep_path: str, data_dir: str) -> int:
+    """Writes the results file ``results_path`` to ``keep_path`` with the ``stats.json`` of
+    ``data_dir`` as its ``data_stats`` (what :func:`_same_data_as` matches a later merge by),
+    and returns its number of runs. ValueError when there is no results file, or when it was
+    measured on other data than ``data_dir`` (its recorded stats, or its data folder's, differ)."""
+    if not os.path.exists(results_path):
+        raise ValueError(f"no {results_path} to keep (no run finished yet)")
+    with open(results_path, encoding="utf-8") as f:
+        stored = json.load(f)
+    ours = os.path.abspath(data_dir)
+    theirs = stored.get("args", {}).get("data") or ours
+    if _same_data_as(ours, theirs, stored.get("data_stats")) != ours:
+        raise ValueError(f"{results_path} was measured on {theirs}, not on the data of --data "
+                         f"{data_dir} (their stats.json differ, or theirs is gone)")
+    stored["data_stats"] = _stats_of(ours)
+    os.makedirs(os.path.dirname(os.path.abspath(keep_path)), exist_ok=True)
+    with open(keep_path, "w", encoding="utf-8") as f:
+        json.dump(stored, f, indent=2, default=float)
+        f.write("\n")
+    return len(stored.get("runs", []))
+
+
 def results_file(path: str) -> str:
     """A ``--merge`` argument as a results file: ``path`` itself when it is a ``.json`` file
     (a kept copy, e.g. ``benchmarks/results/movielens/uwl_cap.json``), else
@@ -614,6 +638,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "training budget, e.g. other seeds) or of a kept results file "
                              "(a path ending in .json, e.g. under benchmarks/results/); "
                              "repeatable; they are not copied into OUT")
+    parser.add_argument("--keep", metavar="FILE",
+                        help="also write OUT's runs with the prepared data's stats to FILE, "
+                             "e.g. benchmarks/results/<dataset>/<name>.json: a copy to commit, "
+                             "for --merge FILE on another machine (after the runs, or at once "
+                             "with --report-only)")
     parser.add_argument("--in-process", action="store_true",
                         help="train every run in this process (default: a child process per "
                              "run, so memory does not accumulate over a long benchmark)")
@@ -749,6 +778,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             record(entry)
     if todo:
         runs.close()
+    if args.keep:
+        try:
+            kept = keep_results(results_path, args.keep, paths["data"])
+        except ValueError as error:
+            parser.error(f"--keep: {error}")
+        say(f"{kept} runs kept in {args.keep}")
     if others:  # the other folders' runs join the report (not this folder's results.json)
         results, notes = merge_runs(results, others, args.dataset, merge_args)
         for note in notes:

@@ -149,8 +149,10 @@ def test_report_only_merges_the_rows_of_two_folders(small_synthetic_prepared, tm
     _results_folder(q2, small_synthetic_prepared, [_entry("backbone_rrl", 0, 0.33),
                                                    _entry("backbone_rrl", 1, 0.33),
                                                    _entry("dnn", 1, 0.99)])
+    kept = tmp_path / "kept" / "q1.json"
     assert quality.main(["--dataset", "synthetic", "--data", str(small_synthetic_prepared),
-                         "--out", str(q1), "--report-only", "--merge", str(q2)]) == 0
+                         "--out", str(q1), "--report-only", "--merge", str(q2),
+                         "--keep", str(kept)]) == 0
     out = capsys.readouterr().out
     # The first table (warm queries) rows of the two configs: their params cell is 1,000.
     rows = {}
@@ -167,8 +169,12 @@ def test_report_only_merges_the_rows_of_two_folders(small_synthetic_prepared, tm
     # The budget lists the reported rows, not the default --configs.
     budget = out.split("Parameter budget")[1].split("Recall-all@N")[0]
     assert "| dnn |" in budget and "| backbone_rrl |" in budget and "| ple |" not in budget
-    # Nothing of q2 was copied into q1's results.
+    # Nothing of q2 was copied into q1's results, nor into the kept copy of them.
     assert len(json.loads((q1 / "results.json").read_text())["runs"]) == 2
+    stored = json.loads(kept.read_text())
+    assert len(stored["runs"]) == 2
+    assert stored["data_stats"] == json.loads(
+        (small_synthetic_prepared / "stats.json").read_text())
 
 
 @pytest.mark.parametrize("stored,key,default,value", [
@@ -216,3 +222,37 @@ def test_the_code_version_is_read_once_per_process(monkeypatch):
     assert quality.code_version() == quality.code_version() == "abc1"
     assert len(calls) == 2  # rev-parse and diff, once
     quality.code_version.cache_clear()
+
+
+def _prepared(folder, corpus):
+    folder.mkdir()
+    (folder / "stats.json").write_text(json.dumps({"corpus_size": corpus}))
+    return folder
+
+
+def test_kept_results_carry_the_data_stats_and_merge_after_the_data_is_gone(tmp_path):
+    data = _prepared(tmp_path / "data", 10)
+    out = tmp_path / "q"
+    _results_folder(out, data, [_entry("dnn", 0, 0.3)])
+    kept = tmp_path / "repo" / "results" / "dnn.json"
+    assert quality.keep_results(str(out / "results.json"), str(kept), str(data)) == 1
+    stored = json.loads(kept.read_text())
+    assert stored["data_stats"] == {"corpus_size": 10}
+    assert [r["config"] for r in stored["runs"]] == ["dnn"]
+    # Another machine: the original folder is gone, the data prepared again elsewhere.
+    (data / "stats.json").unlink()
+    data.rmdir()
+    again = _prepared(tmp_path / "again", 10)
+    assert quality._same_data_as(str(again), stored["args"]["data"],
+                                 stored["data_stats"]) == str(again)
+
+
+def test_keep_refuses_results_of_other_data_and_a_missing_file(tmp_path):
+    data, other = _prepared(tmp_path / "data", 10), _prepared(tmp_path / "other", 11)
+    out = tmp_path / "q"
+    _results_folder(out, data, [_entry("dnn", 0, 0.3)])
+    with pytest.raises(ValueError, match="not on the data of --data"):
+        quality.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(other))
+    with pytest.raises(ValueError, match="no run finished yet"):
+        quality.keep_results(str(tmp_path / "none.json"), str(tmp_path / "k.json"), str(data))
+    assert not (tmp_path / "k.json").exists()
