@@ -115,22 +115,29 @@ def test_weight_decay_selects_adamw_and_decays_by_hand():
         config.load_experiment(None, ["train.weight_decay=-1"])
 
 
-@pytest.mark.parametrize("dataset", ["synthetic", "ciao"])
+@pytest.mark.parametrize("dataset", ["synthetic", "ciao", "movielens"])
 def test_issue_17_switch_experiments(dataset):
     # The model switches of issue 17 as named experiments; the paper-literal rows keep them off.
     def load(row):
         return config.load_experiment(str(REPO / "configs" / dataset / f"{row}.yaml"))
 
     switches = {row: (e.model.attention_normalization, e.model.attention_positions,
-                      e.model.rrl.grl_schedule, e.model.rrl.uwl_initial_weight)
+                      e.model.rrl.grl_schedule, e.model.rrl.uwl_initial_weight,
+                      e.model.rrl.uwl_max_weight)
                 for row in ("backbone", "backbone_rrl", "backbone_attention",
-                            "backbone_rrl_dann", "backbone_rrl_attention_dann")
+                            "backbone_rrl_dann", "backbone_rrl_attention_dann",
+                            "backbone_rrl_uwl_uncapped", "backbone_rrl_kendall_init",
+                            "backbone_rrl_uwl_fast")
                 for e in [load(row)]}
-    assert switches == {"backbone": ("softmax", False, "constant", 0.01),
-                        "backbone_rrl": ("softmax", False, "constant", 0.01),
-                        "backbone_attention": ("none", True, "constant", 0.01),
-                        "backbone_rrl_dann": ("softmax", False, "dann", 0.01),
-                        "backbone_rrl_attention_dann": ("none", True, "dann", 0.01)}
+    assert switches == {"backbone": ("softmax", False, "constant", 0.01, 0.05),
+                        "backbone_rrl": ("softmax", False, "constant", 0.01, 0.05),
+                        "backbone_attention": ("none", True, "constant", 0.01, 0.05),
+                        "backbone_rrl_dann": ("softmax", False, "dann", 0.01, 0.05),
+                        "backbone_rrl_attention_dann": ("none", True, "dann", 0.01, 0.05),
+                        # UWL as Eq. 25 has it, Kendall's start, the fast rate: uncapped.
+                        "backbone_rrl_uwl_uncapped": ("softmax", False, "constant", 0.01, None),
+                        "backbone_rrl_kendall_init": ("softmax", False, "constant", None, None),
+                        "backbone_rrl_uwl_fast": ("softmax", False, "constant", 0.01, None)}
     assert load("backbone_rrl_attention_dann").model.rrl.any
     assert load("backbone_attention").train == load("backbone").train
 

@@ -61,8 +61,11 @@ def test_train_step_reports_every_loss_and_uwl_weight_and_stays_finite(data):
                 "uwl_weight_dal_specific", "uwl_weight_wasserstein", "uwl_weight_orthogonality"}
     assert expected <= set(history)
     assert all(np.isfinite(v[-1]) for v in history.values())
-    # The UWL weights moved away from their initial 1/(2·e^0) = 0.5.
-    assert any(abs(history[f"uwl_weight_{n}"][-1] - 0.5) > 1e-4
+    # The UWL weights moved away from their initial 0.01 (model.rrl.uwl_initial_weight), and
+    # none passed the default cap, 0.05.
+    assert all(history[f"uwl_weight_{n}"][-1] <= 0.05 + 1e-6
+               for n in ("dal_shared", "dal_specific", "wasserstein", "orthogonality"))
+    assert any(abs(history[f"uwl_weight_{n}"][-1] - 0.01) > 1e-4
                for n in ("dal_shared", "dal_specific", "wasserstein", "orthogonality"))
     for v in model.trainable_weights:
         assert np.isfinite(v.numpy()).all(), v.path

@@ -547,10 +547,20 @@ def test_uwl_max_weight_caps_every_weight():
         opt.apply_gradients(zip(tape.gradient(total, [uwl.log_vars]), [uwl.log_vars]))
     np.testing.assert_allclose([float(w) for w in uwl.loss_weights().values()], [0.05, 0.05],
                                rtol=1e-5)
-    # Without a cap the floor is the stability clamp, s ≥ −6.
-    assert make_weighting(RRLConfig(dal=True, uwl=True), ["a"]).min_log_var == -6.0
+    # 0.05 is the default; without a cap (null, Eq. 25 as written) the floor is the stability
+    # clamp, s ≥ −6.
+    assert make_weighting(RRLConfig(dal=True, uwl=True), ["a"]).min_log_var == pytest.approx(
+        math.log(10.0))
+    assert make_weighting(RRLConfig(dal=True, uwl=True, uwl_max_weight=None),
+                          ["a"]).min_log_var == -6.0
     with pytest.raises(ValueError, match="uwl_max_weight"):
         RRLConfig(uwl=True, uwl_max_weight=0.005)  # below the initial 0.01
+    # Kendall's start (0.5) is above the default cap: the error says how to lift it; without
+    # UWL neither setting is used and nothing is refused.
+    with pytest.raises(ValueError, match=r"initial weight \(0.5\); set "
+                                         r"model.rrl.uwl_max_weight=null"):
+        RRLConfig(uwl=True, uwl_initial_weight=None)
+    assert RRLConfig(uwl=False, uwl_initial_weight=None).uwl_max_weight == 0.05
 
 
 @pytest.mark.parametrize("initial_weight, log_var", [
