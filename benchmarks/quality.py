@@ -190,20 +190,13 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
             queries, lookup, cold) -> Dict[str, Any]:
     import keras  # pylint: disable=import-outside-toplevel
 
-    from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
     from tfrrl.model.backbones.budget import count_parameters  # pylint: disable=import-outside-toplevel
     from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
     from tfrrl.training.callbacks import BackupMismatchError  # pylint: disable=import-outside-toplevel
 
-    exp = config.load_experiment(
-        os.path.join(REPO, "configs", dataset, f"{config_name}.yaml"),
-        [f"train.seed={seed}", f"train.epochs={args.epochs}",
-         f"train.steps_per_epoch={args.steps_per_epoch or 'null'}",
-         "train.validation_fraction=0.1", f"train.monitor={args.monitor}",
-         f"train.early_stopping_patience={args.patience}",
-         f"train.eval_steps={args.validation_steps or 'null'}"])
+    exp = run_experiment(dataset, config_name, seed, args)
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
     versions = record_code_version(run_dir, code_version())
     start = time.time()
@@ -234,6 +227,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     steps_per_epoch = trainer.steps_per_epoch(data, exp)
     total_steps = epochs_run * steps_per_epoch
     entry = {"config": config_name, "seed": seed, "code": versions,
+             "experiment": experiment_record(exp.to_dict()),
              "train_seconds": round(train_s, 1),
              "epochs_run": epochs_run, "best_epoch": best_epoch, "total_steps": total_steps,
              "steps_per_epoch": steps_per_epoch,
@@ -257,6 +251,20 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     keras.backend.clear_session()
     gc.collect()
     return entry
+
+
+def run_experiment(dataset: str, config_name: str, seed: int, args: argparse.Namespace):
+    """The experiment one run of the benchmark trains: ``configs/<dataset>/<config>.yaml`` with
+    the seed, the budget and the validation protocol of ``args``."""
+    from tfrrl import config  # pylint: disable=import-outside-toplevel
+
+    return config.load_experiment(
+        os.path.join(REPO, "configs", dataset, f"{config_name}.yaml"),
+        [f"train.seed={seed}", f"train.epochs={args.epochs}",
+         f"train.steps_per_epoch={args.steps_per_epoch or 'null'}",
+         "train.validation_fraction=0.1", f"train.monitor={args.monitor}",
+         f"train.early_stopping_patience={args.patience}",
+         f"train.eval_steps={args.validation_steps or 'null'}"])
 
 
 def run_isolated(argv: Sequence[str], name: str, seed: int, out: str,
@@ -322,7 +330,8 @@ def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str
                args: Dict[str, Any]) -> Tuple[List[Dict], List[str]]:
     """``own`` runs followed by the runs of other results files (``(path, stored results.json)``)
     of the same benchmark: the same dataset and the same values of :data:`MERGE_KEYS` (prepared
-    data, test queries, monitor, training budget; a key a file predates is not compared), else
+    data, test queries, monitor, training budget; a key a file predates is not compared), and
+    one experiment per config name (:func:`check_one_experiment_per_config`), else
     ValueError. A (config, seed) already present is kept as it is and the other copy skipped
     (said in the returned notes). The merged list is for the report only."""
     merged, notes = list(own), []
@@ -346,6 +355,10 @@ def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str
                 continue
             seen[key] = path
             merged.append(run)
+    try:
+        check_one_experiment_per_config(merged)
+    except ValueError as error:
+        raise ValueError(f"{error}: report them from separate folders") from None
     return merged, notes
 
 
@@ -374,11 +387,67 @@ def _same_data_as(ours: str, theirs: str, theirs_stats: Optional[Dict] = None) -
     return ours if our_stats is not None and our_stats == their_stats else theirs
 
 
+def experiment_record(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """What a results entry keeps of the experiment that trained its run: the resolved config's
+    ``model`` and ``train`` sections (``ExperimentConfig.to_dict`` or a run folder's
+    ``config.yaml``) without the seed, which has its own field. Two runs of one row must have
+    equal records: a config renamed, or a default changed since (e.g. ``model.rrl.
+    uwl_max_weight``), gives the same name to another model."""
+    return {"model": cfg.get("model", {}),
+            "train": {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}}
+
+
+def experiment_differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
+    """``"dotted.key: A vs B"`` for every value the two records hold differently; a key only one
+    of them has (a field newer than the other run) is not compared."""
+    out = []
+    for key in sorted(set(a) & set(b)):
+        x, y = a[key], b[key]
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += experiment_differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r} vs {y!r}")
+    return out
+
+
+def check_one_experiment_per_config(runs: Sequence[Dict[str, Any]]) -> None:
+    """ValueError when two runs reported under one config name were trained as different
+    experiments (their ``experiment`` records differ; runs without a record are not
+    compared): one table row must be one model over seeds."""
+    first: Dict[str, Dict[str, Any]] = {}
+    for run in runs:
+        record = run.get("experiment")
+        if record is None:
+            continue
+        seen = first.setdefault(run["config"], run)
+        differences = experiment_differences(seen["experiment"], record)
+        if differences:
+            raise ValueError(
+                f"{run['config']} seed {seen['seed']} and seed {run['seed']} were trained as "
+                f"different experiments ({'; '.join(differences[:3])}"
+                f"{'; …' if len(differences) > 3 else ''})")
+
+
+def _backfill_experiments(results_path: str, runs: Sequence[Dict[str, Any]]) -> None:
+    """Runs recorded before entries kept their experiment get it from their run folder's
+    ``config.yaml`` (``OUT/runs/<config>-seed<S>/``) when it is still there."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    for run in runs:
+        path = os.path.join(os.path.dirname(results_path), "runs",
+                            f"{run['config']}-seed{run['seed']}", "config.yaml")
+        if "experiment" not in run and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                run["experiment"] = experiment_record(yaml.safe_load(f) or {})
+
+
 def keep_results(results_path: str, keep_path: str, data_dir: str) -> int:
     """Writes the results file ``results_path`` to ``keep_path`` with the ``stats.json`` of
-    ``data_dir`` as its ``data_stats`` (what :func:`_same_data_as` matches a later merge by),
-    and returns its number of runs. ValueError when there is no results file, or when it was
-    measured on other data than ``data_dir`` (its recorded stats, or its data folder's, differ)."""
+    ``data_dir`` as its ``data_stats`` (what :func:`_same_data_as` matches a later merge by)
+    and every run's experiment (:func:`_backfill_experiments` for older entries), and returns
+    its number of runs. ValueError when there is no results file, when it was measured on
+    other data than ``data_dir`` (its recorded stats, or its data folder's, differ) or when one
+    config name holds two experiments."""
     if not os.path.exists(results_path):
         raise ValueError(f"no {results_path} to keep (no run finished yet)")
     with open(results_path, encoding="utf-8") as f:
@@ -389,6 +458,11 @@ def keep_results(results_path: str, keep_path: str, data_dir: str) -> int:
         raise ValueError(f"{results_path} was measured on {theirs}, not on the data of --data "
                          f"{data_dir} (their stats.json differ, or theirs is gone)")
     stored["data_stats"] = _stats_of(ours)
+    _backfill_experiments(results_path, stored.get("runs", []))
+    try:
+        check_one_experiment_per_config(stored.get("runs", []))
+    except ValueError as error:
+        raise ValueError(f"{error}: keep them in separate files") from None
     os.makedirs(os.path.dirname(os.path.abspath(keep_path)), exist_ok=True)
     with open(keep_path, "w", encoding="utf-8") as f:
         json.dump(stored, f, indent=2, default=float)
@@ -594,8 +668,11 @@ def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
     from tfrrl import config  # pylint: disable=import-outside-toplevel
     from tfrrl.model.backbones.budget import backbone_parameters  # pylint: disable=import-outside-toplevel
 
+    def path(name):
+        return os.path.join(REPO, "configs", dataset, f"{name}.yaml")
+
     def count(name):
-        exp = config.load_experiment(os.path.join(REPO, "configs", dataset, f"{name}.yaml"))
+        exp = config.load_experiment(path(name))
         return backbone_parameters(exp.model, num_domains), exp.model.backbone
 
     ref, _ = count("backbone")
@@ -603,6 +680,10 @@ def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
              "of the part after the shared input modules)", "",
              "| config | model.backbone | parameters | vs Backbone |", "|---|---|---|---|"]
     for name in configs:
+        if not os.path.exists(path(name)):  # a kept row whose config was renamed since
+            lines.append(f"| {name} | — | — (no configs/{dataset}/{name}.yaml now; the table's "
+                         "params column is the runs' own count) | — |")
+            continue
         n, arch = count(name)
         lines.append(f"| {name} | {arch} | {n:,} | {(n / ref - 1) * 100:+.1f}% |")
     return "\n".join(lines) + "\n"
@@ -742,6 +823,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in configs if (name, s) not in done]
     # Runs done / to do with the ETA at the mean time per run so far, one line after each run
     # (the runs' own output fills the log in between: no terminal bar).
+    # A run to do must train the experiment its row's earlier runs trained (a config renamed or
+    # a default changed since would put another model under the same name): check before
+    # training anything.
+    try:
+        check_one_experiment_per_config(reported + [
+            {"config": name, "seed": s,
+             "experiment": experiment_record(run_experiment(args.dataset, name, s, args).to_dict())}
+            for s, name in todo])
+    except ValueError as error:
+        parser.error(f"{error}: train it into another --out")
     runs = Progress("runs", len(todo), "runs", terminal=False, interval=0.0, prefix="quality")
     if done and todo:
         say(f"{len(done)} runs already in {results_path}; {len(todo)} to do")
@@ -785,7 +876,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"--keep: {error}")
         say(f"{kept} runs kept in {args.keep}")
     if others:  # the other folders' runs join the report (not this folder's results.json)
-        results, notes = merge_runs(results, others, args.dataset, merge_args)
+        try:
+            results, notes = merge_runs(results, others, args.dataset, merge_args)
+        except ValueError as error:  # the runs just trained are in results.json already
+            parser.error(f"--merge: {error}")
         for note in notes:
             say(note)
     labels = {"popularity": "popularity", "recent_popularity": "recent popularity (w="

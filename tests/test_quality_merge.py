@@ -256,3 +256,81 @@ def test_keep_refuses_results_of_other_data_and_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="no run finished yet"):
         quality.keep_results(str(tmp_path / "none.json"), str(tmp_path / "k.json"), str(data))
     assert not (tmp_path / "k.json").exists()
+
+
+CAPPED = {"model": {"backbone": "rrl", "rrl": {"uwl": True, "uwl_max_weight": 0.05}},
+          "train": {"learning_rate": 0.001}}
+UNCAPPED = {"model": {"backbone": "rrl", "rrl": {"uwl": True, "uwl_max_weight": None}},
+            "train": {"learning_rate": 0.001}}
+
+
+def test_experiment_differences_by_hand():
+    assert quality.experiment_differences(CAPPED, UNCAPPED) == [
+        "model.rrl.uwl_max_weight: 0.05 vs None"]
+    assert quality.experiment_differences(CAPPED, CAPPED) == []
+    # A field one record predates is not compared.
+    newer = {"model": {**CAPPED["model"], "interaction": False}, "train": CAPPED["train"]}
+    assert quality.experiment_differences(CAPPED, newer) == []
+    # The seed has its own field; the name is not part of the record.
+    assert quality.experiment_record({"name": "x", "model": {"a": 1},
+                                      "train": {"seed": 3, "epochs": 30}}) == {
+        "model": {"a": 1}, "train": {"epochs": 30}}
+
+
+def test_merge_refuses_one_name_for_two_experiments():
+    own = [{"config": "backbone_rrl", "seed": 0, "experiment": CAPPED}]
+    other = _stored([])
+    other["runs"] = [{"config": "backbone_rrl", "seed": 1, "experiment": UNCAPPED}]
+    with pytest.raises(ValueError, match=re.escape(
+            "backbone_rrl seed 0 and seed 1 were trained as different experiments "
+            "(model.rrl.uwl_max_weight: 0.05 vs None): report them from separate folders")):
+        quality.merge_runs(own, [("old/results.json", other)], "movielens", ARGS)
+    # Runs recorded before entries kept their experiment are not compared.
+    other["runs"] = [{"config": "backbone_rrl", "seed": 1}]
+    merged, _ = quality.merge_runs(own, [("old/results.json", other)], "movielens", ARGS)
+    assert [r["seed"] for r in merged] == [0, 1]
+
+
+def test_keep_records_each_runs_experiment_from_its_run_folder(tmp_path):
+    import yaml
+
+    data = _prepared(tmp_path / "data", 10)
+    out = tmp_path / "q"
+    _results_folder(out, data, [_entry("backbone_rrl", 0, 0.3), _entry("backbone_rrl", 1, 0.3)])
+    for seed, cfg in ((0, CAPPED), (1, UNCAPPED)):
+        run = out / "runs" / f"backbone_rrl-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"name": "b", **cfg}))
+    with pytest.raises(ValueError, match="different experiments .*: keep them in separate files"):
+        quality.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(data))
+    (out / "runs" / "backbone_rrl-seed1" / "config.yaml").write_text(
+        yaml.safe_dump({"name": "b", **CAPPED, "train": {"seed": 1, "learning_rate": 0.001}}))
+    quality.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(data))
+    kept = json.loads((tmp_path / "k.json").read_text())
+    assert [r["experiment"] for r in kept["runs"]] == [CAPPED, CAPPED]
+
+
+def test_the_budget_of_a_renamed_config_is_one_row_not_an_error():
+    table = quality.budget_table("movielens", ["backbone", "backbone_rrl_renamed_long_ago"], 3)
+    assert "| backbone | rrl | 317,667 | +0.0% |" in table   # the hybrid experts, RRL off
+    assert "| backbone_rrl_renamed_long_ago | — | — (no configs/movielens/" in table
+
+
+@pytest.mark.slow
+def test_a_run_of_another_experiment_is_refused_before_training(small_synthetic_prepared,
+                                                                 tmp_path, capsys):
+    # Seed 0 of backbone_rrl was trained uncapped (before the cap became the default); seed 1
+    # would train today's default under the same name: refused, nothing trained.
+    q = tmp_path / "q"
+    entry = {**_entry("backbone_rrl", 0, 0.3), "experiment": quality.experiment_record(
+        {"model": {"rrl": {"uwl_max_weight": None}}, "train": {}})}
+    _results_folder(q, small_synthetic_prepared, [entry])
+    with pytest.raises(SystemExit) as stop:
+        quality.main(["--dataset", "synthetic", "--data", str(small_synthetic_prepared),
+                      "--out", str(q), "--configs", "backbone_rrl", "--first-seed", "1",
+                      "--seeds", "1"])
+    assert stop.value.code == 2
+    assert ("backbone_rrl seed 0 and seed 1 were trained as different experiments "
+            "(model.rrl.uwl_max_weight: None vs 0.05): train it into another --out"
+            in capsys.readouterr().err)
+    assert not (q / "runs" / "backbone_rrl-seed1").exists()
