@@ -393,8 +393,9 @@ def experiment_record(cfg: Dict[str, Any]) -> Dict[str, Any]:
     ``config.yaml``) without the seed, which has its own field. Two runs of one row must have
     equal records: a config renamed, or a default changed since (e.g. ``model.rrl.
     uwl_max_weight``), gives the same name to another model."""
-    return {"model": cfg.get("model", {}),
-            "train": {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}}
+    record = {"model": cfg.get("model", {}),
+              "train": {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}}
+    return json.loads(json.dumps(record, default=str))  # as results.json holds it: lists
 
 
 def experiment_differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -472,7 +473,7 @@ def keep_results(results_path: str, keep_path: str, data_dir: str) -> int:
 
 def results_file(path: str) -> str:
     """A ``--merge`` argument as a results file: ``path`` itself when it is a ``.json`` file
-    (a kept copy, e.g. ``benchmarks/results/movielens/uwl_cap.json``), else
+    (a kept copy, e.g. ``benchmarks/results/movielens/<name>.json``), else
     ``path/results.json`` (another ``--out``)."""
     return path if path.endswith(".json") else os.path.join(path, "results.json")
 
@@ -821,8 +822,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     todo = [] if args.report_only else [
         (s, name) for s in range(args.first_seed, args.first_seed + args.seeds)
         for name in configs if (name, s) not in done]
-    # Runs done / to do with the ETA at the mean time per run so far, one line after each run
-    # (the runs' own output fills the log in between: no terminal bar).
     # A run to do must train the experiment its row's earlier runs trained (a config renamed or
     # a default changed since would put another model under the same name): check before
     # training anything.
@@ -833,6 +832,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for s, name in todo])
     except ValueError as error:
         parser.error(f"{error}: train it into another --out")
+    # Runs done / to do with the ETA at the mean time per run so far, one line after each run
+    # (the runs' own output fills the log in between: no terminal bar).
     runs = Progress("runs", len(todo), "runs", terminal=False, interval=0.0, prefix="quality")
     if done and todo:
         say(f"{len(done)} runs already in {results_path}; {len(todo)} to do")

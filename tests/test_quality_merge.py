@@ -277,6 +277,17 @@ def test_experiment_differences_by_hand():
         "model": {"a": 1}, "train": {"epochs": 30}}
 
 
+def test_a_record_compares_equal_after_the_round_trip_through_results_json():
+    # ExperimentConfig.to_dict holds tuples (critic_units); results.json holds lists. A run
+    # must not look like another experiment for that alone.
+    from tfrrl import config
+
+    record = quality.experiment_record(config.load_experiment(
+        str(quality.REPO) + "/configs/movielens/backbone_rrl.yaml").to_dict())
+    assert record["model"]["rrl"]["critic_units"] == [128, 64, 1]
+    assert quality.experiment_differences(record, json.loads(json.dumps(record))) == []
+
+
 def test_merge_refuses_one_name_for_two_experiments():
     own = [{"config": "backbone_rrl", "seed": 0, "experiment": CAPPED}]
     other = _stored([])
