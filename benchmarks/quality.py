@@ -70,6 +70,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+import yaml
 
 from tfrrl.progress import Progress
 from tfrrl.training import sweep
@@ -432,8 +433,6 @@ def check_one_experiment_per_config(runs: Sequence[Dict[str, Any]]) -> None:
 def _backfill_experiments(results_path: str, runs: Sequence[Dict[str, Any]]) -> None:
     """Runs recorded before entries kept their experiment get it from their run folder's
     ``config.yaml`` (``OUT/runs/<config>-seed<S>/``) when it is still there."""
-    import yaml  # pylint: disable=import-outside-toplevel
-
     for run in runs:
         path = os.path.join(os.path.dirname(results_path), "runs",
                             f"{run['config']}-seed{run['seed']}", "config.yaml")

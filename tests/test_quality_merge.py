@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
@@ -283,7 +284,7 @@ def test_a_record_compares_equal_after_the_round_trip_through_results_json():
     from tfrrl import config
 
     record = quality.experiment_record(config.load_experiment(
-        str(quality.REPO) + "/configs/movielens/backbone_rrl.yaml").to_dict())
+        os.path.join(quality.REPO, "configs", "movielens", "backbone_rrl.yaml")).to_dict())
     assert record["model"]["rrl"]["critic_units"] == [128, 64, 1]
     assert quality.experiment_differences(record, json.loads(json.dumps(record))) == []
 
