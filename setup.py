@@ -40,7 +40,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "dataflow": ["apache-beam[gcp,tfrecord]==2.77.0"],
-        "dev": ["pytest==9.2.0", "psutil==7.2.2", "grpcio-tools==1.81.1"],
+        "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "psutil==7.2.2", "grpcio-tools==1.81.1"],
     },
     entry_points={"console_scripts": ["tfrrl=tfrrl_cli.main:main"]},
 )
