@@ -168,7 +168,7 @@ def readme_text(base_dir: str, names: Sequence[str], manifest: Mapping) -> str:
         "up new versions by itself. A single model also works without the config file:",
         "",
         "```bash",
-        f"docker run --rm -p 8500:8500 -p 8501:8501 \\",
+        "docker run --rm -p 8500:8500 -p 8501:8501 \\",
         f"  -v \"<this folder>/{name}:/models/{name}\" -e MODEL_NAME={name} tensorflow/serving",
         "```",
         "",
