@@ -92,9 +92,9 @@ def test_oversized_declared_shapes_cost_no_memory_and_fail_no_valid_request(tiny
     """The issue's requests — [2^26] without values, [2^26] with one value, nine inputs of
     [2^20] — plus a batch one over the limit, 12 rounds while 2 clients send valid requests:
     each is refused (in a median well under a second: a shared machine may stall any one round
-    trip, so the memory figures, not the clock, prove nothing was allocated), the peak RSS of the process (server included)
-    grows by less than 200 MB (the issue measured +2.56 GB and +3.4 GB), 0 valid requests
-    fail and their scores never change."""
+    trip, so the memory figures, not the clock, prove nothing was allocated), the peak RSS of
+    the process (server included) grows by less than 200 MB (the issue measured +2.56 GB and
+    +3.4 GB), 0 valid requests fail and their scores never change."""
     batch = raw_score_batch(tiny_indexed_export["data"], 2, 3)
     loaded = tf.saved_model.load(tiny_indexed_export["version_dir"])
     reference = loaded.signatures["score_raw"](
