@@ -3,6 +3,8 @@ Adam."""
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -134,6 +136,50 @@ def trained_pair(data):
     return fused, _trained(data, ["train.fused_adam=false"]), initial
 
 
+# Parameters the losses cannot see: a softmax over the keys ignores the key bias (q·(k + b)
+# shifts every key's logit by q·b), the sampled softmax over candidates ignores the towers' last
+# bias (one shift for every candidate of a query), and the critics' Wasserstein difference
+# E[f(x)] − E[f(y)] ignores their last bias. Their gradient is float32 rounding (≤ 1.2e-7 at the
+# initial weights; every other parameter has an entry ≥ 8e-6), and Adam divides a gradient by its own scale, so
+# two updates that differ only in rounding move them by different steps of up to ~lr each: on
+# another CPU the fused and Keras runs disagree there (seen: 1.4e-5 against −3.9e-6).
+SHIFT_INVARIANT = re.compile(r"(attention/key/bias|tower_\d+_dense1/bias|critic_\d+/bias_2)$")
+
+
+def test_the_shift_invariant_parameters_are_the_ones_without_a_gradient(data):
+    """The parameters :data:`SHIFT_INVARIANT` names are exactly those whose gradient at the
+    initial weights is rounding (< 1e-6); every other one has a gradient."""
+    model = _trained(data, [], steps=0)
+    batch = next(iter(data.dataset("train", 32, shuffle=True, seed=0)))
+    with tf.GradientTape(persistent=True) as tape:
+        losses, critic_loss = model.compute_losses(batch, training=True,
+                                                   seed=tf.constant([0, 0], tf.int64))
+    without = set()
+    for loss, variables in [(losses["loss"], model.main_variables()),
+                            (critic_loss, model.critic_variables())]:
+        for g, v in zip(tape.gradient(loss, variables), variables):
+            if g is not None and np.abs(tf.convert_to_tensor(g).numpy()).max() < 1e-6:
+                without.add(v.path)
+    named = {w.path for w in model.trainable_variables if SHIFT_INVARIANT.search(w.path)}
+    # The user transformer's one attention block, four domain towers, three critics (views).
+    assert len(named) == 1 + 4 + 3
+    assert without == named
+
+
+def _assert_same_training(a_model, b_model, steps=3, learning_rate=1e-3):
+    """Every weight agrees up to float32 rounding but the shift-invariant ones, which agree up
+    to Adam's step size (each of ``steps`` updates moves a parameter by at most a few ``lr``)."""
+    mismatched = []
+    for a, b in zip(a_model.weights, b_model.weights):
+        if SHIFT_INVARIANT.search(a.path):
+            ok = np.abs(a.numpy() - b.numpy()).max() <= 2 * 3 * steps * learning_rate
+        else:
+            ok = np.allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+        if not ok:
+            mismatched.append(f"{a.path}: max |diff| {np.abs(a.numpy() - b.numpy()).max():.3g}")
+    assert not mismatched, "\n".join(mismatched)
+
+
 def test_a_model_trains_the_same_with_and_without_the_fused_update(trained_pair):
     """Both optimizers (main and critics): the weights after three steps agree up to float32
     rounding, and they moved (row gradients per copy, the default)."""
@@ -141,10 +187,8 @@ def test_a_model_trains_the_same_with_and_without_the_fused_update(trained_pair)
     assert type(fused.optimizer) is optimizers.FusedAdam
     assert type(fused.critic_optimizer) is optimizers.FusedAdam
     assert type(keras_adam.optimizer) is keras.optimizers.Adam
-    moved = 0
-    for a, b, c in zip(fused.weights, keras_adam.weights, initial):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
-        moved += not np.array_equal(a.numpy(), c)
+    _assert_same_training(fused, keras_adam)
+    moved = sum(not np.array_equal(a.numpy(), c) for a, c in zip(fused.weights, initial))
     assert moved > len(fused.trainable_variables) // 2
 
 
@@ -154,8 +198,7 @@ def test_the_row_gradients_switch_reaches_the_step(data, trained_pair):
     per batch) differently."""
     summed = _trained(data, ["train.row_gradients=summed"])
     summed_keras = _trained(data, ["train.row_gradients=summed", "train.fused_adam=false"])
-    for a, b in zip(summed.weights, summed_keras.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    _assert_same_training(summed, summed_keras)
     per_copy = {w.path: w.numpy() for w in trained_pair[0].weights}
     tables = [w for w in summed.weights if "embedding" in w.path and len(w.shape) == 2]
     assert tables
