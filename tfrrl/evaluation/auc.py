@@ -1,7 +1,8 @@
 """AUC and gAUC of a model on the eval impressions (RRL paper §V-A4).
 
 Every eval impression is a positive (§V-A1); :func:`scored_impressions` pairs it with
-``num_negatives`` corpus entities drawn uniformly (seeded) for the same user. :func:`auc` =
+``num_negatives`` corpus entities drawn uniformly (seeded), one draw shared by the rows of an
+eval batch. :func:`auc` =
 P(score(pos) > score(neg)), ties count ½ (Mann–Whitney). :func:`gauc` = the per-user AUCs
 averaged with weights = the user's number of impressions; users with only one class are skipped.
 """
@@ -57,8 +58,8 @@ def scored_impressions(model, data: PreparedDataset, num_negatives: int = 20,
                        max_rows: Optional[int] = 5000, seed: int = 0, batch_size: int = 256, *,
                        corpus: Optional[Mapping[str, np.ndarray]] = None
                        ) -> Dict[str, np.ndarray]:
-    """Eval impressions (positives) and ``num_negatives`` uniform corpus entities per impression
-    (negatives), scored by ``model``: ``{"users", "labels", "scores"}`` for :func:`auc` /
+    """Eval impressions (positives) and ``num_negatives`` uniform corpus entities (negatives,
+    drawn once per batch of ``batch_size`` rows and paired with each of them), scored by ``model``: ``{"users", "labels", "scores"}`` for :func:`auc` /
     :func:`gauc`.
 
     ``model``: a :class:`~tfrrl.model.matching.MatchingModel` (its ``call`` scores each row's own
