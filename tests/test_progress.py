@@ -202,6 +202,45 @@ def test_training_progress_counts_steps_over_epochs_and_prints_each_epoch():
     assert len(lines) == 5
 
 
+def test_training_progress_says_when_early_stopping_will_end_the_run_and_counts_eta_to_it():
+    import types
+
+    from tfrrl.training.callbacks import RunEarlyStopping, TrainingProgress
+
+    stopping = RunEarlyStopping("val_ce_loss", patience=2)
+    stopping.set_model(types.SimpleNamespace(stop_training=False))
+    clock, out = FakeClock(), io.StringIO()
+    callback = TrainingProgress(total_steps=20, epochs=10, stream=out, terminal=False,
+                                interval=1e9, heartbeat=False, clock=clock,
+                                wall=lambda: "10:00:00", early_stopping=stopping)
+    stopping.on_train_begin()
+    callback.resume_from(0)
+    for epoch, val in enumerate([3.0, 2.9, 2.95, 2.97]):
+        callback.on_epoch_begin(epoch)
+        for batch in range(2):  # 2 steps per epoch, 10 s each
+            clock.now += 10
+            callback.on_train_batch_end(batch, {"loss": 1.0})
+        logs = {"loss": 1.0, "val_ce_loss": val}
+        stopping.on_epoch_end(epoch, logs)  # before the progress, as in the trainer
+        callback.on_epoch_end(epoch, logs)
+        if epoch == 2:
+            # Best 2.9 at epoch 2, patience 2 → the run ends after epoch 4 unless it improves:
+            # 8 steps, 6 done at 0.1 steps/s → 20 s, not the 140 s to the 10-epoch cap.
+            assert callback.progress.eta() == 20.0
+            assert callback.progress.status_text().endswith(
+                "ETA 0:20 to epoch 4 (early stopping)")
+    lines = [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
+    # Epoch 1: best 3.0 (epoch 1) → last epoch 1 + 2 = 3; epoch 2 improves → 4; epoch 3 does
+    # not → still 4; epoch 4 is that last epoch: Keras stops, nothing more to announce.
+    head = "epoch {}/10 (0:20): loss 1.0000, val_ce_loss {}; best val_ce_loss {} (epoch {})"
+    until = ": stops after epoch {} unless it improves"
+    assert lines == [head.format(1, "3.0000", "3.0000", 1) + until.format(3),
+                     head.format(2, "2.9000", "2.9000", 2) + until.format(4),
+                     head.format(3, "2.9500", "2.9000", 2) + until.format(4),
+                     head.format(4, "2.9700", "2.9000", 2)]
+    assert stopping.model.stop_training
+
+
 def test_topn_reports_the_queries_scored_after_each_chunk():
     from tfrrl.evaluation.topn import topn_indices
 

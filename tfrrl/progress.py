@@ -14,8 +14,9 @@ reports it in one of two ways, chosen by where the output goes:
       [tfrrl 12:01:13] train: done, 300 steps in 1:13 (4.1 steps/s), loss 7.2011
 
 The rate is the mean since the reporter started (``done - start`` over the elapsed time); the ETA
-is the work left at that rate. ``values`` (e.g. ``loss=7.48``) are shown as they were last given;
-an ``activity`` (e.g. ``validating: 57 batches``) says what happens between two counted units.
+is the work left at that rate, up to ``total`` or, once :meth:`Progress.set_expected_end` names an
+earlier end (training that early stopping will end sooner), up to that end, said beside it.
+``values`` (e.g. ``loss=7.48``) are shown as they were last given; an ``activity`` (e.g. ``validating: 57 batches``) says what happens between two counted units.
 With ``heartbeat``, a log file also gets its line every ``interval`` seconds while no unit ends
 (a first step that traces the model, a validation pass): a daemon thread writes it, under the
 same lock as every other line. Pure standard library: any stage may report through it.
@@ -92,6 +93,8 @@ class Progress:
         self.done = int(start)
         self.values: Dict[str, float] = {}
         self.activity: Optional[str] = None
+        self.expected_end: Optional[int] = None
+        self.expected_end_text = ""
         self.started_at = clock()
         self._last_report = self.started_at
         self._drawn_width = 0
@@ -131,6 +134,13 @@ class Progress:
             self.activity = text
         self._report_if_due()
 
+    def set_expected_end(self, done: Optional[int], text: str = "") -> None:
+        """The work is expected to end at ``done`` units, before ``total`` (None: at ``total``);
+        the ETA counts to it and ``text`` (e.g. ``to epoch 8 (early stopping)``) follows it."""
+        with self._lock:
+            self.expected_end = None if done is None else int(done)
+            self.expected_end_text = text if done is not None else ""
+
     def _report_if_due(self) -> None:
         with self._lock:
             if self.closed:
@@ -153,11 +163,17 @@ class Progress:
         return work / elapsed if elapsed > 0 and work > 0 else None
 
     def eta(self, now: Optional[float] = None) -> Optional[float]:
-        """Seconds left at the current rate; None when the total or the rate is unknown."""
+        """Seconds left at the current rate, to the expected end if one is set, else to the
+        total; None when the end or the rate is unknown."""
         rate = self.rate(now)
-        if self.total is None or rate is None:
+        end = self.expected_end if self.expected_end is not None else self.total
+        if end is None or rate is None:
             return None
-        return max(self.total - self.done, 0) / rate
+        return max(end - self.done, 0) / rate
+
+    def _eta_text(self, eta: float) -> str:
+        text = f"ETA {format_duration(eta)}"
+        return f"{text} {self.expected_end_text}" if self.expected_end_text else text
 
     def _count_text(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
@@ -193,7 +209,7 @@ class Progress:
             if self.activity:
                 parts.append(self.activity)
             if eta is not None:
-                parts.append(f"ETA {format_duration(eta)}")
+                parts.append(self._eta_text(eta))
             return f"{head} " + " · ".join(parts)
         text = f"{self.label}: {self._count_text()}"
         if self.total:
@@ -204,7 +220,7 @@ class Progress:
         if self.activity:
             parts.append(self.activity)
         if eta is not None:
-            parts.append(f"ETA {format_duration(eta)}")
+            parts.append(self._eta_text(eta))
         return ", ".join(parts)
 
     def summary_text(self, now: Optional[float] = None) -> str:

@@ -221,6 +221,11 @@ class TrainingProgress(keras.callbacks.Callback):
     counts); after each epoch one line with its losses (``epoch_metrics`` and their ``val_``
     twins).
 
+    With ``early_stopping`` (placed after it in the callback list, so it reads the state after
+    the epoch) the epoch line also says the best monitored value so far and the last epoch
+    the run will reach unless that value improves, and the ETA counts to that epoch instead
+    of the ``epochs`` cap.
+
     Steps count over the whole run: ``total_steps`` = epochs × steps per epoch, ``start_step``
     the steps a resumed run had already done. One instance serves every ``fit`` call of a run
     (a resume may need two); :meth:`close` ends the report.
@@ -231,9 +236,13 @@ class TrainingProgress(keras.callbacks.Callback):
     def __init__(self, total_steps: int, epochs: int, start_step: int = 0, *,
                  stream: Optional[TextIO] = None, terminal: Optional[bool] = None,
                  interval: float = DEFAULT_INTERVAL, heartbeat: bool = True,
-                 epoch_metrics: Sequence[str] = ("loss", "ce_loss"), **progress_options):
+                 epoch_metrics: Sequence[str] = ("loss", "ce_loss"),
+                 early_stopping: Optional[keras.callbacks.EarlyStopping] = None,
+                 **progress_options):
         super().__init__()
         self.epochs = int(epochs)
+        self.steps_per_epoch = int(total_steps) // max(self.epochs, 1)
+        self.early_stopping = early_stopping
         self.epoch_metrics = tuple(epoch_metrics)
         self.progress = Progress("train", total_steps, "steps", start=start_step,
                                  stream=stream, terminal=terminal, interval=interval,
@@ -276,8 +285,37 @@ class TrainingProgress(keras.callbacks.Callback):
         values = ", ".join(f"{n} {format_value(float(logs[n]))}" for n in names)
         return f"epoch {epoch + 1}/{self.epochs} ({took})" + (f": {values}" if values else "")
 
+    def last_epoch(self) -> Optional[int]:
+        """The last epoch (1-based) the run reaches unless the monitored value improves:
+        the best epoch + patience + 1, at most ``epochs`` (Keras stops once ``patience`` epochs
+        in a row did not improve); None before the first monitored value."""
+        stopping = self.early_stopping
+        if stopping is None or stopping.best is None:
+            return None
+        return min(self.epochs, int(stopping.best_epoch) + int(stopping.patience) + 1)
+
+    def early_stopping_text(self, epoch: int) -> str:
+        """``best val_ce_loss 3.9565 (epoch 5): stops after epoch 8 unless it improves``."""
+        last = self.last_epoch()
+        if last is None:
+            return ""
+        stopping = self.early_stopping
+        text = (f"best {stopping.monitor} {format_value(float(stopping.best))} "
+                f"(epoch {int(stopping.best_epoch) + 1})")
+        if epoch + 1 < last < self.epochs:
+            text += f": stops after epoch {last} unless it improves"
+        return text
+
     def on_epoch_end(self, epoch, logs=None):
-        self.progress.message(self.epoch_summary(epoch, logs or {}))
+        summary = self.epoch_summary(epoch, logs or {})
+        stopping = self.early_stopping_text(epoch)
+        self.progress.message(f"{summary}; {stopping}" if stopping else summary)
+        last = self.last_epoch()
+        if last is not None and last < self.epochs:
+            self.progress.set_expected_end(last * self.steps_per_epoch,
+                                           f"to epoch {last} (early stopping)")
+        else:
+            self.progress.set_expected_end(None)
 
     def close(self, summary: bool = True) -> None:
         """Ends the report; ``summary`` False (training failed) claims no "done"."""

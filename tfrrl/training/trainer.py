@@ -309,10 +309,10 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
               f"batch {start_step % steps} of {steps}) in {backup_dir}", flush=True)
     if progress:
         progress.resume_from(start_step)
+        progress.early_stopping = early_stopping  # the epoch lines and the ETA read its state
     best_path = run_folder.checkpoint_path(out_dir, run_folder.BEST_WEIGHTS)
     callbacks = [
         *validation_recall_callbacks(exp, data, progress),  # first: the others read its value
-        *([progress] if progress else []),
         keras.callbacks.TensorBoard(run_folder.path(out_dir, run_folder.LOGS_DIR),
                                     update_freq=20),
         StepLogger(out_dir, every=10, start_step=start_step),
@@ -324,6 +324,7 @@ def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, s
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=early_stopping.best),
         early_stopping,
+        *([progress] if progress else []),  # after early stopping: reports its state
         backup,  # after early stopping: its state after the epoch goes into the backup
     ]
     if exp.train.save_epoch_checkpoints:  # one file per epoch, for `tfrrl analyze`
