@@ -16,7 +16,8 @@ reports it in one of two ways, chosen by where the output goes:
 The rate is the mean since the reporter started (``done - start`` over the elapsed time); the ETA
 is the work left at that rate, up to ``total`` or, once :meth:`Progress.set_expected_end` names an
 earlier end (training that early stopping will end sooner), up to that end, said beside it.
-``values`` (e.g. ``loss=7.48``) are shown as they were last given; an ``activity`` (e.g. ``validating: 57 batches``) says what happens between two counted units.
+``values`` (e.g. ``loss=7.48``) are shown as they were last given; an ``activity`` (e.g.
+``validating: 57 batches``) says what happens between two counted units.
 With ``heartbeat``, a log file also gets its line every ``interval`` seconds while no unit ends
 (a first step that traces the model, a validation pass): a daemon thread writes it, under the
 same lock as every other line. Pure standard library: any stage may report through it.

@@ -2,9 +2,9 @@
 
 Every eval impression is a positive (§V-A1); :func:`scored_impressions` pairs it with
 ``num_negatives`` corpus entities drawn uniformly (seeded), one draw shared by the rows of an
-eval batch. :func:`auc` =
-P(score(pos) > score(neg)), ties count ½ (Mann–Whitney). :func:`gauc` = the per-user AUCs
-averaged with weights = the user's number of impressions; users with only one class are skipped.
+eval batch. :func:`auc` = P(score(pos) > score(neg)), ties count ½ (Mann–Whitney).
+:func:`gauc` = the per-user AUCs averaged with weights = the user's number of impressions;
+users with only one class are skipped.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def scored_impressions(model, data: PreparedDataset, num_negatives: int = 20,
                        corpus: Optional[Mapping[str, np.ndarray]] = None
                        ) -> Dict[str, np.ndarray]:
     """Eval impressions (positives) and ``num_negatives`` uniform corpus entities (negatives,
-    drawn once per batch of ``batch_size`` rows and paired with each of them), scored by ``model``: ``{"users", "labels", "scores"}`` for :func:`auc` /
-    :func:`gauc`.
+    drawn once per batch of ``batch_size`` rows and paired with each of them), scored by
+    ``model``: ``{"users", "labels", "scores"}`` for :func:`auc` / :func:`gauc`.
 
     ``model``: a :class:`~tfrrl.model.matching.MatchingModel` (its ``call`` scores each row's own
     pair, its encoders and ``score_pairs`` the negatives). ``corpus``: where the negatives are
