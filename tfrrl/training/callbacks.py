@@ -294,9 +294,9 @@ class TrainingProgress(keras.callbacks.Callback):
             return None
         return min(self.epochs, int(stopping.best_epoch) + int(stopping.patience) + 1)
 
-    def early_stopping_text(self, epoch: int) -> str:
-        """``best val_ce_loss 3.9565 (epoch 5): stops after epoch 8 unless it improves``."""
-        last = self.last_epoch()
+    def early_stopping_text(self, epoch: int, last: Optional[int]) -> str:
+        """``best val_ce_loss 3.9565 (epoch 5): stops after epoch 8 unless it improves``, with
+        ``last`` = :meth:`last_epoch`."""
         if last is None:
             return ""
         stopping = self.early_stopping
@@ -307,10 +307,10 @@ class TrainingProgress(keras.callbacks.Callback):
         return text
 
     def on_epoch_end(self, epoch, logs=None):
-        summary = self.epoch_summary(epoch, logs or {})
-        stopping = self.early_stopping_text(epoch)
-        self.progress.message(f"{summary}; {stopping}" if stopping else summary)
         last = self.last_epoch()
+        summary = self.epoch_summary(epoch, logs or {})
+        stopping = self.early_stopping_text(epoch, last)
+        self.progress.message(f"{summary}; {stopping}" if stopping else summary)
         if last is not None and last < self.epochs:
             self.progress.set_expected_end(last * self.steps_per_epoch,
                                            f"to epoch {last} (early stopping)")
