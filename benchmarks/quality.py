@@ -193,6 +193,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
 
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
+    from tfrrl.artifacts import run_folder  # pylint: disable=import-outside-toplevel
     from tfrrl.model.backbones.budget import count_parameters  # pylint: disable=import-outside-toplevel
     from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
     from tfrrl.training.callbacks import BackupMismatchError  # pylint: disable=import-outside-toplevel
@@ -200,7 +201,6 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     exp = run_experiment(dataset, config_name, seed, args)
     run_dir = os.path.join(out, "runs", f"{config_name}-seed{seed}")
     versions = record_code_version(run_dir, code_version())
-    start = time.time()
     # A run killed mid-training (a session's end) resumes from its backup: weights, data
     # position, history and early stopping go on where they were. A backup of another
     # experiment (e.g. the config gained a field since) cannot be resumed: start over.
@@ -210,9 +210,10 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
         say(f"{e}: training {config_name} seed {seed} from the start")
         os.remove(os.path.join(run_dir, CODE_FILE))  # started over: this code only
         versions = record_code_version(run_dir, versions[-1])
-        start = time.time()
         model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)
-    train_s = time.time() - start
+    # The training wall time over every attempt of the run (a resumed run counts the time
+    # before its restart too, when its backup recorded it).
+    trained = run_folder.read_json(run_dir, run_folder.RUN_INFO)
     data = PreparedDataset(data_dir)
     evaluated = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
                                           corpus_chunk=1024, cold=cold)
@@ -229,7 +230,9 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     total_steps = epochs_run * steps_per_epoch
     entry = {"config": config_name, "seed": seed, "code": versions,
              "experiment": experiment_record(exp.to_dict()),
-             "train_seconds": round(train_s, 1),
+             "train_seconds": trained["train_seconds"],
+             "train_seconds_complete": trained["train_seconds_complete"],
+             "restarts": trained["restarts"],
              "epochs_run": epochs_run, "best_epoch": best_epoch, "total_steps": total_steps,
              "steps_per_epoch": steps_per_epoch,
              "steps_to_best": best_epoch * steps_per_epoch if steps_per_epoch else None,
@@ -503,6 +506,13 @@ def _mean_of(runs: Sequence[Dict], key: str, fmt: str, scale: float = 1.0) -> st
     return format(float(np.mean(values)), fmt) if values else "—"
 
 
+def _train_minutes(runs: Sequence[Dict]) -> str:
+    """Mean training minutes of the runs; "≥" in front when a run resumed from a backup that
+    did not record the time before its restart (its figure counts only the last attempt)."""
+    incomplete = any(r.get("train_seconds_complete") is False for r in runs)
+    return ("≥ " if incomplete else "") + _mean_of(runs, "train_seconds", ".1f", 1 / 60)
+
+
 def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[int],
                 header: str, group: str = "all") -> str:
     """The Markdown table of every config (mean ± std over seeds) and every reference
@@ -524,7 +534,7 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
                      + f" | {delta} | {_mean_std([r['auc'] for r in runs])} | "
                      f"{_mean_std([r['gauc'] for r in runs])} | {len(runs)} | "
                      f"{_mean_of(runs, 'best_epoch', '.1f')} | {_mean_of(runs, 'steps_to_best', ',.0f')}"
-                     f" | {_mean_of(runs, 'train_seconds', '.1f', 1 / 60)} |")
+                     f" | {_train_minutes(runs)} |")
     for name, rec in references.items():
         lines.append(f"| {name} | — | " + " | ".join(
             f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns)

@@ -346,3 +346,16 @@ def test_a_run_of_another_experiment_is_refused_before_training(small_synthetic_
             "(model.rrl.uwl_max_weight: None vs 0.05): train it into another --out"
             in capsys.readouterr().err)
     assert not (q / "runs" / "backbone_rrl-seed1").exists()
+
+
+@pytest.mark.parametrize("completes, expected", [
+    ((None, None), "1.5"),    # entries from before the record: taken as they are
+    ((True, True), "1.5"),    # (60 s + 120 s) / 2 = 90 s = 1.5 min
+    ((True, False), "≥ 1.5"),  # one run resumed from a backup that did not hold its earlier time
+])
+def test_train_minutes_say_when_a_resumed_run_lost_its_earlier_time(completes, expected):
+    runs = [{"train_seconds": 60}, {"train_seconds": 120}]
+    for run, complete in zip(runs, completes):
+        if complete is not None:
+            run["train_seconds_complete"] = complete
+    assert quality._train_minutes(runs) == expected  # pylint: disable=protected-access

@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from tests.conftest import REPO
+from tfrrl.reporting import html as html_report
 from tfrrl.reporting import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -83,7 +84,9 @@ def hand_run(tmp_path):
                       "cold": {"num_queries": 2, "model": recall_report(0.2),
                                "popularity": recall_report(0.1)}},
     }
-    run_files = {"run.json": {"data_dir": str(data), "experiment": "hand_run"},
+    run_files = {"run.json": {"data_dir": str(data), "experiment": "hand_run", "epochs_run": 3,
+                              "steps_run": 36, "train_seconds": 81,
+                              "train_seconds_complete": True, "restarts": 1},
                  "history.json": history, "recall.json": {"model": recall_report(0.11),
                                                           "popularity": recall_report(0.09)},
                  "evaluation.json": evaluation}
@@ -199,6 +202,8 @@ def test_every_number_is_the_runs_json_and_nothing_else_is_a_number(hand_run):
         must.add(("evaluation.json", ("warm_cold", "warm", method, "macro", "recall@20")))
     for key in ("loss", "ce_loss", "val_loss", "uwl_weight_dal_shared"):
         must |= {("history.json", (key, 0)), ("history.json", (key, 1))}
+    for key in ("epochs_run", "steps_run", "train_seconds", "restarts"):  # the training time
+        must.add(("run.json", (key,)))
     for domain, types in documents["evaluation.json"]["fairness"]["domains"].items():
         for t in types:
             must.add(("evaluation.json", ("fairness", "domains", domain, t, "top_share")))
@@ -251,3 +256,16 @@ def test_tfrrl_report_prints_the_path(hand_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith(f"report: {out}")
     assert out.stat().st_size > 10_000  # the embedded figures
+
+
+@pytest.mark.parametrize("run_info, expected", [
+    ({"data_dir": "D"}, None),  # a run folder from before the record: no sentence
+    ({"epochs_run": 2, "steps_run": 8, "train_seconds": 5, "train_seconds_complete": True,
+      "restarts": 0}, "Trained 2 epochs (8 steps) in 5 seconds of wall time; restarts from a backup: 0."),
+    ({"epochs_run": 2, "steps_run": 8, "train_seconds": 5, "train_seconds_complete": False,
+      "restarts": 1}, "in 5 seconds of wall time at least (a backup it resumed from did not "
+                      "record the time before); restarts from a backup: 1."),
+])
+def test_the_training_time_sentence(run_info, expected):
+    text = re.sub(r"<[^>]+>", "", html_report.training_time(run_info))
+    assert (text == "") if expected is None else (expected in text), text

@@ -74,6 +74,7 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(small_synthet
         time.sleep(0.05)
     victim.wait(60)
     assert killed_at is not None, "the run ended before it could be killed mid-epoch"
+    seconds_before_kill = json.loads(state_file.read_text())["train_seconds"]
     assert victim.returncode == -signal.SIGKILL
     assert not (run / "history.json").exists()
 
@@ -93,6 +94,12 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(small_synthet
           f"{got['val_loss']} vs uninterrupted {want['val_loss']}")
     np.testing.assert_allclose(got["val_loss"], want["val_loss"], rtol=0.02)
     np.testing.assert_allclose(got["val_ce_loss"], want["val_ce_loss"], rtol=0.02)
+    # run.json counts both attempts: the training time the backup held at the kill is in it.
+    info = json.loads((run / "run.json").read_text())
+    assert info["restarts"] == 1 and info["train_seconds_complete"] is True
+    assert info["epochs_run"] == EPOCHS and info["steps_run"] == EPOCHS * STEPS
+    assert info["train_seconds"] > seconds_before_kill > 0
+    assert json.loads((base / "run.json").read_text())["restarts"] == 0
 
 
 class _StubModel:
@@ -169,3 +176,56 @@ def test_a_second_fit_call_keeps_the_patience_count():
     model = _StubModel()
     assert _epochs([early], model, range(3)) is None  # wait = 1 after epoch 2
     assert _epochs([early], model, range(3, 5)) == 3
+
+
+class _Clock:
+    """A monotonic clock the test sets by hand."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_training_time_adds_up_over_restarts(tmp_path, monkeypatch):
+    clock = _Clock(100.0)
+    monkeypatch.setattr("tfrrl.training.callbacks.time.monotonic", clock)
+    first = TrainingBackup(str(tmp_path), every_steps=100, fingerprint="f")
+    first.set_model(_StubModel())
+    first.on_train_begin()
+    clock.now = 130.0
+    first.on_epoch_end(0, {"loss": 1.0})  # saved: 30 s of training, no restart yet
+    clock.now = 500.0  # the process dies; time passes before the restart (not training)
+
+    again = TrainingBackup(str(tmp_path), every_steps=100, fingerprint="f")
+    again.set_model(_StubModel())
+    again.restore(again.model)
+    assert (again.restarts, again.train_seconds_complete) == (1, True)
+    assert again.train_seconds == 30.0  # not training yet: only the first attempt
+    clock.now = 1000.0
+    again.on_train_begin()
+    clock.now = 1015.0
+    again.on_train_begin()  # a second fit call of the same attempt keeps the clock
+    clock.now = 1020.0
+    assert again.train_seconds == 50.0  # 30 + (1020 - 1000)
+    again.on_epoch_end(1, {"loss": 0.5})
+    assert trainer.training_record(again) == {
+        "epochs_run": 2, "steps_run": 0, "train_seconds": 50.0,
+        "train_seconds_complete": True, "restarts": 1}
+
+
+def test_a_backup_without_the_time_record_says_the_time_is_incomplete(tmp_path):
+    # The state of a backup written before the record existed: no train_seconds, no restarts.
+    (tmp_path / "latest.json").write_text(json.dumps(
+        {"step": 8, "epoch": 1, "weights": "w.weights.h5", "fingerprint": "f",
+         "history": {"loss": [1.0]}}))
+    (tmp_path / "w.weights.h5").write_text("w")
+    backup = TrainingBackup(str(tmp_path), every_steps=100, fingerprint="f")
+    backup.set_model(_StubModel())
+    assert backup.restore(backup.model) == 8
+    assert (backup.restarts, backup.train_seconds_complete) == (1, False)
+    backup.save()  # and it stays incomplete through further restarts
+    later = TrainingBackup(str(tmp_path), every_steps=100, fingerprint="f")
+    later.restore(_StubModel())
+    assert (later.restarts, later.train_seconds_complete) == (2, False)

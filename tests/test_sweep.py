@@ -122,6 +122,10 @@ def test_tune_trains_every_point_and_keeps_the_best(small_synthetic_prepared, tm
     assert "diverged before, read back" in capsys.readouterr().out
     again = json.loads((out / "tune.json").read_text())
     assert again["points"][2]["runs"][0]["failure"] == result["points"][2]["runs"][0]["failure"]
+    # A run read back keeps its training minutes: run.json's, as when it was trained.
+    trained = json.loads((out / "runs" / "learning_rate-0.01" / "run.json").read_text())
+    assert (again["points"][1]["runs"][0]["minutes"] == result["points"][1]["runs"][0]["minutes"]
+            == trained["train_seconds"] / 60)
     # The same folder with another fixed setting would mix runs of different settings: refused.
     assert main(args + ["--set", "train.batch_size=16"]) == 2
     assert "holds a sweep with another fixed" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import argparse
 import multiprocessing
 import os
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from tfrrl.artifacts import prepared, run_folder
 from tfrrl.errors import UserError
@@ -103,13 +103,20 @@ def train_one(task: dict) -> dict:
     from tfrrl.training.callbacks import NonFiniteTrainingError
 
     exp = config.load_experiment(task["config"], task["overrides"])
-    start, failure = time.time(), None
+    start = time.time()
     try:
         trainer.train(exp, task["data"], task["run"], epochs=task["epochs"])
     except NonFiniteTrainingError as err:  # e.g. a learning rate too high: a result
-        failure = str(err)
-        run_folder.write_json(task["run"], FAILURE_FILE, {"failure": failure})
-    return {"key": task["key"], "failure": failure, "minutes": (time.time() - start) / 60}
+        run_folder.write_json(task["run"], FAILURE_FILE, {"failure": str(err)})
+        return {"key": task["key"], "failure": str(err), "minutes": (time.time() - start) / 60}
+    return {"key": task["key"], "failure": None, "minutes": _trained_minutes(task["run"])}
+
+
+def _trained_minutes(run_dir: str) -> Optional[float]:
+    """The training minutes ``run.json`` records (over every restart of the run), or None for
+    a run trained before the record existed."""
+    seconds = run_folder.read_json(run_dir, run_folder.RUN_INFO).get("train_seconds")
+    return None if seconds is None else seconds / 60
 
 
 def _run_all(tasks: List[dict], jobs: int) -> Dict[Tuple[int, int], dict]:
@@ -175,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
                      + (f" seed {seed}" if many else ""))
             if os.path.exists(run_folder.path(run_dir, run_folder.HISTORY_FILE)):
                 say(f"{label}: done before, read back")
+                outcomes[k, j] = {"failure": None, "minutes": _trained_minutes(run_dir)}
                 continue
             if os.path.exists(run_folder.path(run_dir, FAILURE_FILE)):
                 say(f"{label}: diverged before, read back")
@@ -241,7 +249,7 @@ def _verdict(runner_up, p_value) -> str:
 
 def _table(rows, monitor: str, best: int) -> str:
     """Each point: its mean best value (± the seeds' std), best epoch / epochs run per seed,
-    and the minutes trained (— when read back)."""
+    and the minutes trained (— for runs trained before ``run.json`` recorded them)."""
     lines = [f"{'point':<48} {'best ' + monitor:>24} {'epoch/run':>18} {'min':>6}"]
     for k, r in enumerate(rows):
         if r["best"] is None:

@@ -4,7 +4,8 @@
 
     RUN/
       config.yaml          the experiment (tfrrl.config.ExperimentConfig), overrides applied
-      run.json             the prepared dataset it was trained on, steps, wall time
+      run.json             the prepared dataset it was trained on; when training ends, the
+                           epochs and steps run and the training wall time over restarts
       model.weights.h5     the final (or best, with early stopping) weights + optimizer state
       history.json         Keras history (per-epoch losses, learned UWL weights)
       steps.csv            per-step losses (Fig. 5)

@@ -131,8 +131,21 @@ NOT_EVALUATED = note("not measured: run `tfrrl evaluate --run RUN` (evaluation.j
 # --------------------------------------------------------------------------------------------
 # sections
 
+def training_time(run_info: Mapping[str, Any]) -> str:
+    """The epochs, steps and wall time ``run.json`` records of a finished training ("" for a
+    run folder written before the record existed)."""
+    if "train_seconds" not in run_info:
+        return ""
+    num = Numbers(run_folder.RUN_INFO, run_info)
+    lower_bound = ("" if run_info.get("train_seconds_complete", True) else
+                   " at least (a backup it resumed from did not record the time before)")
+    return (f"<p>Trained {num('epochs_run')} epochs ({num('steps_run')} steps) in "
+            f"{num('train_seconds')} seconds of wall time{lower_bound}; restarts from a "
+            f"backup: {num('restarts')}.</p>")
+
+
 def training_section(sources: RunSources) -> str:
-    parts = ["<h2>Training</h2>"]
+    parts = ["<h2>Training</h2>", training_time(sources.run_info)]
     history = sources.get(HISTORY)
     if history:
         num = Numbers(HISTORY, history)

@@ -127,7 +127,10 @@ class TrainingBackup(keras.callbacks.Callback):
     With the weights, ``latest.json`` keeps the run's history so far (one value per finished
     epoch and metric: :attr:`history`, what ``history.json`` shows at the end) and the state
     of the run's :class:`RunEarlyStopping`, so a resumed run reports every epoch and stops
-    where an uninterrupted one stops.
+    where an uninterrupted one stops. It also keeps the training wall time so far and the
+    number of restarts, so :attr:`train_seconds` counts every attempt of the run, not only
+    the last (a backup written before this record existed leaves the earlier time unknown:
+    :attr:`train_seconds_complete` is then False).
     """
 
     def __init__(self, backup_dir: str, every_steps: int, fingerprint: str, start_step: int = 0,
@@ -142,6 +145,10 @@ class TrainingBackup(keras.callbacks.Callback):
         self.epoch = 0
         self.early_stopping = early_stopping
         self.history: Dict[str, List[float]] = {}  # metric → its value after each epoch
+        self.restarts = 0
+        self.train_seconds_complete = True
+        self._seconds_before = 0.0  # training time of the attempts before this one
+        self._started: Optional[float] = None  # monotonic clock at this attempt's first batch
 
     # -- reading -------------------------------------------------------------------------
     @classmethod
@@ -167,11 +174,26 @@ class TrainingBackup(keras.callbacks.Callback):
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.history = {k: list(v) for k, v in state.get("history", {}).items()}
+        self.restarts = int(state.get("restarts", 0)) + 1
+        self.train_seconds_complete = ("train_seconds" in state
+                                       and state.get("train_seconds_complete", True))
+        self._seconds_before = float(state.get("train_seconds", 0.0))
         if self.early_stopping is not None and state.get("early_stopping"):
             self.early_stopping.load_state(state["early_stopping"])
         return self.step
 
+    @property
+    def train_seconds(self) -> float:
+        """Wall seconds of training (the ``fit`` calls, validation included) over every
+        attempt of the run that this backup knows of."""
+        running = time.monotonic() - self._started if self._started is not None else 0.0
+        return self._seconds_before + running
+
     # -- writing -------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        if self._started is None:  # the first fit call of this attempt
+            self._started = time.monotonic()
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
@@ -196,6 +218,8 @@ class TrainingBackup(keras.callbacks.Callback):
         os.replace(tmp, os.path.join(self.backup_dir, name))
         state = {"step": self.step, "epoch": self.epoch, "weights": name,
                  "fingerprint": self.fingerprint, "time": time.time(), "history": self.history,
+                 "train_seconds": self.train_seconds, "restarts": self.restarts,
+                 "train_seconds_complete": self.train_seconds_complete,
                  "early_stopping": (self.early_stopping.state()
                                     if self.early_stopping is not None else None)}
         tmp_state = os.path.join(self.backup_dir, f".tmp-{BACKUP_STATE}")

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -252,8 +252,8 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
     os.makedirs(out_dir, exist_ok=True)
     with open(run_folder.path(out_dir, run_folder.CONFIG_FILE), "w", encoding="utf-8") as f:
         f.write(exp.to_yaml())
-    run_folder.write_json(out_dir, run_folder.RUN_INFO,
-                          {"data_dir": os.path.abspath(data_dir), "experiment": exp.name})
+    run_info = {"data_dir": os.path.abspath(data_dir), "experiment": exp.name}
+    run_folder.write_json(out_dir, run_folder.RUN_INFO, run_info)
     data = PreparedDataset(data_dir)
     total_epochs = epochs or exp.train.epochs
     steps = steps_per_epoch(data, exp)
@@ -270,8 +270,20 @@ def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
         progress.close()
     model.save_weights(run_folder.path(out_dir, run_folder.WEIGHTS_FILE))
     run_folder.write_json(out_dir, run_folder.HISTORY_FILE, hist)
+    run_folder.write_json(out_dir, run_folder.RUN_INFO, {**run_info, **training_record(backup)})
     backup.finish()
     return model, hist
+
+
+def training_record(backup: TrainingBackup) -> Dict[str, Any]:
+    """What ``run.json`` says of the finished training: epochs and steps run, and the wall
+    time of the ``fit`` calls summed over every attempt (a run resumed from a backup counts
+    the time before the restart too; ``train_seconds_complete`` is False when an attempt's
+    time is unknown, i.e. the backup it resumed from predates the record)."""
+    return {"epochs_run": len(backup.history.get("loss", [])), "steps_run": backup.step,
+            "train_seconds": int(round(backup.train_seconds)),
+            "train_seconds_complete": backup.train_seconds_complete,
+            "restarts": backup.restarts}
 
 
 def _build_and_fit(exp: ExperimentConfig, data: PreparedDataset, out_dir: str, strategy,
