@@ -397,11 +397,15 @@ def test_every_backbone_family_exports_and_loads_without_tfrrl(exported, tmp_pat
     data, lookup = exported["data"], exported["lookup"]
     users, entities = _raw_inputs(data, lookup)
     expected, dirs = {}, []
-    for family in FAMILIES:
+    # Each family, and the default backbone with the example age (its weight is exported; a
+    # request carries no age, which is age 0: the in-memory model scores the same way).
+    variants = [(family, []) for family in FAMILIES] + [("rrl", ["model.example_age=true"])]
+    for i, (family, extra) in enumerate(variants):
         tf.keras.utils.set_random_seed(3)
         model = trainer.build_model(config.load_experiment(
-            None, TINY_MODEL + [f"model.backbone={family}", "model.num_experts=2"]), data, lookup)
-        version_dir = export.export_backbone(model, lookup, str(tmp_path / family))
+            None, TINY_MODEL + [f"model.backbone={family}", "model.num_experts=2"] + extra),
+            data, lookup)
+        version_dir = export.export_backbone(model, lookup, str(tmp_path / f"{family}-{i}"))
         assert len(export.serving_variables(model)) == (
             len(model.weights) - len(model.training_only_variables()))
         expected[version_dir] = _in_memory(model, lookup, users, entities)[2]

@@ -33,6 +33,11 @@ class ModelConfig:
     # a shortcut that scores on TRAIN-held-out rows and fails on eval (benchmarks/RESULTS.md).
     # None (auto): on when the TRAIN rows carry time, off without (tfrrl.training.trainer).
     user_id_input: Optional[bool] = None
+    # The example's age as a user-side input (YouTube DNN's "example age", Covington et al.
+    # 2016): training rows carry how long before the end of the fit period they happened; eval
+    # and serving pass none, which is age 0 ("now"), so the model ranks with what it learned to
+    # be popular at the end of TRAIN (tfrrl.data.example_age). Needs timestamps.
+    example_age: bool = False
     expert_units: Tuple[int, ...] = (256, 128, 64)  # §V-A3 [256, 128, 64, 1]
     tower_units: Tuple[int, ...] = (64,)  # then a final unit → the score
     dropout: float = 0.0

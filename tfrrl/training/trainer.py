@@ -28,6 +28,7 @@ from tfrrl.config import ConfigError, ExperimentConfig
 from tfrrl.config.train import monitor_mode, recall_monitor_n
 from tfrrl.data import schema
 from tfrrl.data.corpus import load_corpus
+from tfrrl.data.example_age import with_example_age
 from tfrrl.data.reader import EVAL, TRAIN, FeatureLookup, PreparedDataset
 from tfrrl.data.validation_split import HOLDOUT_KEYS, in_holdout, time_cut_of
 from tfrrl.evaluation.queries import row_queries
@@ -101,11 +102,29 @@ def make_datasets(data: PreparedDataset, exp: ExperimentConfig):
         train = carve(train, t.validation_fraction, False, t.batch_size, cut)
     else:
         evals = data.dataset(EVAL, t.batch_size, drop_remainder=True)
+    if exp.model.example_age:
+        reference = example_age_reference(data, exp)
+        train = with_example_age(train, *reference)
+        evals = with_example_age(evals, *reference)
     if t.steps_per_epoch:
         train = train.repeat()
     if t.eval_steps:
         evals = evals.take(t.eval_steps)
     return train, evals
+
+
+def example_age_reference(data: PreparedDataset, exp: ExperimentConfig) -> Tuple[int, int]:
+    """(t_end, span) of ``model.example_age`` (:mod:`tfrrl.data.example_age`): t_end is the
+    end of the rows the model is fitted on — the TRAIN period's, or with ``train.
+    validation_split: time`` the cut before the held-out rows, which then count as "now" like
+    eval — and span the fit period's length."""
+    start, end = train_time_range(data)
+    cut = validation_time_cut(data, exp)
+    t_end = end if cut is None else cut
+    if not t_end > start:
+        raise ConfigError("model.example_age needs timestamps: this dataset's TRAIN rows span "
+                          "no time; set it to false")
+    return t_end, t_end - start
 
 
 def train_time_range(data: PreparedDataset) -> Tuple[int, int]:
@@ -184,6 +203,8 @@ def train_stream(data: PreparedDataset, exp: ExperimentConfig, start_step: int =
     ds = data.dataset(TRAIN, t.batch_size, shuffle=True, seed=t.seed, drop_remainder=True)
     if t.validation_fraction > 0:
         ds = carve(ds, t.validation_fraction, False, t.batch_size, validation_time_cut(data, exp))
+    if exp.model.example_age:
+        ds = with_example_age(ds, *example_age_reference(data, exp))
     ds = ds.repeat()
     return ds.skip(start_step) if start_step else ds
 
@@ -207,7 +228,8 @@ def fit_schedule(start_step: int, steps: int, epochs: int) -> List[Tuple[int, in
 
 # Config keys added after backups existed, with the (resolved) value that reproduces the code
 # before them: at that value a key is left out of the fingerprint, so an older backup resumes.
-FINGERPRINT_LEGACY = {("model", "user_id_input"): True, ("train", "monitor_queries"): 1000}
+FINGERPRINT_LEGACY = {("model", "user_id_input"): True, ("train", "monitor_queries"): 1000,
+                      ("model", "example_age"): False}
 
 
 def run_fingerprint(exp: ExperimentConfig, data: PreparedDataset, steps: int) -> str:

@@ -31,6 +31,7 @@ def build_input_stack(vocabulary_sizes: Mapping[str, int], embedding_dim: int,
                                        c.transformer_layers, c.transformer_heads,
                                        c.transformer_ff_dim, c.dropout,
                                        use_user_id=c.user_id_input is not False,
+                                       example_age=c.example_age,
                                        name=f"{prefix}user_transformer")
     # Positions relative to the newest exposure run over 0 … L−1.
     target_attention = TargetAttention(

@@ -9,6 +9,8 @@ import tensorflow as tf
 from keras import layers
 
 from tfrrl.data import schema
+from tfrrl.data.example_age import FEATURE as EXAMPLE_AGE
+from tfrrl.data.example_age import age_inputs
 from tfrrl.model.encoders.embeddings import SharedEmbeddings
 from tfrrl.model.encoders.features import USER_CATEGORICAL
 from tfrrl.model.layers import SublayerContainer, mlp
@@ -35,12 +37,15 @@ class UserTransformer(SublayerContainer):
 
     Returns also the raw sequence token embeddings and their mask, the keys of the target
     attention. ``use_user_id`` false: the user token is built from the profile features
-    without the user id (``model.user_id_input``).
+    without the user id (``model.user_id_input``). ``example_age`` (``model.example_age``):
+    E_tran += W_age · [a, a², √a] for the example age a of the batch's ``example_age``
+    feature (:mod:`tfrrl.data.example_age`); without the feature a = 0 and the term vanishes
+    (W_age has no bias), which is how eval and serving rank "now".
     """
 
     def __init__(self, embeddings: SharedEmbeddings, sequence_length: int, output_dim: int,
                  num_layers: int, heads: int, ff_dim: int, dropout: float = 0.0,
-                 use_user_id: bool = True, **kwargs):
+                 use_user_id: bool = True, example_age: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.embeddings = embeddings
         self.profile_features = [n for n in USER_CATEGORICAL if use_user_id or n != "user_id"]
@@ -51,6 +56,10 @@ class UserTransformer(SublayerContainer):
         self.blocks = [TransformerBlock(dim, heads, ff_dim, dropout, name=f"block{i}")
                        for i in range(num_layers)]
         self.out = layers.Dense(output_dim, name="e_tran")
+        self.age = None
+        if example_age:  # built now: an export, which never passes the feature, keeps it
+            self.age = layers.Dense(output_dim, use_bias=False, name="example_age")
+            self.age.build((None, 3))
 
     def call(self, users: Mapping[str, tf.Tensor], training=False) -> Dict[str, tf.Tensor]:
         emb = self.embeddings
@@ -66,5 +75,7 @@ class UserTransformer(SublayerContainer):
         h = tokens
         for block in self.blocks:
             h = block(h, mask, training=training)
-        return {"e_tran": self.out(h[:, 0]), "seq_keys": seq,
-                "seq_mask": seq_mask}
+        e_tran = self.out(h[:, 0])
+        if self.age is not None and EXAMPLE_AGE in users:
+            e_tran += self.age(tf.cast(age_inputs(users[EXAMPLE_AGE]), e_tran.dtype))
+        return {"e_tran": e_tran, "seq_keys": seq, "seq_mask": seq_mask}
