@@ -148,7 +148,7 @@ class TrainingBackup(keras.callbacks.Callback):
         self.restarts = 0
         self.train_seconds_complete = True
         self._seconds_before = 0.0  # training time of the attempts before this one
-        self._started: Optional[float] = None  # monotonic clock at this attempt's first batch
+        self._started: Optional[float] = None  # monotonic clock when this attempt began fitting
 
     # -- reading -------------------------------------------------------------------------
     @classmethod
