@@ -3,6 +3,9 @@ and the weighted loss by hand, validation unweighted, and the trainer's TRAIN pe
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -87,3 +90,25 @@ def test_time_validation_split_holds_out_the_end_of_the_train_period(small_synth
     assert 0.1 < len(val_t) / (len(val_t) + len(train_t)) < 0.3
     with pytest.raises(ValueError, match="validation_split"):
         config.load_experiment(None, ["train.validation_split=last"])
+
+
+
+def test_train_timestamps_are_read_once_until_the_files_change(small_synthetic_prepared,
+                                                                tmp_path, monkeypatch):
+    from tfrrl.data.reader import TRAIN, PreparedDataset
+    from tfrrl.training import trainer
+
+    shutil.copytree(small_synthetic_prepared, tmp_path / "data")
+    data = PreparedDataset(str(tmp_path / "data"))
+    reads = []
+    real = tf.data.TFRecordDataset
+    monkeypatch.setattr(trainer.tf.data, "TFRecordDataset",
+                        lambda files, *a, **k: reads.append(files) or real(files, *a, **k))
+    first = trainer.train_timestamps(data)
+    assert trainer.train_timestamps(data) is first and len(reads) == 1
+    assert not first.flags.writeable  # shared by every caller: read-only
+    # A TRAIN file rewritten (another `tfrrl prepare` into the same folder): read again.
+    os.utime(data.files(TRAIN)[0], ns=(1, 1))
+    again = trainer.train_timestamps(data)
+    assert len(reads) == 2
+    np.testing.assert_array_equal(again, first)
