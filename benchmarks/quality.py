@@ -215,11 +215,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     # before its restart too, when its backup recorded it).
     trained = run_folder.read_json(run_dir, run_folder.RUN_INFO)
     data = PreparedDataset(data_dir)
-    evaluated = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
-                                          corpus_chunk=1024, cold=cold)
-    result = evaluated["model"]
-    warm_cold = {g: evaluated["warm_cold"][g].get("model")
-                 for g in ("warm", "cold") if evaluated["warm_cold"][g]["num_queries"]}
+    recall = recall_fields(model, data, lookup, queries, cold)
     scored = evaluation.scored_impressions(model, data, num_negatives=20, max_rows=3000, seed=seed)
     val_ce = history.get("val_ce_loss", [float("nan")])
     best_epoch = best_epoch_of(history, args.monitor)
@@ -242,8 +238,7 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
              "best_val_ce_loss": float(min(val_ce)),
              "best_val_loss": float(min(history.get("val_loss", [float("nan")]))),
              "parameters_backbone": count_parameters(model.backbone),
-             "recall": result,
-             "recall_warm_cold": warm_cold,
+             **recall,
              "auc": evaluation.auc(scored["labels"], scored["scores"]),
              "gauc": evaluation.gauc(scored["users"], scored["labels"], scored["scores"])}
     if config_name in ("backbone", "backbone_rrl") and seed == args.first_seed:
@@ -255,6 +250,56 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     keras.backend.clear_session()
     gc.collect()
     return entry
+
+
+def recall_fields(model, data, lookup, queries, cold) -> Dict[str, Any]:
+    """A run's Recall-all@N entries: every query (``recall``), the warm and the cold ones
+    (``recall_warm_cold``) and both on the corpus of the entities with TRAIN rows
+    (``recall_seen_corpus``, tfrrl/evaluation/seen_corpus.py; absent when every entity has
+    TRAIN rows)."""
+    from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
+
+    evaluated = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
+                                          corpus_chunk=1024, cold=cold)
+    fields = {"recall": evaluated["model"], "recall_warm_cold": {
+        g: evaluated["warm_cold"][g].get("model")
+        for g in ("warm", "cold") if evaluated["warm_cold"][g]["num_queries"]}}
+    view = evaluated["seen_corpus"]
+    if view.get("computed"):
+        fields["recall_seen_corpus"] = {g: view[g]["model"] for g in ("warm", "cold")
+                                        if view[g]["num_queries"]}
+    return fields
+
+
+def reevaluate(results: List[Dict], out: str, data_dir: str, queries, lookup, cold
+               ) -> List[str]:
+    """Re-measures the Recall-all@N entries (:func:`recall_fields`) of every run in ``results``
+    whose run folder ``out/runs/<config>-seed<S>`` holds its trained model, in place, and
+    returns one line per run: what was re-measured, and whether the headline moved (the same
+    model on the same queries must give the same numbers)."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
+    from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
+
+    data = PreparedDataset(data_dir)
+    notes = []
+    for entry in results:
+        run_dir = os.path.join(out, "runs", f"{entry['config']}-seed{entry['seed']}")
+        if not os.path.exists(os.path.join(run_dir, "model.weights.h5")):
+            notes.append(f"{entry['config']} seed {entry['seed']}: no trained model in "
+                         f"{run_dir}, kept as it was")
+            continue
+        model = trainer.load_run(run_dir, data_dir)
+        before = entry["recall"]["macro"]
+        entry.update(recall_fields(model, data, lookup, queries, cold))
+        moved = max(abs(entry["recall"]["macro"][k] - v) for k, v in before.items())
+        notes.append(f"{entry['config']} seed {entry['seed']}: re-measured; the headline moved "
+                     f"by at most {moved:.4f}")
+        del model
+        keras.backend.clear_session()
+        gc.collect()
+    return notes
 
 
 def run_experiment(dataset: str, config_name: str, seed: int, args: argparse.Namespace):
@@ -492,10 +537,14 @@ def _mean_std(values: Sequence[float]) -> str:
 
 
 def run_recall(entry: Dict[str, Any], group: str, n: int) -> float:
-    """A run's macro Recall@n on the ``group`` queries (``warm``, ``cold`` or ``all``); NaN
-    when the run did not measure it (results written before warm/cold were recorded)."""
+    """A run's macro Recall@n on the ``group`` queries (``warm``, ``cold``, ``all``, or
+    ``warm_seen``: the warm ones on the corpus of the entities with TRAIN rows); NaN when the
+    run did not measure it (results written before that group was recorded)."""
     if group == "all":
         return entry["recall"]["macro"][f"recall@{n}"]
+    if group == "warm_seen":
+        report = (entry.get("recall_seen_corpus") or {}).get("warm")
+        return report["macro"][f"recall@{n}"] if report else float("nan")
     report = (entry.get("recall_warm_cold") or {}).get(group)
     return report["macro"][f"recall@{n}"] if report else float("nan")
 
@@ -513,6 +562,12 @@ def _train_minutes(runs: Sequence[Dict]) -> str:
     return ("≥ " if incomplete else "") + _mean_of(runs, "train_seconds", ".1f", 1 / 60)
 
 
+def _finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values (NaN when there is none)."""
+    values = [v for v in values if v == v]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[int],
                 header: str, group: str = "all") -> str:
     """The Markdown table of every config (mean ± std over seeds) and every reference
@@ -524,12 +579,13 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
              "|---|---|" + "---|" * len(cols) + "---|---|---|---|---|---|---|"]
     dnn = None
     if "dnn" in configs:
-        dnn = np.nanmean([run_recall(r, group, 100) for r in results if r["config"] == "dnn"])
+        dnn = _finite_mean([run_recall(r, group, 100) for r in results if r["config"] == "dnn"])
     for name in configs:
         runs = [r for r in results if r["config"] == name]
         cells = [_mean_std([run_recall(r, group, n) for r in runs]) for n in ns]
-        mean100 = np.nanmean([run_recall(r, group, 100) for r in runs])
-        delta = f"{(mean100 / dnn - 1) * 100:+.2f}%" if dnn and dnn == dnn else "—"
+        mean100 = _finite_mean([run_recall(r, group, 100) for r in runs])
+        delta = (f"{(mean100 / dnn - 1) * 100:+.2f}%" if dnn and dnn == dnn
+                 and mean100 == mean100 else "—")
         lines.append(f"| {name} | {runs[0]['parameters_backbone']:,} | " + " | ".join(cells)
                      + f" | {delta} | {_mean_std([r['auc'] for r in runs])} | "
                      f"{_mean_std([r['gauc'] for r in runs])} | {len(runs)} | "
@@ -734,6 +790,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "e.g. benchmarks/results/<dataset>/<name>.json: a copy to commit, "
                              "for --merge FILE on another machine (after the runs, or at once "
                              "with --report-only)")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="with --report-only: re-measure the test recall of OUT's runs "
+                             "from their trained models in OUT/runs (e.g. a view added since "
+                             "they ran) and rewrite OUT/results.json; training is untouched")
     parser.add_argument("--in-process", action="store_true",
                         help="train every run in this process (default: a child process per "
                              "run, so memory does not accumulate over a long benchmark)")
@@ -753,6 +813,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     code_version()  # now, before the runs: the code this process is about to import
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.reevaluate and not args.report_only:
+        parser.error("--reevaluate re-measures finished runs: add --report-only")
     configs = [c for c in args.configs.split(",") if c]
     if args.budget:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -768,6 +830,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from tfrrl.data.reader import FeatureLookup, PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
+    from tfrrl.evaluation import seen_corpus  # pylint: disable=import-outside-toplevel
 
     results_path = os.path.join(out, "results.json")
     results: List[Dict] = []
@@ -812,8 +875,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(queries) == 0:
         parser.error(f"{paths['data']} has no test queries (no eval rows?)")
     ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
-    # The reference baselines (and which queries are cold) once per dataset, on these queries.
-    refs = evaluation.reference_topns(data, queries, max(ns), ns)
+    # The reference baselines (and which queries are cold) once per dataset, on these queries,
+    # wide enough for the view on the corpus of the entities with TRAIN rows.
+    seen = seen_corpus.entities_with_train_rows(queries.corpus)
+    refs = evaluation.reference_topns(data, queries, seen_corpus.needed_width(max(ns), seen),
+                                      ns)
     say(f"{len(queries)} test queries ({int((~refs.cold).sum())} warm, {int(refs.cold.sum())} "
         f"cold), corpus {queries.corpus_size:,}; N = {ns}")
     if args.single:
@@ -823,6 +889,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with open(args.entry_out, "w", encoding="utf-8") as f:
             json.dump(entry, f, default=float)
         return 0
+    if args.reevaluate:
+        if not results:
+            parser.error(f"--reevaluate: no runs in {results_path}")
+        for note in reevaluate(results, out, paths["data"], queries, lookup, refs.cold):
+            say(note)
+        with open(results_path, "w", encoding="utf-8") as f:
+            json.dump({**stored, "runs": results}, f, indent=2, default=float)
+        reported, _ = merge_runs(results, others, args.dataset, merge_args)
     budget = budget_table(args.dataset, configs, len(data.domains))
     print(budget, flush=True)
     done = {(r["config"], r["seed"]) for r in results}
@@ -919,6 +993,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results, {k: v["macro"] for k, v in references.items()}, ns,
         f"Recall-all@N (macro average over domains) on {args.dataset}, all queries: "
         f"{len(queries)} test queries, corpus {queries.corpus_size:,}; {setup}", "all"))
+    view = evaluation.seen_corpus_view(refs.topn, queries, ns, refs.cold, seen)
+    if view.get("computed") and view["warm"]["num_queries"]:
+        tables.append(write_table(
+            results, {labels[m]: view["warm"][m]["macro"] for m in evaluation.REFERENCES}, ns,
+            f"Recall-all@N (macro average over domains) on {args.dataset}, warm queries, corpus "
+            f"restricted to the {view['corpus_size']:,} entities with TRAIN rows "
+            f"({view['entities_without_train_rows']:,} have none; their "
+            f"{view['ground_truth_dropped']:,} ground-truth entries dropped; — = a run measured "
+            f"before this view, see --reevaluate); {setup}", "warm_seen"))
     claims = claims_table(results, ns[:3],
                           "warm" if warm_cold["warm"]["num_queries"] else "all")
     if claims:

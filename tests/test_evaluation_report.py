@@ -30,6 +30,24 @@ def test_evaluate_model_end_to_end(hand_built_evaluation):
     assert "model" in text and "popularity" in text and "d1" in text and "capped at 8" in text
 
 
+def test_evaluate_model_on_the_corpus_of_entities_with_train_rows(hand_built_evaluation):
+    """One of the 8 corpus entities has no TRAIN row (train rows: i1, i2, i3, l1, l2, s1, v1);
+    both queries' ground truth (i1, i2) has. Restricted corpus: 7 entities, nothing dropped, N =
+    50 capped at 7; popularity keeps its order: d0 (i1 first) 1 at every N, d1 0 at N = 1, 2."""
+    import numpy as np
+
+    result = evaluate_model(hand_built_evaluation["model"], hand_built_evaluation["data"],
+                            hand_built_evaluation["lookup"], ns=(1, 2, 50),
+                            queries=hand_built_evaluation["queries"], cold=np.zeros(2, bool))
+    view = result["seen_corpus"]
+    assert view["computed"] and view["corpus_size"] == 7
+    assert view["entities_without_train_rows"] == 1 and view["ground_truth_dropped"] == 0
+    assert view["cold"] == {"num_queries": 0}
+    pop = view["warm"]["popularity"]
+    assert pop["effective_ns"] == [1, 2, 7]
+    assert pop["macro"] == {"recall@1": 0.5, "recall@2": 0.5, "recall@50": 1.0}
+
+
 def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
     """What `tfrrl evaluate --export` prints and writes (evaluation.json); the CLI builds the
     retriever from the export's index, as here."""
@@ -65,7 +83,15 @@ def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
             if groups[group]["num_queries"]:
                 assert groups[group][name]["num_queries"] == groups[group]["num_queries"]
     assert result["references"]["recent_popularity"]["window"] in (0.05, 0.1, 0.2, 0.5, 1.0)
+    view = result["seen_corpus"]  # the warm queries again on the entities with TRAIN rows
+    assert view["computed"] == (view.get("entities_without_train_rows", 0) > 0)
+    if view["computed"]:
+        for name in ("model", "popularity", "recent_popularity", "item_cf"):
+            assert view["warm"][name]["corpus_size"] == view["corpus_size"]
+            assert view["warm"][name]["num_queries"] + view["warm"][name]["num_excluded"] == \
+                groups["warm"]["num_queries"]
     text = format_evaluation(result)
+    assert ("corpus restricted to the" in text) == view["computed"]
     assert "Recall-retrieval@N" in text and "entity fairness @20" in text
     assert text.startswith("Protocol: ") and "warm queries — the headline" in text
     assert "item-item CF" in text and "recent popularity (w=" in text

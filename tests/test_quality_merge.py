@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 import os
 import re
@@ -359,3 +360,51 @@ def test_train_minutes_say_when_a_resumed_run_lost_its_earlier_time(completes, e
         if complete is not None:
             run["train_seconds_complete"] = complete
     assert quality._train_minutes(runs) == expected  # pylint: disable=protected-access
+
+
+def test_the_seen_corpus_group_and_a_run_measured_before_it():
+    """``warm_seen`` reads ``recall_seen_corpus``; a run written before that view has none: its
+    cell is "—" (not a number) and so is its Δ vs DNN."""
+    with_view = _entry("dnn", 0, 0.30)
+    with_view["recall_seen_corpus"] = {"warm": {"macro": {f"recall@{n}": 0.40
+                                                          for n in quality.NS}}}
+    older = _entry("ple", 0, 0.31)
+    assert quality.run_recall(with_view, "warm_seen", 100) == 0.40
+    assert math.isnan(quality.run_recall(older, "warm_seen", 100))
+    table = quality.write_table([with_view, older], {}, (50, 100), "title", "warm_seen")
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines()
+            if line.startswith("| dnn") or line.startswith("| ple")}
+    assert rows["| dnn"][2:5] == ["0.4000", "0.4000", "+0.00%"]
+    assert rows["| ple"][2:5] == ["—", "—", "—"]
+
+
+def test_reevaluate_needs_report_only(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        quality.main(["--dataset", "synthetic", "--data", str(tmp_path), "--out", str(tmp_path),
+                      "--reevaluate"])
+    assert stop.value.code == 2
+    assert "--reevaluate re-measures finished runs: add --report-only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reevaluate_measures_a_finished_run_again(small_synthetic_prepared, tmp_path, capsys):
+    """A two-tower trained 2 steps in this process; its recall in results.json overwritten
+    with 0: --reevaluate puts the model's own numbers back (the same as at the end of its
+    training) and says by how much the headline moved."""
+    out = tmp_path / "q"
+    common = ["--dataset", "synthetic", "--data", str(small_synthetic_prepared), "--out",
+              str(out)]
+    assert quality.main(common + ["--configs", "two_tower", "--seeds", "1", "--epochs", "1",
+                                  "--steps-per-epoch", "2", "--validation-steps", "1",
+                                  "--in-process"]) == 0
+    path = out / "results.json"
+    stored = json.loads(path.read_text())
+    measured = stored["runs"][0]["recall"]["macro"]
+    stored["runs"][0]["recall"]["macro"] = {k: 0.0 for k in measured}
+    path.write_text(json.dumps(stored))
+    capsys.readouterr()
+    assert quality.main(common + ["--report-only", "--reevaluate"]) == 0
+    assert f"moved by at most {max(measured.values()):.4f}" in capsys.readouterr().out
+    again = json.loads(path.read_text())["runs"][0]
+    assert again["recall"]["macro"] == pytest.approx(measured, abs=1e-12)
+    assert set(again["recall_warm_cold"]) <= {"warm", "cold"}

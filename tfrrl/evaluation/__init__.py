@@ -6,6 +6,8 @@
 * :mod:`~tfrrl.evaluation.recall` — Recall-all@N (Eq. 26) per domain, macro and micro;
 * :mod:`~tfrrl.evaluation.references` — the reference baselines (popularity, recent popularity,
   item-item CF in domain) on the same queries;
+* :mod:`~tfrrl.evaluation.seen_corpus` — Recall-all@N again on the corpus of the entities with
+  TRAIN rows (a corpus built from eval rows too tells which entities will be interacted with);
 * :mod:`~tfrrl.evaluation.prior_shift` — the model's scores moved toward recent popularity (a
   label-shift correction), chosen on the time hold-out of TRAIN;
 * :mod:`~tfrrl.evaluation.retrieval` — Recall-retrieval@N (Eq. 27) through a served index;
@@ -23,7 +25,7 @@ from tfrrl.evaluation.references import (REFERENCES, popularity_topn,
                                          popularity_topn_from_counts, reference_topns,
                                          train_counts)
 from tfrrl.evaluation.report import (evaluate_model, evaluation_report, format_evaluation,
-                                     warm_cold_report)
+                                     seen_corpus_view, warm_cold_report)
 from tfrrl.evaluation.retrieval import Retriever, retrieval_topn
 from tfrrl.evaluation.topn import PairScoringModel, model_topn, topn_indices
 
@@ -33,4 +35,5 @@ __all__ = ["DEFAULT_NS", "ENTITY_INPUTS", "PairScoringModel", "Queries", "REFERE
            "format_evaluation", "format_report", "gauc", "model_topn", "popularity_topn",
            "popularity_topn_from_counts", "recall_at_n", "recall_by_entity_type", "recall_key",
            "recall_report", "reference_topns", "retrieval_topn", "scored_impressions",
+           "seen_corpus_view",
            "topn_indices", "train_counts", "warm_cold_report"]

@@ -17,7 +17,7 @@ the whole corpus); with ``progress`` it reports the queries scored (:mod:`tfrrl.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from tfrrl.evaluation.recall import (DEFAULT_NS, format_report, format_summary, 
 from tfrrl.evaluation.references import (DEFAULT_VALIDATION_FRACTION, REFERENCES,
                                          popularity_topn, reference_topns)
 from tfrrl.evaluation.retrieval import Retriever, retrieval_topn
+from tfrrl.evaluation.seen_corpus import (MAX_UNSEEN, entities_with_train_rows, needed_width,
+                                          seen_corpus_report)
 from tfrrl.evaluation.text import entity_type
 from tfrrl.evaluation.topn import PairScoringModel, model_topn
 from tfrrl.progress import Progress
@@ -64,12 +66,14 @@ def _scored_topn(model: PairScoringModel, queries: Queries, n: int, query_chunk:
 
 def _model_and_popularity(model: PairScoringModel, data: PreparedDataset, queries: Queries,
                           ns: Sequence[int], max_queries: Optional[int], seed: int,
-                          query_chunk: int, corpus_chunk: int, progress: bool
+                          query_chunk: int, corpus_chunk: int, progress: bool,
+                          width: Optional[int] = None
                           ) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
-    """(the Recall-all@N result, the model's top-N, popularity's top-N) on ``queries``."""
-    n_max = max(int(n) for n in ns)
-    model_top = _scored_topn(model, queries, n_max, query_chunk, corpus_chunk, progress)
-    pop_top = popularity_topn(data, None, queries, n_max)
+    """(the Recall-all@N result, the model's top-N, popularity's top-N) on ``queries``; the
+    rankings are ``width`` wide (default the largest N)."""
+    width = width or max(int(n) for n in ns)
+    model_top = _scored_topn(model, queries, width, query_chunk, corpus_chunk, progress)
+    pop_top = popularity_topn(data, None, queries, width)
     result = {
         "protocol": PROTOCOL,
         "max_queries": max_queries,
@@ -91,16 +95,51 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
     """Recall-all@N of ``model`` and of the popularity baseline on the same queries
     (``progress``: report the queries scored on stdout); given ``cold`` (bool [Q], e.g.
     :attr:`~tfrrl.evaluation.references.ReferenceRankings.cold`), also on the warm and the
-    cold queries apart (``warm_cold``, :func:`warm_cold_report`)."""
+    cold queries apart (``warm_cold``, :func:`warm_cold_report`), and both again on the corpus
+    of the entities with TRAIN rows (``seen_corpus``, :func:`seen_corpus_view`)."""
     lookup = lookup or FeatureLookup.from_dataset(data)
     if queries is None:
         queries = build_queries(data, lookup, max_queries, seed)
+    seen, width = _seen_and_width(queries, ns)
     result, top, pop_top = _model_and_popularity(model, data, queries, ns, max_queries, seed,
-                                                 query_chunk, corpus_chunk, progress)
+                                                 query_chunk, corpus_chunk, progress, width)
     if cold is not None:
-        result["warm_cold"] = warm_cold_report({"model": top, "popularity": pop_top}, queries,
-                                               ns, cold)
+        methods = {"model": top, "popularity": pop_top}
+        result["warm_cold"] = warm_cold_report(methods, queries, ns, cold)
+        result["seen_corpus"] = seen_corpus_view(methods, queries, ns, cold, seen)
     return result
+
+
+def _seen_and_width(queries: Queries, ns: Sequence[int]
+                    ) -> Tuple[Optional[np.ndarray], int]:
+    """(which corpus entities have TRAIN rows — None when the corpus does not say —, the
+    ranking width every method needs for :func:`seen_corpus_view`)."""
+    n_max = max(int(n) for n in ns)
+    if queries.corpus is None or "train_count" not in queries.corpus:
+        return None, n_max
+    seen = entities_with_train_rows(queries.corpus)
+    unseen = int((~seen).sum())
+    return seen, (needed_width(n_max, seen) if 0 < unseen <= MAX_UNSEEN else n_max)
+
+
+def seen_corpus_view(topn: Mapping[str, np.ndarray], queries: Queries, ns: Sequence[int],
+                     cold: np.ndarray, seen: Optional[np.ndarray]) -> Dict[str, Any]:
+    """The warm and cold queries again on the corpus of the entities with TRAIN rows
+    (:mod:`tfrrl.evaluation.seen_corpus`); when every entity has TRAIN rows (the view equals
+    the headline), the corpus does not say, or more than ``MAX_UNSEEN`` have none, only why it
+    is not computed."""
+    if seen is None:
+        return {"computed": False, "reason": "the corpus carries no train_count"}
+    unseen = int((~seen).sum())
+    if unseen == 0:
+        return {"computed": False, "entities_without_train_rows": 0,
+                "reason": "every corpus entity has TRAIN rows: the headline is this view"}
+    if unseen > MAX_UNSEEN:
+        return {"computed": False, "entities_without_train_rows": unseen,
+                "reason": f"more than {MAX_UNSEEN:,} entities without TRAIN rows"}
+    cold = np.asarray(cold, bool)
+    return {"computed": True, **seen_corpus_report(topn, queries, ns, seen,
+                                                   {"warm": ~cold, "cold": cold})}
 
 
 def warm_cold_report(topn: Mapping[str, np.ndarray], queries: Queries, ns: Sequence[int],
@@ -142,10 +181,12 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
     lookup = FeatureLookup.from_dataset(data)
     queries = build_queries(data, lookup, max_queries, seed)
     n_max = max(int(n) for n in ns)
-    # One exhaustive top-N serves every section (its width is min(n_max, corpus size)).
+    # One exhaustive ranking serves every section: min(n_max, corpus size) wide, plus the
+    # entities without TRAIN rows when the seen-corpus view needs them.
+    seen, width = _seen_and_width(queries, ns)
     result, top, _ = _model_and_popularity(model, data, queries, ns, max_queries, seed,
-                                           256, 1024, progress)
-    references = reference_topns(data, queries, n_max, ns,
+                                           256, 1024, progress, width)
+    references = reference_topns(data, queries, width, ns,
                                  validation_fraction or DEFAULT_VALIDATION_FRACTION)
     for name in REFERENCES:
         result[name] = recall_report(references.topn[name], queries, ns)
@@ -154,12 +195,14 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
     if prior_shift is not None:
         shift, chosen = prior_shift
         offset = shift_offsets(references.rows, shift, queries.domains)
-        methods[SHIFTED] = model_topn(model, queries, None, n_max, 256, 1024,
+        methods[SHIFTED] = model_topn(model, queries, None, width, 256, 1024,
                                       score_offset=offset)
         result[SHIFTED] = recall_report(methods[SHIFTED], queries, ns)
         result["prior_shift"] = dict(chosen)
     result["warm_cold"] = warm_cold_report({**methods, **references.topn}, queries, ns,
                                            references.cold)
+    result["seen_corpus"] = seen_corpus_view({**methods, **references.topn}, queries, ns,
+                                             references.cold, seen)
     types = [entity_type(k) for k in queries.corpus[ENTITY_KEY]]
     n_f = min(fairness_n, queries.corpus_size)
     result["per_entity_type"] = {recall_key(n): recall_by_entity_type(
@@ -189,6 +232,27 @@ def method_label(name: str, result: Mapping[str, Any]) -> str:
     return {"item_cf": "item-item CF"}.get(name, name)
 
 
+def _seen_corpus_lines(result: Mapping[str, Any]) -> List[str]:
+    """The warm queries on the corpus of the entities with TRAIN rows (a table), or one line on
+    why that view is not shown."""
+    view = result.get("seen_corpus")
+    if not view:
+        return []
+    if not view.get("computed"):
+        return [f"corpus restricted to entities with TRAIN rows: not shown ({view['reason']})"]
+    group = view.get("warm", {})
+    if not group.get("num_queries"):
+        return []
+    methods = [m for m in ("model", SHIFTED) + REFERENCES if m in group]
+    return [format_summary(
+        {method_label(m, result): group[m] for m in methods},
+        f"Recall-all@N, warm queries, corpus restricted to the {view['corpus_size']:,} entities "
+        f"with TRAIN rows ({view['entities_without_train_rows']:,} have none: their "
+        f"{view['ground_truth_dropped']:,} ground-truth entries are dropped; a corpus built from "
+        "eval rows too tells a ranker which entities will be interacted with): "
+        f"{group['num_queries']} queries, macro average over domains")]
+
+
 def format_evaluation(result: Mapping[str, Any]) -> str:
     """The text ``tfrrl evaluate`` prints: the protocol, the warm queries (the headline) and the
     cold ones, the model beside every reference at every N, then the per-domain table of all
@@ -207,6 +271,7 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
                 "domains"))
         elif name in groups:
             lines.append(f"{title}: none")
+    lines.extend(_seen_corpus_lines(result))
     window = result.get("references", {}).get("recent_popularity", {})
     if window.get("timestamps"):
         held_out = (f"the last {window['validation_fraction']:g} of the TRAIN period"
