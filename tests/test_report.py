@@ -83,6 +83,12 @@ def hand_run(tmp_path):
                                "item_cf": recall_report(0.39)},
                       "cold": {"num_queries": 2, "model": recall_report(0.2),
                                "popularity": recall_report(0.1)}},
+        "seen_corpus": {"computed": True, "definition": "corpus restricted",
+                        "corpus_size": 7, "entities_without_train_rows": 1,
+                        "ground_truth_dropped": 1,
+                        "warm": {"num_queries": 5, "model": recall_report(0.5),
+                                 "popularity": recall_report(0.4)},
+                        "cold": {"num_queries": 0}},
     }
     run_files = {"run.json": {"data_dir": str(data), "experiment": "hand_run", "epochs_run": 3,
                               "steps_run": 36, "train_seconds": 81,
@@ -198,6 +204,9 @@ def test_every_number_is_the_runs_json_and_nothing_else_is_a_number(hand_run):
     for group in ("warm", "cold"):
         must.add(("evaluation.json", ("warm_cold", group, "num_queries")))
         must.add(("evaluation.json", ("warm_cold", group, "popularity", "macro", "recall@10")))
+    # The warm queries again on the corpus of the entities with TRAIN rows.
+    must.add(("evaluation.json", ("seen_corpus", "warm", "model", "macro", "recall@20")))
+    must.add(("evaluation.json", ("seen_corpus", "warm", "num_queries")))
     for method in ("recent_popularity", "item_cf"):  # only the warm group has them here
         must.add(("evaluation.json", ("warm_cold", "warm", method, "macro", "recall@20")))
     for key in ("loss", "ce_loss", "val_loss", "uwl_weight_dal_shared"):

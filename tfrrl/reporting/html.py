@@ -248,29 +248,41 @@ def warm_cold_section(sources: RunSources) -> str:
     if document is None:
         return "".join(parts) + NOT_EVALUATED
     groups = document["warm_cold"]
+    seen = document.get("seen_corpus") or {}
+    # (key in evaluation.json, group, row label): the headline groups, then the same on the
+    # corpus of the entities with TRAIN rows when the evaluation computed that view.
+    blocks = [("warm_cold", "warm", "warm"), ("warm_cold", "cold", "cold")]
+    if seen.get("computed"):
+        blocks += [("seen_corpus", "warm", "warm, entities with TRAIN rows"),
+                   ("seen_corpus", "cold", "cold, entities with TRAIN rows")]
     num = Numbers(EVALUATION, document)
     rows = []
     header = ["", "queries"]
     ns: List[int] = []
     methods: List[str] = []
-    for group in ("warm", "cold"):
-        entry = groups.get(group, {})
+    for key, group, _ in blocks:
+        entry = document[key].get(group, {})
         if entry.get("num_queries") and not ns:
             ns = entry["model"]["ns"]
             methods = [m for m in RECALL_METHODS if m in entry]
-            header += [f"{esc(m)} @{num('warm_cold', group, 'model', 'ns', j)}"
+            header += [f"{esc(m)} @{num(key, group, 'model', 'ns', j)}"
                        for m in methods for j in range(len(ns))]
-    for group in ("warm", "cold"):
-        entry = groups.get(group, {})
-        row = [group, num("warm_cold", group, "num_queries")]
+    for key, group, label in blocks:
+        entry = document[key].get(group, {})
+        row = [label, num(key, group, "num_queries")]
         if entry.get("num_queries"):
-            row += [num("warm_cold", group, m, "macro", f"recall@{n}") if m in entry else ""
+            row += [num(key, group, m, "macro", f"recall@{n}") if m in entry else ""
                     for m in methods for n in ns]
         else:
             row += [""] * (len(header) - 2)
         rows.append(row)
     parts.append(table(header, rows))
-    parts.append(note("Recall-all@N macro average over domains. " + esc(groups["definition"])))
+    parts.append(note("Recall-all@N macro average over domains. " + esc(groups["definition"])
+                      + (f". Entities with TRAIN rows: {esc(seen['definition'])} "
+                         f"({num('seen_corpus', 'entities_without_train_rows')} of the corpus "
+                         "have none: a "
+                         "corpus built from eval rows too tells a ranker which entities will "
+                         "be interacted with)" if seen.get("computed") else "")))
     return "".join(parts)
 
 
