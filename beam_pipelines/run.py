@@ -103,8 +103,8 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
     raw; the converted folder is kept at ``keep_raw`` if given, else removed), :func:`run`,
     and the accounting and split summary printed; returns :func:`run`'s result.
 
-    An adapter's recommended ``eval_fraction`` applies unless a config file or an override
-    sets one. ``verbose`` (``tfrrl --verbose``): Beam's worker logs as Beam sets them.
+    An adapter's recommended ``eval_fraction`` (and ``cutoff_timestamp``, for a time split)
+    applies unless a config file or an override sets one. ``verbose`` (``tfrrl --verbose``): Beam's worker logs as Beam sets them.
     """
     cfg = load_prepare_config(config_path, overrides or {})
     tmp = None
@@ -122,6 +122,10 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
         recommended = summary.get("eval_fraction") if isinstance(summary, dict) else None
         if recommended and not (overrides or {}).get("eval_fraction") and not config_path:
             cfg.eval_fraction = recommended
+        cutoff = summary.get("cutoff_timestamp") if isinstance(summary, dict) else None
+        if cutoff is not None and not config_path and cfg.split == "time" and not (
+                overrides or {}).get("eval_fraction"):
+            cfg.cutoff_timestamp = int(cutoff)  # the adapter's split point (Ciao core_scope)
     try:
         _say(f"preparing {raw_dir} → {out_dir} (Beam; "
              f"{' '.join(beam_args) if beam_args else 'local runner, one process'})")

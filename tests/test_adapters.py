@@ -254,6 +254,43 @@ def test_ciao_drop_timestamps_writes_the_same_rows_without_time(tmp_path):
     assert untimed["duplicate_rows"] == 0
 
 
+def test_ciao_protocol_cutoff_and_the_train_scope_core():
+    from beam_pipelines.adapters.ciao import protocol_cutoff, train_scope_core
+
+    assert protocol_cutoff(np.arange(1, 11), 0.1) == 9  # position 8.1 of 10 → lower → 9
+    # Cutoff 6: TRAIN = rows 0-5. Their 2-core: user 2 (row 4) goes, then item 3 (row 5, one
+    # TRAIN row) → rows 0-3 kept; users {0, 1}, items {0, 1}. Eval: row 6 (u0, i0) stays,
+    # row 7 (item 2), row 8 (item 3), row 9 (user 3) go.
+    users = np.array([0, 0, 1, 1, 2, 0, 0, 1, 1, 3])
+    items = np.array([0, 1, 0, 1, 1, 3, 0, 2, 3, 1])
+    times = np.array([1, 2, 3, 4, 5, 5, 6, 7, 9, 8])
+    keep = train_scope_core(users, items, times, 6, 2)
+    assert keep.tolist() == [True, True, True, True, False, False, True, False, False, False]
+    # The protocol's core over every row keeps item 3: one TRAIN row, one eval row (row 8).
+    everything = common.iterative_k_core(users, items, 2)
+    assert everything.tolist() == [True, True, True, True, False, True, True, False, True,
+                                   False]
+
+
+def test_ciao_core_on_train_rows_on_a_tiny_source(tmp_path):
+    """The 9 rows (timestamps 100-108), 1-core: the protocol cutoff is 107 (position 7.2 →
+    lower). TRAIN = the 7 rows before it; the 2 eval rows are of item e, which has no TRAIN
+    row: both go."""
+    src = str(_tiny_ciao(tmp_path / "src"))
+    s = adapters.convert("ciao", src, str(tmp_path / "t"), num_domains=3, min_count=1,
+                         core_scope="train")
+    assert s["cutoff_timestamp"] == 107 and s["split"]["cutoff_timestamp"] == 107
+    assert s["impressions"] == 7 and s["core_scope"] == "train"
+    _, rows = read_csv(str(tmp_path / "t" / common.IMPRESSIONS_FILE))
+    assert max(int(r[4]) for r in rows) == 106
+    check_raw_folder(str(tmp_path / "t"))
+    with pytest.raises(ValueError, match="core_scope must be one of"):
+        adapters.convert("ciao", src, str(tmp_path / "x"), core_scope="eval")
+    with pytest.raises(ValueError, match="needs the timestamps"):
+        adapters.convert("ciao", src, str(tmp_path / "y"), core_scope="train",
+                         drop_timestamps=True)
+
+
 def test_iterative_k_core():
     users = np.array([0, 0, 1, 1, 2, 0, 3])
     items = np.array([0, 1, 0, 1, 1, 2, 2])

@@ -75,3 +75,19 @@ def test_douban_three_entity_types_random_split(tmp_path):
     assert stats["split"]["kind"] == "random"
     assert set(stats["corpus_entity_type_counts"]) == {"book", "music", "movie"}
     assert result["accounting"]["impressions"]["balanced"]
+
+
+@pytest.mark.slow
+def test_ciao_core_on_train_rows_keeps_the_protocols_cutoff(tmp_path):
+    """`tfrrl prepare --adapter ciao --adapter-option core_scope=train`: the adapter's cutoff
+    (the protocol's: 1247986800, where the protocol's own preparation cuts) reaches the link,
+    and every corpus item has TRAIN rows (the k-core ran on them)."""
+    _require("ciao")
+    from beam_pipelines.run import run_prepare
+
+    result = run_prepare(str(SHARED_DATA / "ciao"), str(tmp_path / "out"), "ciao",
+                         beam_args=IN_MEMORY, adapter_options={"core_scope": "train"})
+    assert result["stats"]["split"] == {"kind": "time", "cutoff_timestamp": 1_247_986_800}
+    imp = result["accounting"]["impressions"]
+    assert imp["rows_read"] == 59_746 and imp["eval"] == 1_786 and imp["balanced"]
+    assert result["stats"]["corpus_size"] == 3_956

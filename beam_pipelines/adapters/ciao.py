@@ -22,6 +22,15 @@ Source (``ciao_interactions.tsv``: user_id, item_id, domain_id, rating, helpfuln
   trains on rows before the 90th percentile of timestamps → ``eval_fraction: 0.1`` (summary).
   120 rows of the core are exact duplicates (user, item, category, day) that the pipeline counts
   as ``duplicate_row`` (reported as ``duplicate_rows``).
+* ``core_scope="train"`` (default ``"all"``, the protocol) runs the k-core on the TRAIN rows
+  only. The protocol's core runs over TRAIN and eval together, so an item with c < k TRAIN
+  rows is sure to have at least k − c eval rows, and an item without TRAIN rows at least k:
+  "few or no TRAIN rows" tells a ranker what the eval period will hold (measured in
+  benchmarks/RESULTS.md). Here the cut is the protocol's own (the 90th percentile of the
+  protocol core's timestamps, :func:`protocol_cutoff`; recommended to the pipeline as its
+  ``cutoff_timestamp``); TRAIN = the top categories' rows before it, reduced to their k-core;
+  eval = the rows at or after it of the users and items that core kept. Every user and item
+  then has at least k TRAIN rows and nothing about eval decides who is kept.
 * ``drop_timestamps=True`` writes the same rows without their time (``timestamp: null``): the
   check of data without time on a real dataset. The pipeline then splits at random (seeded,
   ``eval_fraction`` 0.1) and each example's sequence is the user's other TRAIN exposures
@@ -43,6 +52,29 @@ INTERACTIONS = "ciao_interactions.tsv"
 DOMAINS = "domains.tsv"
 ENTITY_TYPE = "item"
 ENCODINGS = ("utf-8", "cp1252")
+CORE_SCOPES = ("all", "train")
+
+
+def protocol_cutoff(timestamps: np.ndarray, eval_fraction: float) -> int:
+    """The first eval timestamp of the protocol's time split: the (1 − ``eval_fraction``)
+    quantile of ``timestamps``, an element of them (numpy's ``lower`` method); rows at or after
+    it are eval. Worked example: [1, 2, …, 10], 0.1 → the 0.9 quantile of 10 values sits at
+    position 8.1 → lower → 9."""
+    return int(np.quantile(np.asarray(timestamps), 1.0 - eval_fraction, method="lower"))
+
+
+def train_scope_core(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray,
+                     cutoff: int, k: int) -> np.ndarray:
+    """Boolean mask: the TRAIN rows (timestamp < ``cutoff``) of their own iterative k-core, and
+    the eval rows (≥ ``cutoff``) whose user and item that core kept."""
+    train = timestamps < cutoff
+    kept_train = np.zeros(len(users), bool)
+    kept_train[np.flatnonzero(train)] = common.iterative_k_core(users[train], items[train], k)
+    kept_users = np.zeros(users.max(initial=-1) + 1, bool)
+    kept_items = np.zeros(items.max(initial=-1) + 1, bool)
+    kept_users[users[kept_train]] = True
+    kept_items[items[kept_train]] = True
+    return kept_train | (~train & kept_users[users] & kept_items[items])
 
 
 def _domain_labels(path: str, ids: List[str], use_names: bool,
@@ -58,11 +90,17 @@ def _domain_labels(path: str, ids: List[str], use_names: bool,
 
 def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: int = 5,
             min_rating: Optional[float] = None, domain_names: bool = True,
-            drop_timestamps: bool = False, overwrite: bool = False) -> Dict[str, object]:
+            drop_timestamps: bool = False, core_scope: str = "all",
+            overwrite: bool = False) -> Dict[str, object]:
     """Writes the Ciao raw folder into ``out_dir``; returns the summary (row counts, timing)."""
     timer = common.Timer()
     if num_domains < 1:
         raise ValueError("num_domains must be >= 1")
+    if core_scope not in CORE_SCOPES:
+        raise ValueError(f"core_scope must be one of {CORE_SCOPES}, got {core_scope!r}")
+    if core_scope == "train" and drop_timestamps:
+        raise ValueError("core_scope=train needs the timestamps of the time split: drop "
+                         "drop_timestamps=true or core_scope=train")
     inter_path, domains_path = common.require_files(source_dir, INTERACTIONS, DOMAINS)
     common.prepare_out_dir(out_dir, overwrite)
     stats = common.DecodeStats()
@@ -110,6 +148,10 @@ def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: i
     d_arr, t_arr = np.asarray(d_col, np.int64), np.asarray(t_col, np.int64)
     rows_in_top = len(u_arr)
     keep = common.iterative_k_core(u_arr, i_arr, min_count)
+    cutoff = None
+    if core_scope == "train":
+        cutoff = protocol_cutoff(t_arr[keep], common.DEFAULT_EVAL_FRACTION)
+        keep = train_scope_core(u_arr, i_arr, t_arr, cutoff, min_count)
     u_arr, i_arr, d_arr, t_arr = u_arr[keep], i_arr[keep], d_arr[keep], t_arr[keep]
 
     labels = _domain_labels(domains_path, top, domain_names, stats)
@@ -139,8 +181,10 @@ def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: i
     spec = DatasetSpec(
         description=(
             f"Ciao product reviews (Tang et al., WSDM'12 / KDD'12): top {num_domains} "
-            f"categories as domains, iterative {min_count}-core on users and items, one entity "
-            "type 'item', every review a positive impression. "
+            f"categories as domains, iterative {min_count}-core on users and items"
+            + (" of the TRAIN rows (eval rows of the users and items it kept)"
+               if cutoff is not None else "")
+            + ", one entity type 'item', every review a positive impression. "
             + ("Protocol split: rows at or after the 90th percentile of timestamps are eval "
                "(eval_fraction 0.1)." if timed else
                "Timestamps dropped: seeded random split (eval_fraction 0.1).")
@@ -160,6 +204,11 @@ def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: i
               "rule": "eval = timestamp >= 90th percentile of timestamps"} if timed else
              {"kind": "random", "eval_fraction": common.DEFAULT_EVAL_FRACTION,
               "rule": "timestamps dropped: seeded random split"})
+    extra = {}
+    if cutoff is not None:
+        split["rule"] = ("eval = timestamp >= the 90th percentile of the protocol core's "
+                         "timestamps (cutoff_timestamp)")
+        split["cutoff_timestamp"] = extra["cutoff_timestamp"] = cutoff
     return common.summary(
         "ciao", out_dir, spec,
         impressions=n_impressions, positives=n_impressions,
@@ -170,9 +219,10 @@ def convert(source_dir: str, out_dir: str, *, num_domains: int = 5, min_count: i
         source_rows=source_rows, rows_in_top_domains=rows_in_top,
         domain_ids={labels[d]: d for d in top},
         num_domains=num_domains, min_count=min_count, min_rating=min_rating,
-        drop_timestamps=drop_timestamps,
+        drop_timestamps=drop_timestamps, core_scope=core_scope,
         skipped_rows=dict(malformed),
         duplicate_rows=sum(n - 1 for n in dup_keys.values()),
         items_in_several_domains=sum(1 for c in item_domains.values() if len(c) > 1),
+        **extra,
     )
 
