@@ -1000,8 +1000,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"Recall-all@N (macro average over domains) on {args.dataset}, warm queries, corpus "
             f"restricted to the {view['corpus_size']:,} entities with TRAIN rows "
             f"({view['entities_without_train_rows']:,} have none; their "
-            f"{view['ground_truth_dropped']:,} ground-truth entries dropped; — = a run measured "
-            f"before this view, see --reevaluate); {setup}", "warm_seen"))
+            f"{view['ground_truth_dropped']:,} ground-truth entries over all queries dropped; "
+            f"— = a run measured before this view, see --reevaluate); {setup}", "warm_seen"))
     claims = claims_table(results, ns[:3],
                           "warm" if warm_cold["warm"]["num_queries"] else "all")
     if claims:

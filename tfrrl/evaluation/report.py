@@ -248,7 +248,8 @@ def _seen_corpus_lines(result: Mapping[str, Any]) -> List[str]:
         {method_label(m, result): group[m] for m in methods},
         f"Recall-all@N, warm queries, corpus restricted to the {view['corpus_size']:,} entities "
         f"with TRAIN rows ({view['entities_without_train_rows']:,} have none: their "
-        f"{view['ground_truth_dropped']:,} ground-truth entries are dropped; a corpus built from "
+        f"{view['ground_truth_dropped']:,} ground-truth entries over all queries are dropped; a "
+        "corpus built from "
         "eval rows too tells a ranker which entities will be interacted with): "
         f"{group['num_queries']} queries, macro average over domains")]
 
