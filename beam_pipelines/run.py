@@ -113,7 +113,12 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
         raw_dir = keep_raw or tempfile.mkdtemp(prefix=f"tfrrl-{adapter}-raw-")
         tmp = None if keep_raw else raw_dir
         _say(f"adapter {adapter}: converting {input_dir} to the raw contract in {raw_dir}")
-        summary = adapters.convert(adapter, input_dir, raw_dir, **(adapter_options or {}))
+        try:
+            summary = adapters.convert(adapter, input_dir, raw_dir, **(adapter_options or {}))
+        except BaseException:
+            if tmp:  # nothing to keep of a conversion that failed
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         brief = {k: summary[k] for k in ("impressions", "users", "entities", "duplicate_rows")
                  if k in summary}
         if "domains" in summary:

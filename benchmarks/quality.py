@@ -279,6 +279,7 @@ def reevaluate(results: List[Dict], out: str, data_dir: str, queries, lookup, co
     model on the same queries must give the same numbers)."""
     import keras  # pylint: disable=import-outside-toplevel
 
+    from tfrrl.artifacts import run_folder  # pylint: disable=import-outside-toplevel
     from tfrrl.data.reader import PreparedDataset  # pylint: disable=import-outside-toplevel
     from tfrrl.training import trainer  # pylint: disable=import-outside-toplevel
 
@@ -286,7 +287,7 @@ def reevaluate(results: List[Dict], out: str, data_dir: str, queries, lookup, co
     notes = []
     for entry in results:
         run_dir = os.path.join(out, "runs", f"{entry['config']}-seed{entry['seed']}")
-        if not os.path.exists(os.path.join(run_dir, "model.weights.h5")):
+        if not os.path.exists(os.path.join(run_dir, run_folder.WEIGHTS_FILE)):
             notes.append(f"{entry['config']} seed {entry['seed']}: no trained model in "
                          f"{run_dir}, kept as it was")
             continue
@@ -877,9 +878,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ns = [n for n in NS if n <= queries.corpus_size] or [queries.corpus_size]
     # The reference baselines (and which queries are cold) once per dataset, on these queries,
     # wide enough for the view on the corpus of the entities with TRAIN rows.
-    seen = seen_corpus.entities_with_train_rows(queries.corpus)
-    refs = evaluation.reference_topns(data, queries, seen_corpus.needed_width(max(ns), seen),
-                                      ns)
+    seen = (seen_corpus.entities_with_train_rows(queries.corpus)
+            if "train_count" in queries.corpus else None)  # data of an older link: no view
+    refs = evaluation.reference_topns(
+        data, queries, max(ns) if seen is None else seen_corpus.needed_width(max(ns), seen), ns)
     say(f"{len(queries)} test queries ({int((~refs.cold).sum())} warm, {int(refs.cold.sum())} "
         f"cold), corpus {queries.corpus_size:,}; N = {ns}")
     if args.single:

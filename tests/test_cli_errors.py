@@ -85,6 +85,23 @@ def test_config_mistakes_name_the_key(tmp_path):
         in proc.stderr
 
 
+@pytest.mark.parametrize("option,expected", [
+    ("core_scope=eval", "adapter ciao: core_scope must be one of ('all', 'train'), got 'eval'"),
+    ("colour=red", "adapter ciao has no option colour; its options: num_domains,"),
+])
+def test_an_adapter_option_mistake_is_one_line(option, expected, tmp_path):
+    """Both are refused before any source file is read (so --input may be any folder), and
+    the adapter's temporary raw folder goes with them."""
+    proc = _tfrrl("prepare", "--adapter", "ciao", "--input", str(tmp_path), "--out",
+                  str(tmp_path / "data"), "--adapter-option", option,
+                  env_extra={"TMPDIR": str(tmp_path)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tfrrl prepare: error: --adapter-option: ") and expected in lines[0]
+    assert not list(tmp_path.glob("tfrrl-ciao-raw-*"))
+
+
 def test_verbose_shows_the_traceback_and_keeps_exit_code_2(tmp_path):
     proc = _tfrrl("report", "--run", str(tmp_path / "missing"), "-v")
     assert proc.returncode == 2

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                         "(e.g. configs/prepare/default.yaml)")
     adapter_options = parse_adapter_options(args.adapter_option)
     # Beam takes ~1 s to import and logs at import: kept out of `tfrrl --help`.
+    from beam_pipelines.adapters import AdapterError
     from beam_pipelines.run import OutputExistsError, run_prepare
 
     try:
@@ -92,4 +93,6 @@ def run(args: argparse.Namespace) -> int:
                     adapter_options=adapter_options, verbose=args.verbose)
     except OutputExistsError as err:  # the pipelines' own type: the message says --overwrite
         raise UserError(str(err)) from err
+    except AdapterError as err:  # an --adapter-option it does not know, or a value it refuses
+        raise UserError(f"--adapter-option: {err}") from err
     return 0
