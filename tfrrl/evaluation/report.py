@@ -100,7 +100,8 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
     lookup = lookup or FeatureLookup.from_dataset(data)
     if queries is None:
         queries = build_queries(data, lookup, max_queries, seed)
-    seen, width = _seen_and_width(queries, ns)
+    # Only the warm/cold groups get the seen-corpus view: without them, rank no wider than N.
+    seen, width = _seen_and_width(queries, ns) if cold is not None else (None, None)
     result, top, pop_top = _model_and_popularity(model, data, queries, ns, max_queries, seed,
                                                  query_chunk, corpus_chunk, progress, width)
     if cold is not None:
