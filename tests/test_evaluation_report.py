@@ -90,7 +90,20 @@ def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
             assert view["warm"][name]["corpus_size"] == view["corpus_size"]
             assert view["warm"][name]["num_queries"] + view["warm"][name]["num_excluded"] == \
                 groups["warm"]["num_queries"]
+    versus = result["versus_best_reference"]["warm"]  # the model against the best reference
+    if groups["warm"]["num_queries"]:
+        for n in (10, 20):
+            key = f"recall@{n}"
+            best = max(("popularity", "recent_popularity", "item_cf"),
+                       key=lambda m: groups["warm"][m]["macro"][key])
+            chosen = versus[key]["model"]
+            assert groups["warm"][chosen["reference"]]["macro"][key] == \
+                groups["warm"][best]["macro"][key]
+            assert chosen["difference"] == pytest.approx(
+                groups["warm"]["model"]["macro"][key] - groups["warm"][best]["macro"][key])
+            assert chosen["queries"] == groups["warm"]["num_queries"]
     text = format_evaluation(result)
+    assert ("against the best reference at each N" in text) == bool(versus)
     assert ("corpus restricted to the" in text) == view["computed"]
     assert "Recall-retrieval@N" in text and "entity fairness @20" in text
     assert text.startswith("Protocol: ") and "warm queries — the headline" in text

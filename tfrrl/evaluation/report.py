@@ -6,7 +6,8 @@
 * :func:`evaluation_report` — that, plus the other reference baselines on the same queries
   (recent popularity and item-item CF in domain, :mod:`tfrrl.evaluation.references`), every
   method on the warm queries (the headline) and on the cold ones apart, Recall@N per entity
-  type, the entity-fairness report, AUC / gAUC and, given a
+  type, whether the model beats the best reference on the warm queries (a paired bootstrap over
+  them, :mod:`tfrrl.evaluation.significance`), the entity-fairness report, AUC / gAUC and, given a
   :class:`~tfrrl.evaluation.retrieval.Retriever`, Recall-retrieval@N (Eq. 27) of the served model
   on the same queries;
 * :func:`format_evaluation` — the text ``tfrrl evaluate`` prints.
@@ -34,6 +35,7 @@ from tfrrl.evaluation.references import (DEFAULT_VALIDATION_FRACTION, REFERENCES
 from tfrrl.evaluation.retrieval import Retriever, retrieval_topn
 from tfrrl.evaluation.seen_corpus import (MAX_UNSEEN, entities_with_train_rows, needed_width,
                                           seen_corpus_report)
+from tfrrl.evaluation.significance import format_versus, versus_best_reference
 from tfrrl.evaluation.text import entity_type
 from tfrrl.evaluation.topn import PairScoringModel, model_topn
 from tfrrl.progress import Progress
@@ -143,6 +145,20 @@ def seen_corpus_view(topn: Mapping[str, np.ndarray], queries: Queries, ns: Seque
                                                    {"warm": ~cold, "cold": cold})}
 
 
+def versus_reference_view(topn: Mapping[str, np.ndarray], queries: Queries, ns: Sequence[int],
+                          cold: np.ndarray) -> Dict[str, Any]:
+    """The model (and the shifted model, if ranked) against the best reference at each N on the
+    warm queries: :func:`~tfrrl.evaluation.significance.versus_best_reference` (a paired,
+    domain-stratified bootstrap over the queries); ``{"warm": {}}`` without warm queries."""
+    warm = ~np.asarray(cold, bool)
+    if not warm.any():
+        return {"warm": {}}
+    methods = [m for m in ("model", SHIFTED) if m in topn]
+    return {"warm": versus_best_reference({m: t[warm] for m, t in topn.items()},
+                                          subset_queries(queries, warm), ns, methods,
+                                          REFERENCES)}
+
+
 def warm_cold_report(topn: Mapping[str, np.ndarray], queries: Queries, ns: Sequence[int],
                      cold: np.ndarray) -> Dict[str, Any]:
     """Recall-all@N of every method (``topn``: name → its top-N of ``queries``) on the warm and
@@ -204,6 +220,8 @@ def evaluation_report(model, data: PreparedDataset, ns: Sequence[int],
                                            references.cold)
     result["seen_corpus"] = seen_corpus_view({**methods, **references.topn}, queries, ns,
                                              references.cold, seen)
+    result["versus_best_reference"] = versus_reference_view(
+        {**methods, **references.topn}, queries, ns, references.cold)
     types = [entity_type(k) for k in queries.corpus[ENTITY_KEY]]
     n_f = min(fairness_n, queries.corpus_size)
     result["per_entity_type"] = {recall_key(n): recall_by_entity_type(
@@ -273,6 +291,12 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
                 "domains"))
         elif name in groups:
             lines.append(f"{title}: none")
+    versus = result.get("versus_best_reference", {}).get("warm")
+    if versus:
+        lines.append("warm queries, against the best reference at each N (relative difference "
+                     "of macro Recall@N, 95% interval and p of a paired bootstrap over the "
+                     "queries, stratified by domain):")
+        lines.append(format_versus(versus, lambda m: method_label(m, result)))
     lines.extend(_seen_corpus_lines(result))
     window = result.get("references", {}).get("recent_popularity", {})
     if window.get("timestamps"):
