@@ -254,16 +254,18 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
 
 def recall_fields(model, data, lookup, queries, cold) -> Dict[str, Any]:
     """A run's Recall-all@N entries: every query (``recall``), the warm and the cold ones
-    (``recall_warm_cold``) and both on the corpus of the entities with TRAIN rows
+    (``recall_warm_cold``), both on the corpus of the entities with TRAIN rows
     (``recall_seen_corpus``, tfrrl/evaluation/seen_corpus.py; absent when every entity has
-    TRAIN rows)."""
+    TRAIN rows) and each warm query's (``recall_per_query_warm``, for
+    :func:`versus_reference_table`)."""
     from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
 
     evaluated = evaluation.evaluate_model(model, data, lookup, NS, queries=queries,
                                           corpus_chunk=1024, cold=cold)
     fields = {"recall": evaluated["model"], "recall_warm_cold": {
         g: evaluated["warm_cold"][g].get("model")
-        for g in ("warm", "cold") if evaluated["warm_cold"][g]["num_queries"]}}
+        for g in ("warm", "cold") if evaluated["warm_cold"][g]["num_queries"]},
+        "recall_per_query_warm": evaluated["warm_per_query"]}
     view = evaluated["seen_corpus"]
     if view.get("computed"):
         fields["recall_seen_corpus"] = {g: view[g]["model"] for g in ("warm", "cold")
@@ -596,6 +598,52 @@ def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[i
         lines.append(f"| {name} | — | " + " | ".join(
             f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns)
             + " | — | — | — | — | — | — | — |")
+    return "\n".join(lines) + "\n"
+
+
+def versus_reference_table(results: List[Dict], reference_topn: Dict[str, np.ndarray], queries,
+                           cold: np.ndarray, ns: Sequence[int], labels: Dict[str, str]) -> str:
+    """Each config against the best reference at each N on the warm queries: its per-query
+    Recall@N averaged over its seeds (``recall_per_query_warm``) against the reference's, by
+    a paired bootstrap over the queries stratified by domain
+    (tfrrl/evaluation/significance.py). A config with a run measured before per-query recall
+    was kept gets "—". Empty without warm queries."""
+    from tfrrl.evaluation import queries as query_module  # pylint: disable=import-outside-toplevel
+    from tfrrl.evaluation import significance  # pylint: disable=import-outside-toplevel
+
+    warm = ~np.asarray(cold, bool)
+    if not warm.any():
+        return ""
+    part = query_module.subset_queries(queries, warm)
+    refs = {m: significance.per_query_recall(top[warm], part, ns)
+            for m, top in reference_topn.items()}
+    keys = [f"recall@{n}" for n in ns]
+    best = {k: significance.best_reference({m: r[k] for m, r in refs.items()}, part.domains)
+            for k in keys}
+    lines = [f"Each config against the best reference at each N, warm queries ({len(part)}): "
+             "the relative difference of macro Recall@N (the config's per-query recall "
+             "averaged over its seeds), its 95% interval and p by a paired bootstrap over the "
+             f"queries stratified by domain ({significance.DEFAULT_RESAMPLES:,} resamples; "
+             "query noise only, the seed spread is in the tables above). Against: "
+             + ", ".join(f"@{n} {labels[best[k]]}" for n, k in zip(ns, keys)), "",
+             "| method | seeds | " + " | ".join(f"@{n}" for n in ns) + " |",
+             "|---|---|" + "---|" * len(ns)]
+    for name in dict.fromkeys(r["config"] for r in results):
+        runs = [r for r in results if r["config"] == name]
+        stored = [r.get("recall_per_query_warm") or {} for r in runs]
+        cells = []
+        for k in keys:
+            vectors = [np.asarray([np.nan if v is None else v for v in s[k]], np.float64)
+                       for s in stored if k in s]
+            if len(vectors) != len(runs) or any(len(v) != len(part) for v in vectors):
+                cells.append("—")
+                continue
+            c = significance.paired_bootstrap(np.mean(np.stack(vectors), axis=0),
+                                              refs[best[k]][k], part.domains)
+            lo, hi = c["interval"]
+            cells.append(f"{c['relative'] * 100:+.1f}% [{lo * 100:+.1f}%, {hi * 100:+.1f}%] "
+                         f"p {c['p']:.2f}")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -1004,6 +1052,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"({view['entities_without_train_rows']:,} have none; their "
             f"{view['ground_truth_dropped']:,} ground-truth entries over all queries dropped; "
             f"— = a run measured before this view, see --reevaluate); {setup}", "warm_seen"))
+    versus = versus_reference_table(results, refs.topn, queries, refs.cold, ns[:3], labels)
+    if versus:
+        tables.append(versus)
     claims = claims_table(results, ns[:3],
                           "warm" if warm_cold["warm"]["num_queries"] else "all")
     if claims:

@@ -46,6 +46,13 @@ def test_evaluate_model_on_the_corpus_of_entities_with_train_rows(hand_built_eva
     pop = view["warm"]["popularity"]
     assert pop["effective_ns"] == [1, 2, 7]
     assert pop["macro"] == {"recall@1": 0.5, "recall@2": 0.5, "recall@50": 1.0}
+    # Each warm query's recall: one query per domain here, so the per-query values are the
+    # per-domain ones; @50 (the whole corpus of 8) finds every ground truth.
+    per_query = result["warm_per_query"]
+    model = result["warm_cold"]["warm"]["model"]["per_domain"]
+    for key in ("recall@1", "recall@2"):
+        assert per_query[key] == [model["d0"][key], model["d1"][key]]
+    assert per_query["recall@50"] == [1.0, 1.0]
 
 
 def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):

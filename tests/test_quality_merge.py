@@ -408,3 +408,32 @@ def test_reevaluate_measures_a_finished_run_again(small_synthetic_prepared, tmp_
     again = json.loads(path.read_text())["runs"][0]
     assert again["recall"]["macro"] == pytest.approx(measured, abs=1e-12)
     assert set(again["recall_warm_cold"]) <= {"warm", "cold"}
+
+
+def test_versus_reference_table_pools_seeds_on_the_same_queries():
+    import numpy as np
+
+    from tfrrl.evaluation.queries import Queries
+
+    # Corpus 4; warm q0 (d0, G {0}), q1 (d1, G {1}); q2 is cold and left out.
+    queries = Queries(domains=np.asarray(["d0", "d1", "d0"], object),
+                      ground_truth=[np.asarray([0]), np.asarray([1]), np.asarray([2])],
+                      corpus_size=4, user_ids=np.asarray([b"u0", b"u1", b"u2"]),
+                      domain_names=["d0", "d1"])
+    cold = np.asarray([False, False, True])
+    # popularity @1: q0 hits, q1 misses → per-query [1, 0], macro 0.5; item-CF never hits.
+    refs = {"popularity": np.asarray([[0, 1], [2, 3], [2, 3]]),
+            "item_cf": np.asarray([[3, 2], [3, 2], [3, 2]])}
+    labels = {"popularity": "popularity", "item_cf": "item-item CF"}
+    # Two seeds of "a": [1, 1] and [1, 0] → pooled [1, 0.5], macro 0.75: +50% over 0.5, and
+    # every stratified resample redraws the one query of each domain, so the interval is
+    # [+50%, +50%] and p 0. "b" has a run measured before per-query recall was kept: "—".
+    runs = [{"config": "a", "seed": 0, "recall_per_query_warm": {"recall@1": [1.0, 1.0]}},
+            {"config": "a", "seed": 1, "recall_per_query_warm": {"recall@1": [1.0, 0.0]}},
+            {"config": "b", "seed": 0}]
+    table = quality.versus_reference_table(runs, refs, queries, cold, [1], labels)
+    assert "Against: @1 popularity" in table and "warm queries (2)" in table
+    assert "| a | 2 | +50.0% [+50.0%, +50.0%] p 0.00 |" in table
+    assert "| b | 1 | — |" in table
+    assert quality.versus_reference_table(runs, refs, queries, np.ones(3, bool), [1],
+                                          labels) == ""

@@ -35,7 +35,8 @@ from tfrrl.evaluation.references import (DEFAULT_VALIDATION_FRACTION, REFERENCES
 from tfrrl.evaluation.retrieval import Retriever, retrieval_topn
 from tfrrl.evaluation.seen_corpus import (MAX_UNSEEN, entities_with_train_rows, needed_width,
                                           seen_corpus_report)
-from tfrrl.evaluation.significance import format_versus, versus_best_reference
+from tfrrl.evaluation.significance import (format_versus, per_query_recall,
+                                           versus_best_reference)
 from tfrrl.evaluation.text import entity_type
 from tfrrl.evaluation.topn import PairScoringModel, model_topn
 from tfrrl.progress import Progress
@@ -97,8 +98,10 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
     """Recall-all@N of ``model`` and of the popularity baseline on the same queries
     (``progress``: report the queries scored on stdout); given ``cold`` (bool [Q], e.g.
     :attr:`~tfrrl.evaluation.references.ReferenceRankings.cold`), also on the warm and the
-    cold queries apart (``warm_cold``, :func:`warm_cold_report`), and both again on the corpus
-    of the entities with TRAIN rows (``seen_corpus``, :func:`seen_corpus_view`)."""
+    cold queries apart (``warm_cold``, :func:`warm_cold_report`), both again on the corpus
+    of the entities with TRAIN rows (``seen_corpus``, :func:`seen_corpus_view`), and each warm
+    query's Recall@N (``warm_per_query``: recall@N → [warm Q], None for an empty ground truth).
+    """
     lookup = lookup or FeatureLookup.from_dataset(data)
     if queries is None:
         queries = build_queries(data, lookup, max_queries, seed)
@@ -110,6 +113,13 @@ def evaluate_model(model: PairScoringModel, data: PreparedDataset,
         methods = {"model": top, "popularity": pop_top}
         result["warm_cold"] = warm_cold_report(methods, queries, ns, cold)
         result["seen_corpus"] = seen_corpus_view(methods, queries, ns, cold, seen)
+        warm = ~np.asarray(cold, bool)
+        # Each warm query's recall (NaN → None): what a paired comparison on the same queries
+        # needs (tfrrl.evaluation.significance), e.g. pooled over a benchmark's seeds.
+        result["warm_per_query"] = {
+            key: [None if v != v else float(v) for v in values]
+            for key, values in per_query_recall(top[warm], subset_queries(queries, warm),
+                                                ns).items()} if warm.any() else {}
     return result
 
 

@@ -100,6 +100,21 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, domains: Sequence[Any],
             "queries": int(len(a)), "domains": len(names), "resamples": int(resamples)}
 
 
+def per_query_recall(topn: np.ndarray, queries: Queries, ns: Sequence[int]
+                     ) -> Dict[str, np.ndarray]:
+    """``{recall@N: float [Q]}``: each query's Recall-all@N (NaN: empty ground truth), N capped
+    at the corpus size as in :func:`~tfrrl.evaluation.recall.recall_report`."""
+    corpus = queries.corpus_size
+    return {recall_key(n): recall_at_n(topn, queries.ground_truth, min(int(n), corpus), corpus)
+            for n in ns}
+
+
+def best_reference(per_query: Mapping[str, np.ndarray], domains: Sequence[Any]) -> str:
+    """The method of ``per_query`` (name → per-query values [Q]) with the best macro mean
+    (queries with NaN left out; the first listed wins a tie)."""
+    return max(per_query, key=lambda m: _nan_macro(per_query[m], domains))
+
+
 def versus_best_reference(topn: Mapping[str, np.ndarray], queries: Queries, ns: Sequence[int],
                           methods: Sequence[str], references: Sequence[str],
                           resamples: int = DEFAULT_RESAMPLES, seed: int = 0
@@ -108,17 +123,16 @@ def versus_best_reference(topn: Mapping[str, np.ndarray], queries: Queries, ns: 
     per-query Recall@N against the reference (of ``references``) with the best macro Recall@N
     on ``queries``, which it names. ``topn``: method → its top-N rows of ``queries``.
     ``{recall@N: {method: {"reference": name, **bootstrap}}}``."""
-    corpus = queries.corpus_size
+    recalls = {m: per_query_recall(topn[m], queries, ns)
+               for m in list(methods) + list(references) if m in topn}
     out: Dict[str, Dict[str, Any]] = {}
-    for n in (int(n) for n in ns):
-        n_eff = min(n, corpus)
-        per_query = {m: recall_at_n(topn[m], queries.ground_truth, n_eff, corpus)
-                     for m in list(methods) + list(references) if m in topn}
-        present = [r for r in references if r in per_query]
+    for key in (recall_key(int(n)) for n in ns):
+        per_query = {m: r[key] for m, r in recalls.items()}
+        present = {r: per_query[r] for r in references if r in per_query}
         if not present:
             continue
-        best = max(present, key=lambda r: _nan_macro(per_query[r], queries.domains))
-        out[recall_key(n)] = {
+        best = best_reference(present, queries.domains)
+        out[key] = {
             m: {"reference": best, **paired_bootstrap(per_query[m], per_query[best],
                                                       queries.domains, resamples, seed=seed)}
             for m in methods if m in per_query}
