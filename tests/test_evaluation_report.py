@@ -115,6 +115,10 @@ def test_evaluation_report_has_every_section_and_formats(tiny_indexed_export):
     assert "Recall-retrieval@N" in text and "entity fairness @20" in text
     assert text.startswith("Protocol: ") and "warm queries — the headline" in text
     assert "item-item CF" in text and "recent popularity (w=" in text
+    brief = format_evaluation(result, brief=True)  # `tfrrl evaluate --brief`
+    assert text.startswith(brief.rsplit("\n", 1)[0]) and len(brief) < len(text)
+    assert "entity fairness @" not in brief and brief.splitlines()[-1].startswith("left out")
+    assert "Recall-retrieval@N" in brief.splitlines()[-1]
 
 
 def test_warm_and_cold_queries_by_hand():

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on the time hold-out of TRAIN with TIME_RUN, a run of the same "
                              "config trained with --set train.validation_split=time (it may be "
                              "--run itself)")
+    parser.add_argument("--brief", action="store_true",
+                        help="print only the warm and cold tables and the comparison with the "
+                             "best reference (evaluation.json keeps everything)")
     parser.add_argument("--fairness-n", type=int, default=100,
                         help="N of the entity-fairness report (share of top-N slots per entity "
                              "type)")
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                                           validation_fraction=fraction or None,
                                           prior_shift=shift,
                                           retrieve_options={"ef": args.ef} if args.ef else None)
-    print(evaluation.format_evaluation(result))
+    print(evaluation.format_evaluation(result, brief=args.brief))
     path = run_folder.write_json(args.run, run_folder.EVALUATION_FILE, result, default=float)
     say(f"wrote {path}; a page of it: tfrrl report --run {args.run}")
     return 0

@@ -283,10 +283,11 @@ def _seen_corpus_lines(result: Mapping[str, Any]) -> List[str]:
         f"{group['num_queries']} queries, macro average over domains")]
 
 
-def format_evaluation(result: Mapping[str, Any]) -> str:
+def format_evaluation(result: Mapping[str, Any], brief: bool = False) -> str:
     """The text ``tfrrl evaluate`` prints: the protocol, the warm queries (the headline) and the
-    cold ones, the model beside every reference at every N, then the per-domain table of all
-    queries and the other sections."""
+    cold ones, the model beside every reference at every N and against the best one, then the
+    per-domain table of all queries and the other sections; ``brief``: up to the comparison
+    with the best reference, then one line naming what was left out."""
     first = result["model"]
     lines = [PROTOCOL_SUMMARY.format(corpus=first["corpus_size"])]
     groups = result.get("warm_cold", {})
@@ -307,6 +308,11 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
                      "of macro Recall@N, 95% interval and p of a paired bootstrap over the "
                      "queries, stratified by domain):")
         lines.append(format_versus(versus, lambda m: method_label(m, result)))
+    if brief:
+        lines.append("left out (--brief): the corpus of the entities with TRAIN rows, how the "
+                     "references were chosen, per domain, per entity type, entity fairness, "
+                     "AUC/gAUC" + (", Recall-retrieval@N" if "retrieval" in result else ""))
+        return "\n".join(lines)
     lines.extend(_seen_corpus_lines(result))
     window = result.get("references", {}).get("recent_popularity", {})
     if window.get("timestamps"):
