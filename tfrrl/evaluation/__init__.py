@@ -33,10 +33,9 @@ from tfrrl.evaluation.significance import paired_bootstrap, versus_best_referenc
 from tfrrl.evaluation.topn import PairScoringModel, model_topn, topn_indices
 
 __all__ = ["DEFAULT_NS", "ENTITY_INPUTS", "PairScoringModel", "Queries", "REFERENCES",
-           "Retriever", "auc",
-           "build_queries", "entity_fairness", "evaluate_model", "evaluation_report",
-           "format_evaluation", "format_report", "gauc", "model_topn", "paired_bootstrap", "popularity_topn",
-           "popularity_topn_from_counts", "recall_at_n", "recall_by_entity_type", "recall_key",
-           "recall_report", "reference_topns", "retrieval_topn", "scored_impressions",
-           "seen_corpus_view",
-           "topn_indices", "train_counts", "versus_best_reference", "warm_cold_report"]
+           "Retriever", "auc", "build_queries", "entity_fairness", "evaluate_model",
+           "evaluation_report", "format_evaluation", "format_report", "gauc", "model_topn",
+           "paired_bootstrap", "popularity_topn", "popularity_topn_from_counts", "recall_at_n",
+           "recall_by_entity_type", "recall_key", "recall_report", "reference_topns",
+           "retrieval_topn", "scored_impressions", "seen_corpus_view", "topn_indices",
+           "train_counts", "versus_best_reference", "warm_cold_report"]
