@@ -83,6 +83,9 @@ def hand_run(tmp_path):
                                "item_cf": recall_report(0.39)},
                       "cold": {"num_queries": 2, "model": recall_report(0.2),
                                "popularity": recall_report(0.1)}},
+        "versus_best_reference": {"warm": {"recall@10": {"model": {
+            "reference": "item_cf", "n": 10, "difference": 0.0625, "relative": 0.125,
+            "interval": [-0.25, 0.5], "p": 0.375}}}},
         "seen_corpus": {"computed": True, "definition": "corpus restricted",
                         "corpus_size": 7, "entities_without_train_rows": 1,
                         "ground_truth_dropped": 1,
@@ -207,6 +210,9 @@ def test_every_number_is_the_runs_json_and_nothing_else_is_a_number(hand_run):
     # The warm queries again on the corpus of the entities with TRAIN rows.
     must.add(("evaluation.json", ("seen_corpus", "warm", "model", "macro", "recall@20")))
     must.add(("evaluation.json", ("seen_corpus", "warm", "num_queries")))
+    for path in (("n",), ("relative",), ("interval", 0), ("interval", 1), ("p",)):
+        must.add(("evaluation.json",
+                  ("versus_best_reference", "warm", "recall@10", "model") + path))
     for method in ("recent_popularity", "item_cf"):  # only the warm group has them here
         must.add(("evaluation.json", ("warm_cold", "warm", method, "macro", "recall@20")))
     for key in ("loss", "ce_loss", "val_loss", "uwl_weight_dal_shared"):

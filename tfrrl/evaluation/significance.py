@@ -122,19 +122,21 @@ def versus_best_reference(topn: Mapping[str, np.ndarray], queries: Queries, ns: 
     """For each N and each of ``methods`` (e.g. the model): :func:`paired_bootstrap` of its
     per-query Recall@N against the reference (of ``references``) with the best macro Recall@N
     on ``queries``, which it names. ``topn``: method → its top-N rows of ``queries``.
-    ``{recall@N: {method: {"reference": name, **bootstrap}}}``."""
+    ``{recall@N: {method: {"reference": name, "n": N, **bootstrap}}}``."""
     recalls = {m: per_query_recall(topn[m], queries, ns)
                for m in list(methods) + list(references) if m in topn}
     out: Dict[str, Dict[str, Any]] = {}
-    for key in (recall_key(int(n)) for n in ns):
+    for n in (int(n) for n in ns):
+        key = recall_key(n)
         per_query = {m: r[key] for m, r in recalls.items()}
         present = {r: per_query[r] for r in references if r in per_query}
         if not present:
             continue
         best = best_reference(present, queries.domains)
         out[key] = {
-            m: {"reference": best, **paired_bootstrap(per_query[m], per_query[best],
-                                                      queries.domains, resamples, seed=seed)}
+            m: {"reference": best, "n": n,
+                **paired_bootstrap(per_query[m], per_query[best], queries.domains, resamples,
+                                   seed=seed)}
             for m in methods if m in per_query}
     return out
 

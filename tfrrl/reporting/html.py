@@ -283,7 +283,31 @@ def warm_cold_section(sources: RunSources) -> str:
                          "have none: a "
                          "corpus built from eval rows too tells a ranker which entities will "
                          "be interacted with)" if seen.get("computed") else "")))
+    parts.append(versus_table(document, num))
     return "".join(parts)
+
+
+def versus_table(document: Mapping[str, Any], num: Numbers) -> str:
+    """The model (and the shifted model) against the best reference at each N on the warm
+    queries (``versus_best_reference``: a paired bootstrap over them); "" when not measured."""
+    versus = (document.get("versus_best_reference") or {}).get("warm") or {}
+    rows = []
+    for key, per_method in versus.items():
+        for method, c in per_method.items():
+            path = ("versus_best_reference", "warm", key, method)
+            rows.append([esc(method), num(*path, "n"), esc(c["reference"]), num(*path, "relative"),
+                         f"[{num(*path, 'interval', 0)}, {num(*path, 'interval', 1)}]",
+                         num(*path, "p")])
+    if not rows:
+        return ""
+    return ("<h3>Against the best reference, warm queries</h3>"
+            + table(["method", "N", "best reference", "relative difference",
+                     "interval", "p"], rows)
+            + note("Macro Recall@N of the method against the reference with the best macro "
+                   "Recall@N at that N, on the same warm queries: a paired bootstrap over the "
+                   "queries, stratified by domain; the interval holds the central share "
+                   "`level` of the resampled relative differences, p is two-sided: how much of "
+                   "the difference could be which queries the eval split holds."))
 
 
 def entity_section(sources: RunSources) -> str:
