@@ -118,6 +118,7 @@ def test_peg_weights_sum_to_one_over_experts_for_every_dimension():
     {"gate": "peg", "prior_width": 6},
     {"gate": "peg", "prior_width": 6, "elementwise": False},
     {"gate": "softmax", "routing": "stem", "set_widths": (5, 4, 3)},
+    {"gate": "softmax", "route_rows": False},
 ])
 def test_get_config_round_trip(kwargs):
     args = {"num_domains": 2, "set_widths": (5, 7), "expert_units": (8, 4), "tower_units": (4,),
@@ -125,6 +126,7 @@ def test_get_config_round_trip(kwargs):
     layer = MultiEmbeddingBackbone(**args, name="backbone")
     again = MultiEmbeddingBackbone.from_config(layer.get_config())
     assert again.get_config() == layer.get_config()
+    assert again.get_config()["route_rows"] == kwargs.get("route_rows", True)
     width = sum(args["set_widths"]) + args.get("prior_width", 0)
     out = again(tf.random.normal([3, 5, width]), tf.constant([0, 1, 1]), tf.zeros([3, 4]))
     assert out["scores"].shape == (3, 5)

@@ -115,6 +115,36 @@ def test_stem_stop_gradient_between_domains(data):
     assert model.backbone.expert_names[0] == "shared"
 
 
+@pytest.mark.parametrize("backbone", list(CONFIGS))
+def test_rows_routed_to_their_domain_equal_every_domain_on_every_row(data, backbone):
+    """model.multi_embedding.route_rows (the default) runs each row through its own domain's
+    gate and tower only; every domain on every row, then selected, gives the same scores and
+    the same gradient of every variable (STEM's stop-gradient included)."""
+    model = _model(data, backbone)
+    users, entities = _eval_batch(data, 32)
+    enc_users = model.encode_users(users)
+    assert len(set(enc_users["domain_index"].numpy().tolist())) > 1  # rows of several domains
+    results = []
+    for routed in (True, False):
+        model.backbone._config["route_rows"] = routed
+        with tf.GradientTape() as tape:
+            out = model.score_pairs(model.encode_users(users), model.encode_entities(entities))
+            loss = tf.reduce_sum(tf.square(out["scores"]))
+        variables = model.trainable_variables
+        grads = [tf.convert_to_tensor(g) if g is not None else None
+                 for g in tape.gradient(loss, variables)]
+        results.append((out["scores"].numpy(), grads))
+    (routed_scores, routed_grads), (all_scores, all_grads) = results
+    np.testing.assert_allclose(routed_scores, all_scores, rtol=1e-5, atol=1e-6)
+    assert sum(g is not None for g in routed_grads) > 0
+    for v, a, b in zip(model.trainable_variables, routed_grads, all_grads):
+        assert (a is None) == (b is None) or float(tf.norm(a if a is not None else b)) == 0.0, \
+            v.path
+        if a is not None and b is not None:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6,
+                                       err_msg=v.path)
+
+
 def test_ame_sets_have_their_own_widths(data):
     model = _model(data, "ame")
     assert model.scorer.embeddings.dim == 4 and model.scorer.input_sets.sets[0].embeddings.dim == 8

@@ -118,6 +118,10 @@ class MultiEmbeddingConfig:
     prior_dim: int = 8  # peg: width of each prior field embedding (l = 3 · prior_dim)
     # expert MLPs end with ReLU (Crocodile §4.2/§4.5: outputs >= 0); False: linear last layer
     expert_relu: bool = True
+    # Each row through its own domain's gate and tower only (routing.route_by_domain), not
+    # every domain's on every row then one selected: the same scores and gradients, at 1/K of
+    # the gates' and towers' cost (a speed switch; false = the earlier every-domain path).
+    route_rows: bool = True
     disentanglement: DisentanglementConfig = dataclasses.field(
         default_factory=DisentanglementConfig)
 

@@ -21,8 +21,10 @@ r_m (Crocodile Eq. 3–4: O^(p) = MLP^(p)(e^(p))); every expert ends at the same
                        tfrrl.losses.disentanglement, added by MatchingModel.compute_losses)
 =====================  =========================================================================
 
-Outputs: ``scores`` [B, C] (each row through its own domain's tower, :func:`select_domain`)
-and ``expert_outputs`` [B, C, M, d] (the disentanglement losses and tfrrl.analysis use them).
+Outputs: ``scores`` [B, C] (each row through its own domain's gate and tower:
+:func:`route_by_domain` runs them on the domain's rows only; ``route_rows=False`` runs every
+domain on every row and selects, :func:`select_domain`: the same values) and
+``expert_outputs`` [B, C, M, d] (the disentanglement losses and tfrrl.analysis use them).
 
 Open points (defaults, switches in ``model.multi_embedding``): experts end with ReLU
 (``expert_relu``; Crocodile §4.5 relies on O ≥ 0, Tencent §4.2 needs a non-linearity); one
@@ -40,7 +42,7 @@ from keras import layers
 
 from tfrrl.model.backbones.peg import PriorElementwiseGate, mix_experts
 from tfrrl.model.backbones.registry import COLUMNWISE, DISENTANGLEMENT, register_backbone
-from tfrrl.model.backbones.routing import select_domain
+from tfrrl.model.backbones.routing import route_by_domain, select_domain
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers
 from tfrrl.model.encoders import embedding_sets
 from tfrrl.model.layers import mlp
@@ -55,7 +57,7 @@ class MultiEmbeddingBackbone(MultiBranchLayer):
     def __init__(self, num_domains: int, set_widths: Sequence[int], expert_units: Sequence[int],
                  tower_units: Sequence[int], gate: str = "softmax", prior_width: int = 0,
                  elementwise: bool = True, routing: str = "all", expert_relu: bool = True,
-                 dropout: float = 0.0, **kwargs):
+                 dropout: float = 0.0, route_rows: bool = True, **kwargs):
         super().__init__(**kwargs)
         if gate not in ("softmax", "peg"):
             raise ValueError(f"gate must be softmax or peg, got {gate!r}")
@@ -69,7 +71,8 @@ class MultiEmbeddingBackbone(MultiBranchLayer):
         self._config = {"num_domains": num_domains, "set_widths": tuple(set_widths),
                         "expert_units": tuple(expert_units), "tower_units": tuple(tower_units),
                         "gate": gate, "prior_width": prior_width, "elementwise": elementwise,
-                        "routing": routing, "expert_relu": expert_relu, "dropout": dropout}
+                        "routing": routing, "expert_relu": expert_relu, "dropout": dropout,
+                        "route_rows": route_rows}
         self.num_sets = len(set_widths)
         self.split = [int(w) for w in set_widths] + ([int(prior_width)] if prior_width else [])
         d = int(expert_units[-1])
@@ -107,19 +110,33 @@ class MultiEmbeddingBackbone(MultiBranchLayer):
                                                else None)
         outputs = [e(x, training=training) for e, x in zip(self.experts, sets)]
         experts = tf.stack(outputs, axis=-2)  # [B, C, M, d]
-        per_domain = []
-        for k, (gate, tower) in enumerate(zip(self.gates, self.towers)):
-            own = set(self._own_sets(k))
+        # Per row: the sets, the prior (PEG) and the experts' outputs its domain's gate reads.
+        inputs = list(sets) + list(outputs) + ([prior] if prior is not None else [])
+        per_domain = [self._domain_score(k, training) for k in range(self._config["num_domains"])]
+        if self._config["route_rows"]:
+            scores = route_by_domain(per_domain, domain_index, *inputs)
+        else:
+            scores = select_domain([fn(*inputs) for fn in per_domain], domain_index)
+        return {"scores": scores, "expert_outputs": experts}
+
+    def _domain_score(self, k: int, training: bool):
+        """Domain k's gate, expert mix and tower on rows given as (sets…, expert outputs…,
+        [prior]) → scores [rows, C]."""
+        gate, tower, m_sets = self.gates[k], self.towers[k], self.num_sets
+        own = set(self._own_sets(k))
+
+        def score(*args):
+            sets, outputs = args[:m_sets], args[m_sets:2 * m_sets]
             # STEM: the other domains' experts are seen forward only (no gradient back).
             seen = tf.stack([o if m in own else tf.stop_gradient(o)
                              for m, o in enumerate(outputs)], axis=-2)
             if self._config["gate"] == "peg":
-                weights = gate(prior)  # [B, C, M, d or 1]
+                weights = gate(args[2 * m_sets])  # [rows, C, M, d or 1]
             else:
                 weights = gate(tf.concat([sets[m] for m in sorted(own)], -1))[..., None]
-            fused = mix_experts(weights, seen)
-            per_domain.append(tf.squeeze(tower(fused, training=training), -1))
-        return {"scores": select_domain(per_domain, domain_index), "expert_outputs": experts}
+            return tf.squeeze(tower(mix_experts(weights, seen), training=training), -1)
+
+        return score
 
 
 # Decorators apply bottom-up: registered as multi_embedding, stem, ame, crocodile.
@@ -137,4 +154,4 @@ def make_multi_embedding(config, num_domains: int) -> MultiEmbeddingBackbone:
                                   elementwise=me.peg_elementwise,
                                   routing="stem" if config.backbone == "stem" else "all",
                                   expert_relu=me.expert_relu, dropout=config.dropout,
-                                  name="backbone")
+                                  route_rows=me.route_rows, name="backbone")
