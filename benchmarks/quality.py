@@ -638,11 +638,8 @@ def versus_reference_table(results: List[Dict], reference_topn: Dict[str, np.nda
             if len(vectors) != len(runs) or any(len(v) != len(part) for v in vectors):
                 cells.append("—")
                 continue
-            c = significance.paired_bootstrap(np.mean(np.stack(vectors), axis=0),
-                                              refs[best[k]][k], part.domains)
-            lo, hi = c["interval"]
-            cells.append(f"{c['relative'] * 100:+.1f}% [{lo * 100:+.1f}%, {hi * 100:+.1f}%] "
-                         f"p {c['p']:.2f}")
+            cells.append(significance.format_comparison(significance.paired_bootstrap(
+                np.mean(np.stack(vectors), axis=0), refs[best[k]][k], part.domains)))
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

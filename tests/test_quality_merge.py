@@ -433,7 +433,7 @@ def test_versus_reference_table_pools_seeds_on_the_same_queries():
             {"config": "b", "seed": 0}]
     table = quality.versus_reference_table(runs, refs, queries, cold, [1], labels)
     assert "Against: @1 popularity" in table and "warm queries (2)" in table
-    assert "| a | 2 | +50.0% [+50.0%, +50.0%] p 0.00 |" in table
+    assert "| a | 2 | +50.0% [+50.0%, +50.0%], p 0.00 |" in table
     assert "| b | 1 | — |" in table
     assert quality.versus_reference_table(runs, refs, queries, np.ones(3, bool), [1],
                                           labels) == ""

@@ -147,6 +147,13 @@ def _nan_macro(values: np.ndarray, domains: Sequence[Any]) -> float:
         else float("-inf")
 
 
+def format_comparison(comparison: Mapping[str, Any]) -> str:
+    """``"+5.6% [-3.3%, +16.2%], p 0.25"``: a :func:`paired_bootstrap` result in one cell."""
+    lo, hi = comparison["interval"]
+    return (f"{comparison['relative'] * 100:+.1f}% [{lo * 100:+.1f}%, {hi * 100:+.1f}%], "
+            f"p {comparison['p']:.2f}")
+
+
 def format_versus(comparison: Mapping[str, Mapping[str, Any]],
                   label: Optional[Callable[[str], str]] = None) -> str:
     """One line per method and N: the relative difference against that N's best reference, its
@@ -155,11 +162,9 @@ def format_versus(comparison: Mapping[str, Mapping[str, Any]],
     methods = list(dict.fromkeys(m for per_n in comparison.values() for m in per_n))
     lines = []
     for m in methods:
-        for key, per_n in comparison.items():
+        for per_n in comparison.values():
             if m in per_n:
                 c = per_n[m]
-                lo, hi = c["interval"]
-                lines.append(f"  {name(m)} @{key.split('@')[-1]}: {c['relative'] * 100:+.1f}% "
-                             f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%], p {c['p']:.2f}, against "
+                lines.append(f"  {name(m)} @{c['n']}: {format_comparison(c)}, against "
                              f"{name(c['reference'])}")
     return "\n".join(lines)

@@ -110,8 +110,10 @@ class MultiEmbeddingBackbone(MultiBranchLayer):
                                                else None)
         outputs = [e(x, training=training) for e, x in zip(self.experts, sets)]
         experts = tf.stack(outputs, axis=-2)  # [B, C, M, d]
-        # Per row: the sets, the prior (PEG) and the experts' outputs its domain's gate reads.
-        inputs = list(sets) + list(outputs) + ([prior] if prior is not None else [])
+        # Per row: the experts' outputs and what its domain's gate reads (the prior for PEG,
+        # else the sets' pair representations); only those are split by domain.
+        gate_input = [prior] if self._config["gate"] == "peg" else list(sets)
+        inputs = list(outputs) + gate_input
         per_domain = [self._domain_score(k, training) for k in range(self._config["num_domains"])]
         if self._config["route_rows"]:
             scores = route_by_domain(per_domain, domain_index, *inputs)
@@ -120,20 +122,20 @@ class MultiEmbeddingBackbone(MultiBranchLayer):
         return {"scores": scores, "expert_outputs": experts}
 
     def _domain_score(self, k: int, training: bool):
-        """Domain k's gate, expert mix and tower on rows given as (sets…, expert outputs…,
-        [prior]) → scores [rows, C]."""
+        """Domain k's gate, expert mix and tower on rows given as (expert outputs…, then the
+        prior for PEG or the sets…) → scores [rows, C]."""
         gate, tower, m_sets = self.gates[k], self.towers[k], self.num_sets
         own = set(self._own_sets(k))
 
         def score(*args):
-            sets, outputs = args[:m_sets], args[m_sets:2 * m_sets]
+            outputs, gate_input = args[:m_sets], args[m_sets:]
             # STEM: the other domains' experts are seen forward only (no gradient back).
             seen = tf.stack([o if m in own else tf.stop_gradient(o)
                              for m, o in enumerate(outputs)], axis=-2)
             if self._config["gate"] == "peg":
-                weights = gate(args[2 * m_sets])  # [rows, C, M, d or 1]
+                weights = gate(gate_input[0])  # [rows, C, M, d or 1]
             else:
-                weights = gate(tf.concat([sets[m] for m in sorted(own)], -1))[..., None]
+                weights = gate(tf.concat([gate_input[m] for m in sorted(own)], -1))[..., None]
             return tf.squeeze(tower(mix_experts(weights, seen), training=training), -1)
 
         return score
