@@ -203,11 +203,14 @@ def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, 
     versions = record_code_version(run_dir, code_version())
     # A run killed mid-training (a session's end) resumes from its backup: weights, data
     # position, history and early stopping go on where they were. A backup of another
-    # experiment (e.g. the config gained a field since) cannot be resumed: start over.
+    # experiment (e.g. the config gained a field since) cannot be resumed: it is set aside
+    # (never deleted: older code can still resume it) and the run starts over.
     try:
         model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=True)
-    except BackupMismatchError as e:
-        say(f"{e}: training {config_name} seed {seed} from the start")
+    except BackupMismatchError:
+        kept = trainer.set_aside_backup(run_dir)
+        say(f"{config_name} seed {seed}: the backup in {run_dir} is of a different experiment "
+            f"or dataset (its fingerprint differs); set aside as {kept}; training from the start")
         os.remove(os.path.join(run_dir, CODE_FILE))  # started over: this code only
         versions = record_code_version(run_dir, versions[-1])
         model, history = trainer.train(exp, data_dir, run_dir, verbose=2, resume=False)

@@ -145,6 +145,30 @@ def test_rows_routed_to_their_domain_equal_every_domain_on_every_row(data, backb
                                        err_msg=v.path)
 
 
+class _BeforeRouteRows:
+    """An experiment as the code before ``model.multi_embedding.route_rows`` recorded it."""
+
+    def __init__(self, exp):
+        self.exp, self.model, self.train = exp, exp.model, exp.train
+
+    def to_dict(self):
+        values = self.exp.to_dict()
+        del values["model"]["multi_embedding"]["route_rows"]
+        return values
+
+
+@pytest.mark.parametrize("backbone", ["rrl", "stem"])
+def test_backups_from_before_route_rows_resume(data, backbone):
+    # The key is in every experiment's config, multi-embedding or not: without the legacy
+    # entry every backup taken before it (the Backbone's too) stopped resuming.
+    exp = _experiment(backbone)
+    assert (trainer.run_fingerprint(exp, data, 10)
+            == trainer.run_fingerprint(_BeforeRouteRows(exp), data, 10))
+    every_domain = _experiment(backbone, ["model.multi_embedding.route_rows=false"])
+    assert trainer.run_fingerprint(every_domain, data, 10) != trainer.run_fingerprint(exp, data,
+                                                                                       10)
+
+
 def test_ame_sets_have_their_own_widths(data):
     model = _model(data, "ame")
     assert model.scorer.embeddings.dim == 4 and model.scorer.input_sets.sets[0].embeddings.dim == 8

@@ -170,6 +170,25 @@ def test_early_stopping_and_history_go_on_across_a_restart(tmp_path):
     assert _epochs([fresh], _StubModel(), range(2, 5)) is None
 
 
+def test_a_backup_that_cannot_resume_is_set_aside_not_deleted(tmp_path):
+    # The quality benchmark starts a run over when its backup is of another experiment; the
+    # backup (hours of training, resumable by the code that wrote it) moves beside the run.
+    assert trainer.set_aside_backup(str(tmp_path)) is None  # no backup: nothing to move
+    for weights in ("w-first", "w-second"):
+        backup = TrainingBackup(str(tmp_path / "backup"), every_steps=100, fingerprint="abc")
+        model = _StubModel()
+        model.weights = weights
+        backup.set_model(model)
+        backup.on_epoch_end(0, {"loss": 1.0})
+        kept = trainer.set_aside_backup(str(tmp_path))
+        assert not (tmp_path / "backup").exists()
+        restored = _StubModel()
+        TrainingBackup(kept, every_steps=100, fingerprint="abc").restore(restored)
+        assert restored.weights == weights  # the set-aside copy still resumes
+    # The second one does not overwrite the first.
+    assert sorted(os.listdir(tmp_path)) == ["backup-set-aside-abc", "backup-set-aside-abc-2"]
+
+
 def test_a_second_fit_call_keeps_the_patience_count():
     # A resume inside an epoch makes two fit calls; the second must not reset the count.
     early = RunEarlyStopping("val_ce_loss", patience=2)

@@ -241,10 +241,14 @@ def fit_schedule(start_step: int, steps: int, epochs: int) -> List[Tuple[int, in
     return plan
 
 
-# Config keys added after backups existed, with the (resolved) value that reproduces the code
-# before them: at that value a key is left out of the fingerprint, so an older backup resumes.
+# Config keys added after backups existed (their path in ``ExperimentConfig.to_dict()``), with
+# the (resolved) value under which a backup taken before the key resumes: at that value the key
+# is left out of the fingerprint. Each is the value that reproduces the code before the key,
+# except ``route_rows``: both of its paths compute the same function
+# (tests/test_multi_embedding.py), so the default resumes.
 FINGERPRINT_LEGACY = {("model", "user_id_input"): True, ("train", "monitor_queries"): 1000,
-                      ("model", "example_age"): False}
+                      ("model", "example_age"): False,
+                      ("model", "multi_embedding", "route_rows"): True}
 
 
 def run_fingerprint(exp: ExperimentConfig, data: PreparedDataset, steps: int) -> str:
@@ -253,13 +257,34 @@ def run_fingerprint(exp: ExperimentConfig, data: PreparedDataset, steps: int) ->
     value left out) and the dataset's statistics."""
     cfg = exp.to_dict()
     cfg["model"]["user_id_input"] = resolved_model_config(exp, data).user_id_input
-    for (section, key), legacy in FINGERPRINT_LEGACY.items():
-        if cfg[section].get(key) == legacy:
-            del cfg[section][key]
+    for path, legacy in FINGERPRINT_LEGACY.items():
+        *parents, key = path
+        section = cfg
+        for name in parents:
+            section = section.get(name, {})
+        if key in section and section[key] == legacy:
+            del section[key]
     cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "epochs"}
     blob = json.dumps({"experiment": cfg, "stats": data.stats, "steps": steps},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def set_aside_backup(out_dir: str) -> Optional[str]:
+    """Moves the run folder's backup (one that cannot be resumed, e.g. of another experiment)
+    to ``backup-set-aside-<its fingerprint>`` beside it, so a fresh start loses nothing;
+    returns the new path (None when there was no backup)."""
+    backup_dir = run_folder.path(out_dir, run_folder.BACKUP_DIR)
+    state = TrainingBackup.read_state(backup_dir)
+    if state is None:
+        return None
+    target = f"{backup_dir}-set-aside-{state.get('fingerprint', 'unknown')}"
+    suffix = 1
+    while os.path.exists(target + ("" if suffix == 1 else f"-{suffix}")):
+        suffix += 1
+    target += "" if suffix == 1 else f"-{suffix}"
+    os.replace(backup_dir, target)
+    return target
 
 
 def train(exp: ExperimentConfig, data_dir: str, out_dir: str,
