@@ -609,8 +609,9 @@ def versus_reference_table(results: List[Dict], reference_topn: Dict[str, np.nda
     """Each config against the best reference at each N on the warm queries: its per-query
     Recall@N averaged over its seeds (``recall_per_query_warm``) against the reference's, by
     a paired bootstrap over the queries stratified by domain
-    (tfrrl/evaluation/significance.py). A config with a run measured before per-query recall
-    was kept gets "—". Empty without warm queries."""
+    (tfrrl/evaluation/significance.py). Only the runs that kept it count (a run measured
+    before per-query recall was kept does not: "1 of 3" seeds); none: "—". Empty without
+    warm queries."""
     from tfrrl.evaluation import queries as query_module  # pylint: disable=import-outside-toplevel
     from tfrrl.evaluation import significance  # pylint: disable=import-outside-toplevel
 
@@ -633,17 +634,20 @@ def versus_reference_table(results: List[Dict], reference_topn: Dict[str, np.nda
              "|---|---|" + "---|" * len(ns)]
     for name in dict.fromkeys(r["config"] for r in results):
         runs = [r for r in results if r["config"] == name]
-        stored = [r.get("recall_per_query_warm") or {} for r in runs]
-        cells = []
-        for k in keys:
-            vectors = [np.asarray([np.nan if v is None else v for v in s[k]], np.float64)
-                       for s in stored if k in s]
-            if len(vectors) != len(runs) or any(len(v) != len(part) for v in vectors):
-                cells.append("—")
-                continue
-            cells.append(significance.format_comparison(significance.paired_bootstrap(
-                np.mean(np.stack(vectors), axis=0), refs[best[k]][k], part.domains)))
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+        # The runs that kept every N's per-query recall on these queries; a run measured
+        # before per-query recall was kept is left out, and the seeds column says so.
+        vectors = [[np.asarray([np.nan if v is None else v for v in stored[k]], np.float64)
+                    for k in keys]
+                   for stored in (r.get("recall_per_query_warm") or {} for r in runs)
+                   if all(k in stored and len(stored[k]) == len(part) for k in keys)]
+        seeds = str(len(runs)) if len(vectors) == len(runs) else f"{len(vectors)} of {len(runs)}"
+        if not vectors:
+            cells = ["—"] * len(keys)
+        else:
+            cells = [significance.format_comparison(significance.paired_bootstrap(
+                np.mean(np.stack([v[i] for v in vectors]), axis=0), refs[best[k]][k],
+                part.domains)) for i, k in enumerate(keys)]
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -427,13 +427,17 @@ def test_versus_reference_table_pools_seeds_on_the_same_queries():
     labels = {"popularity": "popularity", "item_cf": "item-item CF"}
     # Two seeds of "a": [1, 1] and [1, 0] → pooled [1, 0.5], macro 0.75: +50% over 0.5, and
     # every stratified resample redraws the one query of each domain, so the interval is
-    # [+50%, +50%] and p 0. "b" has a run measured before per-query recall was kept: "—".
+    # [+50%, +50%] and p 0. "b" has only a run measured before per-query recall was kept:
+    # "—". "c" has one of each: its one kept run [1, 1] (macro 1.0, +100%) counts, "1 of 2".
     runs = [{"config": "a", "seed": 0, "recall_per_query_warm": {"recall@1": [1.0, 1.0]}},
             {"config": "a", "seed": 1, "recall_per_query_warm": {"recall@1": [1.0, 0.0]}},
-            {"config": "b", "seed": 0}]
+            {"config": "b", "seed": 0},
+            {"config": "c", "seed": 0},
+            {"config": "c", "seed": 1, "recall_per_query_warm": {"recall@1": [1.0, 1.0]}}]
     table = quality.versus_reference_table(runs, refs, queries, cold, [1], labels)
     assert "Against: @1 popularity" in table and "warm queries (2)" in table
     assert "| a | 2 | +50.0% [+50.0%, +50.0%], p 0.00 |" in table
-    assert "| b | 1 | — |" in table
+    assert "| b | 0 of 1 | — |" in table
+    assert "| c | 1 of 2 | +100.0% [+100.0%, +100.0%], p 0.00 |" in table
     assert quality.versus_reference_table(runs, refs, queries, np.ones(3, bool), [1],
                                           labels) == ""
