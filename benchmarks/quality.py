@@ -67,7 +67,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -415,6 +415,39 @@ def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str
     except ValueError as error:
         raise ValueError(f"{error}: report them from separate folders") from None
     return merged, notes
+
+
+def rename_runs(others: Sequence[Tuple[str, Dict]], renames: Dict[str, str],
+                expected_record: Callable[[str, int], Dict[str, Any]]
+                ) -> Tuple[List[Tuple[str, Dict]], List[str]]:
+    """The other results files with the runs of a config since renamed reported under its new
+    name (``renames``: old → new; ``--rename OLD=NEW``), and a note per run. Only a run whose
+    kept experiment equals what the new name trains today (``expected_record(new, seed)``; a
+    key newer than the run is not compared) is renamed, else ValueError: a name must not
+    gather two models."""
+    out, notes = [], []
+    for path, stored in others:
+        runs = []
+        for run in stored.get("runs", []):
+            new = renames.get(run["config"])
+            if new is None:
+                runs.append(run)
+                continue
+            if "experiment" not in run:
+                raise ValueError(f"{run['config']} seed {run['seed']} of {path} kept no "
+                                 "experiment record, so it cannot be checked against "
+                                 f"{new}: report it under its own name")
+            differences = experiment_differences(run["experiment"],
+                                                 expected_record(new, run["seed"]))
+            if differences:
+                raise ValueError(f"{run['config']} seed {run['seed']} of {path} is not the "
+                                 f"experiment {new} trains today ({'; '.join(differences[:3])}"
+                                 f"{'; …' if len(differences) > 3 else ''})")
+            runs.append({**run, "config": new, "renamed_from": run["config"]})
+            notes.append(f"{run['config']} seed {run['seed']} of {path} reported as {new} "
+                         "(the same experiment, kept under its earlier name)")
+        out.append((path, {**stored, "runs": runs}))
+    return out, notes
 
 
 def _stats_of(folder: str) -> Optional[Dict]:
@@ -838,6 +871,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "training budget, e.g. other seeds) or of a kept results file "
                              "(a path ending in .json, e.g. under benchmarks/results/); "
                              "repeatable; they are not copied into OUT")
+    parser.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                        help="with --merge: report the merged runs of config OLD (a name since "
+                             "changed) as NEW, when the experiment they kept equals what NEW "
+                             "trains today (else refused); repeatable")
     parser.add_argument("--keep", metavar="FILE",
                         help="also write OUT's runs with the prepared data's stats to FILE, "
                              "e.g. benchmarks/results/<dataset>/<name>.json: a copy to commit, "
@@ -910,6 +947,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          else f"--merge {other}: no such file")
         with open(other_path, encoding="utf-8") as f:
             others.append((other_path, json.load(f)))
+    renames = {}
+    for item in args.rename:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            parser.error(f"--rename {item}: expected OLD=NEW, e.g. "
+                         "backbone_rrl_uwl_cap=backbone_rrl")
+        renames[old] = new
+    try:
+        others, rename_notes = rename_runs(others, renames, lambda name, seed: experiment_record(
+            run_experiment(args.dataset, name, seed, args).to_dict()))
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(f"--rename: {error}")
+    for note in rename_notes:
+        say(note)
     merge_args = {key: getattr(args, key) for key in MERGE_KEYS}
     merge_args["data"] = os.path.abspath(paths["data"])
     others = [(path, {**stored, "args": {**stored.get("args", {}), "data": _same_data_as(

@@ -441,3 +441,28 @@ def test_versus_reference_table_pools_seeds_on_the_same_queries():
     assert "| c | 1 of 2 | +100.0% [+100.0%, +100.0%], p 0.00 |" in table
     assert quality.versus_reference_table(runs, refs, queries, np.ones(3, bool), [1],
                                           labels) == ""
+
+
+def test_a_renamed_config_is_reported_under_its_new_name_only_if_the_same_experiment():
+    # Kept seed 0 of "old_name" trained {lr 0.001}; today "new_name" trains the same, and
+    # "other" trains lr 0.01. The rename moves the run under new_name and says so; a rename
+    # onto another experiment, or of a run without a record, is refused.
+    today = {"new_name": {"model": {"backbone": "rrl"}, "train": {"learning_rate": 0.001}},
+             "other": {"model": {"backbone": "rrl"}, "train": {"learning_rate": 0.01}}}
+    kept = ("k.json", {"runs": [
+        {"config": "old_name", "seed": 0,
+         "experiment": {"model": {"backbone": "rrl"}, "train": {"learning_rate": 0.001}}},
+        {"config": "dnn", "seed": 0}]})
+    others, notes = quality.rename_runs([kept], {"old_name": "new_name"},
+                                        lambda name, seed: today[name])
+    runs = others[0][1]["runs"]
+    assert [(r["config"], r.get("renamed_from")) for r in runs] == [("new_name", "old_name"),
+                                                                   ("dnn", None)]
+    assert notes == ["old_name seed 0 of k.json reported as new_name (the same experiment, "
+                     "kept under its earlier name)"]
+    with pytest.raises(ValueError, match="not the experiment other trains today "
+                                         r"\(train.learning_rate: 0.001 vs 0.01\)"):
+        quality.rename_runs([kept], {"old_name": "other"}, lambda name, seed: today[name])
+    with pytest.raises(ValueError, match="kept no experiment record"):
+        quality.rename_runs([kept], {"dnn": "new_name"}, lambda name, seed: today[name])
+    assert quality.rename_runs([kept], {}, lambda name, seed: today[name]) == ([kept], [])
