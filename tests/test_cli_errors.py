@@ -228,3 +228,24 @@ def test_evaluate_ef_without_an_export_is_one_line(tmp_path):
     proc = _tfrrl("evaluate", "--run", str(tmp_path / "missing"), "--ef", "400")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("tfrrl evaluate: error: --ef")
+
+
+def test_a_changed_setting_into_the_same_run_folder_is_one_line(small_synthetic_prepared,
+                                                                 tmp_path):
+    """The run folder holds a backup of another experiment (the user changed a --set and kept
+    --out): one line that says what to do, and the backup is kept."""
+    backup = tmp_path / "r" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "latest.json").write_text('{"step": 4, "epoch": 0, "weights": "w.h5", '
+                                        '"fingerprint": "another"}', encoding="utf-8")
+    sets = []
+    for s in TINY_MODEL + ["train.steps_per_epoch=4", "train.eval_steps=2"]:
+        sets += ["--set", s]
+    proc = _tfrrl("train", "--config", "configs/synthetic/two_tower.yaml", "--data",
+                  str(small_synthetic_prepared), "--out", str(tmp_path / "r"), "--epochs", "1",
+                  *sets)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tfrrl train: error:") and "different experiment" in last
+    assert "--no-resume" in last
+    assert (backup / "latest.json").exists()

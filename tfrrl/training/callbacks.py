@@ -107,8 +107,9 @@ class RunEarlyStopping(keras.callbacks.EarlyStopping):
         self.best_epoch = int(state["best_epoch"])
 
 
-class BackupMismatchError(ValueError):
-    """A backup was taken for another experiment or dataset (its fingerprint differs)."""
+class BackupMismatchError(UserError, ValueError):
+    """A backup was taken for another experiment or dataset (its fingerprint differs): the
+    user changed a setting or the data and trained into the same run folder."""
 
 
 class TrainingBackup(keras.callbacks.Callback):
@@ -167,8 +168,10 @@ class TrainingBackup(keras.callbacks.Callback):
             return 0
         if state.get("fingerprint") != self.fingerprint:
             raise BackupMismatchError(
-                f"{self.backup_dir} holds a backup of a different experiment or dataset; remove "
-                "it (or train into a new --out) to start over")
+                f"{self.backup_dir} holds a backup of a different experiment or dataset (a "
+                "setting or the data changed since it was taken): train into another run "
+                "folder, or start over in this one (`tfrrl train --no-resume` deletes the "
+                "backup)")
         model.build_optimizers()
         model.load_weights(os.path.join(self.backup_dir, state["weights"]))
         self.step = int(state["step"])
