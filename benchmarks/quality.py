@@ -172,13 +172,14 @@ def record_code_version(run_dir: str, version: str) -> List[str]:
 
 
 def code_note(results: Sequence[Dict[str, Any]]) -> str:
-    """One line per code version that trained the table's runs (runs resumed by other code
-    marked), so a table assembled over sessions says which rows share the same code."""
+    """One line per code version that trained the table's runs (runs resumed by other code and
+    runs merged under a config's new name marked), so a table assembled over sessions says which rows share the same code."""
     by_version: Dict[str, List[str]] = {}
     for r in results:
         versions = r.get("code") or ["not recorded"]
         key = " → ".join(versions) + (" (resumed by other code)" if len(versions) > 1 else "")
-        by_version.setdefault(key, []).append(f"{r['config']}:{r['seed']}")
+        renamed = f" (kept as {r['renamed_from']})" if r.get("renamed_from") else ""
+        by_version.setdefault(key, []).append(f"{r['config']}:{r['seed']}{renamed}")
     if not by_version:
         return ""
     if len(by_version) == 1:

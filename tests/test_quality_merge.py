@@ -460,6 +460,7 @@ def test_a_renamed_config_is_reported_under_its_new_name_only_if_the_same_experi
                                                                    ("dnn", None)]
     assert notes == ["old_name seed 0 of k.json reported as new_name (the same experiment, "
                      "kept under its earlier name)"]
+    assert "new_name:0 (kept as old_name), dnn:0" in quality.code_note(runs)
     with pytest.raises(ValueError, match="not the experiment other trains today "
                                          r"\(train.learning_rate: 0.001 vs 0.01\)"):
         quality.rename_runs([kept], {"old_name": "other"}, lambda name, seed: today[name])
