@@ -182,7 +182,7 @@ def code_note(results: Sequence[Dict[str, Any]]) -> str:
         by_version.setdefault(key, []).append(f"{r['config']}:{r['seed']}{renamed}")
     if not by_version:
         return ""
-    if len(by_version) == 1:
+    if len(by_version) == 1 and not any(r.get("renamed_from") for r in results):
         return f"\ncode: every run by {next(iter(by_version))}\n"
     return "\ncode versions (config:seed):\n" + "".join(
         f"- {k}: {', '.join(v)}\n" for k, v in by_version.items())
