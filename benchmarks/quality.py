@@ -64,6 +64,7 @@ import functools
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -173,7 +174,8 @@ def record_code_version(run_dir: str, version: str) -> List[str]:
 
 def code_note(results: Sequence[Dict[str, Any]]) -> str:
     """One line per code version that trained the table's runs (runs resumed by other code and
-    runs merged under a config's new name marked), so a table assembled over sessions says which rows share the same code."""
+    runs merged under a config's new name marked), so a table assembled over sessions says
+    which rows share the same code."""
     by_version: Dict[str, List[str]] = {}
     for r in results:
         versions = r.get("code") or ["not recorded"]
@@ -553,9 +555,23 @@ def keep_results(results_path: str, keep_path: str, data_dir: str) -> int:
         raise ValueError(f"{error}: keep them in separate files") from None
     os.makedirs(os.path.dirname(os.path.abspath(keep_path)), exist_ok=True)
     with open(keep_path, "w", encoding="utf-8") as f:
-        json.dump(stored, f, indent=2, default=float)
-        f.write("\n")
+        f.write(compact_json(stored) + "\n")
     return len(stored.get("runs", []))
+
+
+# An array whose items are all on their own lines and hold no bracket or brace: one scalar each.
+_SCALAR_ARRAY = re.compile(r"\[\n([^\[\]{}]*?)\n\s*\]")
+
+
+def compact_json(obj: Any) -> str:
+    """``obj`` as indented JSON with every array of scalars on one line: a kept file's per-query
+    recall (thousands of numbers per run) one line per vector instead of one per number. The
+    same values: if a string's brackets fooled the pattern, the plain indented form is used."""
+    indented = json.dumps(obj, indent=2, default=float)
+    compact = _SCALAR_ARRAY.sub(
+        lambda m: "[" + ", ".join(line.strip().rstrip(",") for line in m.group(1).splitlines())
+        + "]", indented)
+    return compact if json.loads(compact) == json.loads(indented) else indented
 
 
 def results_file(path: str) -> str:

@@ -467,3 +467,16 @@ def test_a_renamed_config_is_reported_under_its_new_name_only_if_the_same_experi
     with pytest.raises(ValueError, match="kept no experiment record"):
         quality.rename_runs([kept], {"dnn": "new_name"}, lambda name, seed: today[name])
     assert quality.rename_runs([kept], {}, lambda name, seed: today[name]) == ([kept], [])
+
+
+def test_a_kept_file_writes_each_vector_on_one_line_with_the_same_values():
+    stored = {"args": {"ns": [50, 100]}, "runs": [
+        {"config": "a", "note": "x", "recall_per_query_warm": {"recall@1": [1.0, None, 0.5]},
+         "nested": [[1, 2], [3]], "empty": []}]}
+    text = quality.compact_json(stored)
+    assert json.loads(text) == stored
+    assert '"recall@1": [1.0, null, 0.5]' in text and '"ns": [50, 100]' in text
+    assert text.count("\n") < json.dumps(stored, indent=2).count("\n")
+    # A string whose bracket would fool the pattern: the plain indented form, same values.
+    tricky = {"names": ["a]", "b"]}
+    assert json.loads(quality.compact_json(tricky)) == tricky
