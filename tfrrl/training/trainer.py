@@ -278,11 +278,10 @@ def set_aside_backup(out_dir: str) -> Optional[str]:
     state = TrainingBackup.read_state(backup_dir)
     if state is None:
         return None
-    target = f"{backup_dir}-set-aside-{state.get('fingerprint', 'unknown')}"
-    suffix = 1
-    while os.path.exists(target + ("" if suffix == 1 else f"-{suffix}")):
-        suffix += 1
-    target += "" if suffix == 1 else f"-{suffix}"
+    base = f"{backup_dir}-set-aside-{state.get('fingerprint', 'unknown')}"
+    target, n = base, 2
+    while os.path.exists(target):  # an earlier set-aside of the same fingerprint stays
+        target, n = f"{base}-{n}", n + 1
     os.replace(backup_dir, target)
     return target
 
