@@ -80,6 +80,14 @@ def test_separation_is_welch_t_test():
     assert sweep.separation([4.7], [4.8, 4.9]) is None               # one seed: no test
 
 
+def test_separation_with_one_side_without_spread_is_quiet(recwarn):
+    # [0.44, 0.46] against three seeds of 0.42: standard error sqrt(0.0002 / 2 + 0) = 0.01,
+    # t = 0.03 / 0.01 = 3 with Welch's 1 degree of freedom; two-sided p = 1 - 2 atan(3) / pi
+    # = 0.2048. The constant side is a variance of 0, not a precision problem: no warning.
+    assert sweep.separation([0.44, 0.46], [0.42, 0.42, 0.42]) == pytest.approx(0.2048, abs=1e-3)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_chosen_yaml_loads_as_the_base_plus_the_overrides(tmp_path):
     overrides = ["train.learning_rate=0.003", "model.expert_units=[64,32]"]
     text = sweep.chosen_yaml("configs/synthetic/two_tower.yaml", overrides, "tuned\non val",

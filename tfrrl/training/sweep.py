@@ -19,6 +19,7 @@ import itertools
 import os
 import re
 import statistics
+import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
@@ -117,7 +118,10 @@ def separation(chosen: Sequence[float], runner_up: Sequence[float]) -> Optional[
         return 1.0 if chosen[0] == runner_up[0] else 0.0
     from scipy import stats
 
-    return float(stats.ttest_ind(list(chosen), list(runner_up), equal_var=False).pvalue)
+    with warnings.catch_warnings():  # one side's seeds all equal: its variance is 0, which
+        # Welch's test takes as it is; scipy would only warn that the moments cancel
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        return float(stats.ttest_ind(list(chosen), list(runner_up), equal_var=False).pvalue)
 
 
 def runner_up(values: Sequence[Optional[float]], monitor: str, best: int) -> Optional[int]:
