@@ -60,23 +60,24 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import functools
 import gc
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 
+from benchmarks.quality_results import (
+    CODE_FILE, MERGE_KEYS, REPO, check_one_experiment_per_config, code_version,
+    experiment_record, keep_results, merge_runs, record_code_version, recorded_flag,
+    rename_runs, results_file, same_data_as)
+from benchmarks.quality_tables import (
+    claims_table, code_note, paired_table, versus_reference_table, write_table)
 from tfrrl.progress import Progress
-from tfrrl.training import sweep
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ("dnn", "shared_bottom", "mmoe", "ple", "backbone", "backbone_dal",
                    "backbone_mvwdl", "backbone_rrl")
 NS = (50, 100, 200, 500, 2000)
@@ -136,58 +137,6 @@ def best_epoch_of(history: Dict[str, List[float]], monitor: str) -> int:
     from tfrrl.training.sweep import best_of_history  # pylint: disable=import-outside-toplevel
 
     return best_of_history(history, monitor)[1]
-
-
-CODE_FILE = "code_versions.txt"
-
-
-@functools.lru_cache(maxsize=None)
-def code_version() -> str:
-    """The checkout's commit (short hash), ``+changes`` when tracked files differ from it;
-    ``unknown`` outside a git checkout. Read once per process (:func:`main` asks first): a
-    process runs the code it imported, so a commit made while it runs does not relabel its
-    later runs."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=REPO).returncode
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+changes" if changed else "")
-
-
-def record_code_version(run_dir: str, version: str) -> List[str]:
-    """Appends ``version`` to the run folder's list when it differs from the last one (a run
-    resumed by other code) and returns the list: every code version that trained the run."""
-    path = os.path.join(run_dir, CODE_FILE)
-    versions = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            versions = [line.strip() for line in f if line.strip()]
-    if not versions or versions[-1] != version:
-        versions.append(version)
-        os.makedirs(run_dir, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(versions) + "\n")
-    return versions
-
-
-def code_note(results: Sequence[Dict[str, Any]]) -> str:
-    """One line per code version that trained the table's runs (runs resumed by other code and
-    runs merged under a config's new name marked), so a table assembled over sessions says
-    which rows share the same code."""
-    by_version: Dict[str, List[str]] = {}
-    for r in results:
-        versions = r.get("code") or ["not recorded"]
-        key = " → ".join(versions) + (" (resumed by other code)" if len(versions) > 1 else "")
-        renamed = f" (kept as {r['renamed_from']})" if r.get("renamed_from") else ""
-        by_version.setdefault(key, []).append(f"{r['config']}:{r['seed']}{renamed}")
-    if not by_version:
-        return ""
-    if len(by_version) == 1 and not any(r.get("renamed_from") for r in results):
-        return f"\ncode: every run by {next(iter(by_version))}\n"
-    return "\ncode versions (config:seed):\n" + "".join(
-        f"- {k}: {', '.join(v)}\n" for k, v in by_version.items())
 
 
 def run_one(dataset: str, config_name: str, seed: int, data_dir: str, out: str, args,
@@ -373,421 +322,6 @@ def run_side_by_side(argv: Sequence[str], todo: Sequence[Tuple[int, str]], out: 
                 yield futures[future], None, str(err)
 
 
-# What makes two results files one table: the same test queries and the same training budget.
-MERGE_KEYS = ("data", "max_queries", "monitor", "epochs", "steps_per_epoch", "patience")
-
-
-def recorded_flag(stored_args: Dict[str, Any], key: str, default: Any = None) -> Any:
-    """A flag's value as a results file recorded it; files from before ``--monitor`` (missing
-    or null) were measured on ``val_ce_loss``; another missing flag gives ``default``."""
-    value = stored_args.get(key, default)
-    return "val_ce_loss" if key == "monitor" and value is None else value
-
-
-def merge_runs(own: List[Dict], others: Sequence[Tuple[str, Dict]], dataset: str,
-               args: Dict[str, Any]) -> Tuple[List[Dict], List[str]]:
-    """``own`` runs followed by the runs of other results files (``(path, stored results.json)``)
-    of the same benchmark: the same dataset and the same values of :data:`MERGE_KEYS` (prepared
-    data, test queries, monitor, training budget; a key a file predates is not compared), and
-    one experiment per config name (:func:`check_one_experiment_per_config`), else
-    ValueError. A (config, seed) already present is kept as it is and the other copy skipped
-    (said in the returned notes). The merged list is for the report only."""
-    merged, notes = list(own), []
-    seen = {(r["config"], r["seed"]): "this --out" for r in own}
-    for path, stored in others:
-        if stored.get("dataset") != dataset:
-            raise ValueError(f"{path} holds {stored.get('dataset')} runs, not {dataset}")
-        theirs = stored.get("args", {})
-        for key in MERGE_KEYS:
-            if key not in theirs and key != "monitor":  # a flag newer than the file
-                continue
-            value = recorded_flag(theirs, key)
-            if key in args and value != args[key]:
-                raise ValueError(f"{path} was measured with --{key.replace('_', '-')} "
-                                 f"{value}, this table with {args[key]}")
-        for run in stored.get("runs", []):
-            key = (run["config"], run["seed"])
-            if key in seen:
-                notes.append(f"{run['config']} seed {run['seed']} of {path} left out: already "
-                             f"in {seen[key]}")
-                continue
-            seen[key] = path
-            merged.append(run)
-    try:
-        check_one_experiment_per_config(merged)
-    except ValueError as error:
-        raise ValueError(f"{error}: report them from separate folders") from None
-    return merged, notes
-
-
-def rename_runs(others: Sequence[Tuple[str, Dict]], renames: Dict[str, str],
-                expected_record: Callable[[str, int], Dict[str, Any]]
-                ) -> Tuple[List[Tuple[str, Dict]], List[str]]:
-    """The other results files with the runs of a config since renamed reported under its new
-    name (``renames``: old → new; ``--rename OLD=NEW``), and a note per run. Only a run whose
-    kept experiment equals what the new name trains today (``expected_record(new, seed)``; a
-    key newer than the run is not compared) is renamed, else ValueError: a name must not
-    gather two models."""
-    out, notes = [], []
-    for path, stored in others:
-        runs = []
-        for run in stored.get("runs", []):
-            new = renames.get(run["config"])
-            if new is None:
-                runs.append(run)
-                continue
-            if "experiment" not in run:
-                raise ValueError(f"{run['config']} seed {run['seed']} of {path} kept no "
-                                 "experiment record, so it cannot be checked against "
-                                 f"{new}: report it under its own name")
-            differences = experiment_differences(run["experiment"],
-                                                 expected_record(new, run["seed"]))
-            if differences:
-                raise ValueError(f"{run['config']} seed {run['seed']} of {path} is not the "
-                                 f"experiment {new} trains today ({'; '.join(differences[:3])}"
-                                 f"{'; …' if len(differences) > 3 else ''})")
-            runs.append({**run, "config": new, "renamed_from": run["config"]})
-            notes.append(f"{run['config']} seed {run['seed']} of {path} reported as {new} "
-                         "(the same experiment, kept under its earlier name)")
-        out.append((path, {**stored, "runs": runs}))
-    return out, notes
-
-
-def _stats_of(folder: str) -> Optional[Dict]:
-    """The ``stats.json`` of a prepared dataset folder, None when it has none (or is gone)."""
-    path = os.path.join(folder, "stats.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _same_data_as(ours: str, theirs: str, theirs_stats: Optional[Dict] = None) -> str:
-    """``ours`` (absolute) when ``theirs`` is the same prepared dataset: the same folder, or
-    one prepared alike elsewhere (the same ``stats.json``: split sizes, domains, corpus); else
-    ``theirs`` (absolute). ``theirs_stats`` (the ``data_stats`` a results file recorded) stands
-    in for the folder's ``stats.json`` when the folder is gone, e.g. a results file kept in
-    ``benchmarks/results/`` merged on another machine after preparing the data again."""
-    ours, theirs = os.path.abspath(ours), os.path.abspath(theirs)
-    if ours == theirs:
-        return ours
-    our_stats = _stats_of(ours)
-    their_stats = _stats_of(theirs)
-    if their_stats is None:
-        their_stats = theirs_stats
-    return ours if our_stats is not None and our_stats == their_stats else theirs
-
-
-def experiment_record(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """What a results entry keeps of the experiment that trained its run: the resolved config's
-    ``model`` and ``train`` sections (``ExperimentConfig.to_dict`` or a run folder's
-    ``config.yaml``) without the seed, which has its own field. Two runs of one row must have
-    equal records: a config renamed, or a default changed since (e.g. ``model.rrl.
-    uwl_max_weight``), gives the same name to another model."""
-    record = {"model": cfg.get("model", {}),
-              "train": {k: v for k, v in cfg.get("train", {}).items() if k != "seed"}}
-    return json.loads(json.dumps(record, default=str))  # as results.json holds it: lists
-
-
-def experiment_differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
-    """``"dotted.key: A vs B"`` for every value the two records hold differently; a key only one
-    of them has (a field newer than the other run) is not compared."""
-    out = []
-    for key in sorted(set(a) & set(b)):
-        x, y = a[key], b[key]
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += experiment_differences(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(f"{prefix}{key}: {x!r} vs {y!r}")
-    return out
-
-
-def check_one_experiment_per_config(runs: Sequence[Dict[str, Any]]) -> None:
-    """ValueError when two runs reported under one config name were trained as different
-    experiments (their ``experiment`` records differ; runs without a record are not
-    compared): one table row must be one model over seeds."""
-    first: Dict[str, Dict[str, Any]] = {}
-    for run in runs:
-        record = run.get("experiment")
-        if record is None:
-            continue
-        seen = first.setdefault(run["config"], run)
-        differences = experiment_differences(seen["experiment"], record)
-        if differences:
-            raise ValueError(
-                f"{run['config']} seed {seen['seed']} and seed {run['seed']} were trained as "
-                f"different experiments ({'; '.join(differences[:3])}"
-                f"{'; …' if len(differences) > 3 else ''})")
-
-
-def _backfill_experiments(results_path: str, runs: Sequence[Dict[str, Any]]) -> None:
-    """Runs recorded before entries kept their experiment get it from their run folder's
-    ``config.yaml`` (``OUT/runs/<config>-seed<S>/``) when it is still there."""
-    for run in runs:
-        path = os.path.join(os.path.dirname(results_path), "runs",
-                            f"{run['config']}-seed{run['seed']}", "config.yaml")
-        if "experiment" not in run and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                run["experiment"] = experiment_record(yaml.safe_load(f) or {})
-
-
-def keep_results(results_path: str, keep_path: str, data_dir: str) -> int:
-    """Writes the results file ``results_path`` to ``keep_path`` with the ``stats.json`` of
-    ``data_dir`` as its ``data_stats`` (what :func:`_same_data_as` matches a later merge by)
-    and every run's experiment (:func:`_backfill_experiments` for older entries), and returns
-    its number of runs. ValueError when there is no results file, when it was measured on
-    other data than ``data_dir`` (its recorded stats, or its data folder's, differ) or when one
-    config name holds two experiments."""
-    if not os.path.exists(results_path):
-        raise ValueError(f"no {results_path} to keep (no run finished yet)")
-    with open(results_path, encoding="utf-8") as f:
-        stored = json.load(f)
-    ours = os.path.abspath(data_dir)
-    theirs = stored.get("args", {}).get("data") or ours
-    if _same_data_as(ours, theirs, stored.get("data_stats")) != ours:
-        raise ValueError(f"{results_path} was measured on {theirs}, not on the data of --data "
-                         f"{data_dir} (their stats.json differ, or theirs is gone)")
-    stored["data_stats"] = _stats_of(ours)
-    _backfill_experiments(results_path, stored.get("runs", []))
-    try:
-        check_one_experiment_per_config(stored.get("runs", []))
-    except ValueError as error:
-        raise ValueError(f"{error}: keep them in separate files") from None
-    os.makedirs(os.path.dirname(os.path.abspath(keep_path)), exist_ok=True)
-    with open(keep_path, "w", encoding="utf-8") as f:
-        f.write(compact_json(stored) + "\n")
-    return len(stored.get("runs", []))
-
-
-# An array whose items are all on their own lines and hold no bracket or brace: one scalar each.
-_SCALAR_ARRAY = re.compile(r"\[\n([^\[\]{}]*?)\n\s*\]")
-
-
-def compact_json(obj: Any) -> str:
-    """``obj`` as indented JSON with every array of scalars on one line: a kept file's per-query
-    recall (thousands of numbers per run) one line per vector instead of one per number. The
-    same values: if a string's brackets fooled the pattern, the plain indented form is used."""
-    indented = json.dumps(obj, indent=2, default=float)
-    compact = _SCALAR_ARRAY.sub(
-        lambda m: "[" + ", ".join(line.strip().rstrip(",") for line in m.group(1).splitlines())
-        + "]", indented)
-    return compact if json.loads(compact) == json.loads(indented) else indented
-
-
-def results_file(path: str) -> str:
-    """A ``--merge`` argument as a results file: ``path`` itself when it is a ``.json`` file
-    (a kept copy, e.g. ``benchmarks/results/movielens/<name>.json``), else
-    ``path/results.json`` (another ``--out``)."""
-    return path if path.endswith(".json") else os.path.join(path, "results.json")
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    """"mean ± sample std" (ddof 1: the spread of a seed, estimated from a few) of the finite
-    values; the mean alone for one value, "—" for none."""
-    values = [v for v in values if v == v]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
-
-
-def run_recall(entry: Dict[str, Any], group: str, n: int) -> float:
-    """A run's macro Recall@n on the ``group`` queries (``warm``, ``cold``, ``all``, or
-    ``warm_seen``: the warm ones on the corpus of the entities with TRAIN rows); NaN when the
-    run did not measure it (results written before that group was recorded)."""
-    if group == "all":
-        return entry["recall"]["macro"][f"recall@{n}"]
-    if group == "warm_seen":
-        report = (entry.get("recall_seen_corpus") or {}).get("warm")
-        return report["macro"][f"recall@{n}"] if report else float("nan")
-    report = (entry.get("recall_warm_cold") or {}).get(group)
-    return report["macro"][f"recall@{n}"] if report else float("nan")
-
-
-def _mean_of(runs: Sequence[Dict], key: str, fmt: str, scale: float = 1.0) -> str:
-    """Mean of ``key`` over the runs that recorded it (older entries may not), or "—"."""
-    values = [r[key] * scale for r in runs if r.get(key) is not None]
-    return format(float(np.mean(values)), fmt) if values else "—"
-
-
-def _train_minutes(runs: Sequence[Dict]) -> str:
-    """Mean training minutes of the runs; "≥" in front when a run resumed from a backup that
-    did not record the time before its restart (its figure counts only the last attempt)."""
-    incomplete = any(r.get("train_seconds_complete") is False for r in runs)
-    return ("≥ " if incomplete else "") + _mean_of(runs, "train_seconds", ".1f", 1 / 60)
-
-
-def _finite_mean(values: Sequence[float]) -> float:
-    """The mean of the finite values (NaN when there is none)."""
-    values = [v for v in values if v == v]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def write_table(results: List[Dict], references: Dict[str, Dict], ns: Sequence[int],
-                header: str, group: str = "all") -> str:
-    """The Markdown table of every config (mean ± std over seeds) and every reference
-    (``references``: name → macro ``{"recall@n"}``) on the ``group`` queries."""
-    configs = list(dict.fromkeys(r["config"] for r in results))
-    cols = [f"@{n}" for n in ns]
-    lines = [header, "", "| method | params (backbone) | " + " | ".join(cols)
-             + " | Δ@100 vs DNN | AUC | gAUC | seeds | best epoch | steps to best | train min |",
-             "|---|---|" + "---|" * len(cols) + "---|---|---|---|---|---|---|"]
-    dnn = None
-    if "dnn" in configs:
-        dnn = _finite_mean([run_recall(r, group, 100) for r in results if r["config"] == "dnn"])
-    for name in configs:
-        runs = [r for r in results if r["config"] == name]
-        cells = [_mean_std([run_recall(r, group, n) for r in runs]) for n in ns]
-        mean100 = _finite_mean([run_recall(r, group, 100) for r in runs])
-        delta = (f"{(mean100 / dnn - 1) * 100:+.2f}%" if dnn and dnn == dnn
-                 and mean100 == mean100 else "—")
-        lines.append(f"| {name} | {runs[0]['parameters_backbone']:,} | " + " | ".join(cells)
-                     + f" | {delta} | {_mean_std([r['auc'] for r in runs])} | "
-                     f"{_mean_std([r['gauc'] for r in runs])} | {len(runs)} | "
-                     f"{_mean_of(runs, 'best_epoch', '.1f')} | {_mean_of(runs, 'steps_to_best', ',.0f')}"
-                     f" | {_train_minutes(runs)} |")
-    for name, rec in references.items():
-        lines.append(f"| {name} | — | " + " | ".join(
-            f"{rec.get(f'recall@{n}', float('nan')):.4f}" for n in ns)
-            + " | — | — | — | — | — | — | — |")
-    return "\n".join(lines) + "\n"
-
-
-def versus_reference_table(results: List[Dict], reference_topn: Dict[str, np.ndarray], queries,
-                           cold: np.ndarray, ns: Sequence[int], labels: Dict[str, str]) -> str:
-    """Each config against the best reference at each N on the warm queries: its per-query
-    Recall@N averaged over its seeds (``recall_per_query_warm``) against the reference's, by
-    a paired bootstrap over the queries stratified by domain
-    (tfrrl/evaluation/significance.py). Only the runs that kept it count (a run measured
-    before per-query recall was kept does not: "1 of 3" seeds); none: "—". Empty without
-    warm queries."""
-    from tfrrl.evaluation import queries as query_module  # pylint: disable=import-outside-toplevel
-    from tfrrl.evaluation import significance  # pylint: disable=import-outside-toplevel
-
-    warm = ~np.asarray(cold, bool)
-    if not warm.any():
-        return ""
-    part = query_module.subset_queries(queries, warm)
-    refs = {m: significance.per_query_recall(top[warm], part, ns)
-            for m, top in reference_topn.items()}
-    keys = [f"recall@{n}" for n in ns]
-    best = {k: significance.best_reference({m: r[k] for m, r in refs.items()}, part.domains)
-            for k in keys}
-    lines = [f"Each config against the best reference at each N, warm queries ({len(part)}): "
-             "the relative difference of macro Recall@N (the config's per-query recall "
-             "averaged over its seeds), its 95% interval and p by a paired bootstrap over the "
-             f"queries stratified by domain ({significance.DEFAULT_RESAMPLES:,} resamples; "
-             "query noise only, the seed spread is in the tables above). Against: "
-             + ", ".join(f"@{n} {labels[best[k]]}" for n, k in zip(ns, keys)), "",
-             "| method | seeds | " + " | ".join(f"@{n}" for n in ns) + " |",
-             "|---|---|" + "---|" * len(ns)]
-    for name in dict.fromkeys(r["config"] for r in results):
-        runs = [r for r in results if r["config"] == name]
-        # The runs that kept every N's per-query recall on these queries; a run measured
-        # before per-query recall was kept is left out, and the seeds column says so.
-        vectors = [[np.asarray([np.nan if v is None else v for v in stored[k]], np.float64)
-                    for k in keys]
-                   for stored in (r.get("recall_per_query_warm") or {} for r in runs)
-                   if all(k in stored and len(stored[k]) == len(part) for k in keys)]
-        seeds = str(len(runs)) if len(vectors) == len(runs) else f"{len(vectors)} of {len(runs)}"
-        if not vectors:
-            cells = ["—"] * len(keys)
-        else:
-            cells = [significance.format_comparison(significance.paired_bootstrap(
-                np.mean(np.stack([v[i] for v in vectors]), axis=0), refs[best[k]][k],
-                part.domains)) for i, k in enumerate(keys)]
-        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-# The paper's claims as (config, reference, factor): config's mean Recall@N ≥ factor × the
-# reference's. Table III: Backbone&RRL ≥ PLE ≥ DNN and +10% over DNN; Table IV (average
-# relative change: DAL +2.62%, MVWDL +2.58%, DAL&UWL +3.30%, RRL +5.10% over the Backbone):
-# every module helps the Backbone, UWL helps DAL, the full RRL beats every partial version.
-PAPER_CLAIMS: Tuple[Tuple[str, str, float, str], ...] = (
-    ("backbone_rrl", "ple", 1.0, "III"),
-    ("ple", "dnn", 1.0, "III"),
-    ("backbone_rrl", "dnn", 1.10, "III"),
-    ("backbone_dal", "backbone", 1.0, "IV"),
-    ("backbone_mvwdl", "backbone", 1.0, "IV"),
-    ("backbone_dal_uwl", "backbone_dal", 1.0, "IV"),
-    ("backbone_rrl", "backbone_dal_uwl", 1.0, "IV"),
-    ("backbone_rrl", "backbone_mvwdl", 1.0, "IV"),
-    ("backbone_rrl", "backbone", 1.0, "IV"),
-)
-CLAIM_SEEDS = 3  # a claim is settled on at least this many seeds of both configs
-
-
-def claims_table(results: List[Dict], ns: Sequence[int], group: str = "warm") -> str:
-    """The paper's claims (:data:`PAPER_CLAIMS`) on the measured runs: for each pair and N the
-    two mean Recall@N on the ``group`` queries, PASS when config ≥ factor × reference, else
-    MISS; "(n seeds: provisional)" below :data:`CLAIM_SEEDS` seeds; pairs with a config not run
-    are left out."""
-    by_config: Dict[str, List[Dict]] = {}
-    for r in results:
-        by_config.setdefault(r["config"], []).append(r)
-    lines = [f"The paper's claims on {group} queries (mean Recall@N over seeds; PASS when the "
-             "config ≥ factor × the reference; settled on ≥ "
-             f"{CLAIM_SEEDS} seeds of both; p: Welch's t-test of the two sides' seeds, "
-             "from 2 seeds each)", "",
-             "| table | claim | " + " | ".join(f"@{n}" for n in ns) + " | seeds |",
-             "|---|---|" + "---|" * len(ns) + "---|"]
-    for config_name, reference, factor, table in PAPER_CLAIMS:
-        if config_name not in by_config or reference not in by_config:
-            continue
-        cells = []
-        for n in ns:
-            ours = [run_recall(r, group, n) for r in by_config[config_name]]
-            theirs = [run_recall(r, group, n) for r in by_config[reference]]
-            a, b = float(np.nanmean(ours)), float(np.nanmean(theirs))
-            verdict = "PASS" if a >= factor * b else "MISS"
-            p = sweep.separation(ours, [factor * v for v in theirs])
-            cells.append(f"{a:.4f} vs {b:.4f} ({(a / b - 1) * 100:+.1f}%) {verdict}"
-                         + ("" if p is None else f", p {p:.2f}"))
-        seeds = min(len(by_config[config_name]), len(by_config[reference]))
-        claim = (f"{config_name} ≥ {reference}" if factor == 1.0
-                 else f"{config_name} ≥ {factor:g} × {reference}")
-        lines.append(f"| {table} | {claim} | " + " | ".join(cells) + f" | {seeds}"
-                     + (" (provisional)" if seeds < CLAIM_SEEDS else "") + " |")
-    if len(lines) == 4:
-        return ""
-    return "\n".join(lines) + "\n"
-
-
-def paired_table(results: List[Dict], reference: str, group: str = "all",
-                 tolerance: float = 0.01) -> str:
-    """Each config against ``reference`` on the same seeds (issue 16's equal-quality check: the
-    same seed gives the same initial weights, hold-out and batches): the relative difference of
-    the best validation ``ce_loss`` seed by seed, PASS when every |Δ| ≤ ``tolerance``; and the
-    mean Recall@100 on the ``group`` queries against the reference's, PASS when the difference
-    of the means is within the larger of the two seed standard deviations."""
-    ref = {r["seed"]: r for r in results if r["config"] == reference}
-    if not ref:
-        return f"(no {reference} runs to pair with)\n"
-    lines = [f"Paired with {reference} on the same seeds: best validation ce_loss, relative "
-             f"difference per seed (PASS: all within ±{tolerance:.0%}); Recall@100 on {group} "
-             "queries (PASS: |Δ mean| ≤ the larger seed std)", "",
-             "| config | seeds | Δ val ce_loss per seed | ce_loss | Recall@100 | "
-             f"{reference} Recall@100 | recall |", "|---|---|---|---|---|---|---|"]
-    for name in dict.fromkeys(r["config"] for r in results):
-        runs = sorted((r for r in results if r["config"] == name and r["seed"] in ref),
-                      key=lambda r: r["seed"])
-        if name == reference or not runs:
-            continue
-        deltas = [r["best_val_ce_loss"] / ref[r["seed"]]["best_val_ce_loss"] - 1 for r in runs]
-        recall = [run_recall(r, group, 100) for r in runs]
-        paired_ref = [run_recall(ref[r["seed"]], group, 100) for r in runs]
-        spread = max(np.nanstd(recall), np.nanstd(paired_ref))
-        recall_ok = abs(np.nanmean(recall) - np.nanmean(paired_ref)) <= spread
-        lines.append(
-            f"| {name} | {len(runs)} | " + ", ".join(f"{d:+.2%}" for d in deltas)
-            + f" | {'PASS' if max(abs(d) for d in deltas) <= tolerance else 'MISS'} | "
-            f"{_mean_std(recall)} | {_mean_std(paired_ref)} | "
-            f"{'PASS' if recall_ok else 'MISS'} |")
-    return "\n".join(lines) + "\n"
-
-
 def plot_curves(results: List[Dict], ns: Sequence[int], out: str,
                 references: Optional[Dict[str, Dict]] = None) -> str:
     from tfrrl.plots.recall_curves import plot_recall_curves  # pylint: disable=import-outside-toplevel
@@ -856,6 +390,89 @@ def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
         n, arch = count(name)
         lines.append(f"| {name} | {arch} | {n:,} | {(n / ref - 1) * 100:+.1f}% |")
     return "\n".join(lines) + "\n"
+
+
+def write_report(results: List[Dict], refs, queries, ns: Sequence[int], seen, data,
+                 paths: Dict[str, Optional[str]], args: argparse.Namespace, out: str,
+                 budget: str) -> None:
+    """The report of ``results`` (this folder's runs and the merged ones): the Recall-all@N
+    tables on warm, cold and all queries and on the corpus of the entities with TRAIN rows
+    (``seen``), each config against the best reference, the paper's claims, the optional
+    pairing, the oracle's fraction on synthetic and the code note, written to
+    ``OUT/table.md`` and printed with the parameter ``budget``; and Figs. 4 and 6 in ``out``.
+    ``refs`` are the reference baselines on ``queries`` (tfrrl/evaluation/references.py)."""
+    from tfrrl import evaluation  # pylint: disable=import-outside-toplevel
+
+    labels = {"popularity": "popularity", "recent_popularity": "recent popularity (w="
+              f"{refs.details['recent_popularity']['window']:g})", "item_cf": "item-item CF"}
+    warm_cold = evaluation.warm_cold_report(refs.topn, queries, ns, refs.cold)
+    references = {labels[m]: evaluation.recall_report(refs.topn[m], queries, ns)
+                  for m in evaluation.REFERENCES}
+    if args.dataset == "synthetic" and paths.get("raw"):
+        say("oracle ceiling: scoring the generator's catalog with its true log-probabilities")
+        references["oracle (ceiling)"] = oracle_reference(paths["raw"], queries, ns)
+    budget_text = (f"{args.epochs} epochs × {args.steps_per_epoch} steps" if args.steps_per_epoch
+                   else f"full epochs (at most {args.epochs}, patience "
+                        f"{getattr(args, 'patience', '?')})")
+    setup = (f"seeds {sorted({r['seed'] for r in results})}; {budget_text}, early stopping on "
+             "a validation split carved from TRAIN")
+    tables = []
+    for group, title in (("warm", "warm queries (users with TRAIN rows) — the headline"),
+                         ("cold", "cold queries (users without TRAIN rows)")):
+        if warm_cold[group]["num_queries"]:
+            tables.append(write_table(
+                results, {labels[m]: warm_cold[group][m]["macro"]
+                          for m in evaluation.REFERENCES}, ns,
+                f"Recall-all@N (macro average over domains) on {args.dataset}, {title}: "
+                f"{warm_cold[group]['num_queries']} test queries, corpus "
+                f"{queries.corpus_size:,}; {setup}", group))
+    tables.append(write_table(
+        results, {k: v["macro"] for k, v in references.items()}, ns,
+        f"Recall-all@N (macro average over domains) on {args.dataset}, all queries: "
+        f"{len(queries)} test queries, corpus {queries.corpus_size:,}; {setup}", "all"))
+    view = evaluation.seen_corpus_view(refs.topn, queries, ns, refs.cold, seen)
+    if view.get("computed") and view["warm"]["num_queries"]:
+        tables.append(write_table(
+            results, {labels[m]: view["warm"][m]["macro"] for m in evaluation.REFERENCES}, ns,
+            f"Recall-all@N (macro average over domains) on {args.dataset}, warm queries, corpus "
+            f"restricted to the {view['corpus_size']:,} entities with TRAIN rows "
+            f"({view['entities_without_train_rows']:,} have none; their "
+            f"{view['ground_truth_dropped']:,} ground-truth entries over all queries dropped; "
+            f"— = a run measured before this view, see --reevaluate); {setup}", "warm_seen"))
+    versus = versus_reference_table(results, refs.topn, queries, refs.cold, ns[:3], labels)
+    if versus:
+        tables.append(versus)
+    claims = claims_table(results, ns[:3],
+                          "warm" if warm_cold["warm"]["num_queries"] else "all")
+    if claims:
+        tables.append(claims)
+    if args.paired_with:
+        tables.append(paired_table(results, args.paired_with, "all"))
+    window = refs.details["recent_popularity"]
+    table = "\n".join(tables) + (
+        f"\nrecent popularity: window {window['window']:g} of the TRAIN period, chosen among "
+        f"{window['windows']} on {window['validation_queries']} validation queries "
+        f"({window['holdout']} hold-out of {window['validation_fraction']:g} of TRAIN)\n")
+
+    separation = plot_shared_representation(out, data.domains_in_vocabulary_order())
+    notes = ""
+    if separation:
+        notes = ("\nFig. 6 (shared_representation.png), E_s of eval positive pairs, first seed: "
+                 "between-domain / total scatter " + ", ".join(
+                     f"{k} {v:.3f}" for k, v in separation.items())
+                 + " (0 = domain-invariant E_s)\n")
+    if "oracle (ceiling)" in references and results:
+        ceiling = references["oracle (ceiling)"]["macro"]["recall@100"]
+        fractions = {name: np.mean([r["recall"]["macro"]["recall@100"] for r in results
+                                    if r["config"] == name]) / ceiling
+                     for name in dict.fromkeys(r["config"] for r in results)}
+        notes += (f"\nRecall-all@100 as a fraction of the oracle's ({ceiling:.4f}): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()) + "\n")
+    notes += code_note(results)
+    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table + notes + "\n" + budget)
+    print(table + notes + "\n" + budget)
+    print(plot_curves(results, ns, out, references))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -980,7 +597,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         say(note)
     merge_args = {key: getattr(args, key) for key in MERGE_KEYS}
     merge_args["data"] = os.path.abspath(paths["data"])
-    others = [(path, {**stored, "args": {**stored.get("args", {}), "data": _same_data_as(
+    others = [(path, {**stored, "args": {**stored.get("args", {}), "data": same_data_as(
         paths["data"], stored.get("args", {}).get("data")
         or os.path.join(os.path.dirname(path), "data"), stored.get("data_stats"))}})
         for path, stored in others]
@@ -1088,76 +705,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"--merge: {error}")
         for note in notes:
             say(note)
-    labels = {"popularity": "popularity", "recent_popularity": "recent popularity (w="
-              f"{refs.details['recent_popularity']['window']:g})", "item_cf": "item-item CF"}
-    warm_cold = evaluation.warm_cold_report(refs.topn, queries, ns, refs.cold)
-    references = {labels[m]: evaluation.recall_report(refs.topn[m], queries, ns)
-                  for m in evaluation.REFERENCES}
-    if args.dataset == "synthetic" and paths.get("raw"):
-        say("oracle ceiling: scoring the generator's catalog with its true log-probabilities")
-        references["oracle (ceiling)"] = oracle_reference(paths["raw"], queries, ns)
-    budget_text = (f"{args.epochs} epochs × {args.steps_per_epoch} steps" if args.steps_per_epoch
-                   else f"full epochs (at most {args.epochs}, patience "
-                        f"{getattr(args, 'patience', '?')})")
-    setup = (f"seeds {sorted({r['seed'] for r in results})}; {budget_text}, early stopping on "
-             "a validation split carved from TRAIN")
-    tables = []
-    for group, title in (("warm", "warm queries (users with TRAIN rows) — the headline"),
-                         ("cold", "cold queries (users without TRAIN rows)")):
-        if warm_cold[group]["num_queries"]:
-            tables.append(write_table(
-                results, {labels[m]: warm_cold[group][m]["macro"]
-                          for m in evaluation.REFERENCES}, ns,
-                f"Recall-all@N (macro average over domains) on {args.dataset}, {title}: "
-                f"{warm_cold[group]['num_queries']} test queries, corpus "
-                f"{queries.corpus_size:,}; {setup}", group))
-    tables.append(write_table(
-        results, {k: v["macro"] for k, v in references.items()}, ns,
-        f"Recall-all@N (macro average over domains) on {args.dataset}, all queries: "
-        f"{len(queries)} test queries, corpus {queries.corpus_size:,}; {setup}", "all"))
-    view = evaluation.seen_corpus_view(refs.topn, queries, ns, refs.cold, seen)
-    if view.get("computed") and view["warm"]["num_queries"]:
-        tables.append(write_table(
-            results, {labels[m]: view["warm"][m]["macro"] for m in evaluation.REFERENCES}, ns,
-            f"Recall-all@N (macro average over domains) on {args.dataset}, warm queries, corpus "
-            f"restricted to the {view['corpus_size']:,} entities with TRAIN rows "
-            f"({view['entities_without_train_rows']:,} have none; their "
-            f"{view['ground_truth_dropped']:,} ground-truth entries over all queries dropped; "
-            f"— = a run measured before this view, see --reevaluate); {setup}", "warm_seen"))
-    versus = versus_reference_table(results, refs.topn, queries, refs.cold, ns[:3], labels)
-    if versus:
-        tables.append(versus)
-    claims = claims_table(results, ns[:3],
-                          "warm" if warm_cold["warm"]["num_queries"] else "all")
-    if claims:
-        tables.append(claims)
-    if args.paired_with:
-        tables.append(paired_table(results, args.paired_with, "all"))
-    window = refs.details["recent_popularity"]
-    table = "\n".join(tables) + (
-        f"\nrecent popularity: window {window['window']:g} of the TRAIN period, chosen among "
-        f"{window['windows']} on {window['validation_queries']} validation queries "
-        f"({window['holdout']} hold-out of {window['validation_fraction']:g} of TRAIN)\n")
-
-    separation = plot_shared_representation(out, data.domains_in_vocabulary_order())
-    notes = ""
-    if separation:
-        notes = ("\nFig. 6 (shared_representation.png), E_s of eval positive pairs, first seed: "
-                 "between-domain / total scatter " + ", ".join(
-                     f"{k} {v:.3f}" for k, v in separation.items())
-                 + " (0 = domain-invariant E_s)\n")
-    if "oracle (ceiling)" in references and results:
-        ceiling = references["oracle (ceiling)"]["macro"]["recall@100"]
-        fractions = {name: np.mean([r["recall"]["macro"]["recall@100"] for r in results
-                                    if r["config"] == name]) / ceiling
-                     for name in dict.fromkeys(r["config"] for r in results)}
-        notes += (f"\nRecall-all@100 as a fraction of the oracle's ({ceiling:.4f}): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in fractions.items()) + "\n")
-    notes += code_note(results)
-    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
-        f.write(table + notes + "\n" + budget)
-    print(table + notes + "\n" + budget)
-    print(plot_curves(results, ns, out, references))
+    write_report(results, refs, queries, ns, seen, data, paths, args, out, budget)
     return 0
 
 

@@ -1,11 +1,12 @@
-"""The paper's claims as benchmarks/quality.py reports them (``claims_table``), by hand."""
+"""The paper's claims as benchmarks/quality_tables.py reports them (``claims_table``), by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks import quality
-from benchmarks.quality import best_epoch_of, claims_table
+from benchmarks import quality_tables
+from benchmarks.quality import best_epoch_of
+from benchmarks.quality_tables import claims_table
 
 
 def _run(config, seed, r50, r100):
@@ -81,4 +82,4 @@ def test_best_epoch_follows_the_monitor(history, monitor, epoch):
     ([], "—"),
 ])
 def test_table_cells_use_the_sample_std(values, cell):
-    assert quality._mean_std(values) == cell
+    assert quality_tables._mean_std(values) == cell

@@ -11,6 +11,8 @@ import subprocess
 import pytest
 
 from benchmarks import quality
+from benchmarks import quality_results
+from benchmarks import quality_tables
 
 ARGS = {"data": "/d/ml", "max_queries": 0, "monitor": "val_ce_loss", "epochs": 30,
         "steps_per_epoch": 0, "patience": 3}
@@ -25,7 +27,7 @@ def test_merge_appends_new_runs_and_keeps_the_first_copy_of_a_duplicate():
     own = [{"config": "dnn", "seed": 0, "tag": "own"}]
     others = [("q2/results.json", _stored([("dnn", 1, "q2"), ("dnn", 0, "q2")])),
               ("q3/results.json", _stored([("ple", 0, "q3"), ("dnn", 1, "q3")]))]
-    merged, notes = quality.merge_runs(own, others, "movielens", ARGS)
+    merged, notes = quality_results.merge_runs(own, others, "movielens", ARGS)
     assert [(r["config"], r["seed"], r["tag"]) for r in merged] == [
         ("dnn", 0, "own"), ("dnn", 1, "q2"), ("ple", 0, "q3")]
     assert notes == ["dnn seed 0 of q2/results.json left out: already in this --out",
@@ -42,13 +44,13 @@ def test_merge_appends_new_runs_and_keeps_the_first_copy_of_a_duplicate():
 ])
 def test_merge_refuses_runs_measured_otherwise(stored, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        quality.merge_runs([], [("q2/results.json", stored)], "movielens", ARGS)
+        quality_results.merge_runs([], [("q2/results.json", stored)], "movielens", ARGS)
 
 
 def test_a_flag_newer_than_the_file_is_not_compared():
     stored = _stored([("dnn", 0, "old")])
     del stored["args"]["patience"]
-    merged, _ = quality.merge_runs([], [("old/results.json", stored)], "movielens", ARGS)
+    merged, _ = quality_results.merge_runs([], [("old/results.json", stored)], "movielens", ARGS)
     assert [r["tag"] for r in merged] == ["old"]
 
 
@@ -59,7 +61,7 @@ def test_a_results_file_without_monitor_was_measured_on_val_ce_loss(drop):
         del stored["args"]["monitor"]
     else:
         stored["args"]["monitor"] = None
-    merged, _ = quality.merge_runs([], [("old/results.json", stored)], "movielens", ARGS)
+    merged, _ = quality_results.merge_runs([], [("old/results.json", stored)], "movielens", ARGS)
     assert [r["tag"] for r in merged] == ["old"]
 
 
@@ -87,10 +89,10 @@ def test_data_prepared_alike_elsewhere_is_the_same_data(tmp_path):
     for folder, corpus in ((ours, 10), (copy, 10), (other, 11)):
         folder.mkdir()
         (folder / "stats.json").write_text(json.dumps({"corpus_size": corpus}))
-    assert quality._same_data_as(str(ours), str(copy)) == str(ours)
-    assert quality._same_data_as(str(ours), str(ours / ".")) == str(ours)
-    assert quality._same_data_as(str(ours), str(other)) == str(other)
-    assert quality._same_data_as(str(ours), str(tmp_path / "missing")) == str(
+    assert quality_results.same_data_as(str(ours), str(copy)) == str(ours)
+    assert quality_results.same_data_as(str(ours), str(ours / ".")) == str(ours)
+    assert quality_results.same_data_as(str(ours), str(other)) == str(other)
+    assert quality_results.same_data_as(str(ours), str(tmp_path / "missing")) == str(
         tmp_path / "missing")
 
 
@@ -102,7 +104,7 @@ def test_a_kept_results_file_is_matched_by_the_stats_it_recorded(tmp_path, recor
     ours, gone = tmp_path / "ours", tmp_path / "gone"
     ours.mkdir()
     (ours / "stats.json").write_text(json.dumps({"corpus_size": 10}))
-    got = quality._same_data_as(str(ours), str(gone), recorded)
+    got = quality_results.same_data_as(str(ours), str(gone), recorded)
     assert got == (str(ours) if same else str(gone))
 
 
@@ -110,7 +112,7 @@ def test_a_kept_results_file_is_matched_by_the_stats_it_recorded(tmp_path, recor
     ("benchmarks/results/movielens/uwl_cap.json", "benchmarks/results/movielens/uwl_cap.json"),
     ("runs/q2", "runs/q2/results.json")])
 def test_merge_takes_a_folder_or_a_kept_results_file(given, expected):
-    assert quality.results_file(given) == expected
+    assert quality_results.results_file(given) == expected
 
 
 def test_merge_of_a_missing_results_file_is_one_line(tmp_path, capsys):
@@ -187,43 +189,43 @@ def test_report_only_merges_the_rows_of_two_folders(small_synthetic_prepared, tm
     ({"max_queries": 0}, "max_queries", 500, 0),
 ])
 def test_recorded_flag(stored, key, default, value):
-    assert quality.recorded_flag(stored, key, default) == value
+    assert quality_results.recorded_flag(stored, key, default) == value
 
 
 def test_a_run_folder_lists_every_code_version_that_trained_it(tmp_path):
     run = str(tmp_path / "dnn-seed0")
-    assert quality.record_code_version(run, "abc1234") == ["abc1234"]
-    assert quality.record_code_version(run, "abc1234") == ["abc1234"]  # resumed, same code
-    assert quality.record_code_version(run, "def5678") == ["abc1234", "def5678"]
-    assert (tmp_path / "dnn-seed0" / quality.CODE_FILE).read_text() == "abc1234\ndef5678\n"
+    assert quality_results.record_code_version(run, "abc1234") == ["abc1234"]
+    assert quality_results.record_code_version(run, "abc1234") == ["abc1234"]  # resumed, same code
+    assert quality_results.record_code_version(run, "def5678") == ["abc1234", "def5678"]
+    assert (tmp_path / "dnn-seed0" / quality_results.CODE_FILE).read_text() == "abc1234\ndef5678\n"
 
 
 def test_the_table_says_which_code_trained_which_run():
     one = [{"config": "dnn", "seed": 0, "code": ["abc1234"]},
            {"config": "ple", "seed": 0, "code": ["abc1234"]}]
-    assert quality.code_note(one) == "\ncode: every run by abc1234\n"
+    assert quality_tables.code_note(one) == "\ncode: every run by abc1234\n"
     mixed = one + [{"config": "dnn", "seed": 1, "code": ["abc1234", "def5678"]},
                    {"config": "two_tower", "seed": 0}]  # a run from before the record
-    assert quality.code_note(mixed) == (
+    assert quality_tables.code_note(mixed) == (
         "\ncode versions (config:seed):\n"
         "- abc1234: dnn:0, ple:0\n"
         "- abc1234 → def5678 (resumed by other code): dnn:1\n"
         "- not recorded: two_tower:0\n")
-    assert re.fullmatch(r"[0-9a-f]{4,40}(\+changes)?|unknown", quality.code_version())
+    assert re.fullmatch(r"[0-9a-f]{4,40}(\+changes)?|unknown", quality_results.code_version())
 
 
 def test_the_code_version_is_read_once_per_process(monkeypatch):
     """A commit made while a benchmark runs must not relabel its later runs: git is asked once."""
-    quality.code_version.cache_clear()
+    quality_results.code_version.cache_clear()
     calls = []
 
     def fake_run(command, **kwargs):
         calls.append(command)
         return subprocess.CompletedProcess(command, 0, stdout=f"abc{len(calls)}\n")
-    monkeypatch.setattr(quality.subprocess, "run", fake_run)
-    assert quality.code_version() == quality.code_version() == "abc1"
+    monkeypatch.setattr(quality_results.subprocess, "run", fake_run)
+    assert quality_results.code_version() == quality_results.code_version() == "abc1"
     assert len(calls) == 2  # rev-parse and diff, once
-    quality.code_version.cache_clear()
+    quality_results.code_version.cache_clear()
 
 
 def _prepared(folder, corpus):
@@ -237,7 +239,7 @@ def test_kept_results_carry_the_data_stats_and_merge_after_the_data_is_gone(tmp_
     out = tmp_path / "q"
     _results_folder(out, data, [_entry("dnn", 0, 0.3)])
     kept = tmp_path / "repo" / "results" / "dnn.json"
-    assert quality.keep_results(str(out / "results.json"), str(kept), str(data)) == 1
+    assert quality_results.keep_results(str(out / "results.json"), str(kept), str(data)) == 1
     stored = json.loads(kept.read_text())
     assert stored["data_stats"] == {"corpus_size": 10}
     assert [r["config"] for r in stored["runs"]] == ["dnn"]
@@ -245,7 +247,7 @@ def test_kept_results_carry_the_data_stats_and_merge_after_the_data_is_gone(tmp_
     (data / "stats.json").unlink()
     data.rmdir()
     again = _prepared(tmp_path / "again", 10)
-    assert quality._same_data_as(str(again), stored["args"]["data"],
+    assert quality_results.same_data_as(str(again), stored["args"]["data"],
                                  stored["data_stats"]) == str(again)
 
 
@@ -254,9 +256,9 @@ def test_keep_refuses_results_of_other_data_and_a_missing_file(tmp_path):
     out = tmp_path / "q"
     _results_folder(out, data, [_entry("dnn", 0, 0.3)])
     with pytest.raises(ValueError, match="not on the data of --data"):
-        quality.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(other))
+        quality_results.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(other))
     with pytest.raises(ValueError, match="no run finished yet"):
-        quality.keep_results(str(tmp_path / "none.json"), str(tmp_path / "k.json"), str(data))
+        quality_results.keep_results(str(tmp_path / "none.json"), str(tmp_path / "k.json"), str(data))
     assert not (tmp_path / "k.json").exists()
 
 
@@ -267,14 +269,14 @@ UNCAPPED = {"model": {"backbone": "rrl", "rrl": {"uwl": True, "uwl_max_weight": 
 
 
 def test_experiment_differences_by_hand():
-    assert quality.experiment_differences(CAPPED, UNCAPPED) == [
+    assert quality_results.experiment_differences(CAPPED, UNCAPPED) == [
         "model.rrl.uwl_max_weight: 0.05 vs None"]
-    assert quality.experiment_differences(CAPPED, CAPPED) == []
+    assert quality_results.experiment_differences(CAPPED, CAPPED) == []
     # A field one record predates is not compared.
     newer = {"model": {**CAPPED["model"], "interaction": False}, "train": CAPPED["train"]}
-    assert quality.experiment_differences(CAPPED, newer) == []
+    assert quality_results.experiment_differences(CAPPED, newer) == []
     # The seed has its own field; the name is not part of the record.
-    assert quality.experiment_record({"name": "x", "model": {"a": 1},
+    assert quality_results.experiment_record({"name": "x", "model": {"a": 1},
                                       "train": {"seed": 3, "epochs": 30}}) == {
         "model": {"a": 1}, "train": {"epochs": 30}}
 
@@ -284,10 +286,10 @@ def test_a_record_compares_equal_after_the_round_trip_through_results_json():
     # must not look like another experiment for that alone.
     from tfrrl import config
 
-    record = quality.experiment_record(config.load_experiment(
-        os.path.join(quality.REPO, "configs", "movielens", "backbone_rrl.yaml")).to_dict())
+    record = quality_results.experiment_record(config.load_experiment(
+        os.path.join(quality_results.REPO, "configs", "movielens", "backbone_rrl.yaml")).to_dict())
     assert record["model"]["rrl"]["critic_units"] == [128, 64, 1]
-    assert quality.experiment_differences(record, json.loads(json.dumps(record))) == []
+    assert quality_results.experiment_differences(record, json.loads(json.dumps(record))) == []
 
 
 def test_merge_refuses_one_name_for_two_experiments():
@@ -297,10 +299,10 @@ def test_merge_refuses_one_name_for_two_experiments():
     with pytest.raises(ValueError, match=re.escape(
             "backbone_rrl seed 0 and seed 1 were trained as different experiments "
             "(model.rrl.uwl_max_weight: 0.05 vs None): report them from separate folders")):
-        quality.merge_runs(own, [("old/results.json", other)], "movielens", ARGS)
+        quality_results.merge_runs(own, [("old/results.json", other)], "movielens", ARGS)
     # Runs recorded before entries kept their experiment are not compared.
     other["runs"] = [{"config": "backbone_rrl", "seed": 1}]
-    merged, _ = quality.merge_runs(own, [("old/results.json", other)], "movielens", ARGS)
+    merged, _ = quality_results.merge_runs(own, [("old/results.json", other)], "movielens", ARGS)
     assert [r["seed"] for r in merged] == [0, 1]
 
 
@@ -315,10 +317,10 @@ def test_keep_records_each_runs_experiment_from_its_run_folder(tmp_path):
         run.mkdir(parents=True)
         (run / "config.yaml").write_text(yaml.safe_dump({"name": "b", **cfg}))
     with pytest.raises(ValueError, match="different experiments .*: keep them in separate files"):
-        quality.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(data))
+        quality_results.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(data))
     (out / "runs" / "backbone_rrl-seed1" / "config.yaml").write_text(
         yaml.safe_dump({"name": "b", **CAPPED, "train": {"seed": 1, "learning_rate": 0.001}}))
-    quality.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(data))
+    quality_results.keep_results(str(out / "results.json"), str(tmp_path / "k.json"), str(data))
     kept = json.loads((tmp_path / "k.json").read_text())
     assert [r["experiment"] for r in kept["runs"]] == [CAPPED, CAPPED]
 
@@ -335,7 +337,7 @@ def test_a_run_of_another_experiment_is_refused_before_training(small_synthetic_
     # Seed 0 of backbone_rrl was trained uncapped (before the cap became the default); seed 1
     # would train today's default under the same name: refused, nothing trained.
     q = tmp_path / "q"
-    entry = {**_entry("backbone_rrl", 0, 0.3), "experiment": quality.experiment_record(
+    entry = {**_entry("backbone_rrl", 0, 0.3), "experiment": quality_results.experiment_record(
         {"model": {"rrl": {"uwl_max_weight": None}}, "train": {}})}
     _results_folder(q, small_synthetic_prepared, [entry])
     with pytest.raises(SystemExit) as stop:
@@ -359,7 +361,7 @@ def test_train_minutes_say_when_a_resumed_run_lost_its_earlier_time(completes, e
     for run, complete in zip(runs, completes):
         if complete is not None:
             run["train_seconds_complete"] = complete
-    assert quality._train_minutes(runs) == expected  # pylint: disable=protected-access
+    assert quality_tables._train_minutes(runs) == expected  # pylint: disable=protected-access
 
 
 def test_the_seen_corpus_group_and_a_run_measured_before_it():
@@ -369,9 +371,9 @@ def test_the_seen_corpus_group_and_a_run_measured_before_it():
     with_view["recall_seen_corpus"] = {"warm": {"macro": {f"recall@{n}": 0.40
                                                           for n in quality.NS}}}
     older = _entry("ple", 0, 0.31)
-    assert quality.run_recall(with_view, "warm_seen", 100) == 0.40
-    assert math.isnan(quality.run_recall(older, "warm_seen", 100))
-    table = quality.write_table([with_view, older], {}, (50, 100), "title", "warm_seen")
+    assert quality_tables.run_recall(with_view, "warm_seen", 100) == 0.40
+    assert math.isnan(quality_tables.run_recall(older, "warm_seen", 100))
+    table = quality_tables.write_table([with_view, older], {}, (50, 100), "title", "warm_seen")
     rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines()
             if line.startswith("| dnn") or line.startswith("| ple")}
     assert rows["| dnn"][2:5] == ["0.4000", "0.4000", "+0.00%"]
@@ -434,12 +436,12 @@ def test_versus_reference_table_pools_seeds_on_the_same_queries():
             {"config": "b", "seed": 0},
             {"config": "c", "seed": 0},
             {"config": "c", "seed": 1, "recall_per_query_warm": {"recall@1": [1.0, 1.0]}}]
-    table = quality.versus_reference_table(runs, refs, queries, cold, [1], labels)
+    table = quality_tables.versus_reference_table(runs, refs, queries, cold, [1], labels)
     assert "Against: @1 popularity" in table and "warm queries (2)" in table
     assert "| a | 2 | +50.0% [+50.0%, +50.0%], p 0.00 |" in table
     assert "| b | 0 of 1 | — |" in table
     assert "| c | 1 of 2 | +100.0% [+100.0%, +100.0%], p 0.00 |" in table
-    assert quality.versus_reference_table(runs, refs, queries, np.ones(3, bool), [1],
+    assert quality_tables.versus_reference_table(runs, refs, queries, np.ones(3, bool), [1],
                                           labels) == ""
 
 
@@ -453,30 +455,30 @@ def test_a_renamed_config_is_reported_under_its_new_name_only_if_the_same_experi
         {"config": "old_name", "seed": 0,
          "experiment": {"model": {"backbone": "rrl"}, "train": {"learning_rate": 0.001}}},
         {"config": "dnn", "seed": 0}]})
-    others, notes = quality.rename_runs([kept], {"old_name": "new_name"},
+    others, notes = quality_results.rename_runs([kept], {"old_name": "new_name"},
                                         lambda name, seed: today[name])
     runs = others[0][1]["runs"]
     assert [(r["config"], r.get("renamed_from")) for r in runs] == [("new_name", "old_name"),
                                                                    ("dnn", None)]
     assert notes == ["old_name seed 0 of k.json reported as new_name (the same experiment, "
                      "kept under its earlier name)"]
-    assert "new_name:0 (kept as old_name), dnn:0" in quality.code_note(runs)
+    assert "new_name:0 (kept as old_name), dnn:0" in quality_tables.code_note(runs)
     with pytest.raises(ValueError, match="not the experiment other trains today "
                                          r"\(train.learning_rate: 0.001 vs 0.01\)"):
-        quality.rename_runs([kept], {"old_name": "other"}, lambda name, seed: today[name])
+        quality_results.rename_runs([kept], {"old_name": "other"}, lambda name, seed: today[name])
     with pytest.raises(ValueError, match="kept no experiment record"):
-        quality.rename_runs([kept], {"dnn": "new_name"}, lambda name, seed: today[name])
-    assert quality.rename_runs([kept], {}, lambda name, seed: today[name]) == ([kept], [])
+        quality_results.rename_runs([kept], {"dnn": "new_name"}, lambda name, seed: today[name])
+    assert quality_results.rename_runs([kept], {}, lambda name, seed: today[name]) == ([kept], [])
 
 
 def test_a_kept_file_writes_each_vector_on_one_line_with_the_same_values():
     stored = {"args": {"ns": [50, 100]}, "runs": [
         {"config": "a", "note": "x", "recall_per_query_warm": {"recall@1": [1.0, None, 0.5]},
          "nested": [[1, 2], [3]], "empty": []}]}
-    text = quality.compact_json(stored)
+    text = quality_results.compact_json(stored)
     assert json.loads(text) == stored
     assert '"recall@1": [1.0, null, 0.5]' in text and '"ns": [50, 100]' in text
     assert text.count("\n") < json.dumps(stored, indent=2).count("\n")
     # A string whose bracket would fool the pattern: the plain indented form, same values.
     tricky = {"names": ["a]", "b"]}
-    assert json.loads(quality.compact_json(tricky)) == tricky
+    assert json.loads(quality_results.compact_json(tricky)) == tricky

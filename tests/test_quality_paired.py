@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.quality import paired_table
+from benchmarks.quality_tables import paired_table
 
 
 def _run(config, seed, ce, recall):
