@@ -66,7 +66,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -392,6 +392,39 @@ def budget_table(dataset: str, configs: Sequence[str], num_domains: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def other_results(args: argparse.Namespace, data_dir: str, fail: Callable[[str], Any]
+                  ) -> List[Tuple[str, Dict]]:
+    """The results files of ``--merge`` as (path, stored results), with ``--rename`` applied
+    (:func:`rename_runs`) and each file's data folder matched to ``data_dir`` when it is the
+    same prepared data (:func:`same_data_as`); ``fail`` (the parser's error) on a missing
+    file or a malformed or refused rename."""
+    others = []
+    for other in args.merge:
+        other_path = results_file(other)
+        if not os.path.exists(other_path):
+            fail(f"--merge {other}: no results.json there" if other_path != other
+                 else f"--merge {other}: no such file")
+        with open(other_path, encoding="utf-8") as f:
+            others.append((other_path, json.load(f)))
+    renames = {}
+    for item in args.rename:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            fail(f"--rename {item}: expected OLD=NEW, e.g. backbone_rrl_uwl_cap=backbone_rrl")
+        renames[old] = new
+    try:
+        others, rename_notes = rename_runs(others, renames, lambda name, seed: experiment_record(
+            run_experiment(args.dataset, name, seed, args).to_dict()))
+    except (ValueError, FileNotFoundError) as error:
+        fail(f"--rename: {error}")
+    for note in rename_notes:
+        say(note)
+    return [(path, {**stored, "args": {**stored.get("args", {}), "data": same_data_as(
+        data_dir, stored.get("args", {}).get("data")
+        or os.path.join(os.path.dirname(path), "data"), stored.get("data_stats"))}})
+        for path, stored in others]
+
+
 def write_report(results: List[Dict], refs, queries, ns: Sequence[int], seen, data,
                  paths: Dict[str, Optional[str]], args: argparse.Namespace, out: str,
                  budget: str) -> None:
@@ -475,7 +508,8 @@ def write_report(results: List[Dict], refs, queries, ns: Sequence[int], seen, da
     print(plot_curves(results, ns, out, references))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (the module docstring is its help)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
@@ -532,6 +566,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--entry-out", help=argparse.SUPPRESS)
     parser.add_argument("--budget", action="store_true",
                         help="only print the parameter budget of the configs (no data needed)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     code_version()  # now, before the runs: the code this process is about to import
@@ -573,34 +612,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.report_only:  # describe the runs as they were made
             for key in ("epochs", "steps_per_epoch", "validation_steps"):
                 setattr(args, key, stored.get("args", {}).get(key, getattr(args, key)))
-    others = []
-    for other in args.merge:
-        other_path = results_file(other)
-        if not os.path.exists(other_path):
-            parser.error(f"--merge {other}: no results.json there" if other_path != other
-                         else f"--merge {other}: no such file")
-        with open(other_path, encoding="utf-8") as f:
-            others.append((other_path, json.load(f)))
-    renames = {}
-    for item in args.rename:
-        old, sep, new = item.partition("=")
-        if not sep or not old or not new:
-            parser.error(f"--rename {item}: expected OLD=NEW, e.g. "
-                         "backbone_rrl_uwl_cap=backbone_rrl")
-        renames[old] = new
-    try:
-        others, rename_notes = rename_runs(others, renames, lambda name, seed: experiment_record(
-            run_experiment(args.dataset, name, seed, args).to_dict()))
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(f"--rename: {error}")
-    for note in rename_notes:
-        say(note)
+    others = other_results(args, paths["data"], parser.error)
     merge_args = {key: getattr(args, key) for key in MERGE_KEYS}
     merge_args["data"] = os.path.abspath(paths["data"])
-    others = [(path, {**stored, "args": {**stored.get("args", {}), "data": same_data_as(
-        paths["data"], stored.get("args", {}).get("data")
-        or os.path.join(os.path.dirname(path), "data"), stored.get("data_stats"))}})
-        for path, stored in others]
     try:
         reported, _ = merge_runs(results, others, args.dataset, merge_args)
     except ValueError as error:
