@@ -16,13 +16,15 @@ from tfrrl.training import sweep
 
 def _mean_std(values: Sequence[float]) -> str:
     """"mean ± sample std" (ddof 1: the spread of a seed, estimated from a few) of the finite
-    values; the mean alone for one value, "—" for none."""
-    values = [v for v in values if v == v]
-    if not values:
+    values; the mean alone for one value, "—" for none; "(k of n)" after it when only k of the
+    n runs measured it (a run from before that view was recorded), so that a row's seeds
+    column does not vouch for a cell it does not describe."""
+    finite = [v for v in values if v == v]
+    if not finite:
         return "—"
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    cell = (f"{finite[0]:.4f}" if len(finite) == 1
+            else f"{np.mean(finite):.4f} ± {np.std(finite, ddof=1):.4f}")
+    return cell + (f" ({len(finite)} of {len(values)})" if len(finite) < len(values) else "")
 
 
 def run_recall(entry: Dict[str, Any], group: str, n: int) -> float:

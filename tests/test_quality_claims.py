@@ -78,7 +78,8 @@ def test_best_epoch_follows_the_monitor(history, monitor, epoch):
     # mean 0.2; deviations ±0.1 → sample std sqrt(0.02 / 2) = 0.1 (ddof 1: three seeds
     # estimate the spread of one seed; ddof 0 would print 0.0816).
     ([0.1, 0.2, 0.3], "0.2000 ± 0.1000"),
-    ([0.3, float("nan")], "0.3000"),       # a run that did not measure it is left out
+    ([0.3, float("nan")], "0.3000 (1 of 2)"),  # a run that did not measure it is left out
+    ([0.1, float("nan"), 0.3], "0.2000 ± 0.1414 (2 of 3)"),  # sqrt(0.02 / 1) = 0.1414
     ([], "—"),
 ])
 def test_table_cells_use_the_sample_std(values, cell):
