@@ -26,9 +26,9 @@ CODE_FILE = "code_versions.txt"
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
     """The checkout's commit (short hash), ``+changes`` when tracked files differ from it;
-    ``unknown`` outside a git checkout. Read once per process (:func:`main` asks first): a
-    process runs the code it imported, so a commit made while it runs does not relabel its
-    later runs."""
+    ``unknown`` outside a git checkout. Read once per process (``benchmarks.quality.main``
+    asks first): a process runs the code it imported, so a commit made while it runs does not
+    relabel its later runs."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
                                 capture_output=True, text=True).stdout.strip()
