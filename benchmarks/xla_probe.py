@@ -8,12 +8,15 @@ XLA fuses elementwise chains, and its classic CPU runtime (``XLA_FLAGS=
 --xla_cpu_use_thunk_runtime=false``) rewrites bfloat16 dots into oneDNN calls, which run on AMX
 where the CPU has it. This probe measures what that would buy before any model is changed:
 one step of a [pairs, 128] → [256, 128, 64] ReLU MLP (the size of a backbone expert), forward and
-backward, one thread, in six modes:
+backward, one thread, in eight modes:
 
 * ``graph``: a plain ``tf.function`` (TF's grappler + oneDNN kernels, what training runs today);
 * ``xla``: the whole step (forward, loss and gradients) in ``tf.function(jit_compile=True)``;
 * ``nested``: only the forward pass jit-compiled, called inside a plain ``tf.function`` that
   takes the gradient (what compiling one sub-layer of a model gives);
+* ``pieces``: the MLP as one ``tf.custom_gradient`` op whose forward pass and hand-written
+  backward pass are each jit-compiled, called from a plain ``tf.function`` (what a model could
+  compile per expert while routing, sampling and the optimizer stay in the graph);
 
 each in float32 and bfloat16 (float32 variables, casts inside the step, as Keras'
 ``mixed_bfloat16`` policy does). The input is [pairs, 128] (``--shape 2d``) or [128, pairs / 128,
@@ -41,7 +44,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-MODES = ("graph", "xla", "nested")
+MODES = ("graph", "xla", "nested", "pieces")
 DTYPES = ("float32", "bfloat16")
 XLA_FLAGS = "--xla_cpu_use_thunk_runtime=false"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +73,49 @@ def child(mode: str, dtype: str, pairs: int, shape: str, steps: int,
             h = tf.nn.relu(tf.matmul(h, tf.cast(kernel, compute)) + tf.cast(bias, compute))
         return tf.cast(h, tf.float32)
 
+    if mode == "pieces":
+        return _timed_step("graph", steps, _pieces(kernels, biases, compute), x,
+                           kernels + biases)
     return _timed_step(mode, steps, forward, x, kernels + biases)
+
+
+def _pieces(kernels, biases, compute):
+    """The MLP as one ``tf.custom_gradient`` op whose forward pass and hand-written backward
+    pass are each one jit-compiled function: what a model can compile without compiling its
+    whole step (routing, sampling and the optimizer stay in the graph)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    n = len(kernels)
+
+    @tf.function(jit_compile=True)
+    def forward(x, *weights):
+        h, keep = tf.cast(x, compute), [tf.cast(x, compute)]
+        for kernel, bias in zip(weights[:n], weights[n:]):
+            h = tf.nn.relu(tf.matmul(h, tf.cast(kernel, compute)) + tf.cast(bias, compute))
+            keep.append(h)
+        return tf.cast(h, tf.float32), keep
+
+    @tf.function(jit_compile=True)
+    def backward(dy, keep, *weights):
+        grads_k, grads_b = [None] * n, [None] * n
+        d = tf.cast(dy, compute)
+        for i in reversed(range(n)):
+            d = tf.where(keep[i + 1] > 0, d, tf.zeros_like(d))
+            grads_k[i] = tf.cast(tf.matmul(keep[i], d, transpose_a=True), tf.float32)
+            grads_b[i] = tf.reduce_sum(tf.cast(d, tf.float32), 0)
+            d = tf.matmul(d, tf.cast(weights[i], compute), transpose_b=True)
+        return [tf.cast(d, tf.float32)] + grads_k + grads_b
+
+    @tf.custom_gradient
+    def mlp(x, *weights):
+        y, keep = forward(x, *weights)
+
+        def grad(dy, variables=None):
+            out = backward(dy, keep, *weights)
+            return out, [None] * len(variables or [])
+        return y, grad
+
+    return lambda x: mlp(x, *[tf.convert_to_tensor(w) for w in kernels + biases])
 
 
 def _attention(pairs: int, sequence: int, compute):
