@@ -47,8 +47,8 @@ Protocol (no tuning on the test split):
   generator's catalog: the ceiling; all queries only).
 * every run trains in a child process (memory returns); ``--jobs N`` trains N side by side,
   each with 1/N of the cores and its output in ``OUT/runs/<config>-seed<S>.log``.
-* every run records the code that trained it (the commit, ``+changes`` for uncommitted edits;
-  every version when a run was resumed by other code: ``OUT/runs/<config>-seed<S>/
+* every run records the code that trained it (the commit, ``+changes`` for uncommitted edits
+  of the library, the configs or the benchmark scripts; every version when a run was resumed by other code: ``OUT/runs/<config>-seed<S>/
   code_versions.txt`` and the entry's ``code``); the table ends with which runs share a code.
 
 Outputs in ``--out``: ``results.json`` (every run), ``table.md``, ``recall_curves.png`` (Fig. 4:

@@ -23,16 +23,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE_FILE = "code_versions.txt"
 
 
+# The files whose edits can change what a run trains or measures; edits elsewhere (tests, docs,
+# RESULTS.md) leave a run's numbers as the commit's.
+CODE_PATHS = ("tfrrl", "configs", "benchmarks/*.py", "setup.py", "requirements-lock.txt")
+
+
 @functools.lru_cache(maxsize=None)
 def code_version() -> str:
-    """The checkout's commit (short hash), ``+changes`` when tracked files differ from it;
-    ``unknown`` outside a git checkout. Read once per process (``benchmarks.quality.main``
-    asks first): a process runs the code it imported, so a commit made while it runs does not
-    relabel its later runs."""
+    """The checkout's commit (short hash), ``+changes`` when a tracked file under
+    :data:`CODE_PATHS` differs from it; ``unknown`` outside a git checkout. Read once per
+    process (``benchmarks.quality.main`` asks first): a process runs the code it imported, so a
+    commit made while it runs does not relabel its later runs."""
+    return version_of(REPO)
+
+
+def version_of(repo: str) -> str:
+    """:func:`code_version` of the checkout at ``repo``, read now."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True,
                                 capture_output=True, text=True).stdout.strip()
-        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=REPO).returncode
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *CODE_PATHS],
+                                 cwd=repo).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+changes" if changed else "")

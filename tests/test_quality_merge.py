@@ -482,3 +482,28 @@ def test_a_kept_file_writes_each_vector_on_one_line_with_the_same_values():
     # A string whose bracket would fool the pattern: the plain indented form, same values.
     tricky = {"names": ["a]", "b"]}
     assert json.loads(quality_results.compact_json(tricky)) == tricky
+
+
+def test_only_edits_that_can_change_a_run_mark_its_code_as_changed(tmp_path):
+    """A test or a results table edited while a benchmark runs leaves the commit's label; an
+    edit of the library, a config or a benchmark script adds ``+changes``."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for path in ("tfrrl/model.py", "configs/a.yaml", "benchmarks/quality.py",
+                 "benchmarks/RESULTS.md", "tests/test_a.py", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "files")
+    commit = quality_results.version_of(str(tmp_path))
+    assert re.fullmatch(r"[0-9a-f]{4,40}", commit)
+    for path in ("benchmarks/RESULTS.md", "tests/test_a.py", "README.md"):
+        (tmp_path / path).write_text("v2\n")
+    assert quality_results.version_of(str(tmp_path)) == commit
+    for path in ("tfrrl/model.py", "configs/a.yaml", "benchmarks/quality.py"):
+        git("checkout", "-q", "--", ".")
+        (tmp_path / path).write_text("v2\n")
+        assert quality_results.version_of(str(tmp_path)) == commit + "+changes", path
