@@ -12,6 +12,7 @@ from keras import layers
 from tfrrl import config
 from tfrrl.model.backbones import backbone_names, backbone_spec, make_backbone
 from tfrrl.model.backbones.registry import PAIR_BLOCKS
+from tfrrl.model.encoders.embedding_sets import MULTI_EMBEDDING_BACKBONES
 from tfrrl.model.pairs import ENTITY, PAIR, USER, PairParts, as_pair, pair_dense
 
 # r = [E_uee (entity, 3), E_tran (user, 2), E_att (pair, 2), E_aid (entity, 1)]: D = 8.
@@ -56,15 +57,49 @@ def test_pair_dense_equals_dense_on_materialized_r(activation, use_bias):
 BLOCK_BACKBONES = [n for n in backbone_names() if PAIR_BLOCKS in backbone_spec(n).capabilities]
 
 
+def test_split_and_concat_by_hand():
+    # r = [uee (3) | u (2) | p (2) | aid (1)] split 5 / 3 → [uee | u] and [p | aid]; a cut
+    # inside a block (4 / 4) is refused. Concatenating the pieces gives r back.
+    parts = _parts(b=2, c=3)
+    first, second = parts.split([5, 3])
+    assert first.layout == ((ENTITY, 3), (USER, 2)) and second.layout == ((PAIR, 2), (ENTITY, 1))
+    assert first.pair.shape[-1] == 0 and second.user.shape[-1] == 0
+    r = parts.materialize().numpy()
+    np.testing.assert_array_equal(first.materialize().numpy(), r[..., :5])
+    np.testing.assert_array_equal(second.materialize().numpy(), r[..., 5:])
+    np.testing.assert_array_equal(PairParts.concat([first, second]).materialize().numpy(), r)
+    np.testing.assert_array_equal(PairParts.concat([second, first]).materialize().numpy(),
+                                  np.concatenate([r[..., 5:], r[..., :5]], -1))
+    with pytest.raises(ValueError, match="cut a block"):
+        parts.split([4, 4])
+    with pytest.raises(ValueError, match="unused"):
+        parts.split([5])
+
+
+def test_pair_dense_on_blocks_without_a_pair_block():
+    # The PEG prior has per-user and per-candidate blocks only: the output still has one row
+    # per (user, candidate) pair.
+    parts = _parts(b=2, c=3).split([5, 3])[0]
+    dense = layers.Dense(4, bias_initializer="random_normal")
+    out = pair_dense(dense, parts)
+    assert out.shape == (2, 3, 4)
+    np.testing.assert_allclose(out.numpy(), dense(parts.materialize()).numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_every_backbone_without_its_own_input_layout_takes_blocks():
-    # ADI adapts r's fields per domain and the multi-embedding backbones split r by set: they
-    # take the materialised r; every other built-in backbone takes blocks.
+    # ADI adapts r's fields per domain: it takes the materialised r; every other built-in
+    # backbone takes blocks (the multi-embedding ones split them by set).
     assert set(BLOCK_BACKBONES) >= {"rrl", "dnn", "shared_bottom", "cross_stitch", "mmoe",
-                                    "dselect_k", "ple"}
-    assert not {"adi", "multi_embedding", "stem", "ame", "crocodile"} & set(BLOCK_BACKBONES)
+                                    "dselect_k", "ple", "multi_embedding", "stem", "ame",
+                                    "crocodile"}
+    assert "adi" not in BLOCK_BACKBONES
 
 
-@pytest.mark.parametrize("backbone", BLOCK_BACKBONES)
+# The multi-embedding backbones read one r per embedding set: tests/test_multi_embedding.py
+# checks them inside a model.
+@pytest.mark.parametrize("backbone", [b for b in BLOCK_BACKBONES
+                                      if b not in MULTI_EMBEDDING_BACKBONES])
 def test_backbone_scores_from_blocks_equal_scores_from_r(backbone):
     # K = 3 domains, rows in domains 0, 2, 2, 0 (domain 1 has no row: routing must cope).
     # Eq. 5's blocks all representation_dim = 2 wide (the two-tower slices a materialised r so).

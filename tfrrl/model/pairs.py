@@ -15,7 +15,7 @@ variables — are those of the plain layer, and the output equals it up to the s
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import keras
 import tensorflow as tf
@@ -82,10 +82,48 @@ class PairParts:
         return PairParts(self.entity, tf.concat([self.user, tf.cast(x, self.user.dtype)], -1),
                          self.pair, self.layout + ((USER, int(x.shape[-1])),))
 
+    def split(self, widths: Sequence[int]) -> List["PairParts"]:
+        """r split along its last axis as ``tf.split(r, widths, -1)`` would, each piece as its
+        blocks (a piece holds whole blocks: a boundary inside a block is an error)."""
+        pieces, offsets, start = [], {ENTITY: 0, USER: 0, PAIR: 0}, 0
+        for width in widths:
+            taken, stop = {ENTITY: [], USER: [], PAIR: []}, start
+            while sum(w for _, w in self.layout[start:stop]) < width:
+                if stop == len(self.layout):
+                    raise ValueError(f"widths {list(widths)} exceed r's {self.width}")
+                stop += 1
+            if sum(w for _, w in self.layout[start:stop]) != width:
+                raise ValueError(f"widths {list(widths)} cut a block of layout {self.layout}")
+            for kind, w in self.layout[start:stop]:
+                taken[kind].append((offsets[kind], w))
+                offsets[kind] += w
+            pieces.append(PairParts(*(_columns(t, taken[k]) for t, k in (
+                (self.entity, ENTITY), (self.user, USER), (self.pair, PAIR))),
+                self.layout[start:stop]))
+            start = stop
+        if start != len(self.layout):
+            raise ValueError(f"widths {list(widths)} leave part of r's {self.width} unused")
+        return pieces
+
+    @staticmethod
+    def concat(pieces: Sequence["PairParts"]) -> "PairParts":
+        """The pieces side by side: ``tf.concat([p.materialize() for p in pieces], -1)`` as
+        blocks (every piece of the same users and candidates)."""
+        return PairParts(*(tf.concat([getattr(p, kind) for p in pieces], -1)
+                           for kind in (ENTITY, USER, PAIR)),
+                         tuple(block for p in pieces for block in p.layout))
+
     def rows(self, fn: Callable[[tf.Tensor], tf.Tensor]) -> "PairParts":
         """The same candidates for the users ``fn`` keeps (``fn`` maps a [B, …] tensor to the
         rows it keeps, e.g. one domain's partition)."""
         return PairParts(self.entity, fn(self.user), fn(self.pair), self.layout)
+
+
+def _columns(x: tf.Tensor, spans: Sequence[Tuple[int, int]]) -> tf.Tensor:
+    """The last-axis ``(start, width)`` spans of ``x``, side by side (none: zero columns)."""
+    if not spans:
+        return x[..., :0]
+    return tf.concat([x[..., start:start + width] for start, width in spans], -1)
 
 
 def kernel_block(kernel: tf.Tensor, layout: Sequence[Tuple[str, int]], kind: str) -> tf.Tensor:
@@ -109,9 +147,19 @@ def pair_dense(layer: layers.Dense, parts: PairParts) -> tf.Tensor:
         return tf.matmul(tf.cast(x, layer.compute_dtype),
                          kernel_block(kernel, parts.layout, kind))
 
-    out = (tf.reshape(term(tf.reshape(parts.pair, [-1, parts.pair.shape[-1]]), PAIR),
-                      tf.concat([tf.shape(parts.pair)[:2], [layer.units]], 0))
-           + term(parts.user, USER)[:, None, :] + term(parts.entity, ENTITY)[None, :, :])
+    kinds = {kind for kind, _ in parts.layout}
+    shape = tf.concat([tf.shape(parts.pair)[:2], [layer.units]], 0)
+    terms = [tf.reshape(term(tf.reshape(parts.pair, [-1, parts.pair.shape[-1]]), PAIR), shape)
+             ] if PAIR in kinds else []
+    if USER in kinds:
+        terms.append(term(parts.user, USER)[:, None, :])
+    if ENTITY in kinds:
+        terms.append(term(parts.entity, ENTITY)[None, :, :])
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    if PAIR not in kinds:  # e.g. the PEG prior: per-user and per-candidate blocks only
+        out = tf.broadcast_to(out, shape)
     if layer.use_bias:
         out = out + tf.cast(layer.bias, out.dtype)
     return layer.activation(out)
@@ -147,3 +195,28 @@ def as_pair(r: Union[tf.Tensor, Dict[str, tf.Tensor]]) -> Union[tf.Tensor, PairP
 def dense_on(layer: layers.Dense, r: Union[tf.Tensor, PairParts]) -> tf.Tensor:
     """``layer(r)`` for a materialised r or :class:`PairParts` (:func:`pair_dense`)."""
     return pair_dense(layer, r) if isinstance(r, PairParts) else layer(r)
+
+
+def side_by_side(pieces: Sequence[Union[tf.Tensor, PairParts]]) -> Union[tf.Tensor, PairParts]:
+    """Materialised r's concatenated on the last axis, or :meth:`PairParts.concat` of blocks."""
+    if isinstance(pieces[0], PairParts):
+        return PairParts.concat(pieces)
+    return tf.concat(list(pieces), -1)
+
+
+def rows_apart(items: Sequence[Union[tf.Tensor, PairParts]]
+               ) -> Tuple[List[tf.Tensor], Callable[[Sequence[tf.Tensor]], list]]:
+    """What routing by rows splits: the tensors of ``items`` whose first axis is the users
+    (a materialised r itself; of blocks, the per-user and per-pair tensors, never the
+    candidates'), and the function that rebuilds the items from those tensors' rows."""
+    tensors: List[tf.Tensor] = []
+    kept = []
+    for x in items:
+        kept.append((x, len(tensors)))
+        tensors += [x.user, x.pair] if isinstance(x, PairParts) else [x]
+
+    def rebuild(rows: Sequence[tf.Tensor]) -> list:
+        return [PairParts(x.entity, rows[i], rows[i + 1], x.layout)
+                if isinstance(x, PairParts) else rows[i] for x, i in kept]
+
+    return tensors, rebuild

@@ -79,8 +79,8 @@ class Scorer(SublayerContainer):
                                  "set: set model.interaction false")
             self.interaction = (make_dot_product_towers(config, "interaction")
                                 if config.interaction else None)
-        # The backbone's first layers act on r's blocks when it can take them (single set).
-        self.pair_blocks = bool(config.pair_blocks and not self.input_sets.active
+        # The backbone's first layers act on r's blocks when it can take them.
+        self.pair_blocks = bool(config.pair_blocks
                                 and PAIR_BLOCKS in backbone_spec(config.backbone).capabilities)
         self.build()  # its sub-layers build on first use
 
@@ -142,7 +142,10 @@ class Scorer(SublayerContainer):
 
     def pair_parts(self, users, entities) -> PairParts:
         """R of every pair as its blocks (tfrrl.model.pairs): E_uee and E_aid per candidate
-        (``target`` = [E_uee, E_aid]), E_tran per user, only E_att per pair."""
+        (``target`` = [E_uee, E_aid]), E_tran per user, only E_att per pair (M embedding sets:
+        every set's blocks, then the PEG prior's, tfrrl.model.encoders.embedding_sets)."""
+        if self.input_sets.active:
+            return self.input_sets.pair_parts(self, users, entities)
         e_att = self.target_attention(entities["target"], users["seq_keys"], users["seq_mask"],
                                       pairwise=True)
         r_uee, r_aid = int(entities["e_uee"].shape[-1]), int(entities["e_aid"].shape[-1])

@@ -41,11 +41,13 @@ import tensorflow as tf
 from keras import layers
 
 from tfrrl.model.backbones.peg import PriorElementwiseGate, mix_experts
-from tfrrl.model.backbones.registry import COLUMNWISE, DISENTANGLEMENT, register_backbone
+from tfrrl.model.backbones.registry import (COLUMNWISE, DISENTANGLEMENT, PAIR_BLOCKS,
+                                            register_backbone)
 from tfrrl.model.backbones.routing import route_by_domain, select_domain
 from tfrrl.model.backbones.towers import MultiBranchLayer, domain_towers
 from tfrrl.model.encoders import embedding_sets
 from tfrrl.model.layers import mlp
+from tfrrl.model.pairs import PairParts, apply_mlp, as_pair, dense_on, rows_apart, side_by_side
 
 ROUTINGS = ("all", "stem")
 
@@ -105,47 +107,64 @@ class MultiEmbeddingBackbone(MultiBranchLayer):
         return (0, k + 1) if self._config["routing"] == "stem" else range(self.num_sets)
 
     def call(self, r, domain_index, e_did, training=False) -> Dict[str, tf.Tensor]:
-        chunks = tf.split(r, self.split, axis=-1)
+        """r [B, C, Σ D_m + P] or its blocks (tfrrl.model.pairs: each expert's and gate's first
+        Dense layer then runs by blocks), domain_index [B] → scores [B, C], expert_outputs."""
+        r = as_pair(r)
+        chunks = (r.split(self.split) if isinstance(r, PairParts)
+                  else tf.split(r, self.split, axis=-1))
         sets, prior = chunks[:self.num_sets], (chunks[-1] if len(chunks) > self.num_sets
                                                else None)
-        outputs = [e(x, training=training) for e, x in zip(self.experts, sets)]
+        outputs = [apply_mlp(e, x, training) for e, x in zip(self.experts, sets)]
         experts = tf.stack(outputs, axis=-2)  # [B, C, M, d]
         # Per row: the experts' outputs and what its domain's gate reads (the prior for PEG,
         # else the sets' pair representations); only those are split by domain.
-        gate_input = [prior] if self._config["gate"] == "peg" else list(sets)
-        inputs = list(outputs) + gate_input
-        per_domain = [self._domain_score(k, training) for k in range(self._config["num_domains"])]
+        gate_rows, gate_input = rows_apart([prior] if self._config["gate"] == "peg"
+                                           else list(sets))
+        inputs = list(outputs) + gate_rows
+        per_domain = [self._domain_score(k, gate_input, training)
+                      for k in range(self._config["num_domains"])]
         if self._config["route_rows"]:
             scores = route_by_domain(per_domain, domain_index, *inputs)
         else:
             scores = select_domain([fn(*inputs) for fn in per_domain], domain_index)
         return {"scores": scores, "expert_outputs": experts}
 
-    def _domain_score(self, k: int, training: bool):
+    def _domain_score(self, k: int, gate_input, training: bool):
         """Domain k's gate, expert mix and tower on rows given as (expert outputs…, then the
-        prior for PEG or the sets…) → scores [rows, C]."""
+        row tensors of the prior for PEG or of the sets, which ``gate_input`` rebuilds) →
+        scores [rows, C]."""
         gate, tower, m_sets = self.gates[k], self.towers[k], self.num_sets
         own = set(self._own_sets(k))
 
         def score(*args):
-            outputs, gate_input = args[:m_sets], args[m_sets:]
+            outputs, read = args[:m_sets], gate_input(args[m_sets:])
             # STEM: the other domains' experts are seen forward only (no gradient back).
             seen = tf.stack([o if m in own else tf.stop_gradient(o)
                              for m, o in enumerate(outputs)], axis=-2)
             if self._config["gate"] == "peg":
-                weights = gate(gate_input[0])  # [rows, C, M, d or 1]
+                weights = peg_weights(gate, read[0])  # [rows, C, M, d or 1]
             else:
-                weights = gate(tf.concat([gate_input[m] for m in sorted(own)], -1))[..., None]
+                weights = dense_on(gate, side_by_side([read[m] for m in sorted(own)]))[..., None]
             return tf.squeeze(tower(mix_experts(weights, seen), training=training), -1)
 
         return score
 
 
+def peg_weights(gate: PriorElementwiseGate, prior) -> tf.Tensor:
+    """PEG's expert weights (Eq. 10) from the materialised prior or its blocks (W_g then runs
+    by blocks, :func:`tfrrl.model.pairs.pair_dense`)."""
+    if not isinstance(prior, PairParts):
+        return gate(prior)
+    if not gate.project.built:
+        gate.build((None, None, prior.width))  # W_g in the gate's name scope: gate_k/w_g
+    return gate.weights_from_logits(dense_on(gate.project, prior))
+
+
 # Decorators apply bottom-up: registered as multi_embedding, stem, ame, crocodile.
-@register_backbone("crocodile", capabilities=(DISENTANGLEMENT, COLUMNWISE))
-@register_backbone("ame", capabilities=(DISENTANGLEMENT, COLUMNWISE))
-@register_backbone("stem", capabilities=(DISENTANGLEMENT, COLUMNWISE))
-@register_backbone("multi_embedding", capabilities=(DISENTANGLEMENT, COLUMNWISE))
+@register_backbone("crocodile", capabilities=(DISENTANGLEMENT, PAIR_BLOCKS, COLUMNWISE))
+@register_backbone("ame", capabilities=(DISENTANGLEMENT, PAIR_BLOCKS, COLUMNWISE))
+@register_backbone("stem", capabilities=(DISENTANGLEMENT, PAIR_BLOCKS, COLUMNWISE))
+@register_backbone("multi_embedding", capabilities=(DISENTANGLEMENT, PAIR_BLOCKS, COLUMNWISE))
 def make_multi_embedding(config, num_domains: int) -> MultiEmbeddingBackbone:
     """The backbone ``config.backbone`` ∈ MULTI_EMBEDDING_BACKBONES names (a ModelConfig)."""
     widths = embedding_sets.pair_widths(config, num_domains)

@@ -30,11 +30,19 @@ class PriorElementwiseGate(layers.Layer):
         self.project = layers.Dense(num_experts * (dim if elementwise else 1), name="w_g")
 
     def build(self, input_shape=None):
+        """``input_shape`` given: builds W_g in this layer's name scope (a caller that projects
+        r's blocks itself, :meth:`weights_from_logits`, builds the gate so); else on first call."""
+        if input_shape is not None and not self.project.built:
+            self.project.build(input_shape)
         self.built = True
 
     def call(self, prior: tf.Tensor) -> tf.Tensor:
-        logits = self.project(prior)
-        shape = tf.concat([tf.shape(prior)[:-1], [self.num_experts, -1]], 0)
+        return self.weights_from_logits(self.project(prior))
+
+    def weights_from_logits(self, logits: tf.Tensor) -> tf.Tensor:
+        """Eq. 10 after the projection: logits [..., K·d or K] → weights [..., K, d or 1]
+        (a caller that projects r's blocks itself, tfrrl.model.pairs, starts here)."""
+        shape = tf.concat([tf.shape(logits)[:-1], [self.num_experts, -1]], 0)
         return tf.nn.softmax(tf.reshape(logits, shape), axis=-2)  # Eq. 10: over the experts
 
     def get_config(self) -> Dict:

@@ -31,6 +31,7 @@ from tfrrl.model.encoders.embeddings import SharedEmbeddings
 from tfrrl.model.encoders.features import vocabulary_of
 from tfrrl.model.encoders.input_stack import build_input_stack
 from tfrrl.model.layers import SublayerContainer
+from tfrrl.model.pairs import ENTITY, PAIR, USER, PairParts
 
 MULTI_EMBEDDING_BACKBONES = ("multi_embedding", "stem", "ame", "crocodile")
 PRIOR_FIELDS = ("user_id", "domain", "entity_id")  # Crocodile Eq. 9: user, domain, item ids
@@ -214,6 +215,27 @@ class EmbeddingSets(SublayerContainer):
         return {"e_uee": tf.concat([e["e_uee"] for e in encs], -1),
                 "e_aid": tf.concat([e["e_aid"] for e in encs], -1),
                 "target": tf.concat(target, -1)}
+
+    def pair_parts(self, primary, users, entities) -> PairParts:
+        """:meth:`pair_representations` of every user × every entity as its blocks
+        (tfrrl.model.pairs): per set E_uee and E_aid per candidate, E_tran per user, E_att per
+        pair; the prior's user and domain ids per user, its entity id per candidate."""
+        target, e_tran, keys = entities["target"], users["e_tran"], users["seq_keys"]
+        entity, user, pair, layout, t0, u0, k0 = [], [], [], [], 0, 0, 0
+        for stack, (e, r) in zip(self._stacks(primary), self.dims):
+            t_m = target[..., t0:t0 + r + e]
+            pair.append(stack.target_attention(t_m, keys[..., k0:k0 + e], users["seq_mask"],
+                                               pairwise=True))
+            entity.append(t_m)
+            user.append(e_tran[..., u0:u0 + r])
+            layout += [(ENTITY, r), (USER, r), (PAIR, int(pair[-1].shape[-1])), (ENTITY, e)]
+            t0, u0, k0 = t0 + r + e, u0 + r, k0 + e
+        if self.prior is not None:
+            user.append(e_tran[..., u0:])
+            entity.append(target[..., t0:])
+            layout += [(USER, 2 * self.prior_dim), (ENTITY, self.prior_dim)]
+        return PairParts(tf.concat(entity, -1), tf.concat(user, -1), tf.concat(pair, -1),
+                         tuple(layout))
 
     def pair_representations(self, primary, users, entities, pairwise: bool = True) -> tf.Tensor:
         """r = [r_0 … r_{M−1}, prior pair]: [B, C, Σ D_m + P] (``pairwise``: every user × every
