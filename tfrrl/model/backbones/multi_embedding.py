@@ -1,11 +1,11 @@
 """Multi-embedding backbones: ME, STEM, AME (Tencent §4.2, §5.1) and Crocodile (its §4).
 
 Input: r = [r_0 … r_{M−1}, prior] [B, C, Σ D_m + P] (tfrrl.model.encoders.embedding_sets): r_m is the
-pair representation of embedding set m, the optional prior chunk feeds PEG. With r as its blocks
-(``model.pair_blocks``, tfrrl.model.pairs) every first Dense layer on r (the experts', the
-softmax gates', PEG's W_g) runs by blocks: per candidate, per user, and per pair only on E_att. Expert m sees ONLY
+pair representation of embedding set m, the optional prior chunk feeds PEG. Expert m sees ONLY
 r_m (Crocodile Eq. 3–4: O^(p) = MLP^(p)(e^(p))); every expert ends at the same width d =
-``expert_units[-1]`` so the domains' gates can mix them; one tower per domain (Eq. 5).
+``expert_units[-1]`` so the domains' gates can mix them; one tower per domain (Eq. 5). With r as
+its blocks (``model.pair_blocks``, tfrrl.model.pairs) every first Dense layer on r (the experts',
+the softmax gates', PEG's W_g) runs by blocks: per candidate, per user, and per pair on E_att only.
 
 =====================  =========================================================================
 ``backbone``           gates and routing
