@@ -115,6 +115,16 @@ def test_stem_stop_gradient_between_domains(data):
     assert model.backbone.expert_names[0] == "shared"
 
 
+def _outputs_and_gradients(model, users, entities):
+    """The model's outputs on every (user, candidate) pair and the gradient of every trainable
+    variable of the sum of squared scores (dense; None where no loss reaches)."""
+    with tf.GradientTape() as tape:
+        out = model.score_pairs(model.encode_users(users), model.encode_entities(entities))
+        loss = tf.reduce_sum(tf.square(out["scores"]))
+    return out, [tf.convert_to_tensor(g) if g is not None else None
+                 for g in tape.gradient(loss, model.trainable_variables)]
+
+
 @pytest.mark.parametrize("backbone", list(CONFIGS))
 def test_rows_routed_to_their_domain_equal_every_domain_on_every_row(data, backbone):
     """model.multi_embedding.route_rows (the default) runs each row through its own domain's
@@ -127,15 +137,10 @@ def test_rows_routed_to_their_domain_equal_every_domain_on_every_row(data, backb
     results = []
     for routed in (True, False):
         model.backbone._config["route_rows"] = routed
-        with tf.GradientTape() as tape:
-            out = model.score_pairs(model.encode_users(users), model.encode_entities(entities))
-            loss = tf.reduce_sum(tf.square(out["scores"]))
-        variables = model.trainable_variables
-        grads = [tf.convert_to_tensor(g) if g is not None else None
-                 for g in tape.gradient(loss, variables)]
-        results.append((out["scores"].numpy(), grads))
-    (routed_scores, routed_grads), (all_scores, all_grads) = results
-    np.testing.assert_allclose(routed_scores, all_scores, rtol=1e-5, atol=1e-6)
+        results.append(_outputs_and_gradients(model, users, entities))
+    (routed_out, routed_grads), (all_out, all_grads) = results
+    np.testing.assert_allclose(routed_out["scores"].numpy(), all_out["scores"].numpy(),
+                               rtol=1e-5, atol=1e-6)
     assert sum(g is not None for g in routed_grads) > 0
     for v, a, b in zip(model.trainable_variables, routed_grads, all_grads):
         assert (a is None) == (b is None) or float(tf.norm(a if a is not None else b)) == 0.0, \
@@ -156,12 +161,7 @@ def test_blocks_give_the_materialised_r_scores_and_gradients(data, backbone):
     results = []
     for blocks in (True, False):
         model.scorer.pair_blocks = blocks
-        with tf.GradientTape() as tape:
-            out = model.score_pairs(model.encode_users(users), model.encode_entities(entities))
-            loss = tf.reduce_sum(tf.square(out["scores"]))
-        grads = [tf.convert_to_tensor(g) if g is not None else None
-                 for g in tape.gradient(loss, model.trainable_variables)]
-        results.append((out, grads))
+        results.append(_outputs_and_gradients(model, users, entities))
     (with_blocks, block_grads), (flat, flat_grads) = results
     for key in ("scores", "expert_outputs"):
         np.testing.assert_allclose(with_blocks[key].numpy(), flat[key].numpy(), rtol=1e-5,

@@ -85,23 +85,20 @@ class PairParts:
     def split(self, widths: Sequence[int]) -> List["PairParts"]:
         """r split along its last axis as ``tf.split(r, widths, -1)`` would, each piece as its
         blocks (a piece holds whole blocks: a boundary inside a block is an error)."""
-        pieces, offsets, start = [], {ENTITY: 0, USER: 0, PAIR: 0}, 0
+        pieces, offsets, stop = [], {ENTITY: 0, USER: 0, PAIR: 0}, 0
         for width in widths:
-            taken, stop = {ENTITY: [], USER: [], PAIR: []}, start
-            while sum(w for _, w in self.layout[start:stop]) < width:
-                if stop == len(self.layout):
-                    raise ValueError(f"widths {list(widths)} exceed r's {self.width}")
-                stop += 1
-            if sum(w for _, w in self.layout[start:stop]) != width:
-                raise ValueError(f"widths {list(widths)} cut a block of layout {self.layout}")
-            for kind, w in self.layout[start:stop]:
+            taken, start, filled = {ENTITY: [], USER: [], PAIR: []}, stop, 0
+            while filled < width and stop < len(self.layout):
+                kind, w = self.layout[stop]
                 taken[kind].append((offsets[kind], w))
-                offsets[kind] += w
+                offsets[kind], filled, stop = offsets[kind] + w, filled + w, stop + 1
+            if filled != width:
+                raise ValueError(f"widths {list(widths)} cut a block of layout {self.layout} "
+                                 f"or exceed its width {self.width}")
             pieces.append(PairParts(*(_columns(t, taken[k]) for t, k in (
                 (self.entity, ENTITY), (self.user, USER), (self.pair, PAIR))),
                 self.layout[start:stop]))
-            start = stop
-        if start != len(self.layout):
+        if stop != len(self.layout):
             raise ValueError(f"widths {list(widths)} leave part of r's {self.width} unused")
         return pieces
 
