@@ -44,14 +44,32 @@ def test_materialize_by_hand_and_round_trip():
         parts.with_user_block(tf.constant([[9.0]])).materialize().numpy()[0, :, -1], [9, 9])
 
 
+# The bias joins the per-user term, else the per-candidate one, else the pair output
+# (tfrrl.model.pairs.pair_dense): one layout for each case, and r's usual one.
+LAYOUTS = {"usual": LAYOUT, "no user block": ((ENTITY, 3), (PAIR, 2), (ENTITY, 1)),
+           "pair blocks only": ((PAIR, 2), (PAIR, 1))}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS.values()), ids=list(LAYOUTS))
 @pytest.mark.parametrize("activation,use_bias", [(None, True), ("relu", True),
                                                  ("softmax", False)])
-def test_pair_dense_equals_dense_on_materialized_r(activation, use_bias):
-    parts = _parts()
+def test_pair_dense_equals_dense_on_materialized_r(activation, use_bias, layout):
+    parts = _parts(layout=layout)
     dense = layers.Dense(6, activation=activation, use_bias=use_bias,
                          bias_initializer="random_normal")
-    plain = dense(parts.materialize()).numpy()
-    np.testing.assert_allclose(pair_dense(dense, parts).numpy(), plain, rtol=1e-5, atol=1e-6)
+    r = parts.materialize()
+    with tf.GradientTape(persistent=True) as tape:
+        plain = dense(r)
+        blocks = pair_dense(dense, parts)
+        # A weighted sum, so that every output element has its own gradient.
+        weights = tf.constant(np.random.default_rng(1).normal(size=plain.shape), tf.float32)
+        loss_plain, loss_blocks = (tf.reduce_sum(weights * x) for x in (plain, blocks))
+    np.testing.assert_allclose(blocks.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
+    for v, g_plain, g_blocks in zip(dense.trainable_variables,
+                                    tape.gradient(loss_plain, dense.trainable_variables),
+                                    tape.gradient(loss_blocks, dense.trainable_variables)):
+        np.testing.assert_allclose(g_blocks.numpy(), g_plain.numpy(), rtol=1e-5, atol=1e-5,
+                                   err_msg=v.path)
 
 
 BLOCK_BACKBONES = [n for n in backbone_names() if PAIR_BLOCKS in backbone_spec(n).capabilities]

@@ -146,19 +146,27 @@ def pair_dense(layer: layers.Dense, parts: PairParts) -> tf.Tensor:
 
     kinds = {kind for kind, _ in parts.layout}
     shape = tf.concat([tf.shape(parts.pair)[:2], [layer.units]], 0)
+    # The bias joins the per-user term ([B, H]; else the per-candidate one) before it is
+    # broadcast, so the [B, C, H] output takes two additions, not three, and the bias
+    # gradient sums a [B, H] tensor, not a [B, C, H] one.
+    bias = tf.cast(layer.bias, layer.compute_dtype) if layer.use_bias else None
+    narrow = []
+    for kind, axis in ((USER, 1), (ENTITY, 0)):
+        if kind in kinds:
+            t = term(getattr(parts, kind), kind)
+            if bias is not None:
+                t, bias = t + bias, None
+            narrow.append(tf.expand_dims(t, axis))
     terms = [tf.reshape(term(tf.reshape(parts.pair, [-1, parts.pair.shape[-1]]), PAIR), shape)
              ] if PAIR in kinds else []
-    if USER in kinds:
-        terms.append(term(parts.user, USER)[:, None, :])
-    if ENTITY in kinds:
-        terms.append(term(parts.entity, ENTITY)[None, :, :])
+    terms += narrow
     out = terms[0]
     for t in terms[1:]:
         out = out + t
     if PAIR not in kinds:  # e.g. the PEG prior: per-user and per-candidate blocks only
         out = tf.broadcast_to(out, shape)
-    if layer.use_bias:
-        out = out + tf.cast(layer.bias, out.dtype)
+    if bias is not None:  # a layout of pair blocks only
+        out = out + bias
     return layer.activation(out)
 
 
