@@ -98,7 +98,7 @@ def run_threads(args: argparse.Namespace, settings: List[str]) -> int:
                "--queries", str(args.queries), "--n", str(args.n), "--seed", str(args.seed)]
     command += ["--data", args.data] if args.data else []
     times = thread_children.take_turns(
-        settings, command, args.rounds,
+        thread_children.pool_children(settings), command, args.rounds,
         on_round=lambda r: say(f"round {r + 1}/{args.rounds} done"))
     walls = {key: statistics.median(w for w, _ in rounds) for key, rounds in times.items()}
     base = walls[(settings[0], "reference")]

@@ -10,6 +10,9 @@ The protocol: a child prints ``CHILD_MARK + json`` lines (``{"ready": true}`` on
 warmed up, then one answer per ``round`` line read on stdin: ``{name: [wall_s, cpu_s]}``);
 any other line it prints is passed through, prefixed with its setting. The children are
 ``benchmarks.train_step --threads`` and ``benchmarks.scoring_speed --threads``.
+
+The same turns compare two versions of the code: ``benchmarks.train_step --against REV`` runs
+one child in this checkout and one in a git worktree of REV (:func:`checkout_children`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 CHILD_MARK = "@@"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,15 +67,33 @@ def serve_rounds(time_round: Callable[[int], Dict[str, Tuple[float, float]]]) ->
         child_say(time_round(r))
 
 
-class ThreadChild:
-    """One child process with the pools of ``setting``; ``module_args`` is its command after
-    ``python -m``."""
+# A child: (its label in the results, its thread-pool setting, the checkout it runs in).
+ChildSpec = Tuple[str, str, str]
 
-    def __init__(self, setting: str, module_args: Sequence[str]):
+
+def pool_children(settings: Sequence[str]) -> List[ChildSpec]:
+    """One child per thread-pool setting, each in this checkout, labelled by its setting."""
+    return [(setting, setting, REPO) for setting in settings]
+
+
+def checkout_children(checkouts: Sequence[Tuple[str, str]], setting: str = "default"
+                      ) -> List[ChildSpec]:
+    """One child per (label, checkout directory), every one with the pools of ``setting``:
+    ``python -m`` puts the child's working directory first on its path, so each runs its own
+    checkout's code."""
+    return [(label, setting, directory) for label, directory in checkouts]
+
+
+class ThreadChild:
+    """One child process (label, pools of ``setting``, working directory ``cwd``);
+    ``module_args`` is its command after ``python -m``."""
+
+    def __init__(self, spec: ChildSpec, module_args: Sequence[str]):
+        label, setting, cwd = spec
         env = {k: v for k, v in os.environ.items() if k not in _POOL_VARIABLES}
         env.update(parse_thread_setting(setting))
-        self.setting = setting
-        self.process = subprocess.Popen([sys.executable, "-m", *module_args], cwd=REPO, env=env,
+        self.setting = label
+        self.process = subprocess.Popen([sys.executable, "-m", *module_args], cwd=cwd, env=env,
                                         text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def answer(self) -> Dict:
@@ -94,17 +115,17 @@ class ThreadChild:
             self.process.wait()
 
 
-def take_turns(settings: Iterable[str], module_args: Sequence[str], rounds: int,
+def take_turns(specs: Sequence[ChildSpec], module_args: Sequence[str], rounds: int,
                on_round: Callable[[int], None] = lambda r: None,
                ) -> Dict[Tuple[str, str], List[Tuple[float, float]]]:
-    """Starts one child per setting (one at a time: a build does not slow another's warm-up),
-    then runs ``rounds`` rounds, the children in alternating order; returns the (wall, CPU)
-    seconds of each (setting, name) per round."""
+    """Starts one child per spec (:func:`pool_children`, :func:`checkout_children`; one at a
+    time: a build does not slow another's warm-up), then runs ``rounds`` rounds, the children
+    in alternating order; returns the (wall, CPU) seconds of each (label, name) per round."""
     children: List[ThreadChild] = []
     times: Dict[Tuple[str, str], List[Tuple[float, float]]] = collections.defaultdict(list)
     try:
-        for setting in settings:
-            children.append(ThreadChild(setting, module_args))
+        for spec in specs:
+            children.append(ThreadChild(spec, module_args))
             children[-1].answer()
         for r in range(max(1, rounds)):
             for child in (children if r % 2 == 0 else children[::-1]):

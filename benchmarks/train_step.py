@@ -5,6 +5,7 @@ issue 16 side by side, and a 2,000-step NaN/Inf soak.
     python -m benchmarks.train_step --soak-steps [2000] [--data DIR]
     python -m benchmarks.train_step --speed [--arch "Backbone&RRL"] [--data DIR]
     python -m benchmarks.train_step --threads default,1:2 [--arch Backbone] [--data DIR]
+    python -m benchmarks.train_step --against HEAD~1 [--threads 1:2] [--arch Backbone] [--data DIR]
 
 **Throughput mode** (default). Builds ``configs/synthetic/backbone.yaml`` and
 ``configs/synthetic/backbone_rrl.yaml`` with :func:`tfrrl.training.trainer.build_model` on the same
@@ -59,6 +60,13 @@ the measured matmul peak, a roofline ceiling and what the live input pipeline co
 TensorFlow's own). The pools are fixed per process, so the children take turns: one round each,
 in alternating order, while the others wait idle; every setting meets the same load.
 
+**Against mode** (``--against REV``): the same two paths of each ``--arch`` in two children
+taking turns the same way, one running this checkout's code and one a git worktree of REV
+(a commit, branch or tag; created in a temporary folder and removed at the end), both with the
+pools of ``--threads`` (one setting, default TensorFlow's own). Prints each model's ms/step
+under both and the speed-up of this checkout over REV: what a code change without a switch
+buys, measured side by side. REV must have ``--thread-child`` (the twelfth session's code on).
+
 **Soak mode** (``--soak-steps [N]``, default 2,000): trains Backbone&RRL (``backbone_rrl.yaml``)
 for N steps on the synthetic default, on ``trainer.make_datasets``' training dataset with
 ``train.steps_per_epoch`` set (so it is ``repeat()``-ed), with the same
@@ -78,6 +86,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -593,20 +602,25 @@ def run_thread_child(args: argparse.Namespace) -> int:
     return 0
 
 
+def _child_command(args: argparse.Namespace, data_dir: str) -> List[str]:
+    """The ``python -m`` command of a ``--threads`` / ``--against`` child."""
+    command = ["benchmarks.train_step", "--thread-child", "--data", data_dir,
+               "--steps", str(args.steps), "--rounds", str(args.rounds),
+               "--warmup", str(args.warmup), "--cache-batches", str(args.cache_batches),
+               "--seed", str(args.seed)]
+    command += [a for arch in args.arch for a in ("--arch", arch)]
+    return command + [a for override in args.set for a in ("--set", override)]
+
+
 def run_threads(args: argparse.Namespace) -> int:
     """The reference and fastest paths in one process per ``--threads`` setting; the processes
     take turns (one round each, alternating order; the others wait idle), so every setting
     meets the same load. Prints ms/step and the speed-up over the first setting's reference."""
     settings = thread_children.parse_thread_settings(args.threads)
     with _DataDir(args) as data_dir:
-        command = ["benchmarks.train_step", "--thread-child", "--data", data_dir,
-                   "--steps", str(args.steps), "--rounds", str(args.rounds),
-                   "--warmup", str(args.warmup), "--cache-batches", str(args.cache_batches),
-                   "--seed", str(args.seed)]
-        command += [a for arch in args.arch for a in ("--arch", arch)]
-        command += [a for override in args.set for a in ("--set", override)]
         times = thread_children.take_turns(
-            settings, command, args.rounds,
+            thread_children.pool_children(settings), _child_command(args, data_dir),
+            args.rounds,
             on_round=lambda r: _say(f"round {r + 1}/{args.rounds} done"))
     names = [name for name, _, _ in _thread_specs(args)]
     print()
@@ -622,6 +636,54 @@ def run_threads(args: argparse.Namespace) -> int:
             shown = f"{arch} {shown_lever(name.rsplit(' ', 1)[1], args.set)}"
             print(f"  {shown:<40} threads {setting:<8} {med * 1e3:7.1f} ms/step  × "
                   f"{base / med:.2f} over the {settings[0]} reference")
+    return 0
+
+
+def _worktree(rev: str) -> str:
+    """A detached git worktree of ``rev`` in a new temporary folder (the caller removes it)."""
+    path = tempfile.mkdtemp(prefix="tfrrl-against-")
+    try:
+        subprocess.run(["git", "worktree", "add", "--detach", path, rev], cwd=REPO, check=True,
+                       capture_output=True, text=True)
+    except subprocess.CalledProcessError as e:
+        os.rmdir(path)
+        raise ValueError(f"--against {rev}: git cannot check it out here "
+                         f"({e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}); "
+                         "give a commit, branch or tag of this repository") from None
+    return path
+
+
+def run_against(args: argparse.Namespace, worktree: str) -> int:
+    """The reference and fastest paths of each ``--arch`` in this checkout and in
+    ``worktree`` (:func:`_worktree` of ``--against``, removed at the end), one child each,
+    taking turns; prints both step times and the speed-up of this checkout's code."""
+    from benchmarks.quality_results import version_of  # pylint: disable=import-outside-toplevel
+
+    setting = args.threads or "default"
+    here = f"this checkout ({version_of(REPO)})"
+    try:
+        theirs = f"{args.against} ({version_of(worktree)})"
+        with _DataDir(args) as data_dir:
+            times = thread_children.take_turns(
+                thread_children.checkout_children([(theirs, worktree), (here, REPO)], setting),
+                _child_command(args, data_dir), args.rounds,
+                on_round=lambda r: _say(f"round {r + 1}/{args.rounds} done"))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", worktree], cwd=REPO,
+                       capture_output=True)
+    print()
+    print(f"this checkout against {args.against} (issue 16): "
+          f"{args.steps // max(1, args.rounds) * args.rounds} timed steps per model and "
+          f"checkout ({args.rounds} alternating rounds), input cached; threads {setting}"
+          + (f"; on every model (after the levers): {' '.join(args.set)}" if args.set else ""))
+    for name, _, _ in _thread_specs(args):
+        arch, lever = name.rsplit(" ", 1)
+        before = statistics.median(w for w, _ in times[(theirs, name)])
+        after = statistics.median(w for w, _ in times[(here, name)])
+        cpu_ratio = (statistics.median(c for _, c in times[(theirs, name)])
+                     / statistics.median(c for _, c in times[(here, name)]))
+        print(f"  {arch + ' ' + shown_lever(lever, args.set):<40} {before * 1e3:7.1f} → "
+              f"{after * 1e3:7.1f} ms/step  × {before / after:.3f} (CPU × {cpu_ratio:.3f})")
     return 0
 
 
@@ -752,6 +814,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "Backbone&RRL) in one process per setting, taking turns; settings "
                              "comma-separated, each 'default' or INTRA[:INTER] thread-pool "
                              "sizes, e.g. default,1:2")
+    parser.add_argument("--against", metavar="REV",
+                        help="against mode: the reference and fastest paths (--arch) in this "
+                             "checkout and in a git worktree of REV, taking turns; --threads "
+                             "(one setting) sets both children's pools")
     parser.add_argument("--thread-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arch", action="append", default=[],
                         help="--speed: only these architectures (Backbone, Backbone&RRL, DNN)")
@@ -763,6 +829,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             thread_children.parse_thread_settings(args.threads)
         except ValueError as e:
             parser.error(str(e))
+    if args.against:
+        if args.threads and "," in args.threads:
+            parser.error("--against takes one --threads setting (both children use it), "
+                         f"not {args.threads!r}")
+        try:
+            worktree = _worktree(args.against)
+        except ValueError as e:
+            parser.error(str(e))
+        return run_against(args, worktree)
+    if args.threads:
         return run_threads(args)
     if args.speed:
         return run_speed(args)

@@ -43,8 +43,8 @@ def test_a_lever_turned_back_off_by_set_leaves_the_label(lever, overrides, shown
 def test_children_take_turns_with_their_own_pools():
     """Each setting's child sees its pool sizes in its environment (TensorFlow reads them at
     its first op) and answers every round; 'default' leaves both unset."""
-    times = thread_children.take_turns(["1:2", "default"], ["tests.thread_child_probe"],
-                                       rounds=3)
+    times = thread_children.take_turns(thread_children.pool_children(["1:2", "default"]),
+                                       ["tests.thread_child_probe"], rounds=3)
     assert times == {("1:2", "intra"): [(1.0, 0.0), (1.0, 1.0), (1.0, 2.0)],
                      ("1:2", "inter"): [(2.0, 0.0), (2.0, 1.0), (2.0, 2.0)],
                      ("default", "intra"): [(0.0, 0.0), (0.0, 1.0), (0.0, 2.0)],
@@ -56,3 +56,39 @@ def test_a_bad_thread_setting_is_one_clear_error(bad, capsys):
     with pytest.raises(SystemExit):
         train_step.main(["--threads", f"default,{bad}"])
     assert "is not 'default' or INTRA[:INTER]" in capsys.readouterr().err
+
+
+_PROBE = '''import json, sys
+print("@@" + json.dumps({"ready": True}), flush=True)
+for r, line in enumerate(sys.stdin):
+    print("@@" + json.dumps({"here": [%s, float(r)]}), flush=True)
+'''
+
+
+def test_checkout_children_each_run_their_own_checkouts_code(tmp_path):
+    """Two checkouts holding a module of the same name that answers differently: each child
+    answers with its own directory's module (what --against relies on to time REV's code)."""
+    dirs = []
+    for name, value in (("one", 1.0), ("two", 2.0)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "probe_here.py").write_text(_PROBE % value)
+        dirs.append((name, str(d)))
+    times = thread_children.take_turns(thread_children.checkout_children(dirs),
+                                       ["probe_here"], rounds=2)
+    assert times == {("one", "here"): [(1.0, 0.0), (1.0, 1.0)],
+                     ("two", "here"): [(2.0, 0.0), (2.0, 1.0)]}
+
+
+def test_against_an_unknown_revision_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        train_step.main(["--against", "no-such-revision-0123"])
+    err = capsys.readouterr().err
+    assert "--against no-such-revision-0123: git cannot check it out here" in err
+    assert "Traceback" not in err
+
+
+def test_against_takes_one_thread_setting(capsys):
+    with pytest.raises(SystemExit):
+        train_step.main(["--against", "HEAD", "--threads", "default,1:2"])
+    assert "--against takes one --threads setting" in capsys.readouterr().err
