@@ -516,6 +516,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--cache", help="(b) keep the synthetic HNSW graph here between runs")
     args = parser.parse_args(argv)
+    if args.export and args.part in ("b", "both"):
+        from tfrrl_serving.indexing.layout import (  # pylint: disable=import-outside-toplevel
+            latest_indexed_version)
+        try:  # before the minutes of part (a): a missing index is one line, not a traceback
+            latest_indexed_version(args.export, args.name)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(f"--export {args.export}: {e}")
 
     import faiss  # pylint: disable=import-outside-toplevel
 

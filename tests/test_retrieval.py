@@ -4,6 +4,7 @@ exported model + index (the retriever comes from the serving app, built by the t
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tfrrl.evaluation.queries import build_queries
 from tfrrl.evaluation.recall import recall_at_n, recall_report
@@ -59,3 +60,15 @@ def test_recall_retrieval_through_the_served_index_with_a_full_beam_equals_recal
     r_all = recall_report(exhaustive, queries, [n])["micro"][f"recall@{n}"]
     r_ret = recall_report(full, queries, [n])["micro"][f"recall@{n}"]
     assert r_ret == r_all and 0.0 <= r_all <= 1.0
+
+
+def test_the_retrieval_benchmark_on_an_export_without_index_is_one_clear_error(tmp_path, capsys):
+    """`benchmarks.retrieval --export E` on an export nobody indexed says to run `tfrrl index`
+    before it generates or times anything, in one line, no traceback."""
+    from benchmarks import retrieval  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(SystemExit):
+        retrieval.main(["--part", "b", "--export", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "no indexed version under" in err and "run `tfrrl index`" in err
+    assert "Traceback" not in err
