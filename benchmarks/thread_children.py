@@ -92,7 +92,7 @@ class ThreadChild:
         label, setting, cwd = spec
         env = {k: v for k, v in os.environ.items() if k not in _POOL_VARIABLES}
         env.update(parse_thread_setting(setting))
-        self.setting = label
+        self.label = label
         self.process = subprocess.Popen([sys.executable, "-m", *module_args], cwd=cwd, env=env,
                                         text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
@@ -100,8 +100,8 @@ class ThreadChild:
         for line in self.process.stdout:
             if line.startswith(CHILD_MARK):
                 return json.loads(line[len(CHILD_MARK):])
-            print(f"  [{self.setting}] {line.rstrip()}", flush=True)
-        raise RuntimeError(f"the --threads {self.setting} child ended early "
+            print(f"  [{self.label}] {line.rstrip()}", flush=True)
+        raise RuntimeError(f"the {self.label} child ended early "
                            f"(exit {self.process.wait()})")
 
     def round(self) -> Dict:
@@ -130,7 +130,7 @@ def take_turns(specs: Sequence[ChildSpec], module_args: Sequence[str], rounds: i
         for r in range(max(1, rounds)):
             for child in (children if r % 2 == 0 else children[::-1]):
                 for name, (wall, cpu) in child.round().items():
-                    times[(child.setting, name)].append((wall, cpu))
+                    times[(child.label, name)].append((wall, cpu))
             on_round(r)
     finally:
         for child in children:
