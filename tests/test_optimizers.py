@@ -174,12 +174,23 @@ ADAM_STEP_BOUND = (1 - 0.9) / (1 - 0.999) ** 0.5
 
 def _assert_same_training(a_model, b_model, steps=3, learning_rate=1e-3):
     """Every weight agrees up to float32 rounding but the shift-invariant ones, which the two
-    runs may move apart by at most twice Adam's step bound per step."""
+    runs may move apart by at most twice Adam's step bound per step, and a few elements of the
+    embedding tables, which may move apart by as much.
+
+    Adam divides a gradient by its own scale, so an embedding element whose gradient is near
+    the level of float32 rounding moves by a step that rounding decides, and two runs whose
+    other weights differ by rounding can disagree there: seen on
+    one element of the 816 of a brand table (3.6e-5) in about half the runs, as thread
+    scheduling ordered the sums. Every table must still agree on 99% of its elements."""
     mismatched = []
+    bound = 2 * ADAM_STEP_BOUND * steps * learning_rate
     for a, b in zip(a_model.weights, b_model.weights):
+        diff = np.abs(a.numpy() - b.numpy())
         if SHIFT_INVARIANT.search(a.path):
-            ok = (np.abs(a.numpy() - b.numpy()).max()
-                  <= 2 * ADAM_STEP_BOUND * steps * learning_rate)
+            ok = diff.max() <= bound
+        elif "embedding" in a.path and len(a.shape) == 2:
+            close = np.isclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+            ok = close.mean() >= 0.99 and diff.max() <= bound
         else:
             ok = np.allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
         if not ok:
