@@ -5,11 +5,17 @@ reader reads is counted (``<source>/rows_read``) and every row leaves through ex
 counted door: written (``impressions/written/<split>``), dead-lettered
 (``<source>/dead/<reason>``) or filtered by a rule (``impressions/filtered/<rule>``), so
 ``beam_pipelines/accounting.py`` can prove that nothing was lost.
+
+Beam reads its counters only when a pipeline ends. Each increment also goes to a tally of
+this process (:func:`live_tally`). The progress lines of a long local run read it
+(``beam_pipelines/heartbeat.py``). It sees only the rows of workers in this process: the
+local runner's default mode, not a Dataflow job or a local worker pool.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Dict
 
 from apache_beam.metrics import Metrics
@@ -46,9 +52,33 @@ def filtered_name(rule: str) -> str:
     return f"{IMPRESSIONS}/filtered/{rule}"
 
 
-def counter(name: str):
-    """The Beam counter ``name`` of the link's namespace."""
-    return Metrics.counter(NAMESPACE, name)
+_LIVE: Dict[str, int] = collections.Counter()
+_LIVE_LOCK = threading.Lock()
+
+
+class _TalliedCounter:
+    """A Beam counter that also adds every increment to this process's live tally."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._counter = Metrics.counter(NAMESPACE, name)
+
+    def inc(self, n: int = 1) -> None:
+        self._counter.inc(n)
+        with _LIVE_LOCK:
+            _LIVE[self._name] += n
+
+
+def counter(name: str) -> _TalliedCounter:
+    """The Beam counter ``name`` of the link's namespace (also counted in :func:`live_tally`)."""
+    return _TalliedCounter(name)
+
+
+def live_tally() -> Dict[str, int]:
+    """Every increment of this process's link counters so far, by name (cumulative over the
+    pipelines the process has run: subtract a snapshot taken at a run's start)."""
+    with _LIVE_LOCK:
+        return dict(_LIVE)
 
 
 def pipeline_counters(result) -> Dict[str, int]:

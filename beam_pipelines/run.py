@@ -7,7 +7,8 @@ dataset (``tfrrl/artifacts/prepared.py``): it claims the output folder
 bounded-memory mode) — checks the row accounting (``beam_pipelines/accounting.py``), writes the
 run's records and ``_SUCCESS``, and publishes. Both modes write the same dataset.
 :func:`run_prepare` adds what the command does around it: a dataset adapter
-(``beam_pipelines/adapters``), progress lines and the printed summary.
+(``beam_pipelines/adapters``), progress lines (``beam_pipelines/heartbeat.py`` while the
+link runs) and the printed summary.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from beam_pipelines import accounting, adapters, one_pass, publish, runner, sharded
+from beam_pipelines import accounting, adapters, heartbeat, one_pass, publish, runner, sharded
 from beam_pipelines.config import PrepareConfig, load_prepare_config
 from beam_pipelines.publish import OutputExistsError
 from tfrrl.artifacts import prepared
@@ -97,7 +98,8 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
                 config_path: Optional[str] = None, overrides: Optional[dict] = None,
                 beam_args: Sequence[str] = (), overwrite: bool = False,
                 keep_raw: Optional[str] = None,
-                adapter_options: Optional[dict] = None, verbose: bool = False) -> dict:
+                adapter_options: Optional[dict] = None, verbose: bool = False,
+                heartbeat_interval: float = heartbeat.DEFAULT_INTERVAL) -> dict:
     """``tfrrl prepare``: the config (defaults ← ``config_path`` ← ``overrides``), the
     ``adapter``'s conversion of ``input_dir`` to the raw contract (``synthetic``: already
     raw; the converted folder is kept at ``keep_raw`` if given, else removed), :func:`run`,
@@ -105,6 +107,8 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
 
     An adapter's recommended ``eval_fraction`` (and ``cutoff_timestamp``, for a time split)
     applies unless a config file or an override sets one. ``verbose`` (``tfrrl --verbose``): Beam's worker logs as Beam sets them.
+    While the link runs, a progress line every ``heartbeat_interval`` seconds
+    (``beam_pipelines/heartbeat.py``).
     """
     cfg = load_prepare_config(config_path, overrides or {})
     tmp = None
@@ -134,8 +138,10 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
     try:
         _say(f"preparing {raw_dir} → {out_dir} (Beam; "
              f"{' '.join(beam_args) if beam_args else 'local runner, one process'})")
-        result = run(raw_dir, out_dir, cfg, beam_args=list(beam_args), overwrite=overwrite,
-                     verbose=verbose)
+        with heartbeat.Heartbeat(_say, heartbeat_interval,
+                                 counts_visible=runner.workers_in_this_process(list(beam_args))):
+            result = run(raw_dir, out_dir, cfg, beam_args=list(beam_args), overwrite=overwrite,
+                         verbose=verbose)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -79,6 +79,16 @@ def default_pipeline_options(beam_args: Optional[List[str]] = None,
     return options
 
 
+def workers_in_this_process(beam_args: Optional[List[str]] = None) -> bool:
+    """Whether the link's workers run in this process: the local runner in its default mode
+    (``in_memory``), one pipeline at a time. Then the live tally of the link's counters
+    (``beam_pipelines.counters.live_tally``) sees their rows while the pipeline runs."""
+    beam_args = list(beam_args or [])
+    options = default_pipeline_options(beam_args)
+    return (is_local(options) and local_parallelism(beam_args) == 1
+            and options.view_as(DirectOptions).direct_running_mode == DEFAULT_RUNNING_MODE)
+
+
 def _local_runner(options: PipelineOptions, verbose: bool):
     """Beam's FnApiRunner (what the DirectRunner runs a batch pipeline on), built here so a
     multi-processing worker starts through ``beam_pipelines.local_worker`` (quiet) unless
