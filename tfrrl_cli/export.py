@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior-shift", metavar="TIME_RUN",
                         help="export the prior shift that `tfrrl evaluate --prior-shift "
                              "TIME_RUN` chose: the matching service adds it to every score")
+    parser.add_argument("--pair-blocks", choices=("on", "off"),
+                        help="scoring path of the export: the first layers on r's blocks (on) "
+                             "or on r materialised (off); the same scores (default: the run's "
+                             "model.pair_blocks)")
 
 
 def chosen_shift(time_run: str, data_dir: str) -> Dict:
@@ -58,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     shift = None if chosen is None else (PriorShift.from_details(chosen), chosen)
     start = time.time()
     path = export.export_run(args.run, args.data, args.out, name=args.name, version=args.version,
-                             progress=say, prior_shift=shift)
+                             progress=say, prior_shift=shift,
+                             pair_blocks=None if args.pair_blocks is None
+                             else args.pair_blocks == "on")
     say(f"exported {path} in {time.time() - start:.1f}s; TF Serving config "
         f"{os.path.join(args.out, export_folder.MODELS_CONFIG)}, instructions "
         f"{os.path.join(args.out, export_folder.README)}")

@@ -310,6 +310,8 @@ def export_backbone(model, lookup, base_dir: str, name: str = "tfrrl",
                           "default": schema.DEFAULT_ID, "first_domain": schema.FIRST_DOMAIN_ID},
             "entity_inputs": entity_input_names(),
             "user_inputs": user_input_names(),
+            # The scoring path traced into score_encoded (model.pair_blocks, tfrrl.model.pairs).
+            "pair_blocks": bool(scorer.scorer.pair_blocks),
         }
         if len(domains) != scorer.num_domains:
             raise ValueError(f"{len(domains)} domains in the vocabulary, model has "
@@ -374,20 +376,27 @@ def prior_shift_arrays(data: PreparedDataset, lookup: FeatureLookup, shift: Prio
 def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = "tfrrl",
                version: Optional[int] = None,
                progress: Optional[Callable[[str], None]] = None,
-               prior_shift: Optional[Tuple[PriorShift, Mapping]] = None) -> str:
+               prior_shift: Optional[Tuple[PriorShift, Mapping]] = None,
+               pair_blocks: Optional[bool] = None) -> str:
     """``tfrrl export``: rebuilds a trained run (config.yaml + weights) and exports it.
 
     ``data_dir`` None = the prepared dataset the run was trained on (``run.json``).
     ``progress``: called with one line per step (``export [k/4] …``). ``prior_shift`` = (a
     shift, the details of its choice): its offsets are exported beside the SavedModel
-    (:func:`prior_shift_arrays`) and the matching service adds them to every score."""
+    (:func:`prior_shift_arrays`) and the matching service adds them to every score.
+    ``pair_blocks``: the scoring path of the export (``model.pair_blocks``: the first layers on
+    r's blocks, or on r materialised; the same scores up to summation order, the same
+    variables); None keeps the run's."""
     steps = Steps("export", 4, progress)
     data_dir = trainer.run_data_dir(run_dir, data_dir)
     steps(f"rebuilding the trained model of {run_dir}")
     data = PreparedDataset(data_dir)
     lookup = FeatureLookup.from_dataset(data)
     # Served scores are float32 whatever the run trained in (the variables are float32 anyway).
-    model = trainer.load_run(run_dir, data_dir, overrides=["model.compute_dtype=float32"])
+    overrides = ["model.compute_dtype=float32"]
+    if pair_blocks is not None:
+        overrides.append(f"model.pair_blocks={str(bool(pair_blocks)).lower()}")
+    model = trainer.load_run(run_dir, data_dir, overrides=overrides)
     extra = {"run_dir": os.path.abspath(run_dir), "data_dir": os.path.abspath(data_dir)}
     arrays = None
     if prior_shift is not None:
