@@ -1,7 +1,7 @@
 """Progress lines while the link runs: ``tfrrl prepare`` on a large catalog takes many minutes,
 and Beam's local runner says nothing until the pipeline ends.
 
-A :class:`Heartbeat` writes one line every ``interval`` seconds while its ``with`` block runs:
+:func:`prepare_heartbeat` writes one line every ``interval`` seconds while its ``with`` block runs:
 the time so far and, when this process runs the workers (the local runner's default mode), the
 rows read per source, the examples written and the rows dead-lettered so far, from the live
 tally of the link's counters (:func:`beam_pipelines.counters.live_tally`)::
@@ -16,12 +16,11 @@ the counts come in the summary at the end.
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from typing import Callable, Dict, Mapping, Optional
 
 from beam_pipelines import counters
-from tfrrl.progress import format_duration
+from tfrrl.progress import Heartbeat, format_duration
 
 DEFAULT_INTERVAL = 60.0  # seconds between two lines
 ROWS_READ_SUFFIX = "/rows_read"
@@ -70,45 +69,18 @@ def tally_since(baseline: Mapping[str, int], now: Mapping[str, int]) -> Dict[str
     return {k: v - baseline.get(k, 0) for k, v in now.items() if v != baseline.get(k, 0)}
 
 
-class Heartbeat:
-    """Writes :func:`heartbeat_line` through ``say`` every ``interval`` seconds while the
-    ``with`` block runs (a daemon thread; nothing is written for a run shorter than
-    ``interval``). ``counts_visible``: the workers run in this process, so the live tally
-    counts their rows. ``clock`` and ``tally`` are injectable for tests."""
+def prepare_heartbeat(say: Callable[[str], None], interval: float = DEFAULT_INTERVAL,
+                      counts_visible: bool = True,
+                      clock: Callable[[], float] = time.monotonic,
+                      tally: Callable[[], Dict[str, int]] = counters.live_tally) -> Heartbeat:
+    """A :class:`~tfrrl.progress.Heartbeat` of :func:`heartbeat_line` over the rows counted
+    from now on. ``counts_visible``: the workers run in this process
+    (``runner.workers_in_this_process``), so the live tally counts their rows. ``clock`` and
+    ``tally`` are injectable for tests."""
+    baseline = tally()
 
-    def __init__(self, say: Callable[[str], None], interval: float = DEFAULT_INTERVAL,
-                 counts_visible: bool = True,
-                 clock: Callable[[], float] = time.monotonic,
-                 tally: Callable[[], Dict[str, int]] = counters.live_tally):
-        if interval <= 0:
-            raise ValueError(f"interval must be > 0, got {interval}")
-        self._say, self._interval, self._visible = say, float(interval), counts_visible
-        self._clock, self._tally = clock, tally
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._started = 0.0
-        self._baseline: Dict[str, int] = {}
-        self.lines = 0
+    def line(elapsed: float) -> str:
+        return heartbeat_line(elapsed, tally_since(baseline, tally()) if counts_visible
+                              else None)
 
-    def line(self) -> str:
-        """The line this heartbeat would write now."""
-        tally = tally_since(self._baseline, self._tally()) if self._visible else None
-        return heartbeat_line(self._clock() - self._started, tally)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._say(self.line())
-            self.lines += 1
-
-    def __enter__(self) -> "Heartbeat":
-        self._started = self._clock()
-        self._baseline = self._tally()
-        self._thread = threading.Thread(target=self._beat, name="prepare-heartbeat",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    return Heartbeat(say, line, interval, clock)

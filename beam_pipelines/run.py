@@ -138,8 +138,9 @@ def run_prepare(input_dir: str, out_dir: str, adapter: str = "synthetic", *,
     try:
         _say(f"preparing {raw_dir} → {out_dir} (Beam; "
              f"{' '.join(beam_args) if beam_args else 'local runner, one process'})")
-        with heartbeat.Heartbeat(_say, heartbeat_interval,
-                                 counts_visible=runner.workers_in_this_process(list(beam_args))):
+        with heartbeat.prepare_heartbeat(
+                _say, heartbeat_interval,
+                counts_visible=runner.workers_in_this_process(list(beam_args))):
             result = run(raw_dir, out_dir, cfg, beam_args=list(beam_args), overwrite=overwrite,
                          verbose=verbose)
     finally:

@@ -4,7 +4,6 @@ link's counters they read (beam_pipelines/counters.py ``live_tally``)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -59,7 +58,7 @@ class _Clock:
         return self.now
 
 
-def test_a_heartbeat_writes_the_rows_of_its_own_run_only():
+def test_the_prepare_heartbeat_counts_the_rows_of_its_own_run_only():
     clock, tally = _Clock(), {"impressions/rows_read": 50}  # 50 rows of an earlier run
     lines, wrote = [], threading.Event()
 
@@ -67,25 +66,24 @@ def test_a_heartbeat_writes_the_rows_of_its_own_run_only():
         lines.append(line)
         wrote.set()
 
-    with heartbeat.Heartbeat(say, interval=0.05, clock=clock, tally=lambda: dict(tally)) as beat:
+    with heartbeat.prepare_heartbeat(say, interval=0.05, clock=clock,
+                                     tally=lambda: dict(tally)) as beat:
         clock.now += 120.0
         tally["impressions/rows_read"] = 650
-        assert beat.line() == ("prepare: running 2:00; rows read 600 (impressions 600; 5 rows/s); "
-                               "examples written 0; dead-lettered 0")
+        assert beat.current_line() == (
+            "prepare: running 2:00; rows read 600 (impressions 600; 5 rows/s); "
+            "examples written 0; dead-lettered 0")
         assert wrote.wait(5.0)
-    assert lines and lines[-1] == beat.line() and beat.lines == len(lines)
+    assert lines and lines[-1] == beat.current_line() and beat.lines == len(lines)
 
 
-def test_a_run_shorter_than_the_interval_writes_nothing():
-    lines = []
-    with heartbeat.Heartbeat(lines.append, interval=60.0):
-        time.sleep(0.05)
-    assert lines == []
-
-
-def test_the_interval_must_be_positive():
-    with pytest.raises(ValueError, match="interval must be > 0"):
-        heartbeat.Heartbeat(print, interval=0)
+def test_without_visible_counts_the_line_gives_the_time_only():
+    clock = _Clock()
+    beat = heartbeat.prepare_heartbeat(print, clock=clock, counts_visible=False,
+                                       tally=lambda: {"impressions/rows_read": 9})
+    clock.now += 61.0
+    assert beat.current_line() == ("prepare: running 1:01; the rows are counted by the "
+                                   "runner's workers: counts come at the end")
 
 
 def test_counter_increments_reach_the_live_tally():

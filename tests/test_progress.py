@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from tfrrl.progress import Progress, Steps, format_duration, format_value
+from tfrrl.progress import Heartbeat, Progress, Steps, format_duration, format_value
 
 
 class FakeClock:
@@ -250,3 +250,32 @@ def test_topn_reports_the_queries_scored_after_each_chunk():
                        corpus_chunk=3, on_queries_scored=seen.append)
     assert seen == [2, 4, 5]  # chunks [0, 2), [2, 4), [4, 5)
     assert top.tolist() == [[6, 5]] * 5  # higher corpus index scores higher in every row
+
+
+def test_a_heartbeat_writes_its_line_while_the_block_runs():
+    clock, lines = FakeClock(), []
+    beat = Heartbeat(lines.append, lambda elapsed: f"build: {format_duration(elapsed)} so far",
+                     interval=0.02, clock=clock)
+    with beat:
+        clock.now += 90.0
+        deadline = time.monotonic() + 5.0
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert lines and set(lines) == {"build: 1:30 so far"} and beat.lines == len(lines)
+    count = len(lines)
+    time.sleep(0.1)
+    assert len(lines) == count  # nothing after the block
+
+
+def test_a_block_shorter_than_the_interval_writes_nothing():
+    lines = []
+    with Heartbeat(lines.append, str, interval=60.0):
+        time.sleep(0.05)
+    assert lines == []
+
+
+def test_a_heartbeat_needs_a_positive_interval():
+    import pytest
+
+    with pytest.raises(ValueError, match="interval must be > 0"):
+        Heartbeat(print, str, interval=0)

@@ -337,3 +337,44 @@ class Steps:
         elapsed = self.clock() - self.started_at
         suffix = f" ({format_duration(elapsed)} elapsed)" if self.done > 1 else ""
         self.say(f"{self.label} [{self.done}/{self.total}] {text}{suffix}")
+
+
+class Heartbeat:
+    """A line through ``say`` every ``interval`` seconds while its ``with`` block runs, for a
+    long step that counts nothing itself (a Beam pipeline, an ANN graph build): ``line`` makes
+    the text from the seconds elapsed. A daemon thread writes it; a block shorter than
+    ``interval`` writes nothing::
+
+        [index 21:33:02] HNSW: building the graph over 1,000,000 entities, 4:00 so far
+    """
+
+    def __init__(self, say: Callable[[str], None], line: Callable[[float], str],
+                 interval: float = DEFAULT_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0, got {interval}")
+        self.say, self.line, self.interval, self.clock = say, line, float(interval), clock
+        self.lines = 0
+        self.started_at = clock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def current_line(self) -> str:
+        """The line a beat would write now."""
+        return self.line(self.clock() - self.started_at)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.say(self.current_line())
+            self.lines += 1
+
+    def __enter__(self) -> "Heartbeat":
+        self.started_at = self.clock()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

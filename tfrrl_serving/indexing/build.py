@@ -64,6 +64,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrrl import export
+from tfrrl.progress import Heartbeat, format_duration
 from tfrrl.artifacts.export_folder import (ENTITY_KEYS, ENTITY_REPR, HNSW_DIR, INDEX_CHECKSUMS,
                                            INDEX_FORMAT, INDEX_MANIFEST, INDEX_OUTPUT,
                                            INDEX_PREFIX, INDEX_SIGNATURE, MANIFEST, SCANN_DIR,
@@ -150,8 +151,12 @@ def build_indexes(export_dir: str, data_dir: Optional[str] = None, version: Opti
                 "corpus_version": corpus_hash}
 
     t0 = time.time()
-    graph = build_hnsw(reprs, M=M, ef_construction=ef_construction, num_layers=num_layers,
-                       seed=seed, num_threads=num_threads, metadata=metadata)
+    # faiss adds the corpus in one call and says nothing: a line a minute shows it is alive
+    # (about 9 minutes for 1M entities on 2 shared cores: benchmarks/RESULTS.md).
+    with Heartbeat(say, lambda seconds: f"HNSW: building the graph over {n:,} entities, "
+                                        f"{format_duration(seconds)} so far"):
+        graph = build_hnsw(reprs, M=M, ef_construction=ef_construction, num_layers=num_layers,
+                           seed=seed, num_threads=num_threads, metadata=metadata)
     graph.faiss_index = None  # its vectors would duplicate entity_repr.npy
     hnsw_s = time.time() - t0
     say(f"HNSW: {graph.num_layers} layers {graph.layer_sizes()} in {hnsw_s:.1f}s")
