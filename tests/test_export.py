@@ -426,8 +426,8 @@ def test_every_backbone_family_exports_and_loads_without_tfrrl(exported, tmp_pat
 
 def test_export_run_takes_either_scoring_path_with_the_same_scores(small_synthetic_prepared,
                                                                    tmp_path):
-    """`tfrrl export --pair-blocks on|off` (export_run's ``pair_blocks``) rebuilds one trained
-    run on either path; the manifest names the path and the served scores agree."""
+    """`tfrrl export --pair-blocks on|off` (export_run's ``pair_blocks``, off by default) rebuilds
+    one trained run on either path; the manifest names the path and the served scores agree."""
     data = PreparedDataset(str(small_synthetic_prepared))
     lookup = FeatureLookup.from_dataset(data)
     exp = config.load_experiment(None, TINY_MODEL + [
@@ -437,15 +437,16 @@ def test_export_run_takes_either_scoring_path_with_the_same_scores(small_synthet
     trainer.train(exp, str(small_synthetic_prepared), str(run), verbose=0)
     users, entities = _raw_inputs(data, lookup)
     scores, paths = {}, {}
-    for choice in (True, False):
+    for choice in (True, None):  # None: the default, off whatever the run trained with
+        kwargs = {} if choice is None else {"pair_blocks": choice}
         version_dir = export.export_run(str(run), None, str(tmp_path / f"export-{choice}"),
-                                        pair_blocks=choice)
+                                        **kwargs)
         paths[choice] = export.read_manifest(version_dir)["pair_blocks"]
         fn = tf.saved_model.load(version_dir).signatures["score_raw"]
         _, kwargs = fn.structured_input_signature
         feeds = {**users, **entities}
         scores[choice] = fn(**{k: tf.constant(feeds[k], s.dtype)
                                for k, s in kwargs.items()})["scores"].numpy()
-    assert paths == {True: True, False: False}
+    assert exp.model.pair_blocks and paths == {True: True, None: False}
     assert scores[True].shape == (6, 8)
-    np.testing.assert_allclose(scores[False], scores[True], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores[None], scores[True], rtol=1e-5, atol=1e-5)

@@ -32,10 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior-shift", metavar="TIME_RUN",
                         help="export the prior shift that `tfrrl evaluate --prior-shift "
                              "TIME_RUN` chose: the matching service adds it to every score")
-    parser.add_argument("--pair-blocks", choices=("on", "off"),
+    parser.add_argument("--pair-blocks", choices=("on", "off"), default="off",
                         help="scoring path of the export: the first layers on r's blocks (on) "
-                             "or on r materialised (off); the same scores (default: the run's "
-                             "model.pair_blocks)")
+                             "or on r materialised (off); the same scores. Off pays for one "
+                             "user per call, as the matching service scores; on, for callers "
+                             "that score many users per call (default: %(default)s)")
 
 
 def chosen_shift(time_run: str, data_dir: str) -> Dict:
@@ -63,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     path = export.export_run(args.run, args.data, args.out, name=args.name, version=args.version,
                              progress=say, prior_shift=shift,
-                             pair_blocks=None if args.pair_blocks is None
-                             else args.pair_blocks == "on")
+                             pair_blocks=args.pair_blocks == "on")
     say(f"exported {path} in {time.time() - start:.1f}s; TF Serving config "
         f"{os.path.join(args.out, export_folder.MODELS_CONFIG)}, instructions "
         f"{os.path.join(args.out, export_folder.README)}")

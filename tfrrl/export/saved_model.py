@@ -377,26 +377,28 @@ def export_run(run_dir: str, data_dir: Optional[str], out_dir: str, name: str = 
                version: Optional[int] = None,
                progress: Optional[Callable[[str], None]] = None,
                prior_shift: Optional[Tuple[PriorShift, Mapping]] = None,
-               pair_blocks: Optional[bool] = None) -> str:
+               pair_blocks: bool = False) -> str:
     """``tfrrl export``: rebuilds a trained run (config.yaml + weights) and exports it.
 
     ``data_dir`` None = the prepared dataset the run was trained on (``run.json``).
     ``progress``: called with one line per step (``export [k/4] …``). ``prior_shift`` = (a
     shift, the details of its choice): its offsets are exported beside the SavedModel
     (:func:`prior_shift_arrays`) and the matching service adds them to every score.
-    ``pair_blocks``: the scoring path of the export (``model.pair_blocks``: the first layers on
-    r's blocks, or on r materialised; the same scores up to summation order, the same
-    variables); None keeps the run's."""
+    ``pair_blocks``: the scoring path of the export, whatever the run trained with
+    (``model.pair_blocks``: the first layers on r's blocks, or on r materialised; the same
+    scores up to summation order, the same variables). Off by default: a request scores one
+    user, where the blocks save nothing, and at 1M entities the materialised path scored the
+    whole corpus ×1.2 faster and walked the index as fast (benchmarks/RESULTS.md, "The
+    export's scoring path at 1M entities"). Turn it on for callers that score many users per
+    call."""
     steps = Steps("export", 4, progress)
     data_dir = trainer.run_data_dir(run_dir, data_dir)
     steps(f"rebuilding the trained model of {run_dir}")
     data = PreparedDataset(data_dir)
     lookup = FeatureLookup.from_dataset(data)
     # Served scores are float32 whatever the run trained in (the variables are float32 anyway).
-    overrides = ["model.compute_dtype=float32"]
-    if pair_blocks is not None:
-        overrides.append(f"model.pair_blocks={str(bool(pair_blocks)).lower()}")
-    model = trainer.load_run(run_dir, data_dir, overrides=overrides)
+    model = trainer.load_run(run_dir, data_dir, overrides=[
+        "model.compute_dtype=float32", f"model.pair_blocks={str(bool(pair_blocks)).lower()}"])
     extra = {"run_dir": os.path.abspath(run_dir), "data_dir": os.path.abspath(data_dir)}
     arrays = None
     if prior_shift is not None:
