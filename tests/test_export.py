@@ -423,7 +423,6 @@ def test_every_backbone_family_exports_and_loads_without_tfrrl(exported, tmp_pat
         np.testing.assert_allclose(result["scores"][d], expected[d], rtol=1e-4, atol=1e-5)
 
 
-
 def test_export_run_takes_either_scoring_path_with_the_same_scores(small_synthetic_prepared,
                                                                    tmp_path):
     """`tfrrl export --pair-blocks on|off` (export_run's ``pair_blocks``, off by default) rebuilds
@@ -438,9 +437,9 @@ def test_export_run_takes_either_scoring_path_with_the_same_scores(small_synthet
     users, entities = _raw_inputs(data, lookup)
     scores, paths = {}, {}
     for choice in (True, None):  # None: the default, off whatever the run trained with
-        kwargs = {} if choice is None else {"pair_blocks": choice}
+        path_choice = {} if choice is None else {"pair_blocks": choice}
         version_dir = export.export_run(str(run), None, str(tmp_path / f"export-{choice}"),
-                                        **kwargs)
+                                        **path_choice)
         paths[choice] = export.read_manifest(version_dir)["pair_blocks"]
         fn = tf.saved_model.load(version_dir).signatures["score_raw"]
         _, kwargs = fn.structured_input_signature
