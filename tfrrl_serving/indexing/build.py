@@ -154,7 +154,7 @@ def build_indexes(export_dir: str, data_dir: Optional[str] = None, version: Opti
     # faiss adds the corpus in one call and says nothing: a line a minute shows it is alive
     # (about 9 minutes for 1M entities on 2 shared cores: benchmarks/RESULTS.md).
     with Heartbeat(say, lambda seconds: f"HNSW: building the graph over {n:,} entities, "
-                                        f"{format_duration(seconds)} so far"):
+                                        f"{format_duration(seconds)} so far", interval=60.0):
         graph = build_hnsw(reprs, M=M, ef_construction=ef_construction, num_layers=num_layers,
                            seed=seed, num_threads=num_threads, metadata=metadata)
     graph.faiss_index = None  # its vectors would duplicate entity_repr.npy
