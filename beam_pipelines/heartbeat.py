@@ -23,8 +23,11 @@ from beam_pipelines import counters
 from tfrrl.progress import Heartbeat, format_duration
 
 DEFAULT_INTERVAL = 60.0  # seconds between two lines
-ROWS_READ_SUFFIX = "/rows_read"
+# The parts of the link's counter names (beam_pipelines/counters.py), from their own makers.
+ROWS_READ_SUFFIX = counters.rows_read_name("")  # "/rows_read"
 CATALOG_PREFIX = counters.catalog_source("")  # "catalog:"
+DEAD_MARK = counters.dead_prefix("")  # "/dead/"
+WRITTEN_PREFIX = counters.written_name("")  # "impressions/written/"
 
 
 def rows_read_by_source(tally: Mapping[str, int]) -> Dict[str, int]:
@@ -57,9 +60,8 @@ def heartbeat_line(elapsed: float, tally: Optional[Mapping[str, int]]) -> str:
         return f"{head}; no row read yet"
     per_source = ", ".join(f"{source} {count:,}" for source, count in read.items())
     rate = f"; {total / elapsed:,.0f} rows/s" if elapsed > 0 else ""
-    written = sum(c for n, c in tally.items()
-                  if n.startswith(counters.written_name("")))
-    dead = sum(c for n, c in tally.items() if "/dead/" in n)
+    written = sum(c for n, c in tally.items() if n.startswith(WRITTEN_PREFIX))
+    dead = sum(c for n, c in tally.items() if DEAD_MARK in n)
     return (f"{head}; rows read {total:,} ({per_source}{rate}); examples written {written:,}; "
             f"dead-lettered {dead:,}")
 
