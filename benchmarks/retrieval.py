@@ -33,10 +33,13 @@ exhaustive model scoring.
 
     Exhaustive scoring of a 1M corpus costs about a second per query per core, so (b) uses
     ``--b-queries`` (default 20) queries, each run both ways; ``--b-entities`` (default
-    ``--entities``) sets its corpus size.
+    ``--entities``) sets its corpus size. With ``--export`` every exhaustive chunk size of
+    ``--exhaustive-batch`` and every walk setting run on a query before the next query starts
+    (side by side under the same load), and the speed-up is against the FASTEST chunk size.
 
 Timing: everything timed runs in ONE thread (BLAS/OpenMP threads are set to 1 before numpy is
-imported; ScaNN's ``search_batched`` is single-threaded; faiss builds use ``--build-threads``).
+imported; ScaNN's ``search_batched`` is single-threaded; faiss builds use ``--build-threads``;
+TensorFlow's pools are sized by ``--tf-threads``, default 1).
 "Per core" numbers are from the process CPU time (``time.process_time``), which is what one
 core delivers and is robust to other jobs sharing the machine; wall-clock numbers are printed
 beside them.
@@ -279,20 +282,22 @@ def part_b_synthetic(x: np.ndarray, users: np.ndarray, args) -> Dict[str, Any]:
             return s
 
         with Clock() as c:
-            ids, _ = nann.exhaustive_search(recording, n, k, batch_size=args.exhaustive_batch)
+            ids, _ = nann.exhaustive_search(recording, n, k,
+                                            batch_size=exhaustive_chunks(args)[0])
         exh_ids.append(ids)
         exh_ms_cpu.append(c.cpu * 1e3)
         exh_ms_wall.append(c.wall * 1e3)
         gts.append(gumbel_ground_truth(all_scores, args.gt_size, args.gt_temperature, rng))
     say(f"    exhaustive: {np.mean(exh_ms_cpu):.0f} ms/query CPU")
     rows = []
-    for top_n, ef in sweep(args):
+    for top_n, ef, whole in sweep(args):
         found, fracs, ms_cpu, ms_wall, calls = [], [], [], [], []
         for u in users:
             fn = scorer.for_user(x, u)
             with Clock() as c:
                 ids, _, st = nann.search(graph, fn, k, ef=ef, top_n_per_layer=top_n,
-                                         expand_width=args.expand_width)
+                                         expand_width=args.expand_width,
+                                         whole_layer_max=whole)
             found.append(np.pad(ids, (0, k - len(ids)), constant_values=-1))
             fracs.append(st.fraction_scored)
             ms_cpu.append(c.cpu * 1e3)
@@ -300,6 +305,7 @@ def part_b_synthetic(x: np.ndarray, users: np.ndarray, args) -> Dict[str, Any]:
             calls.append(st.num_score_calls)
         rows.append(_b_row(top_n, ef, np.array(found), np.array(exh_ids), gts, ns, n, fracs,
                            ms_cpu, ms_wall, exh_ms_cpu, exh_ms_wall, calls))
+        rows[-1]["whole_layer_max"] = whole
     say("    HNSW searches done")
     return {"n": n, "ns": ns, "rows": rows, "layers": graph.layer_sizes(),
             "scorer": f"random ReLU MLP over [e, u*e, u] ({x.shape[1]}-d each) -> "
@@ -310,8 +316,18 @@ def part_b_synthetic(x: np.ndarray, users: np.ndarray, args) -> Dict[str, Any]:
 
 
 def sweep(args):
-    """(top_n_per_layer, ef) settings of (b)."""
-    return [(int(t), int(e)) for t in args.top_n.split(",") for e in args.ef.split(",")]
+    """(top_n_per_layer, ef, whole_layer_max) settings of (b)."""
+    from tfrrl_serving.ann import nann  # pylint: disable=import-outside-toplevel
+
+    wholes = (str(nann.DEFAULT_WHOLE_LAYER_MAX) if args.whole_layer_max is None
+              else args.whole_layer_max)
+    return [(int(t), int(e), int(w)) for t in args.top_n.split(",") for e in args.ef.split(",")
+            for w in wholes.split(",")]
+
+
+def exhaustive_chunks(args) -> List[int]:
+    """The exhaustive chunk sizes of ``--exhaustive-batch``."""
+    return [int(c) for c in str(args.exhaustive_batch).split(",")]
 
 
 def _b_row(top_n, ef, found, exhaustive, gts, ns, n, fracs, ms_cpu, ms_wall, exh_cpu, exh_wall,
@@ -342,13 +358,18 @@ def print_b(res: Dict[str, Any], args, title: str) -> bool:
           f"{res['layers']}, M {args.M}, expand_width {args.expand_width or 'all open'}, "
           f"{res['queries']} queries each run both ways; scorer: {res['scorer']}; ground "
           f"truth: {res['ground_truth']}")
-    head = (f"    {'top_n':>5} {'ef':>5} {'scored':>8} {'calls':>6} {'ms/q':>7} {'exh ms/q':>9} "
-            f"{'speedup':>8}")
+    if "exhaustive_by_chunk" in res:
+        print("    exhaustive, process CPU ms per query by chunk size: " + ", ".join(
+            f"{c} entities/call {v['ms_cpu']:.0f}" for c, v in res["exhaustive_by_chunk"].items())
+            + f"; the speed-ups compare with the fastest ({res['exhaustive_chunk']})")
+    head = (f"    {'top_n':>5} {'ef':>5} {'whole':>5} {'scored':>8} {'calls':>6} {'ms/q':>7} "
+            f"{'exh ms/q':>9} {'speedup':>8}")
     for n_ in ns:
         head += f" | @{n_}: {'R-all':>6} {'R-ret':>6} {'ratio':>6} {'overlap':>7}"
     print(head)
     for r in res["rows"]:
-        line = (f"    {r['top_n']:>5} {r['ef']:>5} {r['fraction_scored']:>8.3%} "
+        line = (f"    {r['top_n']:>5} {r['ef']:>5} {r['whole_layer_max']:>5} "
+                f"{r['fraction_scored']:>8.3%} "
                 f"{r['score_calls']:>6.1f} {r['ms_cpu']:>7.1f} {r['exhaustive_ms_cpu']:>9.0f} "
                 f"{r['speedup_cpu']:>7.1f}x")
         for n_ in ns:
@@ -359,7 +380,8 @@ def print_b(res: Dict[str, Any], args, title: str) -> bool:
     print("    (scored: mean fraction of the corpus scored per query; ms/q, exh ms/q, speedup: "
           "process CPU time per query, one thread; R-all / R-ret: Recall-all@N / "
           "Recall-retrieval@N averaged over queries, ratio = R-ret / R-all; overlap: "
-          "|HNSW top-N ∩ exhaustive top-N| / N averaged over queries)")
+          "|HNSW top-N ∩ exhaustive top-N| / N averaged over queries; whole: the "
+          "walk's whole_layer_max)")
     main_n = args.target_n if args.target_n in ns else ns[-1]
 
     def cheap(r):
@@ -371,7 +393,8 @@ def print_b(res: Dict[str, Any], args, title: str) -> bool:
 
     def describe(r):
         m = r["per_n"][main_n]
-        return (f"top_n {r['top_n']}, ef {r['ef']}: Recall-retrieval@{main_n} / "
+        return (f"top_n {r['top_n']}, ef {r['ef']}, whole_layer_max {r['whole_layer_max']}: "
+                f"Recall-retrieval@{main_n} / "
                 f"Recall-all@{main_n} = {m['recall_retrieval']:.3f} / {m['recall_all']:.3f} = "
                 f"{m['ratio']:.3f} (overlap with exhaustive top-{main_n} {m['overlap']:.3f}), "
                 f"scored {r['fraction_scored']:.3%} of the corpus, {r['speedup_cpu']:.1f}x "
@@ -441,31 +464,55 @@ def part_b_export(args) -> Dict[str, Any]:
     ns = sorted(min(int(v), n) for v in args.ns.split(","))
     k = max(ns)
     index_of = retriever.indexes.key_index()
-    exh_ids, exh_cpu, exh_wall = [], [], []
-    for user in raw:
-        with Clock() as c:
-            ks, _, _ = retriever.retrieve(user, k, mode="exhaustive", allow_unknown_domain=True)
+    chunks = exhaustive_chunks(args)
+    settings = sweep(args)
+    exh_ids: List[List[int]] = []
+    exh_cpu = {c: [] for c in chunks}
+    exh_wall = {c: [] for c in chunks}
+    walks = {s: {"found": [], "fracs": [], "cpu": [], "wall": [], "calls": []} for s in settings}
+    # Side by side, query by query: every exhaustive chunk size and every walk setting runs on
+    # the same query before the next query starts, so load from other jobs hits all alike.
+    for qi, user in enumerate(raw):
+        for c_size in chunks:
+            with Clock() as c:
+                ks, _, _ = retriever.retrieve(user, k, mode="exhaustive",
+                                              exhaustive_batch_size=c_size,
+                                              allow_unknown_domain=True)
+            exh_cpu[c_size].append(c.cpu * 1e3)
+            exh_wall[c_size].append(c.wall * 1e3)
         exh_ids.append([index_of[x] for x in ks])
-        exh_cpu.append(c.cpu * 1e3)
-        exh_wall.append(c.wall * 1e3)
-    rows = []
-    for top_n, ef in sweep(args):
-        found, fracs, ms_cpu, ms_wall, calls = [], [], [], [], []
-        for user in raw:
+        for setting in settings:
+            top_n, ef, whole = setting
+            w = walks[setting]
             with Clock() as c:
                 ks, _, st = retriever.retrieve(user, k, mode="hnsw", ef=ef,
                                                top_n_per_layer=top_n,
                                                expand_width=args.expand_width,
+                                               whole_layer_max=whole,
                                                allow_unknown_domain=True)
             ids = [index_of[x] for x in ks]
-            found.append(ids + [-1] * (k - len(ids)))
-            fracs.append(st["fraction_scored"])
-            ms_cpu.append(c.cpu * 1e3)
-            ms_wall.append(c.wall * 1e3)
-            calls.append(st["num_score_calls"])
-        rows.append(_b_row(top_n, ef, np.array(found), np.array(exh_ids), queries.ground_truth,
-                           ns, n, fracs, ms_cpu, ms_wall, exh_cpu, exh_wall, calls))
+            w["found"].append(ids + [-1] * (k - len(ids)))
+            w["fracs"].append(st["fraction_scored"])
+            w["cpu"].append(c.cpu * 1e3)
+            w["wall"].append(c.wall * 1e3)
+            w["calls"].append(st["num_score_calls"])
+        if (qi + 1) % 10 == 0 or qi + 1 == len(raw):
+            say(f"    {qi + 1}/{len(raw)} queries")
+    # The fair reference: exhaustive scoring at its fastest measured chunk size.
+    best_chunk = min(chunks, key=lambda c_size: float(np.mean(exh_cpu[c_size])))
+    rows = []
+    for setting in settings:
+        w = walks[setting]
+        row = _b_row(setting[0], setting[1], np.array(w["found"]), np.array(exh_ids),
+                     queries.ground_truth, ns, n, w["fracs"], w["cpu"], w["wall"],
+                     exh_cpu[best_chunk], exh_wall[best_chunk], w["calls"])
+        row["whole_layer_max"] = setting[2]
+        rows.append(row)
+    exhaustive = {str(c_size): {"ms_cpu": float(np.mean(exh_cpu[c_size])),
+                                "ms_wall": float(np.mean(exh_wall[c_size]))}
+                  for c_size in chunks}
     return {"n": n, "ns": ns, "rows": rows, "layers": retriever.indexes.hnsw.layer_sizes(),
+            "exhaustive_by_chunk": exhaustive, "exhaustive_chunk": best_chunk,
             "scorer": f"exported backbone version {retriever.indexes.version} "
                       "(encode_user once, score_encoded per round)",
             "queries": len(raw), "ground_truth": "eval split (tfrrl.evaluation.queries)"}
@@ -506,7 +553,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--hidden2", type=int, default=64)
     parser.add_argument("--gt-size", type=int, default=10)
     parser.add_argument("--gt-temperature", type=float, default=0.2)
-    parser.add_argument("--exhaustive-batch", type=int, default=65_536)
+    parser.add_argument("--exhaustive-batch", default="65536",
+                        help="entities per exhaustive model call; with --export a list "
+                             "(65536,8192) times each size on every query and compares the walk "
+                             "with the fastest; without --export the first size is used")
+    parser.add_argument("--whole-layer-max",
+                        help="(b) score the lowest upper layer of at most this many nodes whole "
+                             "(0 = start at the entry point; default: the search's default); "
+                             "a list sweeps it")
+    parser.add_argument("--tf-threads", type=int, default=1,
+                        help="(b --export) TensorFlow's intra- and inter-op threads (0 = "
+                             "TensorFlow's default: one per core)")
     parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1,
                         help="faiss / ScaNN build threads (timed searches use one)")
     parser.add_argument("--export", help="(b) with a real export (tfrrl export + tfrrl index)")
@@ -516,6 +573,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--cache", help="(b) keep the synthetic HNSW graph here between runs")
     args = parser.parse_args(argv)
+    if args.tf_threads < 0:
+        parser.error("--tf-threads must be >= 0")
+    if args.tf_threads:  # read when TensorFlow's runtime starts (it is imported lazily below)
+        for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ[name] = str(args.tf_threads)
     if args.export and args.part in ("b", "both"):
         from tfrrl_serving.indexing.layout import (  # pylint: disable=import-outside-toplevel
             latest_indexed_version)

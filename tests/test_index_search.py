@@ -79,8 +79,9 @@ def test_toy_graph_walk_by_hand():
     assert g.num_layers == 2 and g.levels.tolist() == [1, 0, 0, 0, 1, 0, 0, 1]
     assert g.layer_nodes[1].tolist() == [0, 4, 7]
     rec = Recorder(lambda ids: TOY_SCORES[ids])
-    ids, scores, stats = nann.search(g, rec, k=2, top_n_per_layer=[2, 1])
-    # Worked by hand (k=2; beam width 1 on layer 1 = greedy, ef=2 on layer 0):
+    ids, scores, stats = nann.search(g, rec, k=2, top_n_per_layer=[2, 1], whole_layer_max=0)
+    # Worked by hand (k=2; beam width 1 on layer 1 = greedy, ef=2 on layer 0; HNSW's start at
+    # the entry point, whole_layer_max=0):
     #  call 1: [0]            the entry point (0.0)
     #  layer 1, round 1: expand 0 -> {4, 7}; call 2: [4, 7] (4.0, 3.5); beam = [4]
     #  layer 1, round 2: expand 4 -> {0, 7}, both visited on layer 1: nothing; layer-1 top-n = [4]
@@ -94,18 +95,57 @@ def test_toy_graph_walk_by_hand():
     assert stats.num_scored == 7 and stats.num_score_calls == 5  # node 1 never scored
     assert stats.fraction_scored == pytest.approx(7 / 8)
     assert [(l["level"], l["rounds"], l["top_n"]) for l in stats.layers] == [(1, 2, 1), (0, 3, 2)]
+    assert not any(l["scored_whole"] for l in stats.layers)
     # the exhaustive answer agrees
     assert nann.exhaustive_search(lambda i: TOY_SCORES[i], 8, 2)[0].tolist() == [6, 5]
+
+
+@pytest.mark.parametrize("whole_layer_max", [3, nann.DEFAULT_WHOLE_LAYER_MAX])
+def test_toy_graph_small_top_layer_scored_whole(whole_layer_max):
+    g = HnswGraph.from_neighbor_lists(TOY_LAYERS, entry_point=0)
+    rec = Recorder(lambda ids: TOY_SCORES[ids])
+    ids, scores, stats = nann.search(g, rec, k=2, top_n_per_layer=[2, 1],
+                                     whole_layer_max=whole_layer_max)
+    # Worked by hand: layer 1 has 3 nodes <= whole_layer_max, so
+    #  call 1: [0, 4, 7]      all of layer 1 (0.0, 4.0, 3.5); its exact top-1 = [4]; no rounds
+    #  layer 0, round 1: expand 4 -> {3, 6}; call 2: [3, 6]; beam = [6, 4]
+    #  layer 0, round 2: expand 6 -> {5, 7}; 7 was scored with layer 1; call 3: [5]; beam [6, 5]
+    #  layer 0, round 3: expand 5 -> {2, 6}; call 4: [2]; stop. Same answer, 4 calls, not 5.
+    assert [c.tolist() for c in rec.calls] == [[0, 4, 7], [3, 6], [5], [2]]
+    assert ids.tolist() == [6, 5] and scores.tolist() == [9.0, 5.0]
+    assert stats.num_score_calls == 4 and stats.num_scored == 7
+    assert [(l["level"], l["rounds"], l["newly_scored"], l["score_calls"], l["scored_whole"])
+            for l in stats.layers] == [(1, 0, 3, 1, True), (0, 3, 4, 3, False)]
+    # one node short of the layer's size: the walk starts at the entry point as before
+    assert nann.whole_layer_level(g, 2) is None and nann.whole_layer_level(g, 3) == 1
+    rec2 = Recorder(lambda ids: TOY_SCORES[ids])
+    nann.search(g, rec2, k=2, top_n_per_layer=[2, 1], whole_layer_max=2)
+    assert rec2.calls[0].tolist() == [0]
+    # explicit entry points win over the whole-layer start
+    rec3 = Recorder(lambda ids: TOY_SCORES[ids])
+    nann.search(g, rec3, k=2, top_n_per_layer=[2, 1], entry_points=[4])
+    assert rec3.calls[0].tolist() == [4]
+    with pytest.raises(ValueError, match="whole_layer_max"):
+        nann.search(g, rec, k=2, whole_layer_max=-1)
+
+
+def test_whole_layer_start_picks_the_lowest_small_layer(graph):
+    sizes = graph.layer_sizes()  # 2,000 nodes, M 16: the upper layers shrink about 16x each
+    assert len(sizes) >= 3 and sizes[1] > sizes[2]
+    assert nann.whole_layer_level(graph, sizes[1]) == 1
+    assert nann.whole_layer_level(graph, sizes[1] - 1) == 2
+    assert nann.whole_layer_level(graph, 0) is None
 
 
 def test_toy_graph_max_rounds_and_validation():
     g = HnswGraph.from_neighbor_lists(TOY_LAYERS, entry_point=0)
     rec = Recorder(lambda ids: TOY_SCORES[ids])
     # One round per layer: layer 1 expands 0 -> beam [4]; layer 0 expands 4 -> [3, 6] -> [6, 4].
-    ids, scores, stats = nann.search(g, rec, k=2, top_n_per_layer=[2, 1], max_rounds=1)
+    ids, scores, stats = nann.search(g, rec, k=2, top_n_per_layer=[2, 1], max_rounds=1,
+                                     whole_layer_max=0)
     assert [c.tolist() for c in rec.calls] == [[0], [4, 7], [3, 6]]
     assert ids.tolist() == [6, 4] and scores.tolist() == [9.0, 4.0]
-    with pytest.raises(ValueError, match="2 scores for 1 candidates"):
+    with pytest.raises(ValueError, match="4 scores for 3 candidates"):  # all of layer 1
         nann.search(g, lambda ids: np.zeros(len(ids) + 1), k=2)
     with pytest.raises(ValueError, match="NaN"):
         nann.search(g, lambda ids: np.full(len(ids), np.nan), k=2)
@@ -227,6 +267,7 @@ def test_full_beam_equals_exhaustive(graph, corpus, make_score):
         f = make_score(x, q)
         want_ids, want_scores = nann.exhaustive_search(f, N, K)
         ids, scores, stats = nann.search(graph, f, K, ef=N, top_n_per_layer=N)
+        assert stats.layers[0]["scored_whole"]  # the default start on a small upper layer
         assert ids.tolist() == want_ids.tolist()
         np.testing.assert_allclose(scores, want_scores)
         assert stats.num_scored == N

@@ -189,6 +189,7 @@ class IndexedRetriever:
     def retrieve(self, raw_user: Mapping[str, Any], k: int = 10, mode: str = "hnsw", *,
                  ef: Optional[int] = None, top_n_per_layer: nann.TopN = nann.DEFAULT_TOP_N,
                  expand_width: Optional[int] = None, max_rounds: Optional[int] = None,
+                 whole_layer_max: int = nann.DEFAULT_WHOLE_LAYER_MAX,
                  num_candidates: Optional[int] = None, num_anchors: int = 4,
                  query_vector: Optional[np.ndarray] = None,
                  exhaustive_batch_size: int = 65_536, allow_unknown_domain: bool = False,
@@ -200,8 +201,9 @@ class IndexedRetriever:
         ``raw_user``: the user's raw features as in the TFRecords (``user_id``, ``user_*``,
         ``seq_*`` of length L, ``domain``). A domain outside the exported list raises
         ValueError unless ``allow_unknown_domain`` (it would be scored by expert 0).
-        ``ef`` / ``top_n_per_layer`` / ``expand_width`` / ``max_rounds``: ``hnsw`` beam
-        parameters (:func:`tfrrl_serving.ann.nann.search`). ``num_candidates`` (default
+        ``ef`` / ``top_n_per_layer`` / ``expand_width`` / ``max_rounds`` /
+        ``whole_layer_max``: ``hnsw`` beam parameters
+        (:func:`tfrrl_serving.ann.nann.search`). ``num_candidates`` (default
         ``max(10 k, 200)``), ``num_anchors``, ``query_vector``: ``scann`` mode.
 
         ``should_stop``: asked before every model call (e.g. "is the request's deadline
@@ -229,7 +231,8 @@ class IndexedRetriever:
         if mode == "hnsw":
             ids, scores, st = nann.search(self.indexes.hnsw, score_fn, k, ef=ef,
                                           top_n_per_layer=top_n_per_layer,
-                                          expand_width=expand_width, max_rounds=max_rounds)
+                                          expand_width=expand_width, max_rounds=max_rounds,
+                                          whole_layer_max=whole_layer_max)
             stats.update(num_scored=st.num_scored, num_rounds=st.num_rounds, layers=st.layers)
         elif mode == "exhaustive":
             ids, scores = nann.exhaustive_search(score_fn, self.num_entities, k,
