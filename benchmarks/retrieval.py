@@ -35,7 +35,8 @@ exhaustive model scoring.
     ``--b-queries`` (default 20) queries, each run both ways; ``--b-entities`` (default
     ``--entities``) sets its corpus size. With ``--export`` every exhaustive chunk size of
     ``--exhaustive-batch`` and every walk setting run on a query before the next query starts
-    (side by side under the same load), and the speed-up is against the FASTEST chunk size.
+    (side by side under the same load, in an order that rotates from query to query), and the
+    speed-up is against the FASTEST chunk size.
 
 Timing: everything timed runs in ONE thread (BLAS/OpenMP threads are set to 1 before numpy is
 imported; ScaNN's ``search_batched`` is single-threaded; faiss builds use ``--build-threads``;
@@ -470,20 +471,25 @@ def part_b_export(args) -> Dict[str, Any]:
     exh_cpu = {c: [] for c in chunks}
     exh_wall = {c: [] for c in chunks}
     walks = {s: {"found": [], "fracs": [], "cpu": [], "wall": [], "calls": []} for s in settings}
-    # Side by side, query by query: every exhaustive chunk size and every walk setting runs on
-    # the same query before the next query starts, so load from other jobs hits all alike.
+    # Side by side, query by query: every exhaustive chunk size and every walk setting run on
+    # the same query before the next query starts, so load from other jobs hits all alike. The
+    # order rotates from query to query: a walk right after a 1M-entity scoring pass starts with
+    # cold caches, and no arm should always be the one that follows it.
+    arms = [("exhaustive", c_size) for c_size in chunks] + [("hnsw", s) for s in settings]
     for qi, user in enumerate(raw):
-        for c_size in chunks:
-            with Clock() as c:
-                ks, _, _ = retriever.retrieve(user, k, mode="exhaustive",
-                                              exhaustive_batch_size=c_size,
-                                              allow_unknown_domain=True)
-            exh_cpu[c_size].append(c.cpu * 1e3)
-            exh_wall[c_size].append(c.wall * 1e3)
-        exh_ids.append([index_of[x] for x in ks])
-        for setting in settings:
-            top_n, ef, whole = setting
-            w = walks[setting]
+        for kind, arm in arms[qi % len(arms):] + arms[:qi % len(arms)]:
+            if kind == "exhaustive":
+                with Clock() as c:
+                    ks, _, _ = retriever.retrieve(user, k, mode="exhaustive",
+                                                  exhaustive_batch_size=arm,
+                                                  allow_unknown_domain=True)
+                exh_cpu[arm].append(c.cpu * 1e3)
+                exh_wall[arm].append(c.wall * 1e3)
+                if arm == chunks[0]:
+                    exh_ids.append([index_of[x] for x in ks])
+                continue
+            top_n, ef, whole = arm
+            w = walks[arm]
             with Clock() as c:
                 ks, _, st = retriever.retrieve(user, k, mode="hnsw", ef=ef,
                                                top_n_per_layer=top_n,
