@@ -72,3 +72,36 @@ def test_the_retrieval_benchmark_on_an_export_without_index_is_one_clear_error(t
     err = capsys.readouterr().err
     assert "no indexed version under" in err and "run `tfrrl index`" in err
     assert "Traceback" not in err
+
+
+def test_the_retrieval_benchmark_part_b_on_an_export_side_by_side(tiny_indexed_export, tmp_path,
+                                                                  capsys):
+    """`benchmarks.retrieval --part b --export E` with two exhaustive chunk sizes and two walk
+    settings: the speed-up is taken against the fastest chunk size, and scoring the small upper
+    layer whole makes fewer model calls than starting at the entry point."""
+    import json as json_lib
+
+    from benchmarks import retrieval  # pylint: disable=import-outside-toplevel
+    from tfrrl_serving.indexing import search as indexing
+
+    out = tmp_path / "b.json"
+    retrieval.main(["--part", "b", "--export", tiny_indexed_export["base"], "--b-queries", "4",
+                    "--top-n", "8", "--ef", "16", "--whole-layer-max", "0,1024",
+                    "--exhaustive-batch", "64,16", "--ns", "5,10", "--target-n", "10",
+                    "--tf-threads", "0", "--json", str(out)])
+    res = json_lib.loads(out.read_text())["results"]["b"]
+    chunks = res["exhaustive_by_chunk"]
+    assert set(chunks) == {"64", "16"}
+    assert res["exhaustive_chunk"] == min((int(c) for c in chunks),
+                                          key=lambda c: chunks[str(c)]["ms_cpu"])
+    rows = {r["whole_layer_max"]: r for r in res["rows"]}
+    assert set(rows) == {0, 1024}
+    for r in rows.values():
+        fastest = chunks[str(res["exhaustive_chunk"])]["ms_cpu"]
+        assert r["exhaustive_ms_cpu"] == pytest.approx(fastest)
+        assert r["speedup_cpu"] == pytest.approx(r["exhaustive_ms_cpu"] / r["ms_cpu"])
+    graph = indexing.IndexedRetriever.load(tiny_indexed_export["base"]).indexes.hnsw
+    assert graph.num_layers >= 2 and graph.layer_sizes()[1] <= 1024
+    assert rows[1024]["score_calls"] < rows[0]["score_calls"]
+    printed = capsys.readouterr().out
+    assert "the speed-ups compare with the fastest" in printed and " whole " in printed
