@@ -559,9 +559,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--hidden2", type=int, default=64)
     parser.add_argument("--gt-size", type=int, default=10)
     parser.add_argument("--gt-temperature", type=float, default=0.2)
-    parser.add_argument("--exhaustive-batch", default="65536",
+    parser.add_argument("--exhaustive-batch", default="16384",
                         help="entities per exhaustive model call; with --export a list "
-                             "(65536,8192) times each size on every query and compares the walk "
+                             "(65536,16384) times each size on every query and compares the walk "
                              "with the fastest; without --export the first size is used")
     parser.add_argument("--whole-layer-max",
                         help="(b) score the lowest upper layer of at most this many nodes whole "

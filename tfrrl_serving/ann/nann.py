@@ -61,6 +61,10 @@ DEFAULT_TOP_N = 8
 # docstring). A model call costs about as much as scoring a few hundred more entities in it, and
 # walking a layer takes 4-7 calls: scoring 1,024 nodes at once is the cheaper of the two.
 DEFAULT_WHOLE_LAYER_MAX = 1_024
+# Entities per model call of exhaustive scoring: on the exported backbone, one user, one thread,
+# 16,384 scored a 1M corpus faster than 65,536 (the larger intermediates fall out of cache) and
+# as fast as 8,192 (benchmarks/RESULTS.md, part (b)).
+DEFAULT_EXHAUSTIVE_CHUNK = 16_384
 
 
 @dataclasses.dataclass
@@ -405,7 +409,8 @@ def search_batch(graph: HnswGraph, score_fn_batch: BatchScoreFn, num_queries: in
 # --------------------------------------------------------------------------------------------
 
 
-def exhaustive_search(score_fn: ScoreFn, num_entities: int, k: int, batch_size: int = 65_536
+def exhaustive_search(score_fn: ScoreFn, num_entities: int, k: int,
+                      batch_size: int = DEFAULT_EXHAUSTIVE_CHUNK
                       ) -> Tuple[np.ndarray, np.ndarray]:
     """Scores every entity (in chunks) and returns the top-k, same tie-breaking as :func:`search`
     (the reference of Recall-all: the model's exact top-k over the whole corpus)."""

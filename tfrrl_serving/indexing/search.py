@@ -192,7 +192,8 @@ class IndexedRetriever:
                  whole_layer_max: int = nann.DEFAULT_WHOLE_LAYER_MAX,
                  num_candidates: Optional[int] = None, num_anchors: int = 4,
                  query_vector: Optional[np.ndarray] = None,
-                 exhaustive_batch_size: int = 65_536, allow_unknown_domain: bool = False,
+                 exhaustive_batch_size: int = nann.DEFAULT_EXHAUSTIVE_CHUNK,
+                 allow_unknown_domain: bool = False,
                  should_stop: Optional[Callable[[], bool]] = None
                  ) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
         """Top-``k`` entities for ONE user: ``(keys [k'] str, scores float64 [k'], stats)``,
