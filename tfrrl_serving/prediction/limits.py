@@ -36,8 +36,9 @@ VALUE_FIELDS = {"half_val": 1, "float_val": 1, "double_val": 1, "int_val": 1, "s
 @dataclasses.dataclass(frozen=True)
 class RequestLimits:
     """How big one ``Predict`` may be (``python -m tfrrl_serving.tf_serving`` flags in
-    parentheses). The defaults admit the largest call the matching service makes: one user and
-    65,536 candidates' ``entity_repr`` (its exhaustive scoring chunk)."""
+    parentheses). The defaults admit the matching service's calls with room to spare: one user
+    and up to 65,536 candidates' ``entity_repr`` (its exhaustive scoring chunk is 16,384 by
+    default, ``exhaustive_batch_size`` of a retrieval up to 65,536)."""
 
     max_elements_per_input: int = 1 << 24  # --max_elements_per_input
     max_total_elements: int = 1 << 25  # --max_total_elements
