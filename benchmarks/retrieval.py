@@ -35,7 +35,7 @@ exhaustive model scoring.
     ``--b-queries`` (default 20) queries, each run both ways; ``--b-entities`` (default
     ``--entities``) sets its corpus size. With ``--export`` every exhaustive chunk size of
     ``--exhaustive-batch`` and every walk setting run on a query before the next query starts
-    (side by side under the same load, in an order that rotates from query to query), and the
+    (side by side under the same load, in an order shuffled for every query), and the
     speed-up is against the FASTEST chunk size.
 
 Timing: everything timed runs in ONE thread (BLAS/OpenMP threads are set to 1 before numpy is
@@ -473,11 +473,14 @@ def part_b_export(args) -> Dict[str, Any]:
     walks = {s: {"found": [], "fracs": [], "cpu": [], "wall": [], "calls": []} for s in settings}
     # Side by side, query by query: every exhaustive chunk size and every walk setting run on
     # the same query before the next query starts, so load from other jobs hits all alike. The
-    # order rotates from query to query: a walk right after a 1M-entity scoring pass starts with
-    # cold caches, and no arm should always be the one that follows it.
+    # order is shuffled for every query: a walk right after a 1M-entity scoring pass starts with
+    # cold caches, and no arm should be the one that follows it more often than the others (a
+    # rotation would not do: it keeps every arm's predecessor).
     arms = [("exhaustive", c_size) for c_size in chunks] + [("hnsw", s) for s in settings]
+    order_rng = np.random.default_rng(args.seed)
     for qi, user in enumerate(raw):
-        for kind, arm in arms[qi % len(arms):] + arms[:qi % len(arms)]:
+        for pos in order_rng.permutation(len(arms)):
+            kind, arm = arms[pos]
             if kind == "exhaustive":
                 with Clock() as c:
                     ks, _, _ = retriever.retrieve(user, k, mode="exhaustive",
