@@ -244,7 +244,7 @@ def _walk_in(ws: _Workspace, graph: HnswGraph, k: int, widths: List[int],
     calls = 0
 
     top = graph.max_level
-    if entry_points is None and whole_level is not None:
+    if whole_level is not None:  # (never with entry_points: search() passes one or the other)
         beam_ids = graph.layer_nodes[whole_level].astype(np.int64)  # sorted, distinct
         top = whole_level
     elif entry_points is None:
@@ -274,7 +274,7 @@ def _walk_in(ws: _Workspace, graph: HnswGraph, k: int, widths: List[int],
         rounds = 0
         scored_before = num_scored
         calls_before = calls
-        whole = level == top and entry_points is None and whole_level is not None
+        whole = level == whole_level
         if whole:  # every node of this layer is scored: its top-n is exact, nothing to walk
             scored_before, calls_before = 0, 0
             expanded[:] = True
@@ -348,9 +348,10 @@ def search(graph: HnswGraph, score_fn: ScoreFn, k: int, *, ef: Optional[int] = N
     """
     _validate(graph, k, expand_width, max_rounds)
     widths = _layer_widths(graph, int(k), ef, top_n_per_layer)
+    whole_level = whole_layer_level(graph, int(whole_layer_max))
     walk = _walk(graph, int(k), widths, expand_width, max_rounds,
                  None if entry_points is None else np.asarray(entry_points),
-                 whole_layer_level(graph, int(whole_layer_max)))
+                 whole_level if entry_points is None else None)
     request = next(walk)
     while True:
         try:
